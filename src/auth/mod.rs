@@ -1,0 +1,80 @@
+//! Client authentication to pgmux: stored secrets, SCRAM-SHA-256 server side, MD5 and plaintext checks.
+
+mod md5;
+mod scram;
+
+pub use md5::{md5_password_hash, verify_md5_response};
+pub use scram::{ScramError, ScramSecret, ScramServer};
+
+/// A user's stored secret, as written in `[users.NAME] password`.
+#[derive(Clone)]
+pub enum Secret {
+    /// Plaintext password; a SCRAM verifier is derived from it once, at load.
+    Plain { password: String, scram: ScramSecret },
+    /// "md5" + md5(password + username) in hex.
+    Md5(String),
+    /// A SCRAM-SHA-256 verifier.
+    Scram(ScramSecret),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets.
+        f.write_str(match self {
+            Secret::Plain { .. } => "Secret::Plain(..)",
+            Secret::Md5(_) => "Secret::Md5(..)",
+            Secret::Scram(_) => "Secret::Scram(..)",
+        })
+    }
+}
+
+impl Secret {
+    /// Parse a configured password: plaintext, `md5<32 hex>` or `SCRAM-SHA-256$<iter>:<salt>$<stored>:<server>`.
+    pub fn parse(text: &str) -> Result<Secret, String> {
+        if let Some(hex) = text.strip_prefix("md5") {
+            if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(Secret::Md5(text.to_ascii_lowercase()));
+            }
+        }
+        if text.starts_with("SCRAM-SHA-256$") {
+            return ScramSecret::parse(text).map(Secret::Scram);
+        }
+        Ok(Secret::Plain {
+            password: text.to_string(),
+            scram: ScramSecret::derive(text, 4096),
+        })
+    }
+
+    /// The SCRAM verifier, if this secret can serve a SCRAM login.
+    pub fn scram(&self) -> Option<&ScramSecret> {
+        match self {
+            Secret::Plain { scram, .. } | Secret::Scram(scram) => Some(scram),
+            Secret::Md5(_) => None,
+        }
+    }
+
+    /// The plaintext password, if known.
+    pub fn plaintext(&self) -> Option<&str> {
+        match self {
+            Secret::Plain { password, .. } => Some(password),
+            _ => None,
+        }
+    }
+
+    /// Check a cleartext password (auth_type plain) against this secret.
+    pub fn verify_plain(&self, user: &str, password: &str) -> bool {
+        match self {
+            Secret::Plain { password: p, .. } => constant_time_eq(p.as_bytes(), password.as_bytes()),
+            Secret::Md5(h) => constant_time_eq(h.as_bytes(), md5_password_hash(user, password).as_bytes()),
+            Secret::Scram(s) => s.verify_password(password),
+        }
+    }
+}
+
+/// Compare two byte strings in time independent of where they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,262 @@
+//! Configuration: the TOML model with PgBouncer's setting names, its defaults, and loading.
+//!
+//! Durations are seconds (fractions allowed); `0` disables a timeout, as in PgBouncer.
+//! `validate` (in `validate.rs`) lists every problem with the key's name.
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use validate::{validate, ConfigProblem};
+
+/// A duration in seconds, fractions allowed; `0` means "disabled" where PgBouncer says so.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Secs(pub f64);
+
+impl Secs {
+    /// The duration, or `None` when zero (disabled).
+    pub fn get(self) -> Option<Duration> {
+        if self.0 > 0.0 && self.0.is_finite() {
+            Some(Duration::from_secs_f64(self.0))
+        } else {
+            None
+        }
+    }
+}
+
+/// How long a client keeps its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// Until the client disconnects.
+    Session,
+    /// Until the transaction ends (ReadyForQuery 'I').
+    Transaction,
+    /// After every statement; explicit transactions are refused.
+    Statement,
+}
+
+impl PoolMode {
+    /// The name used in config and the admin console.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
+}
+
+/// How clients authenticate to pgmux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum AuthType {
+    #[serde(rename = "trust")]
+    Trust,
+    #[serde(rename = "plain")]
+    Plain,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub general: General,
+    #[serde(default)]
+    pub databases: BTreeMap<String, Database>,
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+}
+
+/// `[general]`: PgBouncer's `[pgbouncer]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    /// Address to listen on; "*" for all. Default "127.0.0.1". Restart.
+    pub listen_addr: String,
+    /// Default 6432. Restart.
+    pub listen_port: u16,
+    /// Default "transaction".
+    pub pool_mode: PoolMode,
+    /// Most clients at once; more get 53300. Default 100.
+    pub max_client_conn: usize,
+    /// Servers per (database, user) pool. Default 20.
+    pub default_pool_size: usize,
+    /// Servers the janitor keeps open per pool. Default 0.
+    pub min_pool_size: usize,
+    /// Extra servers once the oldest waiter waited `reserve_pool_timeout`. Default 0.
+    pub reserve_pool_size: usize,
+    /// Default 5.0.
+    pub reserve_pool_timeout: Secs,
+    /// Cap of servers per database across its pools; 0 = none.
+    pub max_db_connections: usize,
+    /// Cap of servers per user across its pools; 0 = none.
+    pub max_user_connections: usize,
+    /// A client waiting longer for a server is disconnected. Default 120.
+    pub query_wait_timeout: Secs,
+    /// Default 15.
+    pub server_connect_timeout: Secs,
+    /// Idle servers older than this are closed. Default 600.
+    pub server_idle_timeout: Secs,
+    /// Servers older than this are closed when next idle. Default 3600.
+    pub server_lifetime: Secs,
+    /// Idle clients are disconnected after this; 0 = never.
+    pub client_idle_timeout: Secs,
+    /// Clients that do not finish login in time are closed. Default 60.
+    pub client_login_timeout: Secs,
+    /// A client idle inside a transaction longer than this is disconnected; 0 = never.
+    pub idle_transaction_timeout: Secs,
+    /// Run on a server before another client gets it in session mode. Default "DISCARD ALL".
+    pub server_reset_query: String,
+    /// Also run server_reset_query in transaction mode. Default false.
+    pub server_reset_query_always: bool,
+    /// Default "scram-sha-256"... (PgBouncer defaults to md5; we pick the secure one.)
+    pub auth_type: AuthType,
+    /// Users that may use the admin console.
+    pub admin_users: Vec<String>,
+    /// Users that may run SHOW commands on the admin console.
+    pub stats_users: Vec<String>,
+    /// Largest packet accepted from a client or server, in bytes. Default 2147483647... capped at 1 GiB.
+    pub max_packet_size: usize,
+    /// TCP keepalive on both sides. Default true.
+    pub tcp_keepalive: bool,
+    /// Disable Nagle on both sides. Default true.
+    pub tcp_nodelay: bool,
+    /// Application name reported when a client gives none.
+    pub application_name_add_host: bool,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            listen_addr: "127.0.0.1".into(),
+            listen_port: 6432,
+            pool_mode: PoolMode::Transaction,
+            max_client_conn: 100,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Secs(5.0),
+            max_db_connections: 0,
+            max_user_connections: 0,
+            query_wait_timeout: Secs(120.0),
+            server_connect_timeout: Secs(15.0),
+            server_idle_timeout: Secs(600.0),
+            server_lifetime: Secs(3600.0),
+            client_idle_timeout: Secs(0.0),
+            client_login_timeout: Secs(60.0),
+            idle_transaction_timeout: Secs(0.0),
+            server_reset_query: "DISCARD ALL".into(),
+            server_reset_query_always: false,
+            auth_type: AuthType::ScramSha256,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            max_packet_size: 1 << 30,
+            tcp_keepalive: true,
+            tcp_nodelay: true,
+            application_name_add_host: false,
+            workers: 0,
+        }
+    }
+}
+
+/// `[databases.NAME]`: where the database clients call NAME lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// Server host. Default "127.0.0.1".
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Server port. Default 5432.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Database name on the server; defaults to the key (for "*", the client's database name).
+    pub dbname: Option<String>,
+    /// Force this server user (PgBouncer's `user=`).
+    pub user: Option<String>,
+    /// Password for the forced user, if not in `[users]`.
+    pub password: Option<String>,
+    /// Overrides default_pool_size.
+    pub pool_size: Option<usize>,
+    /// Overrides min_pool_size.
+    pub min_pool_size: Option<usize>,
+    /// Overrides reserve_pool_size.
+    pub reserve_pool_size: Option<usize>,
+    /// Overrides [general] pool_mode.
+    pub pool_mode: Option<PoolMode>,
+    /// Overrides [general] max_db_connections.
+    pub max_db_connections: Option<usize>,
+    /// Overrides client_encoding etc. are not supported yet; application_name is.
+    pub application_name: Option<String>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+
+/// `[users.NAME]`: a user's secret and overrides.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Plaintext, "md5<32 hex>", or "SCRAM-SHA-256$<iter>:<salt>$<storedkey>:<serverkey>".
+    pub password: Option<String>,
+    /// Overrides the database's and [general]'s pool_mode.
+    pub pool_mode: Option<PoolMode>,
+    /// Overrides [general] max_user_connections.
+    pub max_user_connections: Option<usize>,
+}
+
+/// Errors from reading a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parse and validate config text; every problem is reported at once.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        validate(text).map_err(ConfigError::Invalid)
+    }
+
+    /// The `[databases]` entry for a client's database name: exact, else "*".
+    pub fn database(&self, name: &str) -> Option<&Database> {
+        self.databases.get(name).or_else(|| self.databases.get("*"))
+    }
+
+    /// The pool mode for a (database entry, user).
+    pub fn pool_mode(&self, db: &Database, user: Option<&User>) -> PoolMode {
+        user.and_then(|u| u.pool_mode)
+            .or(db.pool_mode)
+            .unwrap_or(self.general.pool_mode)
+    }
+}

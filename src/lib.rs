@@ -1,0 +1,3 @@
+//! pgmux: a PostgreSQL connection pooler.
+pub mod auth;
+pub mod config;
