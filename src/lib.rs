@@ -1,3 +1,18 @@
 //! pgmux: a PostgreSQL connection pooler.
+//!
+//! Layout (dependencies point downward): `proto`, `auth`, `config` at the bottom; `server`
+//! and `pool` above them; `client` above those; `app` and the binary on top.
+//!
+//! Message flow: accept → `client::login` (SSLRequest answered 'N', StartupMessage, auth,
+//! ParameterStatus + BackendKeyData + ReadyForQuery) → `client::relay` loop: read a request,
+//! `Pool::checkout` (idle server, new server under pool_size, FIFO wait, reserve pool),
+//! sync tracked parameters, relay both ways parsing only headers, release at ReadyForQuery
+//! 'I' in transaction mode.
+pub mod app;
 pub mod auth;
+pub mod client;
 pub mod config;
+pub mod error;
+pub mod pool;
+pub mod proto;
+pub mod server;

@@ -1,0 +1,100 @@
+//! Cancel keys: the (pid, secret) pgmux gives each client, and where a cancel for it goes now.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+use crate::server::{self, CancelTarget, Server};
+
+/// Where a client's cancel should go: the server it holds right now, if any.
+#[derive(Default)]
+pub struct CancelSlot {
+    target: Mutex<Option<(Arc<server::Target>, i32, i32)>>,
+}
+
+impl CancelSlot {
+    /// The client now holds `s`.
+    pub fn attach(&self, s: &Server) {
+        *self.target.lock() = Some((s.target.clone(), s.pid, s.secret));
+    }
+    /// The client no longer holds a server.
+    pub fn detach(&self) {
+        *self.target.lock() = None;
+    }
+    fn get(&self) -> Option<CancelTarget> {
+        self.target.lock().as_ref().map(|(t, pid, secret)| CancelTarget {
+            host: t.host.clone(),
+            port: t.port,
+            pid: *pid,
+            secret: *secret,
+        })
+    }
+}
+
+/// Every logged-in client's key.
+#[derive(Default)]
+pub struct CancelMap {
+    map: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
+}
+
+/// A client's registration; removes the key when dropped.
+pub struct CancelKey {
+    map: Arc<CancelMap>,
+    pub pid: i32,
+    pub secret: i32,
+    pub slot: Arc<CancelSlot>,
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        self.map.map.lock().remove(&self.pid);
+    }
+}
+
+impl CancelMap {
+    /// Give a new client a fresh random key.
+    pub fn register(self: &Arc<Self>) -> CancelKey {
+        let mut rng = rand::thread_rng();
+        let slot = Arc::new(CancelSlot::default());
+        let mut map = self.map.lock();
+        loop {
+            let pid = rng.gen_range(1..i32::MAX);
+            if map.contains_key(&pid) {
+                continue;
+            }
+            let secret = rng.gen::<i32>();
+            map.insert(pid, (secret, slot.clone()));
+            return CancelKey {
+                map: self.clone(),
+                pid,
+                secret,
+                slot,
+            };
+        }
+    }
+
+    /// Forward a CancelRequest to the server the client with this key holds now.
+    /// Unknown keys, and clients holding no server, are ignored.
+    pub async fn cancel(&self, pid: i32, secret: i32) {
+        let target = {
+            let map = self.map.lock();
+            match map.get(&pid) {
+                Some((s, slot)) if crate::auth::constant_time_eq(&s.to_be_bytes(), &secret.to_be_bytes()) => {
+                    slot.get()
+                }
+                _ => None,
+            }
+        };
+        match target {
+            Some(t) => {
+                tracing::info!(pid, server_pid = t.pid, "forwarding cancel request");
+                if let Err(e) = server::send_cancel(&t).await {
+                    tracing::warn!("cancel request failed: {e}");
+                }
+            }
+            None => tracing::info!(pid, "cancel request for an unknown key or idle client ignored"),
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Client login: start-up packet, authentication, pool lookup, welcome messages.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use rand::Rng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{CancelKey, Shared};
+use crate::auth::{verify_md5_response, ScramSecret, ScramServer, Secret};
+use crate::config::AuthType;
+use crate::error::{sqlstate, Error, Result};
+use crate::pool::Pool;
+use crate::proto::startup::{self, StartupPacket};
+use crate::proto::{self, backend};
+use crate::server::params::tracked_index;
+use crate::server::Params;
+
+/// Startup parameters that are accepted and not applied (PgBouncer's ignore_startup_parameters).
+const IGNORED_PARAMS: &[&str] = &["extra_float_digits"];
+
+/// Largest message accepted during login (password and SASL messages are small).
+const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+
+/// A logged-in client, ready for its request loop.
+pub struct Session {
+    pub id: u64,
+    pub pool: Arc<Pool>,
+    /// The tracked parameters this client wants (its start-up values, then its SETs).
+    pub params: Params,
+    pub key: CancelKey,
+    /// Bytes the client sent after its login messages.
+    pub leftover: BytesMut,
+}
+
+/// Log a client in. `Ok(None)` when the connection carried a CancelRequest or closed early.
+pub async fn login(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> Result<Option<Session>> {
+    let fut = login_inner(stream, id, shared);
+    match shared.config.general.client_login_timeout.get() {
+        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
+            Error::client(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout: login took too long")
+        })?,
+        None => fut.await,
+    }
+}
+
+async fn login_inner(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> Result<Option<Session>> {
+    let mut buf = BytesMut::with_capacity(512);
+    let (minor, params) = loop {
+        let packet = loop {
+            if let Some((p, used)) = startup::parse(&buf).map_err(Error::Protocol)? {
+                buf.advance(used);
+                break p;
+            }
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(None);
+            }
+        };
+        match packet {
+            StartupPacket::Ssl | StartupPacket::GssEnc => {
+                if !buf.is_empty() {
+                    return Err(Error::Protocol("data sent before the encryption answer".into()));
+                }
+                stream.write_all(b"N").await?;
+            }
+            StartupPacket::Cancel { pid, secret } => {
+                shared.cancels.cancel(pid, secret).await;
+                return Ok(None);
+            }
+            StartupPacket::Startup { minor, params } => break (minor, params),
+        }
+    };
+    let g = &shared.config.general;
+    if shared.clients.load(Ordering::Relaxed) > g.max_client_conn {
+        return Err(Error::client(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "no more connections allowed (max_client_conn)",
+        ));
+    }
+    let mut out = BytesMut::new();
+    if minor > 0 {
+        let unknown: Vec<&str> = params
+            .iter()
+            .filter(|(k, _)| k.starts_with("_pq_."))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        backend::negotiate_protocol_version(&mut out, &unknown);
+    }
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let user = get("user").filter(|u| !u.is_empty()).ok_or_else(|| {
+        Error::client(
+            sqlstate::INVALID_AUTHORIZATION,
+            "no PostgreSQL user name specified in startup packet",
+        )
+    })?;
+    let database = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+    if get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off" && r != "no") {
+        return Err(Error::client(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported by pgmux",
+        ));
+    }
+    let wanted = wanted_params(&params)?;
+    if shared.config.database(database).is_none() {
+        return Err(Error::client(
+            sqlstate::INVALID_CATALOG_NAME,
+            format!("database \"{database}\" does not exist"),
+        ));
+    }
+    authenticate(stream, &mut buf, &mut out, shared, user).await?;
+
+    let pool = shared
+        .registry
+        .pool(&shared.config, database, user)
+        .ok_or_else(|| Error::client(sqlstate::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist")))?;
+    let welcome = match pool.welcome() {
+        Some(w) => w,
+        None => {
+            // First client of this pool: log a server in to learn its parameters.
+            let s = Box::pin(pool.checkout()).await?;
+            pool.release(s);
+            pool.welcome().expect("set by the first server")
+        }
+    };
+    let mut client_params = welcome.tracked_only();
+    for (k, v) in wanted.iter() {
+        client_params.set(k, v);
+    }
+    let key = shared.cancels.register();
+    backend::auth_ok(&mut out);
+    for (k, v) in welcome.iter() {
+        let v = client_params.get(k).unwrap_or(v);
+        backend::parameter_status(&mut out, k, v);
+    }
+    for (k, v) in client_params.iter() {
+        if welcome.get(k).is_none() {
+            backend::parameter_status(&mut out, k, v);
+        }
+    }
+    backend::backend_key_data(&mut out, key.pid, key.secret);
+    backend::ready_for_query(&mut out, b'I');
+    stream.write_all(&out).await?;
+    Ok(Some(Session {
+        id,
+        pool,
+        params: client_params,
+        key,
+        leftover: buf,
+    }))
+}
+
+/// The tracked parameters a client asked for at start-up (directly or in `options`).
+fn wanted_params(params: &[(String, String)]) -> Result<Params> {
+    let mut wanted = Params::default();
+    let unsupported = |k: &str| {
+        Error::client(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("unsupported startup parameter: {k}"),
+        )
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => {
+                let settings = startup::parse_options(v).ok_or_else(|| unsupported("options"))?;
+                for (k, v) in settings {
+                    if tracked_index(&k).is_some() {
+                        wanted.set(&k, &v);
+                    } else if !IGNORED_PARAMS.contains(&k.as_str()) {
+                        return Err(unsupported(&format!("options: {k}")));
+                    }
+                }
+            }
+            k if k.starts_with("_pq_.") => {}
+            k if tracked_index(k).is_some() => {
+                wanted.set(k, v);
+            }
+            k if IGNORED_PARAMS.contains(&k) => {}
+            k => return Err(unsupported(k)),
+        }
+    }
+    Ok(wanted)
+}
+
+/// Read one tagged message from a client during login.
+async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(u8, BytesMut)> {
+    loop {
+        if let Some((tag, len)) = proto::header(buf, MAX_LOGIN_MESSAGE).map_err(Error::Protocol)? {
+            if buf.len() >= len {
+                let mut m = buf.split_to(len);
+                m.advance(5);
+                return Ok((tag, m));
+            }
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+fn auth_failed(user: &str) -> Error {
+    Error::client(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}
+
+/// Authenticate `user` by the configured auth_type. An unknown user goes through the same
+/// exchange as a known one and fails the same way, so users cannot be enumerated.
+async fn authenticate(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    shared: &Shared,
+    user: &str,
+) -> Result<()> {
+    let secret = shared.secrets.get(user);
+    let known = shared.config.users.contains_key(user);
+    match shared.config.general.auth_type {
+        AuthType::Trust => {
+            if !known {
+                return Err(Error::client(
+                    sqlstate::INVALID_AUTHORIZATION,
+                    format!("role \"{user}\" does not exist"),
+                ));
+            }
+            Ok(())
+        }
+        AuthType::Plain => {
+            backend::auth_request(out, 3, &[]);
+            stream.write_all(out).await?;
+            out.clear();
+            let (tag, body) = read_message(stream, buf).await?;
+            if tag != b'p' {
+                return Err(Error::Protocol("expected a password message".into()));
+            }
+            let pw = body.strip_suffix(&[0]).unwrap_or(&body);
+            let pw = std::str::from_utf8(pw).map_err(|_| auth_failed(user))?;
+            match secret {
+                Some(s) if s.verify_plain(user, pw) => Ok(()),
+                _ => Err(auth_failed(user)),
+            }
+        }
+        AuthType::Md5 => match secret {
+            Some(Secret::Scram(s)) => scram(stream, buf, out, s, user, true).await,
+            Some(s) => {
+                let stored = match s {
+                    Secret::Md5(h) => h.clone(),
+                    Secret::Plain { password, .. } => crate::auth::md5_password_hash(user, password),
+                    Secret::Scram(_) => unreachable!("handled above"),
+                };
+                md5(stream, buf, out, Some(&stored), user).await
+            }
+            None => md5(stream, buf, out, None, user).await,
+        },
+        AuthType::ScramSha256 => match secret {
+            Some(Secret::Md5(h)) => md5(stream, buf, out, Some(h), user).await,
+            Some(s) => scram(stream, buf, out, s.scram().expect("plain or scram"), user, true).await,
+            None => {
+                let fake = ScramSecret::derive(&rand::thread_rng().gen::<u64>().to_string(), 4096);
+                scram(stream, buf, out, &fake, user, false).await
+            }
+        },
+    }
+}
+
+async fn md5(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    stored: Option<&str>,
+    user: &str,
+) -> Result<()> {
+    let salt: [u8; 4] = rand::thread_rng().gen();
+    backend::auth_request(out, 5, &salt);
+    stream.write_all(out).await?;
+    out.clear();
+    let (tag, body) = read_message(stream, buf).await?;
+    if tag != b'p' {
+        return Err(Error::Protocol("expected a password message".into()));
+    }
+    match stored {
+        Some(h) if verify_md5_response(h, salt, &body) => Ok(()),
+        _ => Err(auth_failed(user)),
+    }
+}
+
+async fn scram(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    secret: &ScramSecret,
+    user: &str,
+    known: bool,
+) -> Result<()> {
+    backend::auth_sasl(out);
+    stream.write_all(out).await?;
+    out.clear();
+    let (tag, body) = read_message(stream, buf).await?;
+    if tag != b'p' {
+        return Err(Error::Protocol("expected a SASLInitialResponse".into()));
+    }
+    // SASLInitialResponse: mechanism, int32 length, data.
+    let (mech, rest) = proto::cstr(&body).ok_or_else(|| Error::Protocol("bad SASLInitialResponse".into()))?;
+    if mech != "SCRAM-SHA-256" {
+        return Err(Error::client(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("unsupported SASL mechanism \"{mech}\""),
+        ));
+    }
+    if rest.len() < 4 {
+        return Err(Error::Protocol("bad SASLInitialResponse".into()));
+    }
+    let data = &rest[4..];
+    let mut server = ScramServer::new(secret);
+    let first = server
+        .client_first(data)
+        .map_err(|e| Error::client(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
+    backend::auth_request(out, 11, &first);
+    stream.write_all(out).await?;
+    out.clear();
+    let (tag, body) = read_message(stream, buf).await?;
+    if tag != b'p' {
+        return Err(Error::Protocol("expected a SASLResponse".into()));
+    }
+    let last = match server.client_final(&body) {
+        Ok(v) if known => v,
+        Ok(_) | Err(crate::auth::ScramError::WrongProof) => return Err(auth_failed(user)),
+        Err(e) => return Err(Error::client(sqlstate::PROTOCOL_VIOLATION, e.to_string())),
+    };
+    backend::auth_request(out, 12, &last);
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! Clients: the accept loop and one task per client (login, then the request loop).
+
+mod cancel;
+mod login;
+mod relay;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::auth::Secret;
+use crate::config::Config;
+use crate::error::Error;
+use crate::pool::Registry;
+use crate::proto::backend;
+pub use cancel::{CancelKey, CancelMap};
+
+/// What every client task shares: the config snapshot, secrets, pools, cancel keys, counters.
+pub struct Shared {
+    pub config: Arc<Config>,
+    /// Users' secrets, parsed once at load (plaintext passwords get their SCRAM keys here).
+    pub secrets: HashMap<String, Secret>,
+    pub registry: Arc<Registry>,
+    pub cancels: Arc<CancelMap>,
+    /// Logged-in and logging-in clients.
+    pub clients: AtomicUsize,
+    next_client: AtomicU64,
+}
+
+impl Shared {
+    /// Build the shared state from a validated config.
+    pub fn new(config: Arc<Config>) -> Shared {
+        let secrets = config
+            .users
+            .iter()
+            .filter_map(|(name, u)| {
+                let s = Secret::parse(u.password.as_deref()?).ok()?;
+                Some((name.clone(), s))
+            })
+            .collect();
+        Shared {
+            config,
+            secrets,
+            registry: Arc::new(Registry::new()),
+            cancels: Arc::new(CancelMap::default()),
+            clients: AtomicUsize::new(0),
+            next_client: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Accept clients forever, one task each.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off briefly rather than spin.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
+            let _count = ClientCount::new(&shared);
+            if shared.config.general.tcp_nodelay {
+                let _ = stream.set_nodelay(true);
+            }
+            if shared.config.general.tcp_keepalive {
+                let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+            }
+            handle(stream, peer, id, shared.clone()).await;
+        });
+    }
+}
+
+struct ClientCount<'a>(&'a Shared);
+
+impl<'a> ClientCount<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.clients.fetch_add(1, Ordering::Relaxed);
+        ClientCount(shared)
+    }
+}
+
+impl Drop for ClientCount<'_> {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: std::net::SocketAddr, id: u64, shared: Arc<Shared>) {
+    let session = match login::login(&mut stream, id, &shared).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return, // cancel request, or the client left before logging in
+        Err(e) => {
+            tracing::info!(client = id, %peer, "client login failed: {e}");
+            send_fatal(&mut stream, &e).await;
+            return;
+        }
+    };
+    tracing::info!(client = id, %peer, db = %session.pool.database, user = %session.pool.user,
+        "client login");
+    let db = session.pool.database.clone();
+    let user = session.pool.user.clone();
+    let reason = match relay::run(stream, session, &shared).await {
+        Ok(reason) => reason,
+        Err(e) => format!("{e}"),
+    };
+    tracing::info!(client = id, db = %db, user = %user, "client logout: {reason}");
+}
+
+/// Send a FATAL ErrorResponse for `e` (the server's own body when it came from Postgres).
+pub(crate) async fn send_fatal(stream: &mut TcpStream, e: &Error) {
+    let mut out = BytesMut::new();
+    match e {
+        Error::Io(_) => return,
+        Error::Server { raw, .. } => backend::message(&mut out, b'E', |b| b.extend_from_slice(raw)),
+        _ => {
+            let (code, msg) = e.sqlstate();
+            backend::error_response(&mut out, "FATAL", code, &msg);
+        }
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+}

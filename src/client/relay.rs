@@ -1,0 +1,478 @@
+//! The request loop: wait for a request owning no buffer, check out a server, relay both ways
+//! parsing only message headers, and release the server where the pool mode says.
+//!
+//! Both directions are pumped by one task with non-blocking reads and writes, so a client that
+//! pipelines while its server answers never deadlocks, and at most `CAP` bytes per direction
+//! are buffered: a slow client slows its server instead of filling pgmux's memory.
+
+use std::io::ErrorKind;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::login::Session;
+use super::Shared;
+use crate::config::PoolMode;
+use crate::error::{sqlstate, Error, Result};
+use crate::proto::{self, backend};
+use crate::server::params::{parse_parameter_status, tracked_index};
+use crate::server::Server;
+
+/// Bytes asked of the kernel per read.
+const CHUNK: usize = 16 * 1024;
+/// Most bytes buffered in one direction before pgmux waits for the other side to drain them.
+const CAP: usize = 64 * 1024;
+
+/// A client's request loop. Returns why the client left.
+pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Result<String> {
+    let mut cbuf = std::mem::take(&mut sess.leftover);
+    let mut r = Relay {
+        client,
+        max_packet: shared.config.general.max_packet_size,
+        client_idle_timeout: shared.config.general.client_idle_timeout.get(),
+        idle_tx_timeout: shared.config.general.idle_transaction_timeout.get(),
+        sess,
+    };
+    loop {
+        // Idle: hold no server, and no buffer (an idle client must stay small).
+        if cbuf.is_empty() {
+            cbuf = BytesMut::new();
+            let ready = r.client.readable();
+            match r.client_idle_timeout {
+                Some(t) => match tokio::time::timeout(t, ready).await {
+                    Ok(res) => res?,
+                    Err(_) => {
+                        r.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout").await;
+                        return Ok("client_idle_timeout".into());
+                    }
+                },
+                None => ready.await?,
+            }
+        }
+        // Read until the first message header is complete.
+        let tag = loop {
+            match proto::header(&cbuf, r.max_packet) {
+                Ok(Some((tag, _))) => break tag,
+                Ok(None) => {}
+                Err(e) => {
+                    r.fatal(sqlstate::PROTOCOL_VIOLATION, &e).await;
+                    return Ok(format!("protocol violation: {e}"));
+                }
+            }
+            cbuf.reserve(CHUNK);
+            match r.client.try_read_buf(&mut cbuf) {
+                Ok(0) => return Ok("client closed the connection".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => r.client.readable().await?,
+                Err(e) => return Ok(format!("client connection error: {e}")),
+            }
+        };
+        if tag == b'X' {
+            return Ok("client closed (Terminate)".into());
+        }
+        let server = match Box::pin(r.sess.pool.checkout()).await {
+            Ok(s) => s,
+            Err(e) => {
+                let (code, msg) = e.sqlstate();
+                let msg = msg.to_string();
+                match &e {
+                    Error::Server { raw, .. } => {
+                        let mut out = BytesMut::new();
+                        backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
+                        let _ = r.client.write_all(&out).await;
+                    }
+                    _ => r.fatal(&code.to_string(), &msg).await,
+                }
+                return Ok(format!("no server: {msg}"));
+            }
+        };
+        if let Some(reason) = Box::pin(r.attached(server, &mut cbuf)).await {
+            return Ok(reason);
+        }
+    }
+}
+
+struct Relay {
+    client: TcpStream,
+    sess: Session,
+    max_packet: usize,
+    client_idle_timeout: Option<Duration>,
+    idle_tx_timeout: Option<Duration>,
+}
+
+/// Where a client and its server stand while attached.
+struct Txn {
+    server: Server,
+    /// Client bytes at the front of the client buffer whose message headers were read, ready to write.
+    c_ready: usize,
+    /// Body bytes of the current client message not yet received.
+    c_skip: usize,
+    /// Server bytes at the front of `server.rbuf` ready to relay.
+    s_ready: usize,
+    s_skip: usize,
+    /// Queries and Syncs sent whose ReadyForQuery has not come back.
+    pending: u32,
+    /// Extended-protocol messages sent since the last Sync.
+    unsynced: bool,
+    /// Last transaction status the server reported.
+    status: u8,
+    /// The client sent Terminate.
+    terminating: bool,
+    /// Stopped just after a ReadyForQuery that ends the transaction (transaction/statement mode).
+    at_boundary: bool,
+    /// Statement mode saw a transaction block open.
+    stmt_violation: bool,
+    last_client_activity: Instant,
+}
+
+enum Event {
+    ServerReadable,
+    ClientReadable,
+    Writable,
+    Timer,
+}
+
+impl Relay {
+    async fn fatal(&mut self, code: &str, msg: &str) {
+        let mut out = BytesMut::new();
+        backend::error_response(&mut out, "FATAL", code, msg);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.write_all(&out)).await;
+    }
+
+    fn mode(&self) -> PoolMode {
+        self.sess.pool.settings.mode
+    }
+
+    /// Relay one transaction (or session). `None`: the server went back and the client goes on.
+    async fn attached(&mut self, mut server: Server, cbuf: &mut BytesMut) -> Option<String> {
+        self.sess.key.slot.attach(&server);
+        if let Err(e) = server.sync_params(&mut self.sess.params).await {
+            self.sess.key.slot.detach();
+            self.sess.pool.close(server, true);
+            let (code, msg) = e.sqlstate();
+            let msg = msg.to_string();
+            self.fatal(&code.to_string(), &msg).await;
+            return Some(format!("parameter sync failed: {msg}"));
+        }
+        let mut t = Txn {
+            server,
+            c_ready: 0,
+            c_skip: 0,
+            s_ready: 0,
+            s_skip: 0,
+            pending: 0,
+            unsynced: false,
+            status: b'I',
+            terminating: false,
+            at_boundary: false,
+            stmt_violation: false,
+            last_client_activity: Instant::now(),
+        };
+        if let Err(e) = self.scan_client(&mut t, cbuf) {
+            return Some(self.client_protocol_error(t, e).await);
+        }
+        loop {
+            // Move whatever can move without waiting.
+            if t.c_ready > 0 {
+                match t.server.stream.try_write(&cbuf[..t.c_ready]) {
+                    Ok(n) => {
+                        cbuf.advance(n);
+                        t.c_ready -= n;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Some(self.server_lost(t, &e.to_string()).await),
+                }
+            }
+            if t.s_ready > 0 {
+                match self.client.try_write(&t.server.rbuf[..t.s_ready]) {
+                    Ok(n) => {
+                        t.server.rbuf.advance(n);
+                        t.s_ready -= n;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Some(self.client_lost(t, &format!("client connection error: {e}")).await),
+                }
+            }
+            if t.at_boundary {
+                if t.c_ready == 0 && t.c_skip == 0 && !t.unsynced && t.pending == 0 {
+                    return self.release(t).await;
+                }
+                // The client already sent more: keep going on this server.
+                t.at_boundary = false;
+                if let Err(e) = self.scan_server(&mut t) {
+                    return Some(self.server_protocol_error(t, e).await);
+                }
+                continue;
+            }
+            if t.stmt_violation {
+                self.fatal(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "transaction blocks not allowed in statement pooling mode",
+                )
+                .await;
+                return Some(self.client_lost(t, "transaction block in statement pooling mode").await);
+            }
+            if t.terminating && t.pending == 0 && t.c_ready == 0 && t.c_skip == 0 {
+                return Some(self.client_lost(t, "client closed (Terminate)").await);
+            }
+
+            let timer = if t.pending > 0 || t.c_ready > 0 {
+                None
+            } else if t.status != b'I' {
+                self.idle_tx_timeout
+            } else if self.mode() == PoolMode::Session {
+                self.client_idle_timeout
+            } else {
+                None
+            };
+            let deadline = timer.map(|d| t.last_client_activity + d);
+            let c_can_read = !t.terminating && cbuf.len() < CAP;
+            let s_can_read = t.server.rbuf.len() < CAP;
+            let ev = tokio::select! {
+                r = t.server.stream.readable(), if s_can_read => r.map(|_| Event::ServerReadable),
+                r = self.client.readable(), if c_can_read => r.map(|_| Event::ClientReadable),
+                r = t.server.stream.writable(), if t.c_ready > 0 => r.map(|_| Event::Writable),
+                r = self.client.writable(), if t.s_ready > 0 => r.map(|_| Event::Writable),
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => Ok(Event::Timer),
+            };
+            match ev {
+                Err(e) => return Some(self.server_lost(t, &e.to_string()).await),
+                Ok(Event::Writable) => {}
+                Ok(Event::Timer) => {
+                    let (code, what) = if t.status != b'I' {
+                        (sqlstate::IDLE_IN_TRANSACTION_TIMEOUT, "idle_transaction_timeout")
+                    } else {
+                        (sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
+                    };
+                    self.fatal(code, what).await;
+                    return Some(self.client_lost(t, what).await);
+                }
+                Ok(Event::ServerReadable) => {
+                    t.server.rbuf.reserve(CHUNK);
+                    match t.server.stream.try_read_buf(&mut t.server.rbuf) {
+                        Ok(0) => return Some(self.server_lost(t, "server closed the connection").await),
+                        Ok(_) => {
+                            if let Err(e) = self.scan_server(&mut t) {
+                                return Some(self.server_protocol_error(t, e).await);
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => return Some(self.server_lost(t, &e.to_string()).await),
+                    }
+                }
+                Ok(Event::ClientReadable) => {
+                    cbuf.reserve(CHUNK);
+                    match self.client.try_read_buf(cbuf) {
+                        Ok(0) => return Some(self.client_lost(t, "client closed the connection").await),
+                        Ok(_) => {
+                            t.last_client_activity = Instant::now();
+                            if let Err(e) = self.scan_client(&mut t, cbuf) {
+                                return Some(self.client_protocol_error(t, e).await);
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(e) => return Some(self.client_lost(t, &format!("client connection error: {e}")).await),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Read client message headers in `cbuf` past `c_ready`.
+    fn scan_client(&self, t: &mut Txn, cbuf: &mut BytesMut) -> Result<(), String> {
+        while t.c_ready < cbuf.len() {
+            if t.c_skip > 0 {
+                let n = t.c_skip.min(cbuf.len() - t.c_ready);
+                t.c_ready += n;
+                t.c_skip -= n;
+                continue;
+            }
+            let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], self.max_packet)? else {
+                break;
+            };
+            match tag {
+                b'Q' | b'S' => {
+                    t.pending += 1;
+                    t.unsynced = false;
+                }
+                b'X' => {
+                    // Terminate is never forwarded to a pooled server.
+                    t.terminating = true;
+                    cbuf.truncate(t.c_ready);
+                    break;
+                }
+                // Flush and COPY data do not start a new request.
+                b'H' | b'd' | b'c' | b'f' => {}
+                _ => t.unsynced = true,
+            }
+            let n = len.min(cbuf.len() - t.c_ready);
+            t.c_ready += n;
+            t.c_skip = len - n;
+        }
+        Ok(())
+    }
+
+    /// Read server message headers past `s_ready`, acting on the few that matter.
+    fn scan_server(&mut self, t: &mut Txn) -> Result<(), String> {
+        let max = t.server.target.max_packet_size;
+        while t.s_ready < t.server.rbuf.len() {
+            if t.s_skip > 0 {
+                let n = t.s_skip.min(t.server.rbuf.len() - t.s_ready);
+                t.s_ready += n;
+                t.s_skip -= n;
+                continue;
+            }
+            let avail = t.server.rbuf.len() - t.s_ready;
+            let Some((tag, len)) = proto::header(&t.server.rbuf[t.s_ready..], max)? else {
+                break;
+            };
+            match tag {
+                b'Z' | b'S' => {
+                    if len > CAP {
+                        return Err(format!("oversized '{}' message", tag as char));
+                    }
+                    if avail < len {
+                        break; // wait for the whole message
+                    }
+                    let body = &t.server.rbuf[t.s_ready + 5..t.s_ready + len];
+                    if tag == b'S' {
+                        if let Some((k, v)) = parse_parameter_status(body) {
+                            if tracked_index(k).is_some() {
+                                self.sess.params.set(k, v);
+                            }
+                            t.server.params.set(k, v);
+                        }
+                    } else {
+                        t.status = *body.first().ok_or("empty ReadyForQuery")?;
+                        t.pending = t.pending.saturating_sub(1);
+                        t.s_ready += len;
+                        if t.pending == 0 && !t.terminating {
+                            match self.mode() {
+                                PoolMode::Session => {}
+                                PoolMode::Statement if t.status != b'I' => t.stmt_violation = true,
+                                _ if t.status == b'I' => {
+                                    t.at_boundary = true;
+                                    return Ok(());
+                                }
+                                _ => {}
+                            }
+                        }
+                        continue;
+                    }
+                }
+                b'W' => return Err("CopyBoth (replication) is not supported".into()),
+                _ => {}
+            }
+            let n = len.min(avail);
+            t.s_ready += n;
+            t.s_skip = len - n;
+        }
+        Ok(())
+    }
+
+    /// The transaction ended cleanly: give the server back and deliver what is left.
+    async fn release(&mut self, mut t: Txn) -> Option<String> {
+        self.sess.key.slot.detach();
+        let rest = t.server.rbuf.split_to(t.s_ready);
+        let pool = self.sess.pool.clone();
+        if pool.settings.server_reset_query_always && !pool.settings.server_reset_query.is_empty() {
+            self.reset_and_release(t.server).await;
+        } else {
+            pool.release(t.server);
+        }
+        if !rest.is_empty() {
+            if let Err(e) = self.client.write_all(&rest).await {
+                return Some(format!("client connection error: {e}"));
+            }
+        }
+        None
+    }
+
+    async fn reset_and_release(&self, mut server: Server) {
+        let pool = &self.sess.pool;
+        let q = pool.settings.server_reset_query.clone();
+        match tokio::time::timeout(Duration::from_secs(10), server.run_hidden(&q)).await {
+            Ok(Ok(b'I')) => pool.release(server),
+            _ => {
+                tracing::info!(server = server.id, "server close: server_reset_query failed");
+                pool.close(server, true)
+            }
+        }
+    }
+
+    /// The client is gone or must go: return its server clean, or close it.
+    async fn client_lost(&mut self, mut t: Txn, why: &str) -> String {
+        self.sess.key.slot.detach();
+        let pool = self.sess.pool.clone();
+        let quiet = t.pending == 0
+            && !t.unsynced
+            && t.c_skip == 0
+            && t.s_skip == 0
+            && t.s_ready == t.server.rbuf.len();
+        if !quiet {
+            tracing::info!(server = t.server.id, client = self.sess.id,
+                "server close: client left in the middle of a request");
+            pool.close(t.server, true);
+            return why.to_string();
+        }
+        t.server.rbuf.clear();
+        if t.status != b'I' {
+            // Never hand an open transaction to the next client.
+            match tokio::time::timeout(Duration::from_secs(10), t.server.run_hidden("ROLLBACK")).await {
+                Ok(Ok(b'I')) => {}
+                _ => {
+                    tracing::info!(server = t.server.id, "server close: rollback failed");
+                    pool.close(t.server, true);
+                    return why.to_string();
+                }
+            }
+        }
+        if self.mode() == PoolMode::Session || pool.settings.server_reset_query_always {
+            if pool.settings.server_reset_query.is_empty() {
+                pool.release(t.server);
+            } else {
+                self.reset_and_release(t.server).await;
+            }
+        } else {
+            pool.release(t.server);
+        }
+        why.to_string()
+    }
+
+    /// The server broke: tell the client, close both.
+    async fn server_lost(&mut self, mut t: Txn, why: &str) -> String {
+        self.sess.key.slot.detach();
+        // Deliver what the server said last (often its own FATAL).
+        if t.s_ready > 0 {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.client.write_all(&t.server.rbuf[..t.s_ready]),
+            )
+            .await;
+            t.server.rbuf.clear();
+        }
+        tracing::info!(server = t.server.id, client = self.sess.id, "server close: {why}");
+        self.sess.pool.close(t.server, true);
+        self.fatal(
+            sqlstate::CONNECTION_FAILURE,
+            &format!("server connection lost: {why}"),
+        )
+        .await;
+        format!("server connection lost: {why}")
+    }
+
+    async fn client_protocol_error(&mut self, t: Txn, e: String) -> String {
+        self.fatal(sqlstate::PROTOCOL_VIOLATION, &e).await;
+        self.sess.key.slot.detach();
+        tracing::info!(server = t.server.id, "server close: client protocol violation");
+        self.sess.pool.close(t.server, true);
+        format!("protocol violation: {e}")
+    }
+
+    async fn server_protocol_error(&mut self, t: Txn, e: String) -> String {
+        self.server_lost(t, &format!("protocol violation from server: {e}")).await
+    }
+}
+

@@ -1,0 +1,65 @@
+//! Errors pgmux reports to clients, and their SQLSTATE codes.
+
+use std::io;
+
+/// SQLSTATE codes pgmux uses (as Postgres would).
+pub mod sqlstate {
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    pub const INVALID_CATALOG_NAME: &str = "3D000";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const INTERNAL_ERROR: &str = "XX000";
+}
+
+/// Anything that ends a client or server connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("{message}")]
+    /// An error with the SQLSTATE to report to the client.
+    Client { code: &'static str, message: String },
+    #[error("server error {code}: {message}")]
+    /// An ErrorResponse from Postgres (its raw body kept to relay as is).
+    Server {
+        code: String,
+        message: String,
+        raw: bytes::Bytes,
+    },
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+}
+
+impl Error {
+    /// A client-facing error with this SQLSTATE.
+    pub fn client(code: &'static str, message: impl Into<String>) -> Error {
+        Error::Client {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The SQLSTATE and message to send to a client.
+    pub fn sqlstate(&self) -> (&str, String) {
+        match self {
+            Error::Client { code, message } => (code, message.clone()),
+            Error::Server { code, message, .. } => (code, message.clone()),
+            Error::Protocol(m) => (sqlstate::PROTOCOL_VIOLATION, format!("protocol violation: {m}")),
+            Error::Timeout(what) => (sqlstate::CONNECTION_FAILURE, format!("timed out: {what}")),
+            Error::Io(e) => (sqlstate::CONNECTION_FAILURE, format!("connection failure: {e}")),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,75 @@
+//! A counter with a cap shared by several pools (max_db_connections, max_user_connections).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Servers open against one cap; `max == 0` means no cap.
+#[derive(Debug, Default)]
+pub struct Limit {
+    max: AtomicUsize,
+    used: AtomicUsize,
+}
+
+impl Limit {
+    /// A cap of `max` servers (0 = none).
+    pub fn new(max: usize) -> Limit {
+        Limit {
+            max: AtomicUsize::new(max),
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Take one unit if under the cap.
+    pub fn try_acquire(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        if max == 0 {
+            self.used.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < max).then_some(u + 1))
+            .is_ok()
+    }
+
+    /// Give one unit back.
+    pub fn release(&self) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
+    }
+
+    /// Whether the cap is reached.
+    pub fn is_full(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        max != 0 && self.used.load(Ordering::Relaxed) >= max
+    }
+
+    /// Whether a cap is set at all.
+    pub fn is_capped(&self) -> bool {
+        self.max.load(Ordering::Relaxed) != 0
+    }
+
+    /// Units in use.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps() {
+        let l = Limit::new(2);
+        assert!(l.try_acquire() && l.try_acquire());
+        assert!(!l.try_acquire());
+        assert!(l.is_full());
+        l.release();
+        assert!(l.try_acquire());
+        let u = Limit::new(0);
+        for _ in 0..100 {
+            assert!(u.try_acquire());
+        }
+        assert!(!u.is_full());
+    }
+}

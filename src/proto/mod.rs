@@ -1,0 +1,66 @@
+//! Wire protocol pieces pgmux needs: the untagged start-up packets, message headers, writers.
+//!
+//! Only headers (tag, length) are parsed on the relay path; the few messages pgmux must
+//! understand are decoded here or with `postgres-protocol`.
+
+pub mod backend;
+pub mod startup;
+
+/// SSLRequest code.
+pub const SSL_REQUEST: i32 = 80877103;
+/// GSSENCRequest code.
+pub const GSSENC_REQUEST: i32 = 80877104;
+/// CancelRequest code.
+pub const CANCEL_REQUEST: i32 = 80877102;
+/// Protocol 3.0.
+pub const PROTOCOL_3: i32 = 196608;
+/// Longest start-up packet accepted (as Postgres' MAX_STARTUP_PACKET_LENGTH).
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// The header of a tagged message at the start of `buf`: (tag, whole length including the tag).
+///
+/// `Ok(None)` means fewer than 5 bytes are there; an error means the length field is
+/// impossible (below 4) or above `max`.
+pub fn header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, String> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len < 4 {
+        return Err(format!("invalid message length {len}"));
+    }
+    if len > max {
+        return Err(format!(
+            "message of {len} bytes exceeds max_packet_size ({max})"
+        ));
+    }
+    Ok(Some((buf[0], len + 1)))
+}
+
+/// Read a NUL-terminated string from `buf`, returning it and the rest.
+pub fn cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
+    let end = buf.iter().position(|&b| b == 0)?;
+    let s = std::str::from_utf8(&buf[..end]).ok()?;
+    Some((s, &buf[end + 1..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_needs_five_bytes() {
+        let msg = [b'Q', 0, 0, 0, 9, b'x', b'x', b'x', 0];
+        for n in 0..5 {
+            assert_eq!(header(&msg[..n], 1 << 20), Ok(None));
+        }
+        assert_eq!(header(&msg, 1 << 20), Ok(Some((b'Q', 10))));
+    }
+
+    #[test]
+    fn header_rejects_bad_lengths() {
+        assert!(header(&[b'Q', 0, 0, 0, 3], 100).is_err());
+        assert!(header(&[b'Q', 0, 0, 1, 0], 100).is_err());
+        assert!(header(&[b'Q', 0xff, 0xff, 0xff, 0xff], usize::MAX >> 1).is_ok());
+    }
+}

@@ -1,0 +1,373 @@
+//! A server connection: connect and authenticate to Postgres, keep its parameters, run
+//! pgmux's own small queries (parameter sync, reset, rollback) and check its health.
+
+pub mod params;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::auth::Secret;
+use crate::error::{sqlstate, Error, Result};
+use crate::proto::{self, backend};
+pub use params::Params;
+
+/// Where and as whom a pool's servers log in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub dbname: String,
+    pub user: String,
+    pub secret: Option<Secret>,
+    pub connect_timeout: Option<Duration>,
+    pub max_packet_size: usize,
+    pub tcp_keepalive: bool,
+}
+
+/// Address and key to cancel a query running on a server.
+#[derive(Debug, Clone)]
+pub struct CancelTarget {
+    pub host: String,
+    pub port: u16,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// One connection from pgmux to Postgres.
+pub struct Server {
+    pub id: u64,
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet relayed; kept with the server (servers are few).
+    pub rbuf: BytesMut,
+    pub params: Params,
+    pub pid: i32,
+    pub secret: i32,
+    pub created: Instant,
+    pub idle_since: Instant,
+    pub target: Arc<Target>,
+    /// Opened from the reserve pool.
+    pub reserve: bool,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("id", &self.id)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Server {
+    /// Open a connection and log in; errors from Postgres keep their SQLSTATE and raw body.
+    pub async fn connect(id: u64, target: Arc<Target>) -> Result<Server> {
+        let addr = (target.host.as_str(), target.port);
+        let stream = match target.connect_timeout {
+            Some(t) => tokio::time::timeout(t, TcpStream::connect(addr))
+                .await
+                .map_err(|_| Error::Timeout("server_connect_timeout"))??,
+            None => TcpStream::connect(addr).await?,
+        };
+        stream.set_nodelay(true)?;
+        if target.tcp_keepalive {
+            let sock = socket2::SockRef::from(&stream);
+            let _ = sock.set_keepalive(true);
+        }
+        let now = Instant::now();
+        let mut server = Server {
+            id,
+            stream,
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            params: Params::default(),
+            pid: 0,
+            secret: 0,
+            created: now,
+            idle_since: now,
+            target: target.clone(),
+            reserve: false,
+        };
+        let login = server.login();
+        match target.connect_timeout {
+            Some(t) => tokio::time::timeout(t, login)
+                .await
+                .map_err(|_| Error::Timeout("server login"))??,
+            None => login.await?,
+        }
+        Ok(server)
+    }
+
+    async fn login(&mut self) -> Result<()> {
+        let target = self.target.clone();
+        let mut out = BytesMut::new();
+        frontend::startup_message(
+            [
+                ("user", target.user.as_str()),
+                ("database", target.dbname.as_str()),
+            ],
+            &mut out,
+        )?;
+        self.stream.write_all(&out).await?;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'R' => {
+                    let mut b = &body[..];
+                    if b.len() < 4 {
+                        return Err(Error::Protocol("short authentication message".into()));
+                    }
+                    let code = b.get_i32();
+                    out.clear();
+                    match code {
+                        0 => {}
+                        3 => {
+                            let pw = self.plaintext("cleartext")?;
+                            frontend::password_message(pw.as_bytes(), &mut out)?;
+                        }
+                        5 => {
+                            if b.len() < 4 {
+                                return Err(Error::Protocol("short md5 salt".into()));
+                            }
+                            let salt = [b[0], b[1], b[2], b[3]];
+                            let hash = match &target.secret {
+                                Some(Secret::Plain { password, .. }) => {
+                                    postgres_protocol::authentication::md5_hash(
+                                        target.user.as_bytes(),
+                                        password.as_bytes(),
+                                        salt,
+                                    )
+                                }
+                                Some(Secret::Md5(stored)) => md5_from_stored(stored, salt),
+                                _ => return Err(self.no_password("md5")),
+                            };
+                            frontend::password_message(hash.as_bytes(), &mut out)?;
+                        }
+                        10 => {
+                            let pw = self.plaintext("SCRAM-SHA-256")?;
+                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| Error::Protocol("unexpected SASL continue".into()))?;
+                            s.update(b)
+                                .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                            frontend::sasl_response(s.message(), &mut out)?;
+                        }
+                        12 => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| Error::Protocol("unexpected SASL final".into()))?;
+                            s.finish(b)
+                                .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                        }
+                        other => {
+                            return Err(Error::client(
+                                sqlstate::FEATURE_NOT_SUPPORTED,
+                                format!("server asked for unsupported authentication method {other}"),
+                            ))
+                        }
+                    }
+                    if !out.is_empty() {
+                        self.stream.write_all(&out).await?;
+                    }
+                }
+                b'S' => {
+                    if let Some((k, v)) = params::parse_parameter_status(&body) {
+                        self.params.set(k, v);
+                    }
+                }
+                b'K' if body.len() >= 8 => {
+                    self.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    self.secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+                }
+                b'Z' => return Ok(()),
+                b'E' => return Err(server_error(body)),
+                b'N' | b'v' => {}
+                t => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected message '{}' during server login",
+                        t as char
+                    )))
+                }
+            }
+        }
+    }
+
+    fn plaintext(&self, method: &str) -> Result<&str> {
+        match &self.target.secret {
+            Some(Secret::Plain { password, .. }) => Ok(password),
+            _ => Err(self.no_password(method)),
+        }
+    }
+
+    fn no_password(&self, method: &str) -> Error {
+        Error::client(
+            sqlstate::INVALID_PASSWORD,
+            format!(
+                "server asked for {method} authentication for user \"{}\" and pgmux has no usable password for it",
+                self.target.user
+            ),
+        )
+    }
+
+    /// Read one whole message (tag, body) from the server.
+    pub async fn read_message(&mut self) -> Result<(u8, Bytes)> {
+        loop {
+            if let Some((tag, len)) =
+                proto::header(&self.rbuf, self.target.max_packet_size).map_err(Error::Protocol)?
+            {
+                if self.rbuf.len() >= len {
+                    let mut msg = self.rbuf.split_to(len);
+                    msg.advance(5);
+                    return Ok((tag, msg.freeze()));
+                }
+                self.rbuf.reserve(len - self.rbuf.len());
+            } else {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Run a simple query whose results nobody sees; return the final transaction status,
+    /// or the first error Postgres reported.
+    pub async fn run_hidden(&mut self, sql: &str) -> Result<u8> {
+        let mut out = BytesMut::new();
+        backend::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut err = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'S' => {
+                    if let Some((k, v)) = params::parse_parameter_status(&body) {
+                        self.params.set(k, v);
+                    }
+                }
+                b'E' if err.is_none() => err = Some(server_error(body)),
+                b'Z' => {
+                    let status = body.first().copied().unwrap_or(b'I');
+                    return match err {
+                        Some(e) => Err(e),
+                        None => Ok(status),
+                    };
+                }
+                b'G' | b'H' | b'W' => {
+                    return Err(Error::Protocol("COPY in a pgmux internal query".into()))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Bring the tracked parameters to what the client wants. Afterwards the client's values
+    /// take the server's spelling (Postgres normalises, e.g. "iso" -> "ISO, MDY"), so the same
+    /// wish is not sent again. Returns whether anything was sent.
+    pub async fn sync_params(&mut self, wanted: &mut Params) -> Result<bool> {
+        let keys: Vec<&'static str> = self
+            .params
+            .differences(wanted)
+            .collect();
+        if keys.is_empty() {
+            return Ok(false);
+        }
+        let mut sql = String::new();
+        for k in &keys {
+            let v = wanted.get(k).unwrap_or_default();
+            sql.push_str(&format!(
+                "SET {} TO {};",
+                backend::quote_ident(k),
+                backend::quote_literal(v)
+            ));
+        }
+        let status = self.run_hidden(&sql).await?;
+        for k in keys {
+            if let Some(v) = self.params.get(k) {
+                wanted.set(k, v);
+            }
+        }
+        if status != b'I' {
+            return Err(Error::Protocol("parameter sync left a transaction open".into()));
+        }
+        Ok(true)
+    }
+
+    /// Whether an idle server still looks usable: not closed and nothing unsolicited pending.
+    pub fn looks_alive(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            _ => false,
+        }
+    }
+
+    /// Where to send a CancelRequest for the query running here.
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget {
+            host: self.target.host.clone(),
+            port: self.target.port,
+            pid: self.pid,
+            secret: self.secret,
+        }
+    }
+
+    /// Send Terminate and close (best effort).
+    pub async fn terminate(mut self) {
+        let mut out = BytesMut::new();
+        frontend::terminate(&mut out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&out)).await;
+    }
+}
+
+/// "md5" + md5(hex-of-stored + salt) for an MD5 challenge when only the stored hash is known.
+fn md5_from_stored(stored: &str, salt: [u8; 4]) -> String {
+    use md5::{Digest, Md5};
+    let mut h = Md5::new();
+    h.update(&stored.as_bytes()[3..]);
+    h.update(salt);
+    let d = h.finalize();
+    let mut s = String::from("md5");
+    for b in d {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// An ErrorResponse body from a server, kept whole for relaying.
+pub fn server_error(body: Bytes) -> Error {
+    let (code, message, _) = backend::error_fields(&body);
+    Error::Server { code, message, raw: body }
+}
+
+/// Send a CancelRequest for `target` on a new connection.
+pub async fn send_cancel(target: &CancelTarget) -> Result<()> {
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        TcpStream::connect((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| Error::Timeout("cancel connect"))??;
+    let mut out = BytesMut::new();
+    frontend::cancel_request(target.pid, target.secret, &mut out);
+    stream.write_all(&out).await?;
+    // Postgres closes the connection once it has read the request.
+    let mut b = [0u8; 1];
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut b)).await;
+    Ok(())
+}
