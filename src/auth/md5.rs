@@ -30,7 +30,9 @@ pub fn md5_password_hash(user: &str, password: &str) -> String {
 /// carry the PasswordMessage's trailing NUL. A malformed `stored` hash never verifies.
 pub fn verify_md5_response(stored: &str, salt: [u8; 4], response: &[u8]) -> bool {
     let hex = match stored.strip_prefix("md5") {
-        Some(hex) if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => hex.to_ascii_lowercase(),
+        Some(hex) if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            hex.to_ascii_lowercase()
+        }
         _ => return false,
     };
     let response = response.strip_suffix(b"\0").unwrap_or(response);
@@ -70,7 +72,11 @@ mod tests {
             with_nul.push(0);
             assert!(verify_md5_response(&stored, salt, &with_nul));
             // Uppercase stored hash is accepted too.
-            assert!(verify_md5_response(&stored.to_ascii_uppercase().replacen("MD5", "md5", 1), salt, response.as_bytes()));
+            assert!(verify_md5_response(
+                &stored.to_ascii_uppercase().replacen("MD5", "md5", 1),
+                salt,
+                response.as_bytes()
+            ));
         }
     }
 
@@ -79,9 +85,21 @@ mod tests {
         let stored = md5_password_hash("alice", "s3cret");
         let salt = [9, 8, 7, 6];
         // Wrong password, wrong user, wrong salt.
-        assert!(!verify_md5_response(&stored, salt, md5_hash(b"alice", b"wrong", salt).as_bytes()));
-        assert!(!verify_md5_response(&stored, salt, md5_hash(b"bob", b"s3cret", salt).as_bytes()));
-        assert!(!verify_md5_response(&stored, salt, md5_hash(b"alice", b"s3cret", [0; 4]).as_bytes()));
+        assert!(!verify_md5_response(
+            &stored,
+            salt,
+            md5_hash(b"alice", b"wrong", salt).as_bytes()
+        ));
+        assert!(!verify_md5_response(
+            &stored,
+            salt,
+            md5_hash(b"bob", b"s3cret", salt).as_bytes()
+        ));
+        assert!(!verify_md5_response(
+            &stored,
+            salt,
+            md5_hash(b"alice", b"s3cret", [0; 4]).as_bytes()
+        ));
         // Garbage responses.
         let good = md5_hash(b"alice", b"s3cret", salt).into_bytes();
         assert!(!verify_md5_response(&stored, salt, b""));
@@ -92,7 +110,13 @@ mod tests {
         assert!(!verify_md5_response(&stored, salt, &two_nuls));
         assert!(!verify_md5_response(&stored, salt, &[0xff; 35]));
         // Malformed stored hashes never verify.
-        for bad in ["", "md5", "s3cret", "md5zz75bce1d3201d16594cebf9d7eb3f9d", &stored[..34]] {
+        for bad in [
+            "",
+            "md5",
+            "s3cret",
+            "md5zz75bce1d3201d16594cebf9d7eb3f9d",
+            &stored[..34],
+        ] {
             assert!(!verify_md5_response(bad, salt, &good));
         }
     }

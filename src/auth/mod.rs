@@ -10,7 +10,10 @@ pub use scram::{ScramError, ScramSecret, ScramServer};
 #[derive(Clone)]
 pub enum Secret {
     /// Plaintext password; a SCRAM verifier is derived from it once, at load.
-    Plain { password: String, scram: ScramSecret },
+    Plain {
+        password: String,
+        scram: ScramSecret,
+    },
     /// "md5" + md5(password + username) in hex.
     Md5(String),
     /// A SCRAM-SHA-256 verifier.
@@ -64,8 +67,12 @@ impl Secret {
     /// Check a cleartext password (auth_type plain) against this secret.
     pub fn verify_plain(&self, user: &str, password: &str) -> bool {
         match self {
-            Secret::Plain { password: p, .. } => constant_time_eq(p.as_bytes(), password.as_bytes()),
-            Secret::Md5(h) => constant_time_eq(h.as_bytes(), md5_password_hash(user, password).as_bytes()),
+            Secret::Plain { password: p, .. } => {
+                constant_time_eq(p.as_bytes(), password.as_bytes())
+            }
+            Secret::Md5(h) => {
+                constant_time_eq(h.as_bytes(), md5_password_hash(user, password).as_bytes())
+            }
             Secret::Scram(s) => s.verify_password(password),
         }
     }

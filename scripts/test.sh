@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run every pgmux test on a fresh machine: installs PostgreSQL (apt-get) when initdb is missing,
+# then runs unit and integration tests (each integration test binary starts its own Postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "installing PostgreSQL (apt-get)..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+fi
+for tool in psql pgbench; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool after install" >&2; exit 1; }
+done
+# Tests open many sockets (hundreds of pgbench clients).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo test --locked "$@"
