@@ -3,3 +3,8 @@
 mod support;
 
 mod basic;
+mod faults;
+mod login;
+mod modes;
+mod pgbench;
+mod pool;
