@@ -122,7 +122,7 @@ fn start_pg() -> Pg {
     let me = std::process::id();
     as_pg(&format!(
         "{bin}/postgres -D {data} >{base}/postgres.log 2>&1 & pg=$!; \
-         while kill -0 {me} 2>/dev/null && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
+         while [ -d /proc/{me} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
          kill -INT $pg 2>/dev/null; sleep 2; rm -rf {base}",
         bin = bin.display(),
         data = data.display(),
