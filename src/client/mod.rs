@@ -65,38 +65,39 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
-            let _count = ClientCount::new(&shared);
-            if shared.config.general.tcp_nodelay {
-                let _ = stream.set_nodelay(true);
-            }
-            if shared.config.general.tcp_keepalive {
-                let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-            }
-            handle(stream, peer, id, shared.clone()).await;
-        });
+        let count = ClientCount::new(shared.clone());
+        if shared.config.general.tcp_nodelay {
+            let _ = stream.set_nodelay(true);
+        }
+        if shared.config.general.tcp_keepalive {
+            let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        }
+        tokio::spawn(login_task(stream, peer, count));
     }
 }
 
-struct ClientCount<'a>(&'a Shared);
+/// Counts a client in `Shared::clients` for as long as it lives.
+struct ClientCount(Arc<Shared>);
 
-impl<'a> ClientCount<'a> {
-    fn new(shared: &'a Shared) -> Self {
+impl ClientCount {
+    fn new(shared: Arc<Shared>) -> Self {
         shared.clients.fetch_add(1, Ordering::Relaxed);
         ClientCount(shared)
     }
 }
 
-impl Drop for ClientCount<'_> {
+impl Drop for ClientCount {
     fn drop(&mut self) {
         self.0.clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-async fn handle(mut stream: TcpStream, peer: std::net::SocketAddr, id: u64, shared: Arc<Shared>) {
-    let session = match login::login(&mut stream, id, &shared).await {
+/// Log a client in, then hand it to a task of its own for the request loop: the login's
+/// larger state is freed, and an idle client's task holds only the request loop's state.
+async fn login_task(mut stream: TcpStream, peer: std::net::SocketAddr, count: ClientCount) {
+    let shared = &count.0;
+    let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
+    let session = match login::login(&mut stream, id, shared).await {
         Ok(Some(s)) => s,
         Ok(None) => return, // cancel request, or the client left before logging in
         Err(e) => {
@@ -107,13 +108,14 @@ async fn handle(mut stream: TcpStream, peer: std::net::SocketAddr, id: u64, shar
     };
     tracing::info!(client = id, %peer, db = %session.pool.database, user = %session.pool.user,
         "client login");
-    let db = session.pool.database.clone();
-    let user = session.pool.user.clone();
-    let reason = match relay::run(stream, session, &shared).await {
-        Ok(reason) => reason,
-        Err(e) => format!("{e}"),
-    };
-    tracing::info!(client = id, db = %db, user = %user, "client logout: {reason}");
+    tokio::spawn(async move {
+        let pool = session.pool.clone();
+        let reason = match relay::run(stream, session, &count.0).await {
+            Ok(reason) => reason,
+            Err(e) => format!("{e}"),
+        };
+        tracing::info!(client = id, db = %pool.database, user = %pool.user, "client logout: {reason}");
+    });
 }
 
 /// Send a FATAL ErrorResponse for `e` (the server's own body when it came from Postgres).

@@ -39,56 +39,21 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
         // Idle: hold no server, and no buffer (an idle client must stay small).
         if cbuf.is_empty() {
             cbuf = BytesMut::new();
-            let ready = r.client.readable();
             match r.client_idle_timeout {
-                Some(t) => match tokio::time::timeout(t, ready).await {
+                // The timer is boxed: an idle client's task stays small when no timeout is set.
+                Some(t) => match Box::pin(tokio::time::timeout(t, r.client.readable())).await {
                     Ok(res) => res?,
                     Err(_) => {
                         r.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout").await;
                         return Ok("client_idle_timeout".into());
                     }
                 },
-                None => ready.await?,
+                None => r.client.readable().await?,
             }
         }
-        // Read until the first message header is complete.
-        let tag = loop {
-            match proto::header(&cbuf, r.max_packet) {
-                Ok(Some((tag, _))) => break tag,
-                Ok(None) => {}
-                Err(e) => {
-                    r.fatal(sqlstate::PROTOCOL_VIOLATION, &e).await;
-                    return Ok(format!("protocol violation: {e}"));
-                }
-            }
-            cbuf.reserve(CHUNK);
-            match r.client.try_read_buf(&mut cbuf) {
-                Ok(0) => return Ok("client closed the connection".into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => r.client.readable().await?,
-                Err(e) => return Ok(format!("client connection error: {e}")),
-            }
-        };
-        if tag == b'X' {
-            return Ok("client closed (Terminate)".into());
-        }
-        let server = match Box::pin(r.sess.pool.checkout()).await {
-            Ok(s) => s,
-            Err(e) => {
-                let (code, msg) = e.sqlstate();
-                let msg = msg.to_string();
-                match &e {
-                    Error::Server { raw, .. } => {
-                        let mut out = BytesMut::new();
-                        backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
-                        let _ = r.client.write_all(&out).await;
-                    }
-                    _ => r.fatal(&code.to_string(), &msg).await,
-                }
-                return Ok(format!("no server: {msg}"));
-            }
-        };
-        if let Some(reason) = Box::pin(r.attached(server, &mut cbuf)).await {
+        // Everything past the idle wait lives in one boxed future, freed when the request ends,
+        // so an idle client's task keeps only the small state above.
+        if let Some(reason) = Box::pin(r.request(&mut cbuf)).await {
             return Ok(reason);
         }
     }
@@ -135,10 +100,59 @@ enum Event {
 }
 
 impl Relay {
+    /// Send a FATAL error (boxed: rare, and its timer would otherwise enlarge every client task).
     async fn fatal(&mut self, code: &str, msg: &str) {
         let mut out = BytesMut::new();
         backend::error_response(&mut out, "FATAL", code, msg);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.write_all(&out)).await;
+        let write = tokio::time::timeout(Duration::from_secs(1), self.client.write_all(&out));
+        let _ = Box::pin(write).await;
+    }
+
+    /// Serve one request: read its first header, check out a server, relay until release.
+    /// `Some(reason)` when the client is gone.
+    async fn request(&mut self, cbuf: &mut BytesMut) -> Option<String> {
+        // Read until the first message header is complete.
+        let tag = loop {
+            match proto::header(cbuf, self.max_packet) {
+                Ok(Some((tag, _))) => break tag,
+                Ok(None) => {}
+                Err(e) => {
+                    self.fatal(sqlstate::PROTOCOL_VIOLATION, &e).await;
+                    return Some(format!("protocol violation: {e}"));
+                }
+            }
+            cbuf.reserve(CHUNK);
+            match self.client.try_read_buf(cbuf) {
+                Ok(0) => return Some("client closed the connection".into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if let Err(e) = self.client.readable().await {
+                        return Some(format!("client connection error: {e}"));
+                    }
+                }
+                Err(e) => return Some(format!("client connection error: {e}")),
+            }
+        };
+        if tag == b'X' {
+            return Some("client closed (Terminate)".into());
+        }
+        let server = match self.sess.pool.checkout().await {
+            Ok(s) => s,
+            Err(e) => {
+                let (code, msg) = e.sqlstate();
+                let msg = msg.to_string();
+                match &e {
+                    Error::Server { raw, .. } => {
+                        let mut out = BytesMut::new();
+                        backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
+                        let _ = self.client.write_all(&out).await;
+                    }
+                    _ => self.fatal(&code.to_string(), &msg).await,
+                }
+                return Some(format!("no server: {msg}"));
+            }
+        };
+        self.attached(server, cbuf).await
     }
 
     fn mode(&self) -> PoolMode {
