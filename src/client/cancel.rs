@@ -11,25 +11,44 @@ use crate::server::{self, CancelTarget, Server};
 /// Where a client's cancel should go: the server it holds right now, if any.
 #[derive(Default)]
 pub struct CancelSlot {
-    target: Mutex<Option<(Arc<server::Target>, i32, i32)>>,
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    target: Option<(Arc<server::Target>, i32, i32)>,
+    /// A cancel was sent to the attached server during this attachment.
+    cancelled: bool,
 }
 
 impl CancelSlot {
     /// The client now holds `s`.
     pub fn attach(&self, s: &Server) {
-        *self.target.lock() = Some((s.target.clone(), s.pid, s.secret));
+        let mut st = self.state.lock();
+        st.target = Some((s.target.clone(), s.pid, s.secret));
+        st.cancelled = false;
     }
-    /// The client no longer holds a server.
-    pub fn detach(&self) {
-        *self.target.lock() = None;
+
+    /// The client no longer holds a server. Returns whether a cancel was sent to that server
+    /// while it was held: Postgres delivers a cancel asynchronously, so such a server must be
+    /// closed, not pooled, lest the cancel hit the next client's query.
+    pub fn detach(&self) -> bool {
+        let mut st = self.state.lock();
+        st.target = None;
+        std::mem::take(&mut st.cancelled)
     }
-    fn get(&self) -> Option<CancelTarget> {
-        self.target.lock().as_ref().map(|(t, pid, secret)| CancelTarget {
+
+    fn take_for_cancel(&self) -> Option<CancelTarget> {
+        let mut st = self.state.lock();
+        let (t, pid, secret) = st.target.as_ref()?;
+        let target = CancelTarget {
             host: t.host.clone(),
             port: t.port,
             pid: *pid,
             secret: *secret,
-        })
+        };
+        st.cancelled = true;
+        Some(target)
     }
 }
 
@@ -82,7 +101,7 @@ impl CancelMap {
             let map = self.map.lock();
             match map.get(&pid) {
                 Some((s, slot)) if crate::auth::constant_time_eq(&s.to_be_bytes(), &secret.to_be_bytes()) => {
-                    slot.get()
+                    slot.take_for_cancel()
                 }
                 _ => None,
             }

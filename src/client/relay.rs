@@ -22,6 +22,8 @@ use crate::server::Server;
 
 /// Bytes asked of the kernel per read.
 const CHUNK: usize = 16 * 1024;
+/// The first read of a request.
+const FIRST_READ: usize = 2 * 1024;
 /// Most bytes buffered in one direction before pgmux waits for the other side to drain them.
 const CAP: usize = 64 * 1024;
 
@@ -56,6 +58,13 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
         if let Some(reason) = Box::pin(r.request(&mut cbuf)).await {
             return Ok(reason);
         }
+    }
+}
+
+/// Make room for a read of about `want` bytes, without growing a buffer that still has room.
+fn reserve(buf: &mut BytesMut, want: usize) {
+    if buf.capacity() - buf.len() < want / 4 {
+        buf.reserve(want);
     }
 }
 
@@ -121,7 +130,8 @@ impl Relay {
                     return Some(format!("protocol violation: {e}"));
                 }
             }
-            cbuf.reserve(CHUNK);
+            // Most requests are small: start with a small buffer, grow when one is not.
+            reserve(cbuf, FIRST_READ);
             match self.client.try_read_buf(cbuf) {
                 Ok(0) => return Some("client closed the connection".into()),
                 Ok(_) => {}
@@ -147,7 +157,7 @@ impl Relay {
                         backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
                         let _ = self.client.write_all(&out).await;
                     }
-                    _ => self.fatal(&code.to_string(), &msg).await,
+                    _ => self.fatal(code, &msg).await,
                 }
                 return Some(format!("no server: {msg}"));
             }
@@ -167,7 +177,7 @@ impl Relay {
             self.sess.pool.close(server, true);
             let (code, msg) = e.sqlstate();
             let msg = msg.to_string();
-            self.fatal(&code.to_string(), &msg).await;
+            self.fatal(code, &msg).await;
             return Some(format!("parameter sync failed: {msg}"));
         }
         let mut t = Txn {
@@ -264,7 +274,7 @@ impl Relay {
                     return Some(self.client_lost(t, what).await);
                 }
                 Ok(Event::ServerReadable) => {
-                    t.server.rbuf.reserve(CHUNK);
+                    reserve(&mut t.server.rbuf, CHUNK);
                     match t.server.stream.try_read_buf(&mut t.server.rbuf) {
                         Ok(0) => return Some(self.server_lost(t, "server closed the connection").await),
                         Ok(_) => {
@@ -277,7 +287,7 @@ impl Relay {
                     }
                 }
                 Ok(Event::ClientReadable) => {
-                    cbuf.reserve(CHUNK);
+                    reserve(cbuf, CHUNK);
                     match self.client.try_read_buf(cbuf) {
                         Ok(0) => return Some(self.client_lost(t, "client closed the connection").await),
                         Ok(_) => {
@@ -388,10 +398,19 @@ impl Relay {
 
     /// The transaction ended cleanly: give the server back and deliver what is left.
     async fn release(&mut self, mut t: Txn) -> Option<String> {
-        self.sess.key.slot.detach();
-        let rest = t.server.rbuf.split_to(t.s_ready);
+        let cancelled = self.sess.key.slot.detach();
+        // Usually everything was delivered already; splitting an empty prefix would still
+        // turn the server's buffer into a shared one.
+        let rest = if t.s_ready > 0 {
+            t.server.rbuf.split_to(t.s_ready)
+        } else {
+            BytesMut::new()
+        };
         let pool = self.sess.pool.clone();
-        if pool.settings.server_reset_query_always && !pool.settings.server_reset_query.is_empty() {
+        if cancelled {
+            tracing::info!(server = t.server.id, "server close: a cancel request was sent to it");
+            pool.close(t.server, true);
+        } else if pool.settings.server_reset_query_always && !pool.settings.server_reset_query.is_empty() {
             self.reset_and_release(t.server).await;
         } else {
             pool.release(t.server);
@@ -418,16 +437,17 @@ impl Relay {
 
     /// The client is gone or must go: return its server clean, or close it.
     async fn client_lost(&mut self, mut t: Txn, why: &str) -> String {
-        self.sess.key.slot.detach();
+        let cancelled = self.sess.key.slot.detach();
         let pool = self.sess.pool.clone();
-        let quiet = t.pending == 0
+        let quiet = !cancelled
+            && t.pending == 0
             && !t.unsynced
             && t.c_skip == 0
             && t.s_skip == 0
             && t.s_ready == t.server.rbuf.len();
         if !quiet {
             tracing::info!(server = t.server.id, client = self.sess.id,
-                "server close: client left in the middle of a request");
+                "server close: client left in the middle of a request (or after a cancel)");
             pool.close(t.server, true);
             return why.to_string();
         }
