@@ -80,12 +80,12 @@ async fn login_inner(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> R
         ));
     }
     let mut out = BytesMut::new();
-    if minor > 0 {
-        let unknown: Vec<&str> = params
-            .iter()
-            .filter(|(k, _)| k.starts_with("_pq_."))
-            .map(|(k, _)| k.as_str())
-            .collect();
+    let unknown: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k.starts_with("_pq_."))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if minor > 0 || !unknown.is_empty() {
         backend::negotiate_protocol_version(&mut out, &unknown);
     }
     let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
@@ -259,7 +259,7 @@ async fn authenticate(
             Some(Secret::Md5(h)) => md5(stream, buf, out, Some(h), user).await,
             Some(s) => scram(stream, buf, out, s.scram().expect("plain or scram"), user, true).await,
             None => {
-                let fake = ScramSecret::derive(&rand::thread_rng().gen::<u64>().to_string(), 4096);
+                let fake = shared.fake_scram_secret(user);
                 scram(stream, buf, out, &fake, user, false).await
             }
         },

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::auth::Secret;
+use crate::auth::{ScramSecret, Secret};
 use crate::config::Config;
 use crate::error::Error;
 use crate::pool::Registry;
@@ -29,6 +29,9 @@ pub struct Shared {
     /// Logged-in and logging-in clients.
     pub clients: AtomicUsize,
     next_client: AtomicU64,
+    /// Key for the fake SCRAM salts shown to unknown users (stable per user name, like
+    /// Postgres' mock authentication, so two attempts cannot tell a user does not exist).
+    mock_salt_key: [u8; 32],
 }
 
 impl Shared {
@@ -49,6 +52,22 @@ impl Shared {
             cancels: Arc::new(CancelMap::default()),
             clients: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
+            mock_salt_key: rand::random(),
+        }
+    }
+
+    /// A SCRAM secret for a user that does not exist: a salt derived from the name, keys
+    /// nobody can match.
+    pub fn fake_scram_secret(&self, user: &str) -> ScramSecret {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.mock_salt_key).expect("any key length");
+        mac.update(user.as_bytes());
+        let salt = mac.finalize().into_bytes()[..16].to_vec();
+        ScramSecret {
+            iterations: 4096,
+            salt,
+            stored_key: rand::random(),
+            server_key: rand::random(),
         }
     }
 }
@@ -122,7 +141,6 @@ async fn login_task(mut stream: TcpStream, peer: std::net::SocketAddr, count: Cl
 pub(crate) async fn send_fatal(stream: &mut TcpStream, e: &Error) {
     let mut out = BytesMut::new();
     match e {
-        Error::Io(_) => return,
         Error::Server { raw, .. } => backend::message(&mut out, b'E', |b| b.extend_from_slice(raw)),
         _ => {
             let (code, msg) = e.sqlstate();

@@ -32,6 +32,7 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
     let mut cbuf = std::mem::take(&mut sess.leftover);
     let mut r = Relay {
         client,
+        discard: 0,
         max_packet: shared.config.general.max_packet_size,
         client_idle_timeout: shared.config.general.client_idle_timeout.get(),
         idle_tx_timeout: shared.config.general.idle_transaction_timeout.get(),
@@ -41,16 +42,27 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
         // Idle: hold no server, and no buffer (an idle client must stay small).
         if cbuf.is_empty() {
             cbuf = BytesMut::new();
-            match r.client_idle_timeout {
-                // The timer is boxed: an idle client's task stays small when no timeout is set.
-                Some(t) => match Box::pin(tokio::time::timeout(t, r.client.readable())).await {
-                    Ok(res) => res?,
-                    Err(_) => {
-                        r.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout").await;
-                        return Ok("client_idle_timeout".into());
-                    }
-                },
-                None => r.client.readable().await?,
+            let deadline = r.client_idle_timeout.map(|t| tokio::time::Instant::now() + t);
+            loop {
+                match deadline {
+                    // The timer is boxed: an idle client's task stays small when none is set.
+                    Some(d) => match Box::pin(tokio::time::timeout_at(d, r.client.readable())).await {
+                        Ok(res) => res?,
+                        Err(_) => {
+                            r.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout").await;
+                            return Ok("client_idle_timeout".into());
+                        }
+                    },
+                    None => r.client.readable().await?,
+                }
+                // Readiness can be stale: only real bytes end the idle wait.
+                reserve(&mut cbuf, FIRST_READ);
+                match r.client.try_read_buf(&mut cbuf) {
+                    Ok(0) => return Ok("client closed the connection".into()),
+                    Ok(_) => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Ok(format!("client connection error: {e}")),
+                }
             }
         }
         // Everything past the idle wait lives in one boxed future, freed when the request ends,
@@ -70,6 +82,8 @@ fn reserve(buf: &mut BytesMut, want: usize) {
 
 struct Relay {
     client: TcpStream,
+    /// Bytes of stray COPY messages still to drop (see `request`).
+    discard: usize,
     sess: Session,
     max_packet: usize,
     client_idle_timeout: Option<Duration>,
@@ -90,6 +104,8 @@ struct Txn {
     pending: u32,
     /// Extended-protocol messages sent since the last Sync.
     unsynced: bool,
+    /// Syncs sent since the last Execute or Query (see COPY handling in `scan_client`).
+    syncs_since_exec: u32,
     /// Last transaction status the server reported.
     status: u8,
     /// The client sent Terminate.
@@ -122,7 +138,22 @@ impl Relay {
     async fn request(&mut self, cbuf: &mut BytesMut) -> Option<String> {
         // Read until the first message header is complete.
         let tag = loop {
+            // CopyData/CopyDone/CopyFail that arrive with no server attached belong to a COPY
+            // that already failed: Postgres would ignore them, so pgmux drops them here rather
+            // than check out a server that would then wait for a ReadyForQuery never sent.
+            if self.discard > 0 {
+                let n = self.discard.min(cbuf.len());
+                cbuf.advance(n);
+                self.discard -= n;
+                if cbuf.is_empty() {
+                    return None;
+                }
+            }
             match proto::header(cbuf, self.max_packet) {
+                Ok(Some((b'd' | b'c' | b'f', len))) => {
+                    self.discard = len;
+                    continue;
+                }
                 Ok(Some((tag, _))) => break tag,
                 Ok(None) => {}
                 Err(e) => {
@@ -146,8 +177,9 @@ impl Relay {
         if tag == b'X' {
             return Some("client closed (Terminate)".into());
         }
-        let server = match self.sess.pool.checkout().await {
-            Ok(s) => s,
+        let server = match self.checkout_watching(cbuf).await {
+            Ok(Some(s)) => s,
+            Ok(None) => return Some("client closed the connection while waiting for a server".into()),
             Err(e) => {
                 let (code, msg) = e.sqlstate();
                 let msg = msg.to_string();
@@ -163,6 +195,32 @@ impl Relay {
             }
         };
         self.attached(server, cbuf).await
+    }
+
+    /// Check out a server while watching the client: a client that leaves while waiting
+    /// leaves the queue at once, and its request never runs. Bytes it sends meanwhile
+    /// (pipelined requests) are kept in `cbuf`, up to `CAP`. `Ok(None)`: the client left.
+    async fn checkout_watching(&mut self, cbuf: &mut BytesMut) -> Result<Option<Server>> {
+        let pool = self.sess.pool.clone();
+        let checkout = pool.checkout();
+        tokio::pin!(checkout);
+        loop {
+            let watch = cbuf.len() < CAP;
+            tokio::select! {
+                biased;
+                s = &mut checkout => return s.map(Some),
+                r = self.client.readable(), if watch => {
+                    r?;
+                    reserve(cbuf, CHUNK);
+                    match self.client.try_read_buf(cbuf) {
+                        Ok(0) => return Ok(None),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(_) => return Ok(None),
+                    }
+                }
+            }
+        }
     }
 
     fn mode(&self) -> PoolMode {
@@ -188,6 +246,7 @@ impl Relay {
             s_skip: 0,
             pending: 0,
             unsynced: false,
+            syncs_since_exec: 0,
             status: b'I',
             terminating: false,
             at_boundary: false,
@@ -320,6 +379,26 @@ impl Relay {
                 b'Q' | b'S' => {
                     t.pending += 1;
                     t.unsynced = false;
+                    if tag == b'Q' {
+                        t.syncs_since_exec = 0;
+                    } else {
+                        t.syncs_since_exec += 1;
+                    }
+                }
+                b'E' => {
+                    t.unsynced = true;
+                    t.syncs_since_exec = 0;
+                }
+                // CopyDone / CopyFail end a COPY FROM STDIN. Postgres ignores a Sync that
+                // arrives in copy-in mode, and only an Execute (or Query) starts that mode:
+                // the Syncs sent between the Execute and here get no ReadyForQuery.
+                b'c' | b'f' => {
+                    t.pending = t.pending.saturating_sub(t.syncs_since_exec);
+                    if t.syncs_since_exec > 0 {
+                        // The batch that started the COPY is open again until its next Sync.
+                        t.unsynced = true;
+                    }
+                    t.syncs_since_exec = 0;
                 }
                 b'X' => {
                     // Terminate is never forwarded to a pooled server.
@@ -328,7 +407,7 @@ impl Relay {
                     break;
                 }
                 // Flush and COPY data do not start a new request.
-                b'H' | b'd' | b'c' | b'f' => {}
+                b'H' | b'd' => {}
                 _ => t.unsynced = true,
             }
             let n = len.min(cbuf.len() - t.c_ready);

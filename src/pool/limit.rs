@@ -1,12 +1,19 @@
 //! A counter with a cap shared by several pools (max_db_connections, max_user_connections).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::Pool;
 
 /// Servers open against one cap; `max == 0` means no cap.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Limit {
     max: AtomicUsize,
     used: AtomicUsize,
+    /// The pools counted against this cap (to find an idle server to close when it is full).
+    members: Mutex<Vec<Weak<Pool>>>,
 }
 
 impl Limit {
@@ -15,7 +22,18 @@ impl Limit {
         Limit {
             max: AtomicUsize::new(max),
             used: AtomicUsize::new(0),
+            members: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Count `pool` among the pools under this cap.
+    pub fn add_member(&self, pool: &Arc<Pool>) {
+        self.members.lock().push(Arc::downgrade(pool));
+    }
+
+    /// The pools under this cap.
+    pub fn members(&self) -> Vec<Arc<Pool>> {
+        self.members.lock().iter().filter_map(Weak::upgrade).collect()
     }
 
     /// Take one unit if under the cap.

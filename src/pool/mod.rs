@@ -79,8 +79,8 @@ pub struct Pool {
     pub target: Arc<Target>,
     pub stats: PoolStats,
     state: Mutex<State>,
-    db_limit: Arc<Limit>,
-    user_limit: Arc<Limit>,
+    pub(crate) db_limit: Arc<Limit>,
+    pub(crate) user_limit: Arc<Limit>,
     server_ids: Arc<AtomicU64>,
     welcome: Mutex<Option<Arc<Params>>>,
 }
@@ -257,6 +257,9 @@ impl Pool {
                     if let Some(g) = self.take_slot_for(id, s.pool_size, false) {
                         return Ok(g);
                     }
+                    // A shared cap is full: close an idle server of another pool under it
+                    // (as PgBouncer does), so the room goes where clients wait.
+                    self.evict_idle_elsewhere();
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -278,6 +281,35 @@ impl Pool {
         st.waiters.remove(pos);
         st.active += 1;
         Some(Grant::Slot { reserve })
+    }
+
+    /// When a cap shared with other pools blocks this pool, close one idle server of another
+    /// pool under that cap (its oldest idle one).
+    fn evict_idle_elsewhere(self: &Arc<Self>) {
+        if self.state.lock().open >= self.settings.pool_size {
+            return; // this pool is at its own size: no cap is to blame
+        }
+        for limit in [&self.db_limit, &self.user_limit] {
+            if !limit.is_full() {
+                continue;
+            }
+            for other in limit.members() {
+                if Arc::ptr_eq(&other, self) {
+                    continue;
+                }
+                let victim = {
+                    let mut st = other.state.lock();
+                    (!st.idle.is_empty()).then(|| st.idle.remove(0))
+                };
+                if let Some(s) = victim {
+                    tracing::info!(server = s.id, db = %other.database, user = %other.user,
+                        "server close: room needed by pool {}/{} under a shared cap",
+                        self.database, self.user);
+                    other.close(s, false);
+                    return;
+                }
+            }
+        }
     }
 
     async fn open_server(self: &Arc<Self>, reserve: bool) -> Result<Server> {

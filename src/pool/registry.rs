@@ -94,7 +94,14 @@ impl Registry {
             user_limit,
             self.server_ids.clone(),
         ));
-        Some(self.pools.lock().entry(key).or_insert(pool).clone())
+        let mut pools = self.pools.lock();
+        if let Some(p) = pools.get(&key) {
+            return Some(p.clone()); // another client created it meanwhile
+        }
+        pool.db_limit.add_member(&pool);
+        pool.user_limit.add_member(&pool);
+        pools.insert(key, pool.clone());
+        Some(pool)
     }
 
     /// Every pool, for the janitor and the admin console.

@@ -87,10 +87,11 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     message(buf, b'Z', |b| b.put_u8(status));
 }
 
-/// NegotiateProtocolVersion: newest minor we support (0) and the options we did not recognise.
+/// NegotiateProtocolVersion: the newest protocol we support (3.0, sent as its full code, as
+/// Postgres does) and the `_pq_.` options we did not recognise.
 pub fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
     message(buf, b'v', |b| {
-        b.put_i32(0);
+        b.put_i32(super::PROTOCOL_3);
         b.put_i32(unrecognized.len() as i32);
         for o in unrecognized {
             put_cstr(b, o);

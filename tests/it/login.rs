@@ -1,1 +1,1329 @@
-//! Integration tests: login.
+//! Integration tests: login (auth types, limits, start-up packets, parameters, psql).
+//!
+//! The `util` and `raw` modules here are shared with `faults.rs`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::support::{config, eventually, pg, run, Mux};
+
+use self::raw::{error_of, read_to_close, read_until_ready};
+use self::util::{custom_config, rows, show, tp_config, tp_connect};
+
+/// Helpers for tokio-postgres clients and configs other than the harness's.
+pub(crate) mod util {
+    use std::time::Duration;
+
+    use pgmux::config::Config;
+    use tokio::task::JoinHandle;
+    use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+    use crate::support::pg;
+
+    pub(crate) const WAIT: Duration = Duration::from_secs(5);
+
+    /// A config whose `[general]` is only listen_addr/listen_port (port 0) plus `general`
+    /// (so tests can set keys the harness config already sets, like auth_type), with the
+    /// harness's databases, a `onedb` entry (appdb, pool_size = 1), users app and other,
+    /// and `extra`.
+    pub(crate) fn custom_config(general: &str, extra: &str) -> Config {
+        let port = pg().port;
+        let text = format!(
+            r#"
+[general]
+listen_addr = "127.0.0.1"
+listen_port = 0
+{general}
+
+[databases.appdb]
+host = "127.0.0.1"
+port = {port}
+
+[databases.otherdb]
+host = "127.0.0.1"
+port = {port}
+
+[databases.aliasdb]
+host = "127.0.0.1"
+port = {port}
+dbname = "appdb"
+
+[databases.onedb]
+host = "127.0.0.1"
+port = {port}
+dbname = "appdb"
+pool_size = 1
+
+[users.app]
+password = "app_pw"
+
+[users.other]
+password = "other_pw"
+
+{extra}
+"#
+        );
+        Config::parse(&text).unwrap_or_else(|e| panic!("bad test config: {e}\n{text}"))
+    }
+
+    /// A database section `[databases.NAME]` for appdb with `pool_size`.
+    pub(crate) fn db_section(name: &str, pool_size: usize) -> String {
+        format!(
+            "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"appdb\"\npool_size = {pool_size}\n",
+            pg().port
+        )
+    }
+
+    /// A tokio-postgres config for pgmux on `port`.
+    pub(crate) fn tp_config(
+        port: u16,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host("127.0.0.1")
+            .port(port)
+            .user(user)
+            .dbname(db)
+            .connect_timeout(WAIT);
+        if !password.is_empty() {
+            c.password(password);
+        }
+        c
+    }
+
+    /// Connect; the connection task's handle yields the error that ended the connection.
+    pub(crate) async fn tp_connect(
+        cfg: &tokio_postgres::Config,
+    ) -> Result<(Client, JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error>
+    {
+        let (client, conn) = tokio::time::timeout(WAIT, cfg.connect(NoTls))
+            .await
+            .expect("connect timed out")?;
+        Ok((client, tokio::spawn(conn)))
+    }
+
+    /// Connect, panicking on failure.
+    pub(crate) async fn tp_connect_ok(
+        cfg: &tokio_postgres::Config,
+    ) -> (Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
+        tp_connect(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("connect failed: {e} ({:?})", e.as_db_error()))
+    }
+
+    /// Run a simple query (several statements allowed); all rows' text values.
+    pub(crate) async fn rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+        let msgs = tokio::time::timeout(WAIT, c.simple_query(sql))
+            .await
+            .unwrap_or_else(|_| panic!("query timed out: {sql}"))
+            .unwrap_or_else(|e| panic!("query failed: {sql}: {e} ({:?})", e.as_db_error()));
+        msgs.iter()
+            .filter_map(|m| match m {
+                SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The first column of the first row.
+    pub(crate) async fn one(c: &Client, sql: &str) -> String {
+        rows(c, sql).await[0][0].clone().unwrap_or_default()
+    }
+
+    /// `SHOW name` for each name, in one simple query.
+    pub(crate) async fn show(c: &Client, names: &[&str]) -> Vec<String> {
+        let sql: String = names.iter().map(|n| format!("SHOW {n};")).collect();
+        rows(c, &sql)
+            .await
+            .into_iter()
+            .map(|r| r[0].clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// SQL as the superuser directly on Postgres (off the runtime's worker threads).
+    pub(crate) async fn sql_super(db: &str, sql: &str) -> String {
+        let (db, sql) = (db.to_string(), sql.to_string());
+        tokio::task::spawn_blocking(move || pg().psql_super(&db, &sql))
+            .await
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// The SQLSTATE of a tokio-postgres error, if it carries one.
+    pub(crate) fn code(e: &tokio_postgres::Error) -> Option<String> {
+        e.code().map(|c| c.code().to_string())
+    }
+}
+
+/// Raw protocol helpers: write bytes by hand, parse what comes back.
+pub(crate) mod raw {
+    use std::io::ErrorKind;
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+    use postgres_protocol::message::frontend;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub(crate) const WAIT: Duration = Duration::from_secs(5);
+
+    pub(crate) async fn connect(port: u16) -> TcpStream {
+        TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to pgmux")
+    }
+
+    /// An 8-byte request (SSLRequest, GSSENCRequest).
+    pub(crate) fn request(code: i32) -> Vec<u8> {
+        let mut v = 8u32.to_be_bytes().to_vec();
+        v.extend_from_slice(&code.to_be_bytes());
+        v
+    }
+
+    /// A StartupMessage with the given protocol code (196608 = 3.0).
+    pub(crate) fn startup_v(code: i32, params: &[(&str, &str)]) -> Vec<u8> {
+        let mut v = pgmux::proto::startup::build(params);
+        v[4..8].copy_from_slice(&code.to_be_bytes());
+        v
+    }
+
+    pub(crate) fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+        pgmux::proto::startup::build(params)
+    }
+
+    /// A tagged message.
+    pub(crate) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    /// A simple Query.
+    pub(crate) fn query(sql: &str) -> Vec<u8> {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        msg(b'Q', &b)
+    }
+
+    pub(crate) async fn send(s: &mut TcpStream, bytes: &[u8]) {
+        s.write_all(bytes).await.expect("write to pgmux");
+    }
+
+    /// One byte (the answer to SSLRequest / GSSENCRequest).
+    pub(crate) async fn read_byte(s: &mut TcpStream) -> u8 {
+        let mut b = [0u8; 1];
+        tokio::time::timeout(WAIT, s.read_exact(&mut b))
+            .await
+            .expect("timed out waiting for one byte")
+            .expect("read one byte");
+        b[0]
+    }
+
+    /// One message, or `None` at end of stream (or reset).
+    pub(crate) async fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let mut hdr = [0u8; 5];
+        match tokio::time::timeout(WAIT, s.read_exact(&mut hdr))
+            .await
+            .expect("timed out waiting for a message")
+        {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+            {
+                return None
+            }
+            Err(e) => panic!("read from pgmux: {e}"),
+        }
+        let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
+        assert!(
+            (4..1 << 24).contains(&len),
+            "bad length {len} for '{}'",
+            hdr[0] as char
+        );
+        let mut body = vec![0u8; len - 4];
+        tokio::time::timeout(WAIT, s.read_exact(&mut body))
+            .await
+            .expect("timed out reading a message body")
+            .expect("read a message body");
+        Some((hdr[0], body))
+    }
+
+    /// Messages up to and including ReadyForQuery; panics on an ErrorResponse or EOF.
+    pub(crate) async fn read_until_ready(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        loop {
+            let m = read_msg(s)
+                .await
+                .unwrap_or_else(|| panic!("closed before ReadyForQuery; got {}", tags(&out)));
+            let tag = m.0;
+            if tag == b'E' {
+                panic!("unexpected error: {:?}", fields(&m.1));
+            }
+            out.push(m);
+            if tag == b'Z' {
+                return out;
+            }
+        }
+    }
+
+    /// Every message until the connection closes.
+    pub(crate) async fn read_to_close(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(m) = read_msg(s).await {
+            out.push(m);
+        }
+        out
+    }
+
+    /// The tags of messages, as a string.
+    pub(crate) fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
+        msgs.iter().map(|m| m.0 as char).collect()
+    }
+
+    /// (SQLSTATE, message, severity) of an ErrorResponse body.
+    pub(crate) fn fields(body: &[u8]) -> (String, String, String) {
+        pgmux::proto::backend::error_fields(body)
+    }
+
+    /// The first ErrorResponse among `msgs`.
+    pub(crate) fn error_of(msgs: &[(u8, Vec<u8>)]) -> Option<(String, String, String)> {
+        msgs.iter().find(|m| m.0 == b'E').map(|m| fields(&m.1))
+    }
+
+    /// The Authentication request code of an 'R' message.
+    pub(crate) fn auth_code(m: &(u8, Vec<u8>)) -> i32 {
+        assert_eq!(
+            m.0, b'R',
+            "expected an authentication request, got '{}'",
+            m.0 as char
+        );
+        i32::from_be_bytes([m.1[0], m.1[1], m.1[2], m.1[3]])
+    }
+
+    /// Connect and log in (trust config: no password exchange), returning the login messages.
+    pub(crate) async fn login_trust(
+        port: u16,
+        params: &[(&str, &str)],
+    ) -> (TcpStream, Vec<(u8, Vec<u8>)>) {
+        let mut s = connect(port).await;
+        send(&mut s, &startup(params)).await;
+        let msgs = read_until_ready(&mut s).await;
+        assert_eq!(auth_code(&msgs[0]), 0, "trust sends AuthenticationOk first");
+        (s, msgs)
+    }
+
+    /// Do SCRAM-SHA-256 after an AuthenticationSASL request; returns the messages after
+    /// AuthenticationSASLFinal up to ReadyForQuery.
+    pub(crate) async fn scram(s: &mut TcpStream, password: &str) -> Vec<(u8, Vec<u8>)> {
+        let mut sc = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
+        let mut out = BytesMut::new();
+        frontend::sasl_initial_response("SCRAM-SHA-256", sc.message(), &mut out).unwrap();
+        send(s, &out).await;
+        let m = read_msg(s).await.expect("SASLContinue");
+        if m.0 == b'E' {
+            panic!("SCRAM failed: {:?}", fields(&m.1));
+        }
+        assert_eq!(auth_code(&m), 11);
+        sc.update(&m.1[4..]).expect("server-first-message");
+        out.clear();
+        frontend::sasl_response(sc.message(), &mut out).unwrap();
+        send(s, &out).await;
+        let m = read_msg(s).await.expect("SASLFinal");
+        if m.0 == b'E' {
+            panic!("SCRAM failed: {:?}", fields(&m.1));
+        }
+        assert_eq!(auth_code(&m), 12);
+        sc.finish(&m.1[4..]).expect("server signature verifies");
+        read_until_ready(s).await
+    }
+
+    /// ParameterStatus messages as (name, value).
+    pub(crate) fn parameter_status(msgs: &[(u8, Vec<u8>)]) -> Vec<(String, String)> {
+        msgs.iter()
+            .filter(|m| m.0 == b'S')
+            .map(|m| {
+                let (k, v) =
+                    pgmux::server::params::parse_parameter_status(&m.1).expect("ParameterStatus");
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    }
+}
+
+fn md5_secret(user: &str, pw: &str) -> String {
+    pgmux::auth::md5_password_hash(user, pw)
+}
+
+/// A config section for a database reached as the forced server user app.
+fn forced_app_db(name: &str) -> String {
+    format!(
+        "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"appdb\"\nuser = \"app\"\npassword = \"app_pw\"\n",
+        pg().port
+    )
+}
+
+async fn expect_login_error(
+    mux_port: u16,
+    user: &str,
+    pw: &str,
+    db: &str,
+) -> tokio_postgres::Error {
+    match tp_connect(&tp_config(mux_port, user, pw, db)).await {
+        Ok(_) => panic!("login as {user} to {db} should fail"),
+        Err(e) => e,
+    }
+}
+
+fn db_err(e: &tokio_postgres::Error) -> (String, String, String) {
+    let d = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected an ErrorResponse, got: {e}"));
+    (
+        d.code().code().to_string(),
+        d.message().to_string(),
+        d.severity().to_string(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. auth_type scram-sha-256
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_login_app() {
+    let mux = Mux::start(config("", "")).await;
+    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "appdb")).await;
+    assert_eq!(
+        rows(&c, "SELECT current_user, current_database()").await,
+        [[Some("app".to_string()), Some("appdb".to_string())]]
+    );
+    // The alias entry maps to appdb on the server.
+    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "aliasdb")).await;
+    assert_eq!(util::one(&c, "SELECT current_database()").await, "appdb");
+
+    // Raw: the first authentication request is SASL offering SCRAM-SHA-256.
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "app"), ("database", "appdb")]),
+    )
+    .await;
+    let m = raw::read_msg(&mut s).await.expect("auth request");
+    assert_eq!(raw::auth_code(&m), 10);
+    assert_eq!(&m.1[4..], b"SCRAM-SHA-256\0\0");
+    let msgs = raw::scram(&mut s, "app_pw").await;
+    assert_eq!(raw::auth_code(&msgs[0]), 0);
+    assert_eq!(msgs.last().unwrap().1, b"I");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_config_md5_stored_secret_falls_back_to_md5() {
+    // md5user's secret is stored as an MD5 hash in pgmux: it cannot serve SCRAM, so pgmux
+    // asks for md5. Its server connections log in as app (forced user), since the test
+    // cluster's pg_hba only allows SCRAM.
+    let extra = format!(
+        "[users.md5user]\npassword = \"{}\"\n{}",
+        md5_secret("md5user", "md5_pw"),
+        forced_app_db("md5db")
+    );
+    let mux = Mux::start(custom_config("auth_type = \"scram-sha-256\"", &extra)).await;
+    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "md5user", "md5_pw", "md5db")).await;
+    assert_eq!(util::one(&c, "SELECT current_database()").await, "appdb");
+
+    // Raw: the challenge is AuthenticationMD5Password.
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "md5user"), ("database", "md5db")]),
+    )
+    .await;
+    let m = raw::read_msg(&mut s).await.expect("auth request");
+    assert_eq!(raw::auth_code(&m), 5);
+    let salt = [m.1[4], m.1[5], m.1[6], m.1[7]];
+    let hash = postgres_protocol::authentication::md5_hash(b"md5user", b"md5_pw", salt);
+    let mut pw = hash.into_bytes();
+    pw.push(0);
+    raw::send(&mut s, &raw::msg(b'p', &pw)).await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(raw::auth_code(&msgs[0]), 0);
+
+    // Wrong password: 28P01.
+    let e = expect_login_error(mux.port(), "md5user", "nope", "md5db").await;
+    assert_eq!(db_err(&e).0, "28P01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_wrong_password_and_unknown_user_look_the_same() {
+    let mux = Mux::start(config("", "")).await;
+    let wrong = db_err(&expect_login_error(mux.port(), "app", "not_the_password", "appdb").await);
+    let unknown = db_err(&expect_login_error(mux.port(), "nosuchuser", "whatever", "appdb").await);
+    assert_eq!(wrong.0, "28P01", "{wrong:?}");
+    assert_eq!(unknown.0, "28P01", "{unknown:?}");
+    assert_eq!(wrong.2, "FATAL");
+    assert_eq!(unknown.2, "FATAL");
+    assert_eq!(wrong.1, "password authentication failed for user \"app\"");
+    assert_eq!(unknown.1, wrong.1.replace("\"app\"", "\"nosuchuser\""));
+
+    // An unknown user is offered the same SASL exchange as a known one (raw, up to the proof).
+    for user in ["app", "nosuchuser"] {
+        let mut s = raw::connect(mux.port()).await;
+        raw::send(
+            &mut s,
+            &raw::startup(&[("user", user), ("database", "appdb")]),
+        )
+        .await;
+        let m = raw::read_msg(&mut s).await.expect("auth request");
+        assert_eq!(raw::auth_code(&m), 10, "user {user}");
+        let mut sc = postgres_protocol::authentication::sasl::ScramSha256::new(
+            b"wrong",
+            postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
+        );
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::sasl_initial_response(
+            "SCRAM-SHA-256",
+            sc.message(),
+            &mut out,
+        )
+        .unwrap();
+        raw::send(&mut s, &out).await;
+        let m = raw::read_msg(&mut s).await.expect("SASLContinue");
+        assert_eq!(raw::auth_code(&m), 11, "user {user}");
+        let first = String::from_utf8(m.1[4..].to_vec()).unwrap();
+        assert!(
+            first.contains(",i=4096"),
+            "iteration count differs for {user}: {first}"
+        );
+        sc.update(&m.1[4..]).unwrap();
+        out.clear();
+        postgres_protocol::message::frontend::sasl_response(sc.message(), &mut out).unwrap();
+        raw::send(&mut s, &out).await;
+        let msgs = read_to_close(&mut s).await;
+        assert_eq!(raw::tags(&msgs), "E", "user {user}");
+        assert_eq!(error_of(&msgs).unwrap().0, "28P01");
+    }
+}
+
+/// The salt in the server-first-message for `user` (SCRAM stopped there).
+async fn scram_salt(port: u16, user: &str) -> String {
+    let mut s = raw::connect(port).await;
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", user), ("database", "appdb")]),
+    )
+    .await;
+    let m = raw::read_msg(&mut s).await.expect("auth request");
+    assert_eq!(raw::auth_code(&m), 10, "user {user}");
+    let sc = postgres_protocol::authentication::sasl::ScramSha256::new(
+        b"x",
+        postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
+    );
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::sasl_initial_response(
+        "SCRAM-SHA-256",
+        sc.message(),
+        &mut out,
+    )
+    .unwrap();
+    raw::send(&mut s, &out).await;
+    let m = raw::read_msg(&mut s).await.expect("SASLContinue");
+    assert_eq!(raw::auth_code(&m), 11, "user {user}");
+    let first = String::from_utf8(m.1[4..].to_vec()).unwrap();
+    first
+        .split(',')
+        .find_map(|a| a.strip_prefix("s="))
+        .unwrap_or_else(|| panic!("no salt in {first}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_unknown_user_salt_is_stable() {
+    // Postgres answers an unknown role with a mock salt derived from the user name and a
+    // per-cluster nonce (scram_mock_salt), so two attempts show the same salt, as for a real
+    // user. pgmux derives a fresh fake verifier (random salt) per attempt.
+    let mux = Mux::start(config("", "")).await;
+    let port = mux.port();
+    let known = (scram_salt(port, "app").await, scram_salt(port, "app").await);
+    assert_eq!(known.0, known.1, "a known user's salt is stable");
+    let unknown = (
+        scram_salt(port, "nosuchuser").await,
+        scram_salt(port, "nosuchuser").await,
+    );
+    assert_eq!(
+        unknown.0, unknown.1,
+        "an unknown user's salt changes between attempts, telling it apart from a real user"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_database_is_3d000() {
+    let mux = Mux::start(config("", "")).await;
+    let e = db_err(&expect_login_error(mux.port(), "app", "app_pw", "nosuchdb").await);
+    assert_eq!(e.0, "3D000", "{e:?}");
+    assert!(e.1.contains("nosuchdb"), "{e:?}");
+    // The pool still serves others.
+    mux.connect().await.simple_query("SELECT 1").await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. auth_type md5
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_auth_type() {
+    let scram_verifier = postgres_protocol::password::scram_sha_256(b"other_pw");
+    let extra = format!(
+        "[users.md5user]\npassword = \"{}\"\n{}{}",
+        md5_secret("md5user", "md5_pw"),
+        forced_app_db("md5db"),
+        // "other" logs in to pgmux with a SCRAM verifier but uses app on the server.
+        forced_app_db("otherviaapp"),
+    );
+    let mut cfg = custom_config("auth_type = \"md5\"", &extra);
+    cfg.users.get_mut("other").unwrap().password = Some(scram_verifier);
+    let mux = Mux::start(cfg).await;
+    let port = mux.port();
+
+    // Plaintext secret: md5 challenge.
+    let (c, _h) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
+    assert_eq!(util::one(&c, "SELECT current_user").await, "app");
+    let mut s = raw::connect(port).await;
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "app"), ("database", "appdb")]),
+    )
+    .await;
+    let m = raw::read_msg(&mut s).await.unwrap();
+    assert_eq!(
+        raw::auth_code(&m),
+        5,
+        "md5 challenge for a plaintext secret"
+    );
+    drop(s);
+
+    // MD5-stored secret.
+    let (c, _h) = util::tp_connect_ok(&tp_config(port, "md5user", "md5_pw", "md5db")).await;
+    assert_eq!(util::one(&c, "SELECT 1").await, "1");
+
+    // A SCRAM verifier cannot answer md5: like Postgres, pgmux uses SCRAM instead.
+    let mut s = raw::connect(port).await;
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "other"), ("database", "otherviaapp")]),
+    )
+    .await;
+    let m = raw::read_msg(&mut s).await.unwrap();
+    assert_eq!(
+        raw::auth_code(&m),
+        10,
+        "SCRAM for a SCRAM-stored secret under auth_type md5"
+    );
+    raw::scram(&mut s, "other_pw").await;
+
+    // Wrong passwords and unknown users: 28P01.
+    for (user, pw, db) in [
+        ("app", "bad", "appdb"),
+        ("md5user", "bad", "md5db"),
+        ("nosuchuser", "x", "appdb"),
+    ] {
+        let e = db_err(&expect_login_error(port, user, pw, db).await);
+        assert_eq!(e.0, "28P01", "{user}: {e:?}");
+        assert_eq!(
+            e.1,
+            format!("password authentication failed for user \"{user}\"")
+        );
+    }
+    // An unknown user also gets an md5 challenge (no enumeration by the auth method).
+    let mut s = raw::connect(port).await;
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "nosuchuser"), ("database", "appdb")]),
+    )
+    .await;
+    let m = raw::read_msg(&mut s).await.unwrap();
+    assert_eq!(raw::auth_code(&m), 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. auth_type plain and trust
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_auth_type() {
+    let extra = format!(
+        "[users.md5user]\npassword = \"{}\"\n{}",
+        md5_secret("md5user", "md5_pw"),
+        forced_app_db("md5db")
+    );
+    let mux = Mux::start(custom_config("auth_type = \"plain\"", &extra)).await;
+    let port = mux.port();
+    let (c, _h) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
+    assert_eq!(util::one(&c, "SELECT current_user").await, "app");
+    // An MD5-stored secret checks a cleartext password too.
+    let (c, _h) = util::tp_connect_ok(&tp_config(port, "md5user", "md5_pw", "md5db")).await;
+    assert_eq!(util::one(&c, "SELECT 1").await, "1");
+
+    // Raw: AuthenticationCleartextPassword.
+    let mut s = raw::connect(port).await;
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "app"), ("database", "appdb")]),
+    )
+    .await;
+    let m = raw::read_msg(&mut s).await.unwrap();
+    assert_eq!(raw::auth_code(&m), 3);
+    raw::send(&mut s, &raw::msg(b'p', b"app_pw\0")).await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(raw::auth_code(&msgs[0]), 0);
+
+    for (user, pw, db) in [
+        ("app", "bad", "appdb"),
+        ("md5user", "bad", "md5db"),
+        ("nosuchuser", "x", "appdb"),
+    ] {
+        let e = db_err(&expect_login_error(port, user, pw, db).await);
+        assert_eq!(e.0, "28P01", "{user}: {e:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_auth_type() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let port = mux.port();
+    // No password at all.
+    let (c, _h) = util::tp_connect_ok(&tp_config(port, "app", "", "appdb")).await;
+    assert_eq!(util::one(&c, "SELECT current_user").await, "app");
+    // A wrong password does not matter: none is asked.
+    let (c, _h) = util::tp_connect_ok(&tp_config(port, "app", "whatever", "appdb")).await;
+    assert_eq!(util::one(&c, "SELECT 1").await, "1");
+
+    let e = db_err(&expect_login_error(port, "nosuchuser", "", "appdb").await);
+    assert_eq!(e.0, "28000", "{e:?}");
+    assert_eq!(e.2, "FATAL");
+
+    // Raw: AuthenticationOk straight away.
+    let (_s, msgs) = raw::login_trust(port, &[("user", "app"), ("database", "appdb")]).await;
+    assert_eq!(msgs.last().unwrap().1, b"I");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. max_client_conn
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_third_client_gets_53300() {
+    let mux = Mux::start(custom_config("max_client_conn = 2", "")).await;
+    let port = mux.port();
+    let (c1, _h1) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
+    let (c2, _h2) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
+    let e = db_err(&expect_login_error(port, "app", "app_pw", "appdb").await);
+    assert_eq!(e.0, "53300", "{e:?}");
+    // The first two still work.
+    assert_eq!(util::one(&c1, "SELECT 1").await, "1");
+    assert_eq!(util::one(&c2, "SELECT 2").await, "2");
+    // A slot frees when a client leaves.
+    drop(c1);
+    let shared = mux.running.shared.clone();
+    eventually(5, "client count back to 1", || {
+        shared.clients.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    let (c3, _h3) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
+    assert_eq!(util::one(&c3, "SELECT 3").await, "3");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. psql
+// ---------------------------------------------------------------------------------------------
+
+fn psql(port: u16, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new("psql");
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        "app",
+        "-d",
+        "appdb",
+    ])
+    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+    .args(args)
+    .env("PGPASSWORD", "app_pw")
+    .env("PGCONNECT_TIMEOUT", "5")
+    .env_remove("PGSSLMODE")
+    .env_remove("PGOPTIONS");
+    run(&mut cmd)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_select_and_script() {
+    let mux = Mux::start(config("", "")).await;
+    let port = mux.port();
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("script.sql");
+    std::fs::write(
+        &script,
+        "BEGIN;\n\
+         CREATE TEMP TABLE psql_t (x int) ON COMMIT DROP;\n\
+         INSERT INTO psql_t VALUES (1), (2), (3);\n\
+         SELECT sum(x) FROM psql_t;\n\
+         COMMIT;\n\
+         SELECT 'done';\n\
+         SELECT current_setting('application_name');\n",
+    )
+    .unwrap();
+    let script = script.to_str().unwrap().to_string();
+    let (one, multi, script_out) = tokio::task::spawn_blocking(move || {
+        (
+            psql(port, &["-c", "SELECT 1"]),
+            psql(port, &["-c", "SELECT 1; SELECT 2"]),
+            psql(port, &["-f", &script]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(one.0, "psql -c failed: {}", one.2);
+    assert_eq!(one.1.trim(), "1");
+    assert!(multi.0, "psql multi failed: {}", multi.2);
+    assert_eq!(multi.1.split_whitespace().collect::<Vec<_>>(), ["1", "2"]);
+    assert!(script_out.0, "psql -f failed: {}", script_out.2);
+    assert_eq!(
+        script_out.1.split_whitespace().collect::<Vec<_>>(),
+        ["6", "done", "psql"],
+        "stderr: {}",
+        script_out.2
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Raw start-up: SSLRequest, GSSENCRequest, protocol 3.2, welcome messages
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_ssl_request_then_startup_same_socket() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(&mut s, &raw::request(80877103)).await;
+    assert_eq!(raw::read_byte(&mut s).await, b'N');
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "app"), ("database", "appdb")]),
+    )
+    .await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(raw::auth_code(&msgs[0]), 0);
+    assert_eq!(msgs.last().unwrap(), &(b'Z', b"I".to_vec()));
+    // The session works.
+    raw::send(&mut s, &raw::query("SELECT 42")).await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(raw::tags(&msgs), "TDCZ");
+    assert!(msgs[1].1.ends_with(b"42"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_ssl_request_with_scram() {
+    let mux = Mux::start(config("", "")).await;
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(&mut s, &raw::request(80877103)).await;
+    assert_eq!(raw::read_byte(&mut s).await, b'N');
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "app"), ("database", "appdb")]),
+    )
+    .await;
+    let m = raw::read_msg(&mut s).await.unwrap();
+    assert_eq!(raw::auth_code(&m), 10);
+    let msgs = raw::scram(&mut s, "app_pw").await;
+    assert_eq!(msgs.last().unwrap(), &(b'Z', b"I".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_gssenc_request_answered_n() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(&mut s, &raw::request(80877104)).await;
+    assert_eq!(raw::read_byte(&mut s).await, b'N');
+    // libpq then tries SSL, then plain, on the same socket.
+    raw::send(&mut s, &raw::request(80877103)).await;
+    assert_eq!(raw::read_byte(&mut s).await, b'N');
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "app"), ("database", "appdb")]),
+    )
+    .await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(msgs.last().unwrap(), &(b'Z', b"I".to_vec()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_protocol_3_2_with_pq_option_gets_negotiate_protocol_version() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(
+        &mut s,
+        &raw::startup_v(
+            196610,
+            &[("user", "app"), ("database", "appdb"), ("_pq_.foo", "bar")],
+        ),
+    )
+    .await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(
+        msgs[0].0,
+        b'v',
+        "NegotiateProtocolVersion first, got {}",
+        raw::tags(&msgs)
+    );
+    let body = &msgs[0].1;
+    let n = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
+    assert_eq!(n, 1);
+    assert_eq!(&body[8..], b"_pq_.foo\0");
+    assert_eq!(raw::auth_code(&msgs[1]), 0);
+    assert_eq!(msgs.last().unwrap(), &(b'Z', b"I".to_vec()));
+    raw::send(&mut s, &raw::query("SELECT 1")).await;
+    assert_eq!(raw::tags(&read_until_ready(&mut s).await), "TDCZ");
+
+    // With SCRAM: 'v' comes before the SASL request, and login proceeds.
+    let mux = Mux::start(config("", "")).await;
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(
+        &mut s,
+        &raw::startup_v(
+            196610,
+            &[("user", "app"), ("database", "appdb"), ("_pq_.foo", "1")],
+        ),
+    )
+    .await;
+    let v = raw::read_msg(&mut s).await.unwrap();
+    assert_eq!(v.0, b'v');
+    let m = raw::read_msg(&mut s).await.unwrap();
+    assert_eq!(raw::auth_code(&m), 10);
+    raw::scram(&mut s, "app_pw").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiate_protocol_version_reports_full_version_code() {
+    // Postgres sends PG_PROTOCOL_LATEST (3 << 16 | minor) as the "newest minor" field; libpq 18+
+    // compares it against PG_PROTOCOL(3, 0) and rejects a smaller value ("server requested
+    // downgrade to pre-3.0 protocol version").
+    let startup = raw::startup_v(
+        196610,
+        &[
+            ("user", "postgres"),
+            ("database", "appdb"),
+            ("_pq_.foo", "x"),
+        ],
+    );
+    let mut direct = tokio::net::TcpStream::connect(("127.0.0.1", pg().port))
+        .await
+        .unwrap();
+    raw::send(&mut direct, &startup).await;
+    let msgs = read_until_ready(&mut direct).await;
+    assert_eq!(msgs[0].0, b'v');
+    let postgres_version = i32::from_be_bytes(msgs[0].1[..4].try_into().unwrap());
+    assert_eq!(postgres_version, 196608, "Postgres sends the full 3.0 code");
+
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(
+        &mut s,
+        &raw::startup_v(
+            196610,
+            &[("user", "app"), ("database", "appdb"), ("_pq_.foo", "x")],
+        ),
+    )
+    .await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(msgs[0].0, b'v');
+    let version = i32::from_be_bytes(msgs[0].1[..4].try_into().unwrap());
+    assert_eq!(
+        version, postgres_version,
+        "pgmux must send what Postgres sends"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_protocol_3_0_with_pq_option_gets_negotiate_protocol_version() {
+    // Postgres answers NegotiateProtocolVersion also to a 3.0 StartupMessage that carries
+    // `_pq_.` options it does not know (ProcessStartupPacket: minor too new *or* unrecognised
+    // protocol options).
+    let mut direct = tokio::net::TcpStream::connect(("127.0.0.1", pg().port))
+        .await
+        .unwrap();
+    raw::send(
+        &mut direct,
+        &raw::startup(&[
+            ("user", "postgres"),
+            ("database", "appdb"),
+            ("_pq_.foo", "bar"),
+        ]),
+    )
+    .await;
+    let msgs = read_until_ready(&mut direct).await;
+    assert_eq!(msgs[0].0, b'v', "Postgres itself: {}", raw::tags(&msgs));
+    assert_eq!(&msgs[0].1[8..], b"_pq_.foo\0");
+
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "app"), ("database", "appdb"), ("_pq_.foo", "bar")]),
+    )
+    .await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(
+        msgs[0].0,
+        b'v',
+        "expected NegotiateProtocolVersion, got {}",
+        raw::tags(&msgs)
+    );
+    assert_eq!(&msgs[0].1[8..], b"_pq_.foo\0");
+}
+
+/// Login messages Postgres itself sends for a (superuser) login straight to the cluster.
+async fn direct_parameter_names() -> BTreeSet<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pg().port))
+        .await
+        .unwrap();
+    raw::send(
+        &mut s,
+        &raw::startup(&[("user", "postgres"), ("database", "appdb")]),
+    )
+    .await;
+    let msgs = read_until_ready(&mut s).await;
+    raw::parameter_status(&msgs)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_login_welcome_messages() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let (_s, msgs) = raw::login_trust(
+        mux.port(),
+        &[
+            ("user", "app"),
+            ("database", "appdb"),
+            ("application_name", "rawapp"),
+            ("client_encoding", "UTF8"),
+        ],
+    )
+    .await;
+    let t = raw::tags(&msgs);
+    // AuthenticationOk, ParameterStatus..., BackendKeyData, ReadyForQuery.
+    assert!(t.starts_with("RS"), "{t}");
+    assert!(t.ends_with("KZ"), "{t}");
+    assert!(t[1..t.len() - 2].chars().all(|c| c == 'S'), "{t}");
+    assert_eq!(msgs.last().unwrap().1, b"I");
+    let k = &msgs[msgs.len() - 2].1;
+    assert_eq!(k.len(), 8, "BackendKeyData has pid and secret");
+
+    let ps = raw::parameter_status(&msgs);
+    let names: Vec<&str> = ps.iter().map(|(k, _)| k.as_str()).collect();
+    let set: BTreeSet<String> = names.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        set.len(),
+        names.len(),
+        "duplicate ParameterStatus: {names:?}"
+    );
+    let params: BTreeMap<String, String> = ps.into_iter().collect();
+
+    // The same names Postgres sends (Postgres 15: these 13).
+    let direct = direct_parameter_names().await;
+    assert_eq!(set, direct, "pgmux vs Postgres ParameterStatus names");
+    for name in [
+        "server_version",
+        "server_encoding",
+        "client_encoding",
+        "DateStyle",
+        "TimeZone",
+        "integer_datetimes",
+        "standard_conforming_strings",
+        "application_name",
+        "is_superuser",
+        "session_authorization",
+        "IntervalStyle",
+    ] {
+        assert!(
+            params.contains_key(name),
+            "missing ParameterStatus {name}: {params:?}"
+        );
+    }
+    let sv = util::sql_super("appdb", "SHOW server_version").await;
+    assert_eq!(params["server_version"], sv);
+    let se = util::sql_super("appdb", "SHOW server_encoding").await;
+    assert_eq!(params["server_encoding"], se);
+    let ds = util::sql_super("appdb", "SHOW DateStyle").await;
+    assert_eq!(params["DateStyle"], ds);
+    let tz = util::sql_super("appdb", "SHOW TimeZone").await;
+    assert_eq!(params["TimeZone"], tz);
+    assert_eq!(params["client_encoding"], "UTF8");
+    assert_eq!(params["application_name"], "rawapp");
+    assert_eq!(params["integer_datetimes"], "on");
+    assert_eq!(params["standard_conforming_strings"], "on");
+    assert_eq!(params["is_superuser"], "off");
+    assert_eq!(params["session_authorization"], "app");
+    assert_eq!(params["IntervalStyle"], "postgres");
+
+    // Two clients get different cancel keys.
+    let (_s2, msgs2) =
+        raw::login_trust(mux.port(), &[("user", "app"), ("database", "appdb")]).await;
+    assert_ne!(&msgs2[msgs2.len() - 2].1, k);
+    // Without application_name the client sees the server's default (empty).
+    let p2: BTreeMap<String, String> = raw::parameter_status(&msgs2).into_iter().collect();
+    assert_eq!(p2["application_name"], "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Start-up parameters kept per client over a shared server
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_kept_per_client_on_one_server() {
+    let mux = Mux::start(custom_config("", "")).await;
+    let port = mux.port();
+    let default_tz = util::sql_super("appdb", "SHOW TimeZone").await;
+
+    let mut ca = tp_config(port, "app", "app_pw", "onedb");
+    ca.application_name("myapp")
+        .options("-c TimeZone=Europe/Paris");
+    let mut cb = tp_config(port, "app", "app_pw", "onedb");
+    cb.application_name("otherapp")
+        .options("-c TimeZone=America/New_York");
+    let cc = tp_config(port, "app", "app_pw", "onedb");
+    let (a, _ha) = util::tp_connect_ok(&ca).await;
+    let (b, _hb) = util::tp_connect_ok(&cb).await;
+    let (c, _hc) = util::tp_connect_ok(&cc).await;
+
+    // All three share the pool's single server.
+    let pid = util::one(&a, "SELECT pg_backend_pid()").await;
+    assert_eq!(util::one(&b, "SELECT pg_backend_pid()").await, pid);
+    assert_eq!(util::one(&c, "SELECT pg_backend_pid()").await, pid);
+
+    let names = ["application_name", "TimeZone"];
+    for round in 0..3 {
+        assert_eq!(
+            show(&a, &names).await,
+            ["myapp", "Europe/Paris"],
+            "round {round}"
+        );
+        assert_eq!(
+            show(&b, &names).await,
+            ["otherapp", "America/New_York"],
+            "round {round}"
+        );
+        assert_eq!(
+            show(&c, &names).await,
+            ["", default_tz.as_str()],
+            "round {round}"
+        );
+        // In an explicit transaction too.
+        let r = rows(
+            &a,
+            "BEGIN; SHOW TimeZone; SELECT current_setting('application_name'); COMMIT",
+        )
+        .await;
+        assert_eq!(
+            r,
+            [
+                [Some("Europe/Paris".to_string())],
+                [Some("myapp".to_string())]
+            ]
+        );
+        let r = rows(
+            &b,
+            "BEGIN; SHOW TimeZone; SELECT current_setting('application_name'); COMMIT",
+        )
+        .await;
+        assert_eq!(
+            r,
+            [
+                [Some("America/New_York".to_string())],
+                [Some("otherapp".to_string())]
+            ]
+        );
+    }
+
+    // A SET outside a transaction is remembered for that client only.
+    rows(&a, "SET TimeZone = 'UTC'").await;
+    assert_eq!(show(&b, &names).await, ["otherapp", "America/New_York"]);
+    assert_eq!(show(&a, &names).await, ["myapp", "UTC"]);
+    assert_eq!(show(&c, &names).await, ["", default_tz.as_str()]);
+    rows(&b, "SET application_name = 'renamed'").await;
+    for _ in 0..2 {
+        assert_eq!(show(&a, &names).await, ["myapp", "UTC"]);
+        assert_eq!(show(&b, &names).await, ["renamed", "America/New_York"]);
+    }
+    // SET LOCAL and rolled-back SETs do not stick.
+    rows(&a, "BEGIN; SET LOCAL TimeZone = 'Asia/Tokyo'; COMMIT").await;
+    rows(&a, "BEGIN; SET TimeZone = 'Asia/Tokyo'; ROLLBACK").await;
+    assert_eq!(show(&b, &names).await, ["renamed", "America/New_York"]);
+    assert_eq!(show(&a, &names).await, ["myapp", "UTC"]);
+    // Still one server.
+    assert_eq!(util::one(&b, "SELECT pg_backend_pid()").await, pid);
+    assert_eq!(mux.counts("onedb", "app").unwrap().open, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Refused and ignored start-up parameters
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_startup_parameter_refused() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    for value in ["database", "true", "on", "1"] {
+        let mut s = raw::connect(mux.port()).await;
+        raw::send(
+            &mut s,
+            &raw::startup(&[
+                ("user", "app"),
+                ("database", "appdb"),
+                ("replication", value),
+            ]),
+        )
+        .await;
+        let msgs = read_to_close(&mut s).await;
+        assert_eq!(raw::tags(&msgs), "E", "replication={value}");
+        let (code, msg, sev) = error_of(&msgs).unwrap();
+        assert_eq!(code, "0A000", "replication={value}: {msg}");
+        assert_eq!(sev, "FATAL");
+        assert!(msg.contains("replication"), "{msg}");
+    }
+    // replication=false is an ordinary connection.
+    let (_s, msgs) = raw::login_trust(
+        mux.port(),
+        &[
+            ("user", "app"),
+            ("database", "appdb"),
+            ("replication", "false"),
+        ],
+    )
+    .await;
+    assert_eq!(msgs.last().unwrap().1, b"I");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_startup_parameters() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let port = mux.port();
+    // An untracked parameter, directly or in options: 08P01 naming it.
+    for (params, name) in [
+        (
+            vec![
+                ("user", "app"),
+                ("database", "appdb"),
+                ("search_path", "public"),
+            ],
+            "search_path",
+        ),
+        (
+            vec![
+                ("user", "app"),
+                ("database", "appdb"),
+                ("options", "-c search_path=public"),
+            ],
+            "search_path",
+        ),
+        (
+            vec![("user", "app"), ("database", "appdb"), ("options", "-x")],
+            "options",
+        ),
+    ] {
+        let mut s = raw::connect(port).await;
+        raw::send(&mut s, &raw::startup(&params)).await;
+        let msgs = read_to_close(&mut s).await;
+        assert_eq!(raw::tags(&msgs), "E", "{params:?}");
+        let (code, msg, _) = error_of(&msgs).unwrap();
+        assert_eq!(code, "08P01", "{params:?}: {msg}");
+        assert!(
+            msg.contains("unsupported startup parameter") && msg.contains(name),
+            "{msg}"
+        );
+    }
+    // With tokio-postgres: same.
+    let mut cfg = tp_config(port, "app", "", "appdb");
+    cfg.options("-c search_path=public");
+    let Err(e) = tp_connect(&cfg).await else {
+        panic!("search_path in options is refused")
+    };
+    assert_eq!(db_err(&e).0, "08P01");
+
+    // extra_float_digits (sent by psql/JDBC) is accepted and ignored; tracked parameters are
+    // accepted under any case.
+    let (mut s, msgs) = raw::login_trust(
+        port,
+        &[
+            ("user", "app"),
+            ("database", "appdb"),
+            ("extra_float_digits", "3"),
+            ("datestyle", "ISO, DMY"),
+            (
+                "options",
+                "-c extra_float_digits=2 --intervalstyle=iso_8601",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(msgs.last().unwrap().1, b"I");
+    raw::send(&mut s, &raw::query("SHOW DateStyle; SHOW IntervalStyle")).await;
+    let msgs = read_until_ready(&mut s).await;
+    let data: Vec<&[u8]> = msgs
+        .iter()
+        .filter(|m| m.0 == b'D')
+        .map(|m| &m.1[6..])
+        .collect();
+    assert_eq!(data, [b"ISO, DMY".as_slice(), b"iso_8601".as_slice()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_parameter_value_is_reported() {
+    // pgmux accepts the value at login; the first query fails with Postgres' error (22023)
+    // and the pool keeps serving others.
+    let mux = Mux::start(custom_config("", "")).await;
+    let mut cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    cfg.options("-c TimeZone=No/SuchZone");
+    match tp_connect(&cfg).await {
+        Err(e) => assert_eq!(db_err(&e).0, "22023"),
+        Ok((c, h)) => {
+            let Err(e) = c.simple_query("SELECT 1").await else {
+                panic!("bad TimeZone must fail")
+            };
+            let code = util::code(&e);
+            let conn_err = tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .unwrap()
+                .unwrap();
+            let conn_code = conn_err.as_ref().err().and_then(util::code);
+            assert_eq!(code.or(conn_code).as_deref(), Some("22023"), "{e}");
+        }
+    }
+    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "onedb")).await;
+    assert_eq!(util::one(&c, "SELECT 1").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_user_is_28000() {
+    let mux = Mux::start(config("", "")).await;
+    let mut s = raw::connect(mux.port()).await;
+    raw::send(&mut s, &raw::startup(&[("database", "appdb")])).await;
+    let msgs = read_to_close(&mut s).await;
+    let (code, _, _) = error_of(&msgs).expect("an error");
+    assert_eq!(code, "28000");
+    // The socket is closed; flush our side to be sure nothing hangs.
+    let _ = s.shutdown().await;
+}

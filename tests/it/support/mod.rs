@@ -118,12 +118,13 @@ fn start_pg() -> Pg {
             .status()
             .unwrap();
     }
-    // Postgres runs under a watchdog that stops it when this test process exits.
+    // Postgres runs under a watchdog that stops it when this test process exits (it follows
+    // the data directory, not a pid, so a restart does not end it).
     let me = std::process::id();
     as_pg(&format!(
-        "{bin}/postgres -D {data} >{base}/postgres.log 2>&1 & pg=$!; \
-         while [ -d /proc/{me} ] && kill -0 $pg 2>/dev/null; do sleep 0.5; done; \
-         kill -INT $pg 2>/dev/null; sleep 2; rm -rf {base}",
+        "{bin}/pg_ctl -D {data} -l {base}/postgres.log -w start >/dev/null 2>&1; \
+         while [ -d /proc/{me} ]; do sleep 0.5; done; \
+         {bin}/pg_ctl -D {data} -m immediate -w stop >/dev/null 2>&1; rm -rf {base}",
         bin = bin.display(),
         data = data.display(),
         base = base.display(),
