@@ -30,7 +30,11 @@ impl Running {
 /// Bind `listen_addr:listen_port` and start serving. Must run inside a Tokio runtime.
 pub async fn start(config: Config) -> std::io::Result<Running> {
     let g = &config.general;
-    let host = if g.listen_addr == "*" { "0.0.0.0" } else { g.listen_addr.as_str() };
+    let host = if g.listen_addr == "*" {
+        "0.0.0.0"
+    } else {
+        g.listen_addr.as_str()
+    };
     let listener = TcpListener::bind((host, g.listen_port)).await?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared::new(Arc::new(config)));

@@ -55,9 +55,15 @@ impl Error {
         match self {
             Error::Client { code, message } => (code, message.clone()),
             Error::Server { code, message, .. } => (code, message.clone()),
-            Error::Protocol(m) => (sqlstate::PROTOCOL_VIOLATION, format!("protocol violation: {m}")),
+            Error::Protocol(m) => (
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("protocol violation: {m}"),
+            ),
             Error::Timeout(what) => (sqlstate::CONNECTION_FAILURE, format!("timed out: {what}")),
-            Error::Io(e) => (sqlstate::CONNECTION_FAILURE, format!("connection failure: {e}")),
+            Error::Io(e) => (
+                sqlstate::CONNECTION_FAILURE,
+                format!("connection failure: {e}"),
+            ),
         }
     }
 }

@@ -100,7 +100,9 @@ impl CancelMap {
         let target = {
             let map = self.map.lock();
             match map.get(&pid) {
-                Some((s, slot)) if crate::auth::constant_time_eq(&s.to_be_bytes(), &secret.to_be_bytes()) => {
+                Some((s, slot))
+                    if crate::auth::constant_time_eq(&s.to_be_bytes(), &secret.to_be_bytes()) =>
+                {
                     slot.take_for_cancel()
                 }
                 _ => None,
@@ -113,7 +115,10 @@ impl CancelMap {
                     tracing::warn!("cancel request failed: {e}");
                 }
             }
-            None => tracing::info!(pid, "cancel request for an unknown key or idle client ignored"),
+            None => tracing::info!(
+                pid,
+                "cancel request for an unknown key or idle client ignored"
+            ),
         }
     }
 }

@@ -26,7 +26,6 @@ const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
 
 /// A logged-in client, ready for its request loop.
 pub struct Session {
-    pub id: u64,
     pub pool: Arc<Pool>,
     /// The tracked parameters this client wants (its start-up values, then its SETs).
     pub params: Params,
@@ -36,17 +35,20 @@ pub struct Session {
 }
 
 /// Log a client in. `Ok(None)` when the connection carried a CancelRequest or closed early.
-pub async fn login(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> Result<Option<Session>> {
-    let fut = login_inner(stream, id, shared);
+pub async fn login(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Option<Session>> {
+    let fut = login_inner(stream, shared);
     match shared.config.general.client_login_timeout.get() {
         Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
-            Error::client(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout: login took too long")
+            Error::client(
+                sqlstate::PROTOCOL_VIOLATION,
+                "client_login_timeout: login took too long",
+            )
         })?,
         None => fut.await,
     }
 }
 
-async fn login_inner(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> Result<Option<Session>> {
+async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Option<Session>> {
     let mut buf = BytesMut::with_capacity(512);
     let (minor, params) = loop {
         let packet = loop {
@@ -61,7 +63,9 @@ async fn login_inner(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> R
         match packet {
             StartupPacket::Ssl | StartupPacket::GssEnc => {
                 if !buf.is_empty() {
-                    return Err(Error::Protocol("data sent before the encryption answer".into()));
+                    return Err(Error::Protocol(
+                        "data sent before the encryption answer".into(),
+                    ));
                 }
                 stream.write_all(b"N").await?;
             }
@@ -88,7 +92,12 @@ async fn login_inner(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> R
     if minor > 0 || !unknown.is_empty() {
         backend::negotiate_protocol_version(&mut out, &unknown);
     }
-    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let user = get("user").filter(|u| !u.is_empty()).ok_or_else(|| {
         Error::client(
             sqlstate::INVALID_AUTHORIZATION,
@@ -114,7 +123,12 @@ async fn login_inner(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> R
     let pool = shared
         .registry
         .pool(&shared.config, database, user)
-        .ok_or_else(|| Error::client(sqlstate::INVALID_CATALOG_NAME, format!("database \"{database}\" does not exist")))?;
+        .ok_or_else(|| {
+            Error::client(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("database \"{database}\" does not exist"),
+            )
+        })?;
     let welcome = match pool.welcome() {
         Some(w) => w,
         None => {
@@ -143,7 +157,6 @@ async fn login_inner(stream: &mut TcpStream, id: u64, shared: &Arc<Shared>) -> R
     backend::ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
     Ok(Some(Session {
-        id,
         pool,
         params: client_params,
         key,
@@ -248,7 +261,9 @@ async fn authenticate(
             Some(s) => {
                 let stored = match s {
                     Secret::Md5(h) => h.clone(),
-                    Secret::Plain { password, .. } => crate::auth::md5_password_hash(user, password),
+                    Secret::Plain { password, .. } => {
+                        crate::auth::md5_password_hash(user, password)
+                    }
                     Secret::Scram(_) => unreachable!("handled above"),
                 };
                 md5(stream, buf, out, Some(&stored), user).await
@@ -257,7 +272,17 @@ async fn authenticate(
         },
         AuthType::ScramSha256 => match secret {
             Some(Secret::Md5(h)) => md5(stream, buf, out, Some(h), user).await,
-            Some(s) => scram(stream, buf, out, s.scram().expect("plain or scram"), user, true).await,
+            Some(s) => {
+                scram(
+                    stream,
+                    buf,
+                    out,
+                    s.scram().expect("plain or scram"),
+                    user,
+                    true,
+                )
+                .await
+            }
             None => {
                 let fake = shared.fake_scram_secret(user);
                 scram(stream, buf, out, &fake, user, false).await
@@ -303,7 +328,8 @@ async fn scram(
         return Err(Error::Protocol("expected a SASLInitialResponse".into()));
     }
     // SASLInitialResponse: mechanism, int32 length, data.
-    let (mech, rest) = proto::cstr(&body).ok_or_else(|| Error::Protocol("bad SASLInitialResponse".into()))?;
+    let (mech, rest) =
+        proto::cstr(&body).ok_or_else(|| Error::Protocol("bad SASLInitialResponse".into()))?;
     if mech != "SCRAM-SHA-256" {
         return Err(Error::client(
             sqlstate::PROTOCOL_VIOLATION,

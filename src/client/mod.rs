@@ -60,7 +60,8 @@ impl Shared {
     /// nobody can match.
     pub fn fake_scram_secret(&self, user: &str) -> ScramSecret {
         use hmac::{Hmac, Mac};
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.mock_salt_key).expect("any key length");
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.mock_salt_key).expect("any key length");
         mac.update(user.as_bytes());
         let salt = mac.finalize().into_bytes()[..16].to_vec();
         ScramSecret {
@@ -116,7 +117,7 @@ impl Drop for ClientCount {
 async fn login_task(mut stream: TcpStream, peer: std::net::SocketAddr, count: ClientCount) {
     let shared = &count.0;
     let id = shared.next_client.fetch_add(1, Ordering::Relaxed);
-    let session = match login::login(&mut stream, id, shared).await {
+    let session = match login::login(&mut stream, shared).await {
         Ok(Some(s)) => s,
         Ok(None) => return, // cancel request, or the client left before logging in
         Err(e) => {

@@ -42,17 +42,22 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
         // Idle: hold no server, and no buffer (an idle client must stay small).
         if cbuf.is_empty() {
             cbuf = BytesMut::new();
-            let deadline = r.client_idle_timeout.map(|t| tokio::time::Instant::now() + t);
+            let deadline = r
+                .client_idle_timeout
+                .map(|t| tokio::time::Instant::now() + t);
             loop {
                 match deadline {
                     // The timer is boxed: an idle client's task stays small when none is set.
-                    Some(d) => match Box::pin(tokio::time::timeout_at(d, r.client.readable())).await {
-                        Ok(res) => res?,
-                        Err(_) => {
-                            r.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout").await;
-                            return Ok("client_idle_timeout".into());
+                    Some(d) => {
+                        match Box::pin(tokio::time::timeout_at(d, r.client.readable())).await {
+                            Ok(res) => res?,
+                            Err(_) => {
+                                r.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
+                                    .await;
+                                return Ok("client_idle_timeout".into());
+                            }
                         }
-                    },
+                    }
                     None => r.client.readable().await?,
                 }
                 // Readiness can be stale: only real bytes end the idle wait.
@@ -179,7 +184,9 @@ impl Relay {
         }
         let server = match self.checkout_watching(cbuf).await {
             Ok(Some(s)) => s,
-            Ok(None) => return Some("client closed the connection while waiting for a server".into()),
+            Ok(None) => {
+                return Some("client closed the connection while waiting for a server".into())
+            }
             Err(e) => {
                 let (code, msg) = e.sqlstate();
                 let msg = msg.to_string();
@@ -232,7 +239,7 @@ impl Relay {
         self.sess.key.slot.attach(&server);
         if let Err(e) = server.sync_params(&mut self.sess.params).await {
             self.sess.key.slot.detach();
-            self.sess.pool.close(server, true);
+            self.sess.pool.close(server, true, "parameter sync failed");
             let (code, msg) = e.sqlstate();
             let msg = msg.to_string();
             self.fatal(code, &msg).await;
@@ -275,7 +282,12 @@ impl Relay {
                         t.s_ready -= n;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Some(self.client_lost(t, &format!("client connection error: {e}")).await),
+                    Err(e) => {
+                        return Some(
+                            self.client_lost(t, &format!("client connection error: {e}"))
+                                .await,
+                        )
+                    }
                 }
             }
             if t.at_boundary {
@@ -295,7 +307,10 @@ impl Relay {
                     "transaction blocks not allowed in statement pooling mode",
                 )
                 .await;
-                return Some(self.client_lost(t, "transaction block in statement pooling mode").await);
+                return Some(
+                    self.client_lost(t, "transaction block in statement pooling mode")
+                        .await,
+                );
             }
             if t.terminating && t.pending == 0 && t.c_ready == 0 && t.c_skip == 0 {
                 return Some(self.client_lost(t, "client closed (Terminate)").await);
@@ -325,7 +340,10 @@ impl Relay {
                 Ok(Event::Writable) => {}
                 Ok(Event::Timer) => {
                     let (code, what) = if t.status != b'I' {
-                        (sqlstate::IDLE_IN_TRANSACTION_TIMEOUT, "idle_transaction_timeout")
+                        (
+                            sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+                            "idle_transaction_timeout",
+                        )
                     } else {
                         (sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
                     };
@@ -335,7 +353,9 @@ impl Relay {
                 Ok(Event::ServerReadable) => {
                     reserve(&mut t.server.rbuf, CHUNK);
                     match t.server.stream.try_read_buf(&mut t.server.rbuf) {
-                        Ok(0) => return Some(self.server_lost(t, "server closed the connection").await),
+                        Ok(0) => {
+                            return Some(self.server_lost(t, "server closed the connection").await)
+                        }
                         Ok(_) => {
                             if let Err(e) = self.scan_server(&mut t) {
                                 return Some(self.server_protocol_error(t, e).await);
@@ -348,7 +368,9 @@ impl Relay {
                 Ok(Event::ClientReadable) => {
                     reserve(cbuf, CHUNK);
                     match self.client.try_read_buf(cbuf) {
-                        Ok(0) => return Some(self.client_lost(t, "client closed the connection").await),
+                        Ok(0) => {
+                            return Some(self.client_lost(t, "client closed the connection").await)
+                        }
                         Ok(_) => {
                             t.last_client_activity = Instant::now();
                             if let Err(e) = self.scan_client(&mut t, cbuf) {
@@ -356,7 +378,12 @@ impl Relay {
                             }
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(e) => return Some(self.client_lost(t, &format!("client connection error: {e}")).await),
+                        Err(e) => {
+                            return Some(
+                                self.client_lost(t, &format!("client connection error: {e}"))
+                                    .await,
+                            )
+                        }
                     }
                 }
             }
@@ -487,9 +514,10 @@ impl Relay {
         };
         let pool = self.sess.pool.clone();
         if cancelled {
-            tracing::info!(server = t.server.id, "server close: a cancel request was sent to it");
-            pool.close(t.server, true);
-        } else if pool.settings.server_reset_query_always && !pool.settings.server_reset_query.is_empty() {
+            pool.close(t.server, true, "a cancel request was sent to it");
+        } else if pool.settings.server_reset_query_always
+            && !pool.settings.server_reset_query.is_empty()
+        {
             self.reset_and_release(t.server).await;
         } else {
             pool.release(t.server);
@@ -507,10 +535,7 @@ impl Relay {
         let q = pool.settings.server_reset_query.clone();
         match tokio::time::timeout(Duration::from_secs(10), server.run_hidden(&q)).await {
             Ok(Ok(b'I')) => pool.release(server),
-            _ => {
-                tracing::info!(server = server.id, "server close: server_reset_query failed");
-                pool.close(server, true)
-            }
+            _ => pool.close(server, true, "server_reset_query failed"),
         }
     }
 
@@ -525,19 +550,23 @@ impl Relay {
             && t.s_skip == 0
             && t.s_ready == t.server.rbuf.len();
         if !quiet {
-            tracing::info!(server = t.server.id, client = self.sess.id,
-                "server close: client left in the middle of a request (or after a cancel)");
-            pool.close(t.server, true);
+            let reason = if cancelled {
+                "a cancel request was sent to it"
+            } else {
+                "its client left in the middle of a request"
+            };
+            pool.close(t.server, true, reason);
             return why.to_string();
         }
         t.server.rbuf.clear();
         if t.status != b'I' {
             // Never hand an open transaction to the next client.
-            match tokio::time::timeout(Duration::from_secs(10), t.server.run_hidden("ROLLBACK")).await {
+            match tokio::time::timeout(Duration::from_secs(10), t.server.run_hidden("ROLLBACK"))
+                .await
+            {
                 Ok(Ok(b'I')) => {}
                 _ => {
-                    tracing::info!(server = t.server.id, "server close: rollback failed");
-                    pool.close(t.server, true);
+                    pool.close(t.server, true, "rollback after its client left failed");
                     return why.to_string();
                 }
             }
@@ -566,8 +595,7 @@ impl Relay {
             .await;
             t.server.rbuf.clear();
         }
-        tracing::info!(server = t.server.id, client = self.sess.id, "server close: {why}");
-        self.sess.pool.close(t.server, true);
+        self.sess.pool.close(t.server, true, why);
         self.fatal(
             sqlstate::CONNECTION_FAILURE,
             &format!("server connection lost: {why}"),
@@ -579,13 +607,14 @@ impl Relay {
     async fn client_protocol_error(&mut self, t: Txn, e: String) -> String {
         self.fatal(sqlstate::PROTOCOL_VIOLATION, &e).await;
         self.sess.key.slot.detach();
-        tracing::info!(server = t.server.id, "server close: client protocol violation");
-        self.sess.pool.close(t.server, true);
+        self.sess
+            .pool
+            .close(t.server, true, "its client broke the protocol");
         format!("protocol violation: {e}")
     }
 
     async fn server_protocol_error(&mut self, t: Txn, e: String) -> String {
-        self.server_lost(t, &format!("protocol violation from server: {e}")).await
+        self.server_lost(t, &format!("protocol violation from server: {e}"))
+            .await
     }
 }
-

@@ -15,9 +15,7 @@ pub async fn run_janitor(registry: Arc<Registry>, period: Duration) {
         let now = Instant::now();
         for pool in registry.all() {
             for (s, reason) in pool.take_expired(now) {
-                tracing::info!(server = s.id, db = %pool.database, user = %pool.user,
-                    "server close: {reason}");
-                pool.close(s, false);
+                pool.close(s, false, reason);
             }
             if pool.settings.min_pool_size > 0 {
                 let p = pool.clone();
@@ -26,4 +24,3 @@ pub async fn run_janitor(registry: Arc<Registry>, period: Duration) {
         }
     }
 }
-

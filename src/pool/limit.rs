@@ -33,7 +33,11 @@ impl Limit {
 
     /// The pools under this cap.
     pub fn members(&self) -> Vec<Arc<Pool>> {
-        self.members.lock().iter().filter_map(Weak::upgrade).collect()
+        self.members
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Take one unit if under the cap.
@@ -44,7 +48,9 @@ impl Limit {
             return true;
         }
         self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| (u < max).then_some(u + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < max).then_some(u + 1)
+            })
             .is_ok()
     }
 

@@ -172,8 +172,7 @@ impl Pool {
                 if let Some(s) = st.idle.pop() {
                     st.active += 1;
                     Ok(Grant::Server(s))
-                } else if st.waiters.is_empty() && self.try_slot(&mut st, self.settings.pool_size)
-                {
+                } else if st.waiters.is_empty() && self.try_slot(&mut st, self.settings.pool_size) {
                     st.active += 1;
                     Ok(Grant::Slot { reserve: false })
                 } else {
@@ -194,9 +193,7 @@ impl Pool {
                         self.note_checkout(started);
                         return Ok(s);
                     }
-                    tracing::info!(server = s.id, db = %self.database, user = %self.user,
-                        "server close: closed by the server while idle");
-                    self.close(s, true);
+                    self.close(s, true, "closed by the server while idle");
                 }
                 Grant::Slot { reserve } => {
                     let s = self.open_server(reserve).await;
@@ -302,10 +299,7 @@ impl Pool {
                     (!st.idle.is_empty()).then(|| st.idle.remove(0))
                 };
                 if let Some(s) = victim {
-                    tracing::info!(server = s.id, db = %other.database, user = %other.user,
-                        "server close: room needed by pool {}/{} under a shared cap",
-                        self.database, self.user);
-                    other.close(s, false);
+                    other.close(s, false, "room needed by another pool under a shared cap");
                     return;
                 }
             }
@@ -341,9 +335,7 @@ impl Pool {
         let now = Instant::now();
         if let Some(life) = self.settings.server_lifetime {
             if now.duration_since(s.created) >= life {
-                tracing::info!(server = s.id, db = %self.database, user = %self.user,
-                    "server close: server_lifetime reached");
-                return self.close(s, true);
+                return self.close(s, true, "server_lifetime reached");
             }
         }
         s.idle_since = now;
@@ -359,8 +351,10 @@ impl Pool {
         st.idle.push(s);
     }
 
-    /// Close a server (checked out if `active`, else already out of the idle list).
-    pub fn close(&self, s: Server, active: bool) {
+    /// Close a server (checked out if `active`, else already out of the idle list), logging why.
+    pub fn close(&self, s: Server, active: bool, reason: &str) {
+        tracing::info!(server = s.id, db = %self.database, user = %self.user, pid = s.pid,
+            "server close: {reason}");
         self.stats.servers_closed.fetch_add(1, Ordering::Relaxed);
         // Terminate is 5 bytes: a non-blocking write always fits an idle socket.
         let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
@@ -414,7 +408,14 @@ impl Pool {
                 && st.open - out.len() > min;
             if life || idle {
                 let s = st.idle.remove(i);
-                out.push((s, if life { "server_lifetime reached" } else { "server_idle_timeout reached" }));
+                out.push((
+                    s,
+                    if life {
+                        "server_lifetime reached"
+                    } else {
+                        "server_idle_timeout reached"
+                    },
+                ));
             } else {
                 i += 1;
             }
@@ -446,7 +447,7 @@ impl Pool {
     pub fn close_idle(&self) {
         let idle: Vec<Server> = std::mem::take(&mut self.state.lock().idle);
         for s in idle {
-            self.close(s, false);
+            self.close(s, false, "pool closing");
         }
     }
 }

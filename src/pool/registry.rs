@@ -74,7 +74,11 @@ impl Registry {
             .db_limits
             .lock()
             .entry(database.to_string())
-            .or_insert_with(|| Arc::new(Limit::new(db.max_db_connections.unwrap_or(g.max_db_connections))))
+            .or_insert_with(|| {
+                Arc::new(Limit::new(
+                    db.max_db_connections.unwrap_or(g.max_db_connections),
+                ))
+            })
             .clone();
         let user_max = user_cfg
             .and_then(|u| u.max_user_connections)

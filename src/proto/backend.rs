@@ -160,7 +160,10 @@ mod tests {
         let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
         assert_eq!(len + 1, b.len());
         let (c, m, s) = error_fields(&b[5..]);
-        assert_eq!((c.as_str(), m.as_str(), s.as_str()), ("28P01", "nope", "FATAL"));
+        assert_eq!(
+            (c.as_str(), m.as_str(), s.as_str()),
+            ("28P01", "nope", "FATAL")
+        );
     }
 
     #[test]

@@ -147,7 +147,10 @@ mod tests {
             p,
             StartupPacket::Startup {
                 minor: 0,
-                params: vec![("user".into(), "app".into()), ("database".into(), "db".into())]
+                params: vec![
+                    ("user".into(), "app".into()),
+                    ("database".into(), "db".into())
+                ]
             }
         );
     }
@@ -187,7 +190,10 @@ mod tests {
                 ("TimeZone".into(), "UTC".into())
             ])
         );
-        assert_eq!(parse_options("-c a=b\\ c"), Some(vec![("a".into(), "b c".into())]));
+        assert_eq!(
+            parse_options("-c a=b\\ c"),
+            Some(vec![("a".into(), "b c".into())])
+        );
         assert_eq!(parse_options("-x"), None);
     }
 }

@@ -153,13 +153,17 @@ impl Server {
                         10 => {
                             let pw = self.plaintext("SCRAM-SHA-256")?;
                             let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)?;
+                            frontend::sasl_initial_response(
+                                "SCRAM-SHA-256",
+                                s.message(),
+                                &mut out,
+                            )?;
                             scram = Some(s);
                         }
                         11 => {
-                            let s = scram
-                                .as_mut()
-                                .ok_or_else(|| Error::Protocol("unexpected SASL continue".into()))?;
+                            let s = scram.as_mut().ok_or_else(|| {
+                                Error::Protocol("unexpected SASL continue".into())
+                            })?;
                             s.update(b)
                                 .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
                             frontend::sasl_response(s.message(), &mut out)?;
@@ -174,7 +178,9 @@ impl Server {
                         other => {
                             return Err(Error::client(
                                 sqlstate::FEATURE_NOT_SUPPORTED,
-                                format!("server asked for unsupported authentication method {other}"),
+                                format!(
+                                    "server asked for unsupported authentication method {other}"
+                                ),
                             ))
                         }
                     }
@@ -277,10 +283,7 @@ impl Server {
     /// take the server's spelling (Postgres normalises, e.g. "iso" -> "ISO, MDY"), so the same
     /// wish is not sent again. Returns whether anything was sent.
     pub async fn sync_params(&mut self, wanted: &mut Params) -> Result<bool> {
-        let keys: Vec<&'static str> = self
-            .params
-            .differences(wanted)
-            .collect();
+        let keys: Vec<&'static str> = self.params.differences(wanted).collect();
         if keys.is_empty() {
             return Ok(false);
         }
@@ -300,7 +303,9 @@ impl Server {
             }
         }
         if status != b'I' {
-            return Err(Error::Protocol("parameter sync left a transaction open".into()));
+            return Err(Error::Protocol(
+                "parameter sync left a transaction open".into(),
+            ));
         }
         Ok(true)
     }
@@ -349,7 +354,11 @@ fn md5_from_stored(stored: &str, salt: [u8; 4]) -> String {
 /// An ErrorResponse body from a server, kept whole for relaying.
 pub fn server_error(body: Bytes) -> Error {
     let (code, message, _) = backend::error_fields(&body);
-    Error::Server { code, message, raw: body }
+    Error::Server {
+        code,
+        message,
+        raw: body,
+    }
 }
 
 /// Send a CancelRequest for `target` on a new connection.

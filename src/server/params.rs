@@ -78,7 +78,10 @@ impl Params {
     }
 
     /// Names of tracked parameters where `wanted` has a value that differs from `self`.
-    pub fn differences<'a>(&'a self, wanted: &'a Params) -> impl Iterator<Item = &'static str> + 'a {
+    pub fn differences<'a>(
+        &'a self,
+        wanted: &'a Params,
+    ) -> impl Iterator<Item = &'static str> + 'a {
         (0..TRACKED.len()).filter_map(move |i| match &wanted.tracked[i] {
             Some(w) if self.tracked[i].as_ref() != Some(w) => Some(TRACKED[i]),
             _ => None,
