@@ -17,6 +17,10 @@ async fn simple_and_extended_queries() {
     assert_eq!(data, ["1", "two"]);
     let row = c.query_one("SELECT $1::int + 1", &[&41i32]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
-    let db: String = c.query_one("SELECT current_database()", &[]).await.unwrap().get(0);
+    let db: String = c
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(db, "appdb");
 }

@@ -329,6 +329,7 @@ struct PrivatePg {
 }
 
 impl PrivatePg {
+    #[allow(clippy::zombie_processes)] // the watchdog outlives this function on purpose
     fn start(tag: &str) -> PrivatePg {
         let bin = pg().bin.clone();
         let base = std::env::temp_dir().join(format!("pgmux-it-{}-{tag}", std::process::id()));

@@ -1,1 +1,725 @@
-//! Integration tests: pool.
+//! Integration tests: the pool — server reuse, first-in first-out waiting, query_wait_timeout,
+//! the reserve pool, max_db_connections / max_user_connections, the janitor (min_pool_size,
+//! server_idle_timeout, server_lifetime) and waiters that leave.
+//!
+//! Tests that count backends in `pg_stat_activity` use a database of their own, so that
+//! other tests running in parallel against the shared cluster do not disturb the count.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::support::{config, eventually, pg, Mux};
+
+/// A `[databases.NAME]` entry for the test cluster's database `dbname`, with extra settings.
+fn db_entry(name: &str, dbname: &str, settings: &str) -> String {
+    format!(
+        "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"{dbname}\"\n{settings}\n",
+        pg().port
+    )
+}
+
+/// Create a database owned by `app` for one test.
+fn own_database(name: &str) {
+    pg().psql_super("postgres", &format!("CREATE DATABASE {name} OWNER app"));
+}
+
+/// Client backends connected to database `db`, as Postgres sees them.
+fn backends(db: &str) -> usize {
+    pg().psql_super(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND backend_type = 'client backend'"
+        ),
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// The first column of every row of a simple query.
+async fn col(c: &Client, sql: &str) -> Vec<String> {
+    c.simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first column of the last row of a simple query.
+async fn one(c: &Client, sql: &str) -> String {
+    col(c, sql)
+        .await
+        .pop()
+        .unwrap_or_else(|| panic!("{sql}: no rows"))
+}
+
+/// Wait (up to 5 s) until the pool's counts satisfy `f`: a client sees its answer a moment
+/// before pgmux has put the server back.
+async fn settled(
+    mux: &Mux,
+    db: &str,
+    f: impl Fn(&pgmux::pool::PoolCounts) -> bool,
+) -> pgmux::pool::PoolCounts {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let c = mux.counts(db, "app").expect("pool exists");
+        if f(&c) {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "pool {db} did not settle: {c:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn code(e: &tokio_postgres::Error) -> Option<String> {
+    e.code().map(|c| c.code().to_string())
+}
+
+/// Connect and keep the connection task's handle (to see how it ended, or to drop the socket).
+async fn connect_with_handle(
+    mux: &Mux,
+    user: &str,
+    pw: &str,
+    db: &str,
+) -> (
+    Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, conn) = tokio_postgres::connect(&mux.connstr(user, pw, db), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to pgmux as {user}/{db}: {e}"));
+    (client, tokio::spawn(conn))
+}
+
+fn pool_of(mux: &Mux, db: &str, user: &str) -> std::sync::Arc<pgmux::pool::Pool> {
+    mux.running
+        .shared
+        .registry
+        .all()
+        .into_iter()
+        .find(|p| p.database == db && p.user == user)
+        .expect("pool exists")
+}
+
+/// Sample `f` every few milliseconds until `stop`, returning the largest value seen.
+fn sample_max(
+    stop: Arc<AtomicBool>,
+    f: impl Fn() -> usize + Send + 'static,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut max = 0;
+        while !stop.load(Ordering::Relaxed) {
+            max = max.max(f());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        max.max(f())
+    })
+}
+
+// 1. Servers are reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_are_reused_by_sequential_transactions_of_three_clients() {
+    own_database("pool_reuse");
+    let mux = Arc::new(
+        Mux::start(config(
+            "",
+            &db_entry("reusedb", "pool_reuse", "pool_size = 2"),
+        ))
+        .await,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let m = mux.clone();
+    let max_open = sample_max(stop.clone(), move || {
+        m.counts("reusedb", "app").map_or(0, |c| c.open)
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let c = mux.connect_as("app", "app_pw", "reusedb").await;
+        tasks.push(tokio::spawn(async move {
+            let mut pids = Vec::new();
+            for _ in 0..20 {
+                col(&c, "BEGIN").await;
+                pids.push(one(&c, "SELECT pg_backend_pid()").await);
+                col(&c, "SELECT 1").await;
+                col(&c, "COMMIT").await;
+            }
+            pids
+        }));
+    }
+    let mut pids = HashSet::new();
+    let mut transactions = 0;
+    for t in tasks {
+        let p = t.await.unwrap();
+        transactions += p.len();
+        pids.extend(p);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let max_open = max_open.await.unwrap();
+    assert_eq!(transactions, 60);
+    assert!(
+        pids.len() <= 2,
+        "60 transactions used {} backends: {pids:?}",
+        pids.len()
+    );
+    assert!(max_open <= 2, "pool of 2 had {max_open} servers open");
+    let counts = settled(&mux, "reusedb", |c| c.active == 0).await;
+    assert!(counts.open <= 2, "{counts:?}");
+    let opened = pool_of(&mux, "reusedb", "app")
+        .stats
+        .servers_opened
+        .load(Ordering::Relaxed);
+    assert!(opened <= 2, "{opened} servers were opened for a pool of 2");
+    let n = backends("pool_reuse");
+    assert!(n <= 2, "{n} backends on the pool's database");
+}
+
+// 2. Waiters are served first-in first-out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_served_first_in_first_out() {
+    let mux = Mux::start(config("", &db_entry("fifodb", "appdb", "pool_size = 1"))).await;
+    let a = mux.connect_as("app", "app_pw", "fifodb").await;
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(mux.connect_as("app", "app_pw", "fifodb").await);
+    }
+    col(&a, "BEGIN; SELECT 1").await;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for (i, (name, c)) in ["B", "C", "D"].into_iter().zip(others).enumerate() {
+        let order = order.clone();
+        tasks.push(tokio::spawn(async move {
+            // The server-side clock says in which order the queries really ran.
+            let at = one(&c, "SELECT clock_timestamp()::text FROM pg_sleep(0.05)").await;
+            order.lock().unwrap().push(name);
+            (name, at)
+        }));
+        // Make sure each one is queued before the next starts.
+        eventually(5, &format!("{} waiters", i + 1), || {
+            mux.counts("fifodb", "app").unwrap().waiting == i + 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counts = mux.counts("fifodb", "app").unwrap();
+    assert_eq!(counts.waiting, 3, "{counts:?}");
+    assert_eq!(counts.open, 1, "{counts:?}");
+    assert!(counts.max_wait >= Duration::from_millis(40), "{counts:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        order.lock().unwrap().is_empty(),
+        "a waiter ran while A held the only server"
+    );
+    col(&a, "COMMIT").await;
+    let mut ran = Vec::new();
+    for t in tasks {
+        ran.push(
+            tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .expect("waiter finished")
+                .unwrap(),
+        );
+    }
+    assert_eq!(*order.lock().unwrap(), ["B", "C", "D"], "completion order");
+    let mut by_clock = ran.clone();
+    by_clock.sort_by(|x, y| x.1.cmp(&y.1));
+    let by_clock: Vec<_> = by_clock.iter().map(|r| r.0).collect();
+    assert_eq!(
+        by_clock,
+        ["B", "C", "D"],
+        "execution order on the server: {ran:?}"
+    );
+    assert_eq!(mux.counts("fifodb", "app").unwrap().waiting, 0);
+}
+
+// 3. query_wait_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_fails_the_waiter_and_disconnects_it() {
+    let mux = Mux::start(config(
+        "query_wait_timeout = 1",
+        &db_entry("qwtdb", "appdb", "pool_size = 1"),
+    ))
+    .await;
+    let a = mux.connect_as("app", "app_pw", "qwtdb").await;
+    let (b, b_conn) = connect_with_handle(&mux, "app", "app_pw", "qwtdb").await;
+    col(&a, "BEGIN; SELECT 1").await;
+    let t0 = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), b.simple_query("SELECT 1"))
+        .await
+        .expect("the waiter was not timed out")
+        .expect_err("B got a server while A held the only one");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "query_wait_timeout = 1 fired after {waited:?}"
+    );
+    // pgmux reports it as QUERY_CANCELED (57014), FATAL, and closes the client.
+    assert_eq!(code(&err).as_deref(), Some("57014"), "{err:?}");
+    let db = err.as_db_error().unwrap();
+    assert!(db.message().contains("query_wait_timeout"), "{db:?}");
+    assert_eq!(db.severity(), "FATAL", "{db:?}");
+    tokio::time::timeout(Duration::from_secs(3), b_conn)
+        .await
+        .expect("pgmux did not close the timed-out client")
+        .unwrap()
+        .ok();
+    assert!(b.is_closed());
+    assert!(b.simple_query("SELECT 1").await.is_err());
+    let counts = mux.counts("qwtdb", "app").unwrap();
+    assert_eq!(counts.waiting, 0, "{counts:?}");
+    // A's transaction was not disturbed, and the pool still works afterwards.
+    assert_eq!(one(&a, "SELECT 2").await, "2");
+    col(&a, "COMMIT").await;
+    let c = mux.connect_as("app", "app_pw", "qwtdb").await;
+    assert_eq!(one(&c, "SELECT 3").await, "3");
+    assert_eq!(one(&a, "SELECT 4").await, "4");
+    let counts = mux.counts("qwtdb", "app").unwrap();
+    assert_eq!((counts.open, counts.waiting), (1, 0), "{counts:?}");
+}
+
+// 4. Reserve pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_pool_serves_a_waiter_after_reserve_pool_timeout() {
+    let mux = Arc::new(
+        Mux::start(config(
+            "reserve_pool_timeout = 0.5",
+            &db_entry("reservedb", "appdb", "pool_size = 1\nreserve_pool_size = 1"),
+        ))
+        .await,
+    );
+    let a = mux.connect_as("app", "app_pw", "reservedb").await;
+    let b = mux.connect_as("app", "app_pw", "reservedb").await;
+    let c = mux.connect_as("app", "app_pw", "reservedb").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let m = mux.clone();
+    let max_open = sample_max(stop.clone(), move || {
+        m.counts("reservedb", "app").map_or(0, |c| c.open)
+    });
+    col(&a, "BEGIN; SELECT 1").await;
+    let pid_a = one(&a, "SELECT pg_backend_pid()").await;
+
+    // B waits ~0.5 s, then gets a reserve server while A's transaction is still open.
+    let t0 = Instant::now();
+    let pid_b = tokio::time::timeout(
+        Duration::from_secs(5),
+        one(&b, "BEGIN; SELECT pg_backend_pid()"),
+    )
+    .await
+    .expect("B never got a reserve server");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(2),
+        "reserve_pool_timeout = 0.5, but B waited {waited:?}"
+    );
+    assert_ne!(pid_a, pid_b);
+    assert_eq!(
+        one(&a, "SELECT pg_backend_pid()").await,
+        pid_a,
+        "A's transaction moved"
+    );
+    let counts = mux.counts("reservedb", "app").unwrap();
+    assert_eq!((counts.open, counts.active), (2, 2), "{counts:?}");
+
+    // A third waiter finds the reserve used up: it waits, and no third server is opened.
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let third = tokio::spawn(async move {
+        let v = one(&c, "SELECT 'c'").await;
+        d.store(true, Ordering::Relaxed);
+        v
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!done.load(Ordering::Relaxed), "C got a third server");
+    let counts = mux.counts("reservedb", "app").unwrap();
+    assert_eq!((counts.open, counts.waiting), (2, 1), "{counts:?}");
+
+    col(&a, "COMMIT").await;
+    let v = tokio::time::timeout(Duration::from_secs(3), third)
+        .await
+        .expect("C was not served after A committed")
+        .unwrap();
+    assert_eq!(v, "c");
+    col(&b, "COMMIT").await;
+    stop.store(true, Ordering::Relaxed);
+    let max_open = max_open.await.unwrap();
+    assert_eq!(max_open, 2, "pool_size 1 + reserve_pool_size 1");
+    let reserve_opened = pool_of(&mux, "reservedb", "app")
+        .stats
+        .reserve_opened
+        .load(Ordering::Relaxed);
+    assert_eq!(reserve_opened, 1);
+}
+
+/// Two pools share a cap of one server: client `first` (already logged in to its pool) holds
+/// the one server in a transaction; `second` connects and queries. The second must wait
+/// while the first holds it, and be served once the first commits.
+async fn one_server_across_two_pools(
+    mux: &Mux,
+    first: (&str, &str, &str),
+    second: (&'static str, &'static str, &'static str),
+    count_dbs: &[&str],
+) {
+    let total_backends = || count_dbs.iter().map(|d| backends(d)).sum::<usize>();
+    let a = mux.connect_as(first.0, first.1, first.2).await;
+    col(&a, "BEGIN; SELECT 1").await;
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let connstr = mux.connstr(second.0, second.1, second.2);
+    let b_task = tokio::spawn(async move {
+        // A new pool needs a server even to log in (to learn the server's parameters).
+        let (b, conn) = tokio_postgres::connect(&connstr, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let u = one(&b, "SELECT current_user").await;
+        d.store(true, Ordering::Relaxed);
+        (b, u)
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        !done.load(Ordering::Relaxed),
+        "the second pool got a server beyond the cap"
+    );
+    assert_eq!(total_backends(), 1, "servers beyond the cap");
+    let first_open = mux.counts(first.2, first.0).unwrap().open;
+    let second_open = mux.counts(second.2, second.0).map_or(0, |c| c.open);
+    assert_eq!(first_open + second_open, 1);
+
+    col(&a, "COMMIT").await;
+    let released = Instant::now();
+    let (b, user) = tokio::time::timeout(Duration::from_secs(5), b_task)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the second pool was not served after the first released its server: \
+                 first {:?}, second {:?}",
+                mux.counts(first.2, first.0),
+                mux.counts(second.2, second.0)
+            )
+        })
+        .unwrap();
+    assert_eq!(user, second.0);
+    assert!(
+        released.elapsed() < Duration::from_secs(2),
+        "served {:?} after the release",
+        released.elapsed()
+    );
+    eventually(5, "one backend", || total_backends() == 1).await;
+
+    // And back: the first pool gets the one server again once the second is idle.
+    let v = tokio::time::timeout(Duration::from_secs(5), one(&a, "SELECT 'again'"))
+        .await
+        .expect("the first pool was not served again");
+    assert_eq!(v, "again");
+    assert_eq!(one(&b, "SELECT 'b'").await, "b");
+    eventually(5, "one backend", || total_backends() == 1).await;
+}
+
+// 5a. max_db_connections caps servers across the pools (users) of one database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_caps_servers_across_users() {
+    own_database("pool_dbcap");
+    let mux = Mux::start(config(
+        "",
+        &db_entry("capdb", "pool_dbcap", "max_db_connections = 1"),
+    ))
+    .await;
+    one_server_across_two_pools(
+        &mux,
+        ("app", "app_pw", "capdb"),
+        ("other", "other_pw", "capdb"),
+        &["pool_dbcap"],
+    )
+    .await;
+}
+
+// 5b. max_user_connections caps servers across the pools (databases) of one user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_user_connections_caps_servers_across_databases() {
+    own_database("pool_ucap1");
+    own_database("pool_ucap2");
+    let extra = db_entry("ucap1", "pool_ucap1", "") + &db_entry("ucap2", "pool_ucap2", "");
+    let mux = Mux::start(config("max_user_connections = 1", &extra)).await;
+    one_server_across_two_pools(
+        &mux,
+        ("app", "app_pw", "ucap1"),
+        ("app", "app_pw", "ucap2"),
+        &["pool_ucap1", "pool_ucap2"],
+    )
+    .await;
+}
+
+// 5c. The caps hold while both pools are busy, and a waiter gets the room a closed server
+// frees (here closed by server_idle_timeout), so the cap is shared, not per pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_room_freed_by_a_closed_server_goes_to_the_other_pool() {
+    own_database("pool_dbcap2");
+    let mux = Arc::new(
+        Mux::start(config(
+            "server_idle_timeout = 1",
+            &db_entry("capdb2", "pool_dbcap2", "max_db_connections = 1"),
+        ))
+        .await,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let m = mux.clone();
+    let max_open = sample_max(stop.clone(), move || {
+        m.counts("capdb2", "app").map_or(0, |c| c.open)
+            + m.counts("capdb2", "other").map_or(0, |c| c.open)
+    });
+    let a = mux.connect_as("app", "app_pw", "capdb2").await;
+    col(&a, "BEGIN; SELECT 1").await;
+    let connstr = mux.connstr("other", "other_pw", "capdb2");
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let b_task = tokio::spawn(async move {
+        let (b, conn) = tokio_postgres::connect(&connstr, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let u = one(&b, "SELECT current_user").await;
+        d.store(true, Ordering::Relaxed);
+        u
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !done.load(Ordering::Relaxed),
+        "second pool got a server beyond the cap"
+    );
+    assert_eq!(backends("pool_dbcap2"), 1);
+    col(&a, "COMMIT").await;
+    // The idle server of app's pool is closed after ~1 s; other's pool then gets the room.
+    let u = tokio::time::timeout(Duration::from_secs(5), b_task)
+        .await
+        .expect("the waiter never got the room of the closed server")
+        .unwrap();
+    assert_eq!(u, "other");
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(
+        max_open.await.unwrap(),
+        1,
+        "more than max_db_connections servers"
+    );
+    eventually(5, "one backend", || backends("pool_dbcap2") <= 1).await;
+}
+
+// 6a. min_pool_size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn janitor_opens_min_pool_size_servers_without_queries() {
+    own_database("pool_min");
+    let mux = Mux::start(config(
+        "",
+        &db_entry("mindb", "pool_min", "pool_size = 5\nmin_pool_size = 2"),
+    ))
+    .await;
+    let _c = mux.connect_as("app", "app_pw", "mindb").await;
+    let t0 = Instant::now();
+    eventually(5, "2 idle servers", || {
+        let c = mux.counts("mindb", "app").unwrap();
+        c.open == 2 && c.idle == 2
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
+    eventually(5, "2 backends", || backends("pool_min") == 2).await;
+    // It stops at min_pool_size.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let c = mux.counts("mindb", "app").unwrap();
+    assert_eq!((c.open, c.idle, c.active), (2, 2, 0), "{c:?}");
+    assert_eq!(backends("pool_min"), 2);
+}
+
+// 6b. server_idle_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn janitor_closes_idle_servers_above_min_pool_size() {
+    own_database("pool_idle");
+    let mux = Mux::start(config(
+        "server_idle_timeout = 1",
+        &db_entry("idledb", "pool_idle", "pool_size = 5\nmin_pool_size = 1"),
+    ))
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let c = mux.connect_as("app", "app_pw", "idledb").await;
+        clients.push(c);
+    }
+    for c in &clients {
+        col(c, "BEGIN; SELECT 1").await;
+    }
+    assert_eq!(mux.counts("idledb", "app").unwrap().open, 3);
+    for c in &clients {
+        col(c, "COMMIT").await;
+    }
+    let released = Instant::now();
+    let counts = settled(&mux, "idledb", |c| c.idle == 3).await;
+    assert_eq!(counts.open, 3, "{counts:?}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        mux.counts("idledb", "app").unwrap().open,
+        3,
+        "closed before server_idle_timeout"
+    );
+    eventually(5, "idle servers closed down to min_pool_size", || {
+        mux.counts("idledb", "app").unwrap().open == 1
+    })
+    .await;
+    let after = released.elapsed();
+    assert!(
+        after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+        "server_idle_timeout = 1 closed servers after {after:?}"
+    );
+    eventually(5, "1 backend", || backends("pool_idle") == 1).await;
+    // min_pool_size is kept.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mux.counts("idledb", "app").unwrap().open, 1);
+    assert_eq!(one(&clients[0], "SELECT 1").await, "1");
+}
+
+// 6c. server_lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lifetime_replaces_servers_when_next_idle() {
+    let mux = Mux::start(config(
+        "server_lifetime = 1",
+        &db_entry("lifedb", "appdb", "pool_size = 1"),
+    ))
+    .await;
+    let c = mux.connect_as("app", "app_pw", "lifedb").await;
+    // The janitor closes the login's idle server once it is past its lifetime; start from a
+    // fresh server.
+    eventually(5, "the login's server closed by the janitor", || {
+        mux.counts("lifedb", "app").unwrap().open == 0
+    })
+    .await;
+    let p1 = one(&c, "SELECT pg_backend_pid()").await;
+    assert_eq!(one(&c, "SELECT pg_backend_pid()").await, p1);
+    // A transaction outliving server_lifetime keeps its server to the end...
+    col(&c, "BEGIN").await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        one(&c, "SELECT pg_backend_pid()").await,
+        p1,
+        "server closed mid-transaction"
+    );
+    col(&c, "COMMIT").await;
+    // ...and the server is closed when it becomes idle.
+    let p2 = one(&c, "SELECT pg_backend_pid()").await;
+    assert_ne!(p1, p2, "server kept past server_lifetime");
+    eventually(5, "old backend gone", || {
+        pg().psql_super(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {p1}"),
+        )
+        .trim()
+            == "0"
+    })
+    .await;
+    // An idle server past its lifetime is closed by the janitor.
+    eventually(5, "idle server closed by the janitor", || {
+        mux.counts("lifedb", "app").unwrap().open == 0
+    })
+    .await;
+    let p3 = one(&c, "SELECT pg_backend_pid()").await;
+    assert_ne!(p2, p3);
+    assert!(mux.counts("lifedb", "app").unwrap().open <= 1);
+}
+
+/// Start a query on a client of its own that will wait, and return the handle of its
+/// connection task (aborting it closes the socket) and of the query.
+async fn start_waiter(
+    mux: &Mux,
+    db: &str,
+) -> (
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (c, conn) = connect_with_handle(mux, "app", "app_pw", db).await;
+    let q = tokio::spawn(async move {
+        let _ = c.simple_query("SELECT 'ghost'").await;
+    });
+    (conn, q)
+}
+
+// 7a. A waiter that disconnects leaves the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_client_that_disconnects_leaves_the_queue() {
+    let mux = Mux::start(config("", &db_entry("leavedb", "appdb", "pool_size = 2"))).await;
+    let a = mux.connect_as("app", "app_pw", "leavedb").await;
+    let b = mux.connect_as("app", "app_pw", "leavedb").await;
+    col(&a, "BEGIN; SELECT 1").await;
+    col(&b, "BEGIN; SELECT 1").await;
+    let (conn, q) = start_waiter(&mux, "leavedb").await;
+    eventually(5, "1 waiter", || {
+        mux.counts("leavedb", "app").unwrap().waiting == 1
+    })
+    .await;
+    conn.abort();
+    q.abort();
+    eventually(3, "the disconnected waiter to leave the queue", || {
+        mux.counts("leavedb", "app").unwrap().waiting == 0
+    })
+    .await;
+    col(&a, "COMMIT").await;
+    col(&b, "COMMIT").await;
+}
+
+// 7b. ... and does not leak a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_client_that_disconnects_does_not_leak_a_slot() {
+    let mux = Mux::start(config("", &db_entry("leakdb", "appdb", "pool_size = 2"))).await;
+    let a = mux.connect_as("app", "app_pw", "leakdb").await;
+    let b = mux.connect_as("app", "app_pw", "leakdb").await;
+    col(&a, "BEGIN; SELECT 1").await;
+    col(&b, "BEGIN; SELECT 1").await;
+    let mut ghosts = Vec::new();
+    for i in 0..3 {
+        let (conn, q) = start_waiter(&mux, "leakdb").await;
+        eventually(5, "waiter queued", || {
+            mux.counts("leakdb", "app").unwrap().waiting == i + 1
+        })
+        .await;
+        ghosts.push((conn, q));
+    }
+    for (conn, q) in ghosts {
+        conn.abort();
+        q.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    col(&a, "COMMIT").await;
+    col(&b, "COMMIT").await;
+    eventually(5, "no waiters", || {
+        let c = mux.counts("leakdb", "app").unwrap();
+        c.waiting == 0 && c.active == 0
+    })
+    .await;
+    // The pool still serves pool_size concurrent transactions.
+    let x = mux.connect_as("app", "app_pw", "leakdb").await;
+    let y = mux.connect_as("app", "app_pw", "leakdb").await;
+    let px = tokio::time::timeout(
+        Duration::from_secs(3),
+        one(&x, "BEGIN; SELECT pg_backend_pid()"),
+    )
+    .await
+    .expect("first transaction not served");
+    let py = tokio::time::timeout(
+        Duration::from_secs(3),
+        one(&y, "BEGIN; SELECT pg_backend_pid()"),
+    )
+    .await
+    .expect("second concurrent transaction not served: a slot leaked");
+    assert_ne!(px, py);
+    let c = mux.counts("leakdb", "app").unwrap();
+    assert_eq!((c.active, c.open, c.waiting), (2, 2, 0), "{c:?}");
+    col(&x, "COMMIT").await;
+    col(&y, "COMMIT").await;
+    // Old clients still work too.
+    assert_eq!(one(&a, "SELECT 1").await, "1");
+    let c = settled(&mux, "leakdb", |c| c.active == 0).await;
+    assert!(c.open <= 2, "{c:?}");
+}

@@ -27,7 +27,11 @@ fn pg_bindir() -> PathBuf {
         return d.into();
     }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     if let Some(d) = dirs.into_iter().rev().find(|d| d.join("initdb").exists()) {
@@ -75,6 +79,8 @@ pub fn pg() -> &'static Pg {
     PG.get_or_init(start_pg)
 }
 
+// The watchdog process outlives this function on purpose (it stops Postgres at exit).
+#[allow(clippy::zombie_processes)]
 fn start_pg() -> Pg {
     let bin = pg_bindir();
     let base = std::env::temp_dir().join(format!("pgmux-it-{}", std::process::id()));
@@ -95,7 +101,11 @@ fn start_pg() -> Pg {
     ))
     .status()
     .unwrap();
-    assert!(st.success(), "initdb failed, see {}/initdb.log", base.display());
+    assert!(
+        st.success(),
+        "initdb failed, see {}/initdb.log",
+        base.display()
+    );
     let port = free_port();
     std::fs::write(
         data.join("postgresql.auto.conf"),
@@ -141,7 +151,11 @@ fn start_pg() -> Pg {
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pg.psql_ok("postgres", "SELECT 1") {
-        assert!(Instant::now() < deadline, "postgres did not start; see {}/postgres.log", pg.dir.display());
+        assert!(
+            Instant::now() < deadline,
+            "postgres did not start; see {}/postgres.log",
+            pg.dir.display()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     pg.psql_super(
@@ -158,7 +172,18 @@ fn start_pg() -> Pg {
 impl Pg {
     fn psql_ok(&self, db: &str, sql: &str) -> bool {
         Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-qAtX", "-c", sql, db])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-qAtX",
+                "-c",
+                sql,
+                db,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -169,10 +194,27 @@ impl Pg {
     /// Run SQL as the superuser directly on Postgres; panics on failure; returns stdout.
     pub fn psql_super(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql, db])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-qAtX",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+                db,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -272,16 +314,23 @@ impl Mux {
         self.connect_as("app", "app_pw", "appdb").await
     }
     pub async fn connect_as(&self, user: &str, pw: &str, db: &str) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.connstr(user, pw, db), tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("connect to pgmux as {user}: {e}"));
+        let (client, conn) =
+            tokio_postgres::connect(&self.connstr(user, pw, db), tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("connect to pgmux as {user}: {e}"));
         tokio::spawn(async move {
             let _ = conn.await;
         });
         client
     }
-    pub async fn try_connect(&self, user: &str, pw: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-        let (client, conn) = tokio_postgres::connect(&self.connstr(user, pw, db), tokio_postgres::NoTls).await?;
+    pub async fn try_connect(
+        &self,
+        user: &str,
+        pw: &str,
+        db: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, conn) =
+            tokio_postgres::connect(&self.connstr(user, pw, db), tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
