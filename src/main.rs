@@ -68,7 +68,10 @@ fn report(file: &std::path::Path, e: &ConfigError) {
 }
 
 fn run(config: Config) -> ExitCode {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -3,6 +3,7 @@
 mod support;
 
 mod basic;
+mod cli;
 mod faults;
 mod login;
 mod modes;
