@@ -60,7 +60,7 @@ fn serves_with_config_and_stops_on_sigterm() {
         pg.port
     )
     .unwrap();
-    let mut child = pgmux()
+    let child = pgmux()
         .arg("-c")
         .arg(f.path())
         .env("RUST_LOG", "info")
