@@ -5,7 +5,9 @@
 //! pipelines while its server answers never deadlocks, and at most `CAP` bytes per direction
 //! are buffered: a slow client slows its server instead of filling pgmux's memory.
 
+use std::future::Future;
 use std::io::ErrorKind;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -58,7 +60,7 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
                             }
                         }
                     }
-                    None => r.client.readable().await?,
+                    None => std::future::poll_fn(|cx| r.client.poll_read_ready(cx)).await?,
                 }
                 // Readiness can be stale: only real bytes end the idle wait.
                 reserve(&mut cbuf, FIRST_READ);
@@ -328,13 +330,41 @@ impl Relay {
             let deadline = timer.map(|d| t.last_client_activity + d);
             let c_can_read = !t.terminating && cbuf.len() < CAP;
             let s_can_read = t.server.rbuf.len() < CAP;
-            let ev = tokio::select! {
-                r = t.server.stream.readable(), if s_can_read => r.map(|_| Event::ServerReadable),
-                r = self.client.readable(), if c_can_read => r.map(|_| Event::ClientReadable),
-                r = t.server.stream.writable(), if t.c_ready > 0 => r.map(|_| Event::Writable),
-                r = self.client.writable(), if t.s_ready > 0 => r.map(|_| Event::Writable),
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => Ok(Event::Timer),
-            };
+            // Wait on the sockets' readiness directly (poll_*_ready): no per-wait future or
+            // waiter-list registration on the hot path.
+            let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+            let (server, client) = (&t.server.stream, &self.client);
+            let c_write = t.c_ready > 0;
+            let s_write = t.s_ready > 0;
+            let ev = std::future::poll_fn(|cx| {
+                if s_can_read {
+                    if let Poll::Ready(r) = server.poll_read_ready(cx) {
+                        return Poll::Ready(r.map(|_| Event::ServerReadable));
+                    }
+                }
+                if c_can_read {
+                    if let Poll::Ready(r) = client.poll_read_ready(cx) {
+                        return Poll::Ready(r.map(|_| Event::ClientReadable));
+                    }
+                }
+                if c_write {
+                    if let Poll::Ready(r) = server.poll_write_ready(cx) {
+                        return Poll::Ready(r.map(|_| Event::Writable));
+                    }
+                }
+                if s_write {
+                    if let Poll::Ready(r) = client.poll_write_ready(cx) {
+                        return Poll::Ready(r.map(|_| Event::Writable));
+                    }
+                }
+                if let Some(timer) = timer.as_mut() {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(Event::Timer));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
             match ev {
                 Err(e) => return Some(self.server_lost(t, &e.to_string()).await),
                 Ok(Event::Writable) => {}
