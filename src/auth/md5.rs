@@ -23,23 +23,32 @@ pub fn md5_password_hash(user: &str, password: &str) -> String {
     format!("md5{}", hex_lower(&md5.finalize()))
 }
 
+/// The answer to an MD5 challenge with `salt` when only the stored "md5..." hash is known:
+/// "md5" + hex(md5(hex-of-stored + salt)). `None` if `stored` is not a valid MD5 hash.
+/// pgmux computes it to check a client, and to log in to a server with a stored hash.
+pub fn md5_salted(stored: &str, salt: [u8; 4]) -> Option<String> {
+    let hex = match stored.strip_prefix("md5") {
+        Some(hex) if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            hex.to_ascii_lowercase()
+        }
+        _ => return None,
+    };
+    let mut md5 = Md5::new();
+    md5.update(hex.as_bytes());
+    md5.update(salt);
+    Some(format!("md5{}", hex_lower(&md5.finalize())))
+}
+
 /// Check a client's PasswordMessage for an MD5 challenge with `salt`.
 /// `stored` is the "md5..." hash of the user's password.
 ///
 /// The client sends "md5" + hex(md5(hex(md5(password + user)) + salt)); `response` may or may not
 /// carry the PasswordMessage's trailing NUL. A malformed `stored` hash never verifies.
 pub fn verify_md5_response(stored: &str, salt: [u8; 4], response: &[u8]) -> bool {
-    let hex = match stored.strip_prefix("md5") {
-        Some(hex) if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
-            hex.to_ascii_lowercase()
-        }
-        _ => return false,
+    let Some(expected) = md5_salted(stored, salt) else {
+        return false;
     };
     let response = response.strip_suffix(b"\0").unwrap_or(response);
-    let mut md5 = Md5::new();
-    md5.update(hex.as_bytes());
-    md5.update(salt);
-    let expected = format!("md5{}", hex_lower(&md5.finalize()));
     constant_time_eq(expected.as_bytes(), response)
 }
 

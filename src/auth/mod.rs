@@ -3,7 +3,7 @@
 mod md5;
 mod scram;
 
-pub use md5::{md5_password_hash, verify_md5_response};
+pub use md5::{md5_password_hash, md5_salted, verify_md5_response};
 pub use scram::{ScramError, ScramSecret, ScramServer};
 
 /// A user's stored secret, as written in `[users.NAME] password`.

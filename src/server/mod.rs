@@ -145,7 +145,8 @@ impl Server {
                                         salt,
                                     )
                                 }
-                                Some(Secret::Md5(stored)) => md5_from_stored(stored, salt),
+                                Some(Secret::Md5(stored)) => crate::auth::md5_salted(stored, salt)
+                                    .ok_or_else(|| self.no_password("md5"))?,
                                 _ => return Err(self.no_password("md5")),
                             };
                             frontend::password_message(hash.as_bytes(), &mut out)?;
@@ -335,20 +336,6 @@ impl Server {
         frontend::terminate(&mut out);
         let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&out)).await;
     }
-}
-
-/// "md5" + md5(hex-of-stored + salt) for an MD5 challenge when only the stored hash is known.
-fn md5_from_stored(stored: &str, salt: [u8; 4]) -> String {
-    use md5::{Digest, Md5};
-    let mut h = Md5::new();
-    h.update(&stored.as_bytes()[3..]);
-    h.update(salt);
-    let d = h.finalize();
-    let mut s = String::from("md5");
-    for b in d {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 /// An ErrorResponse body from a server, kept whole for relaying.

@@ -1327,3 +1327,16 @@ async fn missing_user_is_28000() {
     // The socket is closed; flush our side to be sure nothing hangs.
     let _ = s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_md5_login_with_only_the_stored_hash() {
+    // Postgres asks md5user for MD5 (pg_hba); pgmux knows only the stored "md5..." hash and
+    // answers the server's challenge from it.
+    let extra = format!(
+        "[users.md5user]\npassword = \"{}\"\n",
+        md5_secret("md5user", "md5_pw")
+    );
+    let mux = Mux::start(custom_config("auth_type = \"md5\"", &extra)).await;
+    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "md5user", "md5_pw", "appdb")).await;
+    assert_eq!(util::one(&c, "SELECT current_user").await, "md5user");
+}

@@ -119,7 +119,7 @@ fn start_pg() -> Pg {
     .unwrap();
     std::fs::write(
         data.join("pg_hba.conf"),
-        "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n",
+        "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all md5user 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n",
     )
     .unwrap();
     if is_root() {
