@@ -3,7 +3,6 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY benches ./benches
 COPY tests ./tests
 RUN cargo build --release --locked --bin pgmux
 
