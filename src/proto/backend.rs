@@ -20,30 +20,21 @@ fn put_cstr(buf: &mut BytesMut, s: &str) {
 
 /// ErrorResponse with severity (ERROR / FATAL), SQLSTATE and message.
 pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, msg: &str) {
-    message(buf, b'E', |b| {
-        b.put_u8(b'S');
-        put_cstr(b, severity);
-        b.put_u8(b'V');
-        put_cstr(b, severity);
-        b.put_u8(b'C');
-        put_cstr(b, code);
-        b.put_u8(b'M');
-        put_cstr(b, msg);
-        b.put_u8(0);
-    });
+    error_or_notice(buf, b'E', severity, code, msg);
 }
 
 /// NoticeResponse (WARNING / NOTICE) with SQLSTATE and message.
 pub fn notice_response(buf: &mut BytesMut, severity: &str, code: &str, msg: &str) {
-    message(buf, b'N', |b| {
-        b.put_u8(b'S');
-        put_cstr(b, severity);
-        b.put_u8(b'V');
-        put_cstr(b, severity);
-        b.put_u8(b'C');
-        put_cstr(b, code);
-        b.put_u8(b'M');
-        put_cstr(b, msg);
+    error_or_notice(buf, b'N', severity, code, msg);
+}
+
+/// The shared body of ErrorResponse ('E') and NoticeResponse ('N').
+fn error_or_notice(buf: &mut BytesMut, tag: u8, severity: &str, code: &str, msg: &str) {
+    message(buf, tag, |b| {
+        for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', msg)] {
+            b.put_u8(field);
+            put_cstr(b, value);
+        }
         b.put_u8(0);
     });
 }
