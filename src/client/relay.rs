@@ -80,6 +80,24 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
     }
 }
 
+/// After `n` bytes at the front of `cbuf` went to the server, how much of the message then at
+/// the write head is still unsent. Written bytes were scanned, so every message they start has
+/// its whole header in `cbuf`.
+fn advance_head(mut remaining: usize, cbuf: &[u8], mut n: usize) -> usize {
+    let mut at = 0;
+    loop {
+        if n <= remaining {
+            return remaining - n;
+        }
+        n -= remaining;
+        at += remaining;
+        remaining = match proto::header(&cbuf[at..], usize::MAX) {
+            Ok(Some((_, len))) => len,
+            _ => return 0,
+        };
+    }
+}
+
 /// Make room for a read of about `want` bytes, without growing a buffer that still has room.
 fn reserve(buf: &mut BytesMut, want: usize) {
     if buf.capacity() - buf.len() < want / 4 {
@@ -104,6 +122,9 @@ struct Txn {
     c_ready: usize,
     /// Body bytes of the current client message not yet received.
     c_skip: usize,
+    /// Bytes of the message at the write head not yet sent to the server (0: the server has
+    /// whole messages only).
+    head_remaining: usize,
     /// Server bytes at the front of `server.rbuf` ready to relay.
     s_ready: usize,
     s_skip: usize,
@@ -251,6 +272,7 @@ impl Relay {
             server,
             c_ready: 0,
             c_skip: 0,
+            head_remaining: 0,
             s_ready: 0,
             s_skip: 0,
             pending: 0,
@@ -266,10 +288,17 @@ impl Relay {
             return Some(self.client_protocol_error(t, e).await);
         }
         loop {
-            // Move whatever can move without waiting.
-            if t.c_ready > 0 {
-                match t.server.stream.try_write(&cbuf[..t.c_ready]) {
+            // Move whatever can move without waiting. At a transaction boundary only the rest
+            // of a message already partly sent may go (stray COPY data the server ignores).
+            let write_limit = if t.at_boundary {
+                t.head_remaining.min(t.c_ready)
+            } else {
+                t.c_ready
+            };
+            if write_limit > 0 {
+                match t.server.stream.try_write(&cbuf[..write_limit]) {
                     Ok(n) => {
+                        t.head_remaining = advance_head(t.head_remaining, cbuf, n);
                         cbuf.advance(n);
                         t.c_ready -= n;
                     }
@@ -292,16 +321,10 @@ impl Relay {
                     }
                 }
             }
-            if t.at_boundary {
-                if t.c_ready == 0 && t.c_skip == 0 && !t.unsynced && t.pending == 0 {
-                    return self.release(t).await;
-                }
-                // The client already sent more: keep going on this server.
-                t.at_boundary = false;
-                if let Err(e) = self.scan_server(&mut t) {
-                    return Some(self.server_protocol_error(t, e).await);
-                }
-                continue;
+            // The server never sees a message cut in two: release once the write head is at a
+            // message boundary. Unsent messages stay in `cbuf` for the next request.
+            if t.at_boundary && t.head_remaining == 0 {
+                return self.release(t).await;
             }
             if t.stmt_violation {
                 self.fatal(
@@ -329,12 +352,12 @@ impl Relay {
             };
             let deadline = timer.map(|d| t.last_client_activity + d);
             let c_can_read = !t.terminating && cbuf.len() < CAP;
-            let s_can_read = t.server.rbuf.len() < CAP;
+            let s_can_read = !t.at_boundary && t.server.rbuf.len() < CAP;
             // Wait on the sockets' readiness directly (poll_*_ready): no per-wait future or
             // waiter-list registration on the hot path.
             let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
             let (server, client) = (&t.server.stream, &self.client);
-            let c_write = t.c_ready > 0;
+            let c_write = write_limit > 0;
             let s_write = t.s_ready > 0;
             let ev = std::future::poll_fn(|cx| {
                 if s_can_read {
@@ -403,8 +426,16 @@ impl Relay {
                         }
                         Ok(_) => {
                             t.last_client_activity = Instant::now();
+                            let was_boundary = t.at_boundary;
                             if let Err(e) = self.scan_client(&mut t, cbuf) {
                                 return Some(self.client_protocol_error(t, e).await);
+                            }
+                            // The client already sent its next request: keep this server and
+                            // read on past the ReadyForQuery.
+                            if was_boundary && !t.at_boundary {
+                                if let Err(e) = self.scan_server(&mut t) {
+                                    return Some(self.server_protocol_error(t, e).await);
+                                }
                             }
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -467,6 +498,9 @@ impl Relay {
                 b'H' | b'd' => {}
                 _ => t.unsynced = true,
             }
+            if t.pending > 0 || t.unsynced {
+                t.at_boundary = false;
+            }
             let n = len.min(cbuf.len() - t.c_ready);
             t.c_ready += n;
             t.c_skip = len - n;
@@ -508,7 +542,7 @@ impl Relay {
                         t.status = *body.first().ok_or("empty ReadyForQuery")?;
                         t.pending = t.pending.saturating_sub(1);
                         t.s_ready += len;
-                        if t.pending == 0 && !t.terminating {
+                        if t.pending == 0 && !t.terminating && !t.unsynced {
                             match self.mode() {
                                 PoolMode::Session => {}
                                 PoolMode::Statement if t.status != b'I' => t.stmt_violation = true,
@@ -646,5 +680,24 @@ impl Relay {
     async fn server_protocol_error(&mut self, t: Txn, e: String) -> String {
         self.server_lost(t, &format!("protocol violation from server: {e}"))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advance_head;
+
+    #[test]
+    fn write_head_tracking() {
+        // Query (total 10 bytes) then CopyData (total 8 bytes).
+        let mut buf = vec![b'Q', 0, 0, 0, 9, b'a', b'b', b'c', b'd', 0];
+        buf.extend_from_slice(&[b'd', 0, 0, 0, 7, 1, 2, 3]);
+        assert_eq!(advance_head(0, &buf, 3), 7);
+        assert_eq!(advance_head(0, &buf, 10), 0);
+        assert_eq!(advance_head(0, &buf, 12), 6);
+        assert_eq!(advance_head(0, &buf, 18), 0);
+        // Already 4 bytes into a message: 2 more leave 2.
+        assert_eq!(advance_head(4, &buf, 2), 2);
+        assert_eq!(advance_head(4, &buf, 4), 0);
     }
 }
