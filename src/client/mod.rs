@@ -97,7 +97,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Counts a client in `Shared::clients` for as long as it lives.
-struct ClientCount(Arc<Shared>);
+pub(crate) struct ClientCount(Arc<Shared>);
 
 impl ClientCount {
     fn new(shared: Arc<Shared>) -> Self {
@@ -128,14 +128,10 @@ async fn login_task(mut stream: TcpStream, peer: std::net::SocketAddr, count: Cl
     };
     tracing::info!(client = id, %peer, db = %session.pool.database, user = %session.pool.user,
         "client login");
-    tokio::spawn(async move {
-        let pool = session.pool.clone();
-        let reason = match relay::run(stream, session, &count.0).await {
-            Ok(reason) => reason,
-            Err(e) => format!("{e}"),
-        };
-        tracing::info!(client = id, db = %pool.database, user = %pool.user, "client logout: {reason}");
-    });
+    // The request loop's future is spawned as it is (no wrapping async block, which would
+    // hold a second copy of it): an idle client costs one small task.
+    let relay = relay::Relay::new(stream, session, id, count);
+    tokio::spawn(relay::run(relay));
 }
 
 /// Send a FATAL ErrorResponse for `e` (the server's own body when it came from Postgres).

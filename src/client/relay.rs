@@ -15,7 +15,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::login::Session;
-use super::Shared;
 use crate::config::PoolMode;
 use crate::error::{sqlstate, Error, Result};
 use crate::proto::{self, backend};
@@ -30,16 +29,21 @@ const FIRST_READ: usize = 2 * 1024;
 const CAP: usize = 64 * 1024;
 
 /// A client's request loop. Returns why the client left.
-pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Result<String> {
-    let mut cbuf = std::mem::take(&mut sess.leftover);
-    let mut r = Relay {
-        client,
-        discard: 0,
-        max_packet: shared.config.general.max_packet_size,
-        client_idle_timeout: shared.config.general.client_idle_timeout.get(),
-        idle_tx_timeout: shared.config.general.idle_transaction_timeout.get(),
-        sess,
+///
+/// The caller builds the `Relay` outside any async block and awaits this future directly:
+/// values moved into an async fn keep their slot in its state, so building it here would
+/// store the session twice in every idle client's task.
+pub async fn run(mut r: Relay) {
+    let reason = match serve(&mut r).await {
+        Ok(reason) => reason,
+        Err(e) => e.to_string(),
     };
+    let pool = &r.sess.pool;
+    tracing::info!(client = r.id, db = %pool.database, user = %pool.user, "client logout: {reason}");
+}
+
+async fn serve(r: &mut Relay) -> Result<String> {
+    let mut cbuf = std::mem::take(&mut r.sess.leftover);
     loop {
         // Idle: hold no server, and no buffer (an idle client must stay small).
         if cbuf.is_empty() {
@@ -50,16 +54,14 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
             loop {
                 match deadline {
                     // The timer is boxed: an idle client's task stays small when none is set.
-                    Some(d) => {
-                        match Box::pin(tokio::time::timeout_at(d, r.client.readable())).await {
-                            Ok(res) => res?,
-                            Err(_) => {
-                                r.fatal(sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
-                                    .await;
-                                return Ok("client_idle_timeout".into());
-                            }
+                    Some(d) => match boxed_readable_until(&r.client, d).await {
+                        Ok(res) => res?,
+                        Err(_) => {
+                            boxed_fatal(r, sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
+                                .await;
+                            return Ok("client_idle_timeout".into());
                         }
-                    }
+                    },
                     None => std::future::poll_fn(|cx| r.client.poll_read_ready(cx)).await?,
                 }
                 // Readiness can be stale: only real bytes end the idle wait.
@@ -74,10 +76,33 @@ pub async fn run(client: TcpStream, mut sess: Session, shared: &Shared) -> Resul
         }
         // Everything past the idle wait lives in one boxed future, freed when the request ends,
         // so an idle client's task keeps only the small state above.
-        if let Some(reason) = Box::pin(r.request(&mut cbuf)).await {
+        if let Some(reason) = boxed_request(r, &mut cbuf).await {
             return Ok(reason);
         }
     }
+}
+
+/// The request future, boxed outside the async fn: boxing inline would still leave room for
+/// the unboxed future in the caller's state (rustc keeps moved-from temporaries there), making
+/// every idle client's task as large as a whole request.
+fn boxed_request<'a>(r: &'a mut Relay, cbuf: &'a mut BytesMut) -> BoxFuture<'a, Option<String>> {
+    Box::pin(r.request(cbuf))
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Readability of an idle client with client_idle_timeout, boxed outside the async fn (as
+/// `boxed_request`), so the timer takes no room in an idle client's task.
+fn boxed_readable_until(
+    client: &TcpStream,
+    deadline: tokio::time::Instant,
+) -> BoxFuture<'_, Result<std::io::Result<()>, tokio::time::error::Elapsed>> {
+    Box::pin(tokio::time::timeout_at(deadline, client.readable()))
+}
+
+/// `Relay::fatal`, boxed outside the async fn (as `boxed_request`).
+fn boxed_fatal<'a>(r: &'a mut Relay, code: &'a str, msg: &'a str) -> BoxFuture<'a, ()> {
+    Box::pin(r.fatal(code, msg))
 }
 
 /// After `n` bytes at the front of `cbuf` went to the server, how much of the message then at
@@ -98,6 +123,28 @@ fn advance_head(mut remaining: usize, cbuf: &[u8], mut n: usize) -> usize {
     }
 }
 
+impl Relay {
+    /// The request loop's state for a logged-in client.
+    pub(crate) fn new(
+        client: TcpStream,
+        sess: Session,
+        id: u64,
+        count: super::ClientCount,
+    ) -> Relay {
+        let g = &count.0.config.general;
+        Relay {
+            client,
+            id,
+            discard: 0,
+            max_packet: g.max_packet_size,
+            client_idle_timeout: g.client_idle_timeout.get(),
+            idle_tx_timeout: g.idle_transaction_timeout.get(),
+            sess,
+            _count: count,
+        }
+    }
+}
+
 /// Make room for a read of about `want` bytes, without growing a buffer that still has room.
 fn reserve(buf: &mut BytesMut, want: usize) {
     if buf.capacity() - buf.len() < want / 4 {
@@ -105,8 +152,12 @@ fn reserve(buf: &mut BytesMut, want: usize) {
     }
 }
 
-struct Relay {
+/// A logged-in client and what its request loop needs.
+pub struct Relay {
     client: TcpStream,
+    id: u64,
+    /// Counts this client in `Shared::clients` until the loop ends.
+    _count: super::ClientCount,
     /// Bytes of stray COPY messages still to drop (see `request`).
     discard: usize,
     sess: Session,

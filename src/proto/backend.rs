@@ -31,7 +31,12 @@ pub fn notice_response(buf: &mut BytesMut, severity: &str, code: &str, msg: &str
 /// The shared body of ErrorResponse ('E') and NoticeResponse ('N').
 fn error_or_notice(buf: &mut BytesMut, tag: u8, severity: &str, code: &str, msg: &str) {
     message(buf, tag, |b| {
-        for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', msg)] {
+        for (field, value) in [
+            (b'S', severity),
+            (b'V', severity),
+            (b'C', code),
+            (b'M', msg),
+        ] {
             b.put_u8(field);
             put_cstr(b, value);
         }

@@ -1,5 +1,7 @@
 //! Server parameters: the ParameterStatus values a server reports, and those a client wants.
 
+use std::sync::Arc;
+
 /// Parameters pgmux keeps in step between a client and the server it is given.
 pub const TRACKED: [&str; 6] = [
     "client_encoding",
@@ -16,11 +18,11 @@ pub fn tracked_index(name: &str) -> Option<usize> {
 }
 
 /// Parameter values. The tracked ones sit in a fixed array (compared on every checkout);
-/// the rest in a short list. A client keeps only tracked values, so an idle client costs
-/// a few pointers, not a map.
+/// the rest in a short list. A client keeps only tracked values, shared (`Arc<str>`) with
+/// its pool's until it changes one, so an idle client costs a few pointers, not a map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params {
-    tracked: [Option<Box<str>>; TRACKED.len()],
+    tracked: [Option<Arc<str>>; TRACKED.len()],
     other: Vec<(Box<str>, Box<str>)>,
 }
 
