@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{free_port, pg, run};
+use crate::support::{free_port, pg, psql, run};
 
 fn pgmux() -> Command {
     Command::new(env!("CARGO_BIN_EXE_pgmux"))
@@ -70,19 +70,8 @@ fn serves_with_config_and_stops_on_sigterm() {
         .unwrap();
     let mut ok = false;
     for _ in 0..100 {
-        let (psql_ok, out, _) = run(Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "app",
-                "-qAtX",
-                "-c",
-                "SELECT 40 + 2",
-                "appdb",
-            ])
+        let (psql_ok, out, _) = run(psql(port, "app")
+            .args(["-qAtX", "-c", "SELECT 40 + 2", "appdb"])
             .env("PGPASSWORD", "app_pw"));
         if psql_ok && out.trim() == "42" {
             ok = true;

@@ -1,20 +1,57 @@
 //! Integration tests: faults (clients and servers that vanish, restarts, garbage, timeouts).
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
-use crate::login::raw::{self, error_of, read_to_close, read_until_ready};
-use crate::login::util::{
-    self, custom_config, db_section, one, rows, sql_super, tp_config, tp_connect_ok,
+use crate::support::client::{
+    code, conn_end, connect_ok, one, rows, sql_super, tp_config, tp_connect_ok,
 };
-use crate::support::{config, eventually, free_port, pg, Mux};
+use crate::support::raw::{self, error_of, read_to_close};
+use crate::support::{
+    config, custom_config, db_entry, eventually, free_port, ConfigBuilder, Mux, PrivatePg,
+};
 
 /// A config (harness config) with a `onedb` entry: appdb with pool_size = 1.
 fn one_pool_config(extra_general: &str) -> pgmux::config::Config {
-    config(extra_general, &db_section("onedb", 1))
+    config(extra_general, &db_entry("onedb", "appdb", "pool_size = 1"))
+}
+
+/// pgmux with [`one_pool_config`], and a client config for app (with its password) on onedb.
+async fn one_pool(extra_general: &str) -> (Mux, tokio_postgres::Config) {
+    let mux = Mux::start(one_pool_config(extra_general)).await;
+    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    (mux, cfg)
+}
+
+/// A raw client logged in (trust) as app to onedb, the pool of one server.
+async fn login_onedb(port: u16) -> TcpStream {
+    raw::login_trust(port, &[("user", "app"), ("database", "onedb")])
+        .await
+        .0
+}
+
+/// Wait until the onedb pool has one server, and that one idle.
+async fn one_idle_server(mux: &Mux, what: &str) {
+    eventually(5, what, || {
+        let c = mux.counts("onedb", "app").unwrap();
+        c.open == 1 && c.active == 0
+    })
+    .await;
+}
+
+/// A new client (`cfg`) finds a clean server with `table` empty (see
+/// [`assert_clean_server`]), and the onedb pool settles to one idle server.
+async fn next_client_finds_clean_server(
+    mux: &Mux,
+    cfg: &tokio_postgres::Config,
+    table: &str,
+    what: &str,
+) {
+    let (c, _h) = tp_connect_ok(cfg).await;
+    assert_clean_server(&c, table, 0).await;
+    one_idle_server(mux, what).await;
 }
 
 /// Create a fresh table owned by app (through a direct superuser connection).
@@ -76,8 +113,7 @@ async fn assert_clean_server(c: &tokio_postgres::Client, table: &str, expect_row
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_dropped_mid_transaction_is_rolled_back() {
     fresh_table("faults_midtx_drop").await;
-    let mux = Mux::start(one_pool_config("")).await;
-    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let (mux, cfg) = one_pool("").await;
 
     // tokio-postgres sends Terminate when the client is dropped.
     let (a, ha) = tp_connect_ok(&cfg).await;
@@ -87,12 +123,12 @@ async fn client_dropped_mid_transaction_is_rolled_back() {
     drop(a);
     let _ = tokio::time::timeout(Duration::from_secs(5), ha).await;
 
-    let (b, _hb) = tp_connect_ok(&cfg).await;
-    assert_clean_server(&b, "faults_midtx_drop", 0).await;
-    eventually(5, "pool back to one idle server", || {
-        let c = mux.counts("onedb", "app").unwrap();
-        c.open == 1 && c.active == 0
-    })
+    next_client_finds_clean_server(
+        &mux,
+        &cfg,
+        "faults_midtx_drop",
+        "pool back to one idle server",
+    )
     .await;
 }
 
@@ -103,41 +139,28 @@ async fn client_socket_closed_mid_transaction_is_rolled_back() {
     let port = mux.port();
 
     // No Terminate: the socket just closes while the transaction is open.
-    let (mut s, _) = raw::login_trust(port, &[("user", "app"), ("database", "onedb")]).await;
-    raw::send(
-        &mut s,
-        &raw::query("BEGIN; INSERT INTO faults_midtx_close VALUES (1)"),
-    )
-    .await;
-    let msgs = read_until_ready(&mut s).await;
+    let mut s = login_onedb(port).await;
+    let msgs = raw::simple_query(&mut s, "BEGIN; INSERT INTO faults_midtx_close VALUES (1)").await;
     assert_eq!(msgs.last().unwrap().1, b"T");
     drop(s);
 
-    let (b, _hb) = tp_connect_ok(&tp_config(port, "app", "", "onedb")).await;
+    let (b, _hb) = connect_ok(port, "app", "", "onedb").await;
     assert_clean_server(&b, "faults_midtx_close", 0).await;
 
     // A transaction that failed (status 'E') and is then abandoned.
-    let (mut s, _) = raw::login_trust(port, &[("user", "app"), ("database", "onedb")]).await;
+    let mut s = login_onedb(port).await;
     raw::send(
         &mut s,
         &raw::query("BEGIN; INSERT INTO faults_midtx_close VALUES (2); SELECT 1/0"),
     )
     .await;
-    let mut msgs = Vec::new();
-    loop {
-        let m = raw::read_msg(&mut s).await.expect("reply");
-        let done = m.0 == b'Z';
-        msgs.push(m);
-        if done {
-            break;
-        }
-    }
+    let msgs = raw::read_through_ready(&mut s).await;
     assert_eq!(msgs.last().unwrap().1, b"E");
     drop(s);
     assert_clean_server(&b, "faults_midtx_close", 0).await;
 
     // A client that vanishes while its query still runs.
-    let (mut s, _) = raw::login_trust(port, &[("user", "app"), ("database", "onedb")]).await;
+    let mut s = login_onedb(port).await;
     raw::send(
         &mut s,
         &raw::query("BEGIN; INSERT INTO faults_midtx_close VALUES (3); SELECT pg_sleep(0.5)"),
@@ -160,7 +183,7 @@ async fn client_socket_closed_mid_transaction_is_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_server_terminated_is_replaced() {
     let mux = Mux::start(one_pool_config("")).await;
-    let (c, _h) = tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "onedb")).await;
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "onedb").await;
     let pid = one(&c, "SELECT pg_backend_pid()").await;
     // Only this pool's server: other tests share the cluster.
     assert_eq!(
@@ -177,20 +200,15 @@ async fn idle_server_terminated_is_replaced() {
     let pid2 = one(&c, "SELECT pg_backend_pid()").await;
     assert_ne!(pid, pid2, "a fresh server");
     // The server goes back to the pool right after its ReadyForQuery reached the client.
-    crate::support::eventually(5, "one open, idle server", || {
-        let c = mux.counts("onedb", "app").unwrap();
-        (c.open, c.active) == (1, 0)
-    })
-    .await;
+    one_idle_server(&mux, "one open, idle server").await;
     // Another client too.
-    let (d, _hd) = tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "onedb")).await;
+    let (d, _hd) = connect_ok(mux.port(), "app", "app_pw", "onedb").await;
     assert_eq!(one(&d, "SELECT pg_backend_pid()").await, pid2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_terminated_during_query_errors_the_client() {
-    let mux = Mux::start(one_pool_config("")).await;
-    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let (mux, cfg) = one_pool("").await;
     let (c, h) = tp_connect_ok(&cfg).await;
     let pid = one(&c, "SELECT pg_backend_pid()").await;
     let started = Instant::now();
@@ -207,11 +225,8 @@ async fn server_terminated_during_query_errors_the_client() {
     let e = r.expect_err("the query must fail");
     assert!(started.elapsed() < Duration::from_secs(4));
     // Postgres' own FATAL (57P01) is relayed first; pgmux then closes the client.
-    let conn = tokio::time::timeout(Duration::from_secs(5), h)
-        .await
-        .unwrap()
-        .unwrap();
-    let code = util::code(&e).or_else(|| conn.as_ref().err().and_then(util::code));
+    let conn = conn_end(h, "the connection did not end").await;
+    let code = code(&e).or_else(|| conn.as_ref().err().and_then(code));
     assert!(
         matches!(code.as_deref(), Some("57P01") | Some("08006")),
         "error: {e}, connection: {conn:?}"
@@ -220,39 +235,25 @@ async fn server_terminated_during_query_errors_the_client() {
 
     let (d, _hd) = tp_connect_ok(&cfg).await;
     assert_eq!(one(&d, "SELECT 1").await, "1");
-    eventually(5, "pool settles", || {
-        let c = mux.counts("onedb", "app").unwrap();
-        c.open == 1 && c.active == 0
-    })
-    .await;
+    one_idle_server(&mux, "pool settles").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_terminated_while_client_idle_in_transaction() {
     fresh_table("faults_kill_in_tx").await;
-    let mux = Mux::start(one_pool_config("")).await;
-    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let (mux, cfg) = one_pool("").await;
     let (c, h) = tp_connect_ok(&cfg).await;
     rows(&c, "BEGIN; INSERT INTO faults_kill_in_tx VALUES (1)").await;
     let pid = one(&c, "SELECT pg_backend_pid()").await;
     sql_super("postgres", &format!("SELECT pg_terminate_backend({pid})")).await;
     wait_backend_gone(&pid).await;
     // The client learns about it (Postgres' FATAL is relayed at once, the connection ends).
-    let conn = tokio::time::timeout(Duration::from_secs(5), h)
-        .await
-        .expect("the client was not told its server died")
-        .unwrap();
+    let conn = conn_end(h, "the client was not told its server died").await;
     let e = conn.expect_err("connection ends with an error");
-    assert_eq!(util::code(&e).as_deref(), Some("57P01"), "{e}");
+    assert_eq!(code(&e).as_deref(), Some("57P01"), "{e}");
     assert!(c.simple_query("SELECT 1").await.is_err());
 
-    let (d, _hd) = tp_connect_ok(&cfg).await;
-    assert_clean_server(&d, "faults_kill_in_tx", 0).await;
-    eventually(5, "pool settles", || {
-        let c = mux.counts("onedb", "app").unwrap();
-        c.open == 1 && c.active == 0
-    })
-    .await;
+    next_client_finds_clean_server(&mux, &cfg, "faults_kill_in_tx", "pool settles").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +267,7 @@ async fn client_leaving_while_waiting_for_a_server() {
     // Two clients queue for the single server, then give up and disconnect.
     let mut waiting = Vec::new();
     for _ in 0..2 {
-        let (mut s, _) = raw::login_trust(port, &[("user", "app"), ("database", "onedb")]).await;
+        let mut s = login_onedb(port).await;
         raw::send(
             &mut s,
             &raw::query("INSERT INTO faults_waiter_left VALUES (1)"),
@@ -301,153 +302,13 @@ async fn client_leaving_while_waiting_for_a_server() {
 // 4. Postgres restart (a private cluster: the shared one serves tests running in parallel)
 // ---------------------------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-fn as_pg(cmd: &str) -> Command {
-    let mut c;
-    if is_root() {
-        c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c", cmd]);
-    } else {
-        c = Command::new("sh");
-        c.args(["-c", cmd]);
-    }
-    c
-}
-
-/// A throw-away cluster with trust authentication; stopped and removed on drop.
-struct PrivatePg {
-    port: u16,
-    base: PathBuf,
-    bin: PathBuf,
-}
-
-impl PrivatePg {
-    #[allow(clippy::zombie_processes)] // the watchdog outlives this function on purpose
-    fn start(tag: &str) -> PrivatePg {
-        let bin = pg().bin.clone();
-        let base = std::env::temp_dir().join(format!("pgmux-it-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).unwrap();
-        if is_root() {
-            Command::new("chown")
-                .args(["postgres", base.to_str().unwrap()])
-                .status()
-                .unwrap();
-        }
-        let data = base.join("data");
-        let st = as_pg(&format!(
-            "{}/initdb -D {} -U postgres -A trust --nosync >{}/initdb.log 2>&1",
-            bin.display(),
-            data.display(),
-            base.display()
-        ))
-        .status()
-        .unwrap();
-        assert!(
-            st.success(),
-            "initdb failed, see {}/initdb.log",
-            base.display()
-        );
-        let port = free_port();
-        std::fs::write(
-            data.join("postgresql.auto.conf"),
-            format!(
-                "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-                 fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nlog_min_messages = warning\n",
-                base.display()
-            ),
-        )
-        .unwrap();
-        let me = std::process::id();
-        let p = PrivatePg { port, base, bin };
-        let st = as_pg(&format!(
-            "{}/pg_ctl -D {} -l {}/postgres.log -w -t 30 start >/dev/null 2>&1",
-            p.bin.display(),
-            data.display(),
-            p.base.display()
-        ))
-        .status()
-        .unwrap();
-        assert!(
-            st.success(),
-            "pg_ctl start failed, see {}/postgres.log",
-            p.base.display()
-        );
-        // Stop the cluster if this process dies without dropping us.
-        as_pg(&format!(
-            "while [ -d /proc/{me} ] && [ -d {data} ]; do sleep 0.5; done; \
-             {bin}/pg_ctl -D {data} -m immediate stop >/dev/null 2>&1; rm -rf {base}",
-            bin = p.bin.display(),
-            data = data.display(),
-            base = p.base.display(),
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-        p
-    }
-
-    fn data(&self) -> PathBuf {
-        self.base.join("data")
-    }
-
-    fn restart(&self) {
-        let st = as_pg(&format!(
-            "{}/pg_ctl -D {} -m fast -w -t 30 restart -l {}/postgres.log >/dev/null 2>&1",
-            self.bin.display(),
-            self.data().display(),
-            self.base.display()
-        ))
-        .status()
-        .unwrap();
-        assert!(
-            st.success(),
-            "pg_ctl restart failed, see {}/postgres.log",
-            self.base.display()
-        );
-    }
-
-    fn stop(&self) {
-        let st = as_pg(&format!(
-            "{}/pg_ctl -D {} -m fast -w stop >/dev/null 2>&1",
-            self.bin.display(),
-            self.data().display()
-        ))
-        .status()
-        .unwrap();
-        assert!(st.success(), "pg_ctl stop failed");
-    }
-
-    fn config(&self) -> pgmux::config::Config {
-        let text = format!(
-            "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = 0\nauth_type = \"trust\"\n\
-             default_pool_size = 3\n\n\
-             [databases.postgres]\nhost = \"127.0.0.1\"\nport = {}\n\n[users.postgres]\n",
-            self.port
-        );
-        pgmux::config::Config::parse(&text).unwrap()
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = as_pg(&format!(
-            "{}/pg_ctl -D {} -m immediate -w stop >/dev/null 2>&1",
-            self.bin.display(),
-            self.data().display()
-        ))
-        .status();
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
+/// A trust config for the private cluster's `postgres` database and user, pool size 3.
+fn private_config(private: &PrivatePg) -> pgmux::config::Config {
+    ConfigBuilder::new()
+        .general("auth_type = \"trust\"\ndefault_pool_size = 3")
+        .database("postgres", private.port, "")
+        .user("postgres", None)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,7 +316,7 @@ async fn postgres_restart_without_restarting_pgmux() {
     let private = tokio::task::spawn_blocking(|| PrivatePg::start("restart"))
         .await
         .unwrap();
-    let mux = Mux::start(private.config()).await;
+    let mux = Mux::start(private_config(&private)).await;
     let cfg = tp_config(mux.port(), "postgres", "", "postgres");
 
     // Two idle servers in the pool, and a client idle between transactions.
@@ -549,7 +410,7 @@ fn pgmux_panics() -> Vec<String> {
 
 /// After a broken client, pgmux serves a normal one and the pool is not leaking.
 async fn still_serving(mux: &Mux, db: &str) {
-    let (c, _h) = tp_connect_ok(&tp_config(mux.port(), "app", "", db)).await;
+    let (c, _h) = connect_ok(mux.port(), "app", "", db).await;
     assert_eq!(one(&c, "SELECT 1").await, "1");
     drop(c);
     eventually(5, "no server left checked out", || {
@@ -560,7 +421,7 @@ async fn still_serving(mux: &Mux, db: &str) {
 
 /// Read until close; the first message is an ErrorResponse with `code` (or nothing at all
 /// when `code` is None).
-async fn expect_error_then_close(s: &mut tokio::net::TcpStream, code: Option<&str>, what: &str) {
+async fn expect_error_then_close(s: &mut TcpStream, code: Option<&str>, what: &str) {
     let msgs = read_to_close(s).await;
     match code {
         None => assert!(
@@ -581,6 +442,24 @@ async fn expect_error_then_close(s: &mut tokio::net::TcpStream, code: Option<&st
     }
 }
 
+/// Connect, send `bytes` (and then close our side with `shutdown`), and expect what
+/// [`expect_error_then_close`] expects.
+async fn garbage(port: u16, bytes: &[u8], shutdown: bool, code: Option<&str>, what: &str) {
+    let mut s = raw::connect(port).await;
+    raw::send(&mut s, bytes).await;
+    if shutdown {
+        s.shutdown().await.unwrap();
+    }
+    expect_error_then_close(&mut s, code, what).await;
+}
+
+/// The first 8 bytes of a protocol 3.0 StartupMessage claiming length `len`.
+fn startup_header(len: u32) -> Vec<u8> {
+    let mut p = len.to_be_bytes().to_vec();
+    p.extend_from_slice(&196608i32.to_be_bytes());
+    p
+}
+
 fn trust_config_1k_packets() -> pgmux::config::Config {
     custom_config("auth_type = \"trust\"\nmax_packet_size = 1024", "")
 }
@@ -591,87 +470,59 @@ async fn garbage_before_login() {
     let mux = Mux::start(trust_config_1k_packets()).await;
     let port = mux.port();
 
-    let mut s = raw::connect(port).await;
-    raw::send(&mut s, b"GET / HTTP/1.1\r\n\r\n").await;
-    expect_error_then_close(&mut s, Some("08P01"), "HTTP request").await;
+    garbage(
+        port,
+        b"GET / HTTP/1.1\r\n\r\n",
+        false,
+        Some("08P01"),
+        "HTTP request",
+    )
+    .await;
 
     // A start-up length over the limit (10000): refused from the first 8 bytes.
-    let mut s = raw::connect(port).await;
-    let mut p = 20_000u32.to_be_bytes().to_vec();
-    p.extend_from_slice(&196608i32.to_be_bytes());
-    raw::send(&mut s, &p).await;
-    expect_error_then_close(&mut s, Some("08P01"), "start-up length 20000").await;
+    let p = startup_header(20_000);
+    garbage(port, &p, false, Some("08P01"), "start-up length 20000").await;
 
     // Lengths below the minimum.
     for len in [0u32, 3, 4, 7] {
-        let mut s = raw::connect(port).await;
-        let mut p = len.to_be_bytes().to_vec();
-        p.extend_from_slice(&196608i32.to_be_bytes());
-        raw::send(&mut s, &p).await;
-        expect_error_then_close(&mut s, Some("08P01"), &format!("start-up length {len}")).await;
+        let what = format!("start-up length {len}");
+        garbage(port, &startup_header(len), false, Some("08P01"), &what).await;
     }
 
     // Unknown protocol version.
-    let mut s = raw::connect(port).await;
-    raw::send(&mut s, &raw::startup_v(2 << 16, &[("user", "app")])).await;
-    expect_error_then_close(&mut s, Some("08P01"), "protocol 2.0").await;
+    let p = raw::startup_v(2 << 16, &[("user", "app")]);
+    garbage(port, &p, false, Some("08P01"), "protocol 2.0").await;
 
     // A start-up packet whose parameters are not terminated.
-    let mut s = raw::connect(port).await;
     let mut p = raw::startup(&[("user", "app"), ("database", "appdb")]);
     let n = p.len();
     p[n - 1] = b'x';
-    raw::send(&mut s, &p).await;
-    expect_error_then_close(&mut s, Some("08P01"), "unterminated parameters").await;
+    garbage(port, &p, false, Some("08P01"), "unterminated parameters").await;
 
     // A truncated start-up packet, then close: pgmux just closes too.
-    let mut s = raw::connect(port).await;
     let p = raw::startup(&[("user", "app"), ("database", "appdb")]);
-    raw::send(&mut s, &p[..p.len() / 2]).await;
-    s.shutdown().await.unwrap();
-    expect_error_then_close(&mut s, None, "truncated start-up").await;
+    garbage(port, &p[..p.len() / 2], true, None, "truncated start-up").await;
 
     // Half an SSLRequest, then close.
-    let mut s = raw::connect(port).await;
-    raw::send(&mut s, &raw::request(80877103)[..5]).await;
-    s.shutdown().await.unwrap();
-    expect_error_then_close(&mut s, None, "truncated SSLRequest").await;
+    let p = raw::request(80877103);
+    garbage(port, &p[..5], true, None, "truncated SSLRequest").await;
 
     // Bytes pipelined after an SSLRequest (before the answer): refused.
-    let mut s = raw::connect(port).await;
     let mut p = raw::request(80877103);
     p.extend_from_slice(&raw::startup(&[("user", "app"), ("database", "appdb")]));
-    raw::send(&mut s, &p).await;
-    expect_error_then_close(&mut s, Some("08P01"), "data after SSLRequest").await;
+    garbage(port, &p, false, Some("08P01"), "data after SSLRequest").await;
 
     // Garbage where the password should be (auth_type scram on another instance).
     let scram = Mux::start(config("", "")).await;
-    let mut s = raw::connect(scram.port()).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "appdb")]),
-    )
-    .await;
-    let m = raw::read_msg(&mut s).await.unwrap();
+    let sasl = || raw::auth_request(scram.port(), &[("user", "app"), ("database", "appdb")]);
+    let (mut s, m) = sasl().await;
     assert_eq!(raw::auth_code(&m), 10);
     raw::send(&mut s, &[b'p', 0xff, 0xff, 0xff, 0xff]).await;
     expect_error_then_close(&mut s, Some("08P01"), "huge SASL message").await;
-    let mut s = raw::connect(scram.port()).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "appdb")]),
-    )
-    .await;
-    raw::read_msg(&mut s).await.unwrap();
+    let (mut s, _) = sasl().await;
     raw::send(&mut s, &raw::msg(b'p', b"NOT-A-MECHANISM\0\0\0\0\0")).await;
     expect_error_then_close(&mut s, Some("08P01"), "bad SASL mechanism").await;
-    let mut s = raw::connect(scram.port()).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "appdb")]),
-    )
-    .await;
-    raw::read_msg(&mut s).await.unwrap();
+    let (mut s, _) = sasl().await;
     raw::send(&mut s, &raw::msg(b'p', b"SCRAM-SHA-256\0\0\0\0\x05n,,xx")).await;
     expect_error_then_close(&mut s, Some("08P01"), "bad client-first-message").await;
     scram
@@ -690,17 +541,16 @@ async fn garbage_after_login() {
     pgmux_panics();
     let mux = Mux::start(trust_config_1k_packets()).await;
     let port = mux.port();
-    let login = || raw::login_trust(port, &[("user", "app"), ("database", "onedb")]);
 
     // Over max_packet_size (1024), between transactions.
-    let (mut s, _) = login().await;
+    let mut s = login_onedb(port).await;
     raw::send(&mut s, &[b'Q', 0, 0, 0x07, 0xd0, b'S', b'E']).await;
     expect_error_then_close(&mut s, Some("08P01"), "2000-byte Query, idle").await;
     still_serving(&mux, "onedb").await;
 
     // A length below 4.
     for len in [0u8, 3] {
-        let (mut s, _) = login().await;
+        let mut s = login_onedb(port).await;
         raw::send(&mut s, &[b'Q', 0, 0, 0, len]).await;
         expect_error_then_close(&mut s, Some("08P01"), &format!("Query length {len}")).await;
     }
@@ -709,43 +559,47 @@ async fn garbage_after_login() {
     // Over max_packet_size inside a transaction: the server is not reused with the
     // transaction open.
     fresh_table("faults_garbage_tx").await;
-    let (mut s, _) = login().await;
-    raw::send(
-        &mut s,
-        &raw::query("BEGIN; INSERT INTO faults_garbage_tx VALUES (1)"),
-    )
-    .await;
-    assert_eq!(read_until_ready(&mut s).await.last().unwrap().1, b"T");
+    let mut s = login_onedb(port).await;
+    assert_eq!(
+        raw::simple_query(&mut s, "BEGIN; INSERT INTO faults_garbage_tx VALUES (1)")
+            .await
+            .last()
+            .unwrap()
+            .1,
+        b"T"
+    );
     raw::send(&mut s, &[b'Q', 0x7f, 0xff, 0xff, 0xff]).await;
     expect_error_then_close(&mut s, Some("08P01"), "huge Query in a transaction").await;
-    let (c, _h) = tp_connect_ok(&tp_config(port, "app", "", "onedb")).await;
+    let (c, _h) = connect_ok(port, "app", "", "onedb").await;
     assert_clean_server(&c, "faults_garbage_tx", 0).await;
     drop(c);
 
     // A truncated message, then close: between transactions and inside one.
-    let (mut s, _) = login().await;
+    let mut s = login_onedb(port).await;
     let q = raw::query("SELECT 'this message never ends'");
     raw::send(&mut s, &q[..12]).await;
     s.shutdown().await.unwrap();
     expect_error_then_close(&mut s, None, "truncated Query").await;
     still_serving(&mux, "onedb").await;
 
-    let (mut s, _) = login().await;
-    raw::send(
-        &mut s,
-        &raw::query("BEGIN; INSERT INTO faults_garbage_tx VALUES (2)"),
-    )
-    .await;
-    assert_eq!(read_until_ready(&mut s).await.last().unwrap().1, b"T");
+    let mut s = login_onedb(port).await;
+    assert_eq!(
+        raw::simple_query(&mut s, "BEGIN; INSERT INTO faults_garbage_tx VALUES (2)")
+            .await
+            .last()
+            .unwrap()
+            .1,
+        b"T"
+    );
     raw::send(&mut s, &q[..3]).await;
     s.shutdown().await.unwrap();
     expect_error_then_close(&mut s, None, "truncated Query in a transaction").await;
-    let (c, _h) = tp_connect_ok(&tp_config(port, "app", "", "onedb")).await;
+    let (c, _h) = connect_ok(port, "app", "", "onedb").await;
     assert_clean_server(&c, "faults_garbage_tx", 0).await;
     drop(c);
 
     // An unknown message type reaches Postgres, which answers FATAL 08P01.
-    let (mut s, _) = login().await;
+    let mut s = login_onedb(port).await;
     raw::send(&mut s, &raw::msg(b'!', b"hello")).await;
     expect_error_then_close(&mut s, Some("08P01"), "unknown message type").await;
     still_serving(&mux, "onedb").await;
@@ -775,22 +629,13 @@ async fn client_login_timeout_closes_silent_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_keeps_the_server_in_the_pool() {
-    let mux = Mux::start(one_pool_config("")).await;
-    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let (mux, cfg) = one_pool("").await;
     let (c, h) = tp_connect_ok(&cfg).await;
     let pid = one(&c, "SELECT pg_backend_pid()").await;
     // tokio-postgres sends Terminate ('X') when the client is dropped.
     drop(c);
-    tokio::time::timeout(Duration::from_secs(5), h)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let shared = mux.running.shared.clone();
-    eventually(5, "client gone", || {
-        shared.clients.load(std::sync::atomic::Ordering::Relaxed) == 0
-    })
-    .await;
+    conn_end(h, "the connection did not end").await.unwrap();
+    eventually(5, "client gone", || mux.clients() == 0).await;
     let counts = mux.counts("onedb", "app").unwrap();
     assert_eq!(
         (counts.open, counts.idle, counts.active),
@@ -805,14 +650,18 @@ async fn terminate_keeps_the_server_in_the_pool() {
 
     // Terminate inside a transaction: rolled back, server kept.
     let trust = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
-    let (mut s, _) =
-        raw::login_trust(trust.port(), &[("user", "app"), ("database", "onedb")]).await;
+    let mut s = login_onedb(trust.port()).await;
     let sock = &mut s;
-    raw::send(sock, &raw::query("SELECT pg_backend_pid()")).await;
-    let msgs = read_until_ready(sock).await;
+    let msgs = raw::simple_query(sock, "SELECT pg_backend_pid()").await;
     let pid2 = String::from_utf8(msgs[1].1[6..].to_vec()).unwrap();
-    raw::send(sock, &raw::query("BEGIN; SELECT txid_current()")).await;
-    assert_eq!(read_until_ready(sock).await.last().unwrap().1, b"T");
+    assert_eq!(
+        raw::simple_query(sock, "BEGIN; SELECT txid_current()")
+            .await
+            .last()
+            .unwrap()
+            .1,
+        b"T"
+    );
     raw::send(sock, &raw::msg(b'X', b"")).await;
     let rest = read_to_close(sock).await;
     assert!(
@@ -829,7 +678,7 @@ async fn terminate_keeps_the_server_in_the_pool() {
         backend_exists(&pid2).await,
         "the server connection was closed"
     );
-    let (c, _h) = tp_connect_ok(&tp_config(trust.port(), "app", "", "onedb")).await;
+    let (c, _h) = connect_ok(trust.port(), "app", "", "onedb").await;
     assert_eq!(one(&c, "SELECT pg_backend_pid()").await, pid2);
     let r = rows(&c, "SELECT txid_current_if_assigned() IS NULL").await;
     assert_eq!(
@@ -867,11 +716,7 @@ async fn client_idle_timeout_closes_client_that_never_queried() {
         (Duration::from_millis(500)..Duration::from_secs(4)).contains(&elapsed),
         "{elapsed:?}"
     );
-    let shared = mux.running.shared.clone();
-    eventually(5, "clients gone", || {
-        shared.clients.load(std::sync::atomic::Ordering::Relaxed) == 0
-    })
-    .await;
+    eventually(5, "clients gone", || mux.clients() == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -912,7 +757,7 @@ async fn client_idle_timeout_closes_idle_clients_after_queries() {
     let started = Instant::now();
     let res = futures_util::future::join_all(hs.iter_mut().map(|(_c, h)| async move {
         match tokio::time::timeout(Duration::from_secs(3), h).await {
-            Ok(r) => Some(r.unwrap().err().and_then(|e| util::code(&e))),
+            Ok(r) => Some(r.unwrap().err().and_then(|e| code(&e))),
             Err(_) => None,
         }
     }))
@@ -938,8 +783,7 @@ async fn client_idle_timeout_closes_idle_clients_after_queries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_idle_timeout_spares_active_client() {
-    let mux = Mux::start(one_pool_config("client_idle_timeout = 1")).await;
-    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let (mux, cfg) = one_pool("client_idle_timeout = 1").await;
     // A client that keeps talking is not closed.
     let (c, h) = tp_connect_ok(&cfg).await;
     for _ in 0..6 {
@@ -956,19 +800,15 @@ async fn client_idle_timeout_spares_active_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_transaction_timeout_rolls_back() {
     fresh_table("faults_idle_tx").await;
-    let mux = Mux::start(one_pool_config("idle_transaction_timeout = 1")).await;
-    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let (_mux, cfg) = one_pool("idle_transaction_timeout = 1").await;
     let (c, h) = tp_connect_ok(&cfg).await;
     rows(&c, "BEGIN").await;
     rows(&c, "INSERT INTO faults_idle_tx VALUES (1)").await;
     let started = Instant::now();
-    let conn = tokio::time::timeout(Duration::from_secs(5), h)
-        .await
-        .expect("idle_transaction_timeout did not fire")
-        .unwrap();
+    let conn = conn_end(h, "idle_transaction_timeout did not fire").await;
     assert!(started.elapsed() >= Duration::from_millis(800));
     let e = conn.expect_err("the connection ends with an error");
-    assert_eq!(util::code(&e).as_deref(), Some("25P03"), "{e}");
+    assert_eq!(code(&e).as_deref(), Some("25P03"), "{e}");
 
     let (d, _hd) = tp_connect_ok(&cfg).await;
     assert_clean_server(&d, "faults_idle_tx", 0).await;
@@ -996,12 +836,7 @@ async fn server_down_at_first_login_gets_an_error() {
         &extra,
     ))
     .await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "deaddb")]),
-    )
-    .await;
+    let mut s = raw::start(mux.port(), &[("user", "app"), ("database", "deaddb")]).await;
     let msgs = read_to_close(&mut s).await;
     let (code, msg, sev) = error_of(&msgs).unwrap_or_else(|| {
         panic!(

@@ -1,378 +1,32 @@
 //! Integration tests: login (auth types, limits, start-up packets, parameters, psql).
-//!
-//! The `util` and `raw` modules here are shared with `faults.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
-use std::time::Duration;
 
+use postgres_protocol::authentication::sasl::ScramSha256;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
-use crate::support::{config, eventually, pg, run, Mux};
+use crate::support::client::{
+    code, conn_end, connect_ok, one, rows, show, sql_super, tp_config, tp_connect, tp_connect_ok,
+};
+use crate::support::raw::{self, error_of, read_to_close, read_until_ready};
+use crate::support::{config, custom_config, db_entry, eventually, pg, psql as psql_to, run, Mux};
 
-use self::raw::{error_of, read_to_close, read_until_ready};
-use self::util::{custom_config, rows, show, tp_config, tp_connect};
-
-/// Helpers for tokio-postgres clients and configs other than the harness's.
-pub(crate) mod util {
-    use std::time::Duration;
-
-    use pgmux::config::Config;
-    use tokio::task::JoinHandle;
-    use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-
-    use crate::support::pg;
-
-    pub(crate) const WAIT: Duration = Duration::from_secs(5);
-
-    /// A config whose `[general]` is only listen_addr/listen_port (port 0) plus `general`
-    /// (so tests can set keys the harness config already sets, like auth_type), with the
-    /// harness's databases, a `onedb` entry (appdb, pool_size = 1), users app and other,
-    /// and `extra`.
-    pub(crate) fn custom_config(general: &str, extra: &str) -> Config {
-        let port = pg().port;
-        let text = format!(
-            r#"
-[general]
-listen_addr = "127.0.0.1"
-listen_port = 0
-{general}
-
-[databases.appdb]
-host = "127.0.0.1"
-port = {port}
-
-[databases.otherdb]
-host = "127.0.0.1"
-port = {port}
-
-[databases.aliasdb]
-host = "127.0.0.1"
-port = {port}
-dbname = "appdb"
-
-[databases.onedb]
-host = "127.0.0.1"
-port = {port}
-dbname = "appdb"
-pool_size = 1
-
-[users.app]
-password = "app_pw"
-
-[users.other]
-password = "other_pw"
-
-{extra}
-"#
-        );
-        Config::parse(&text).unwrap_or_else(|e| panic!("bad test config: {e}\n{text}"))
-    }
-
-    /// A database section `[databases.NAME]` for appdb with `pool_size`.
-    pub(crate) fn db_section(name: &str, pool_size: usize) -> String {
-        format!(
-            "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"appdb\"\npool_size = {pool_size}\n",
-            pg().port
-        )
-    }
-
-    /// A tokio-postgres config for pgmux on `port`.
-    pub(crate) fn tp_config(
-        port: u16,
-        user: &str,
-        password: &str,
-        db: &str,
-    ) -> tokio_postgres::Config {
-        let mut c = tokio_postgres::Config::new();
-        c.host("127.0.0.1")
-            .port(port)
-            .user(user)
-            .dbname(db)
-            .connect_timeout(WAIT);
-        if !password.is_empty() {
-            c.password(password);
-        }
-        c
-    }
-
-    /// Connect; the connection task's handle yields the error that ended the connection.
-    pub(crate) async fn tp_connect(
-        cfg: &tokio_postgres::Config,
-    ) -> Result<(Client, JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error>
-    {
-        let (client, conn) = tokio::time::timeout(WAIT, cfg.connect(NoTls))
-            .await
-            .expect("connect timed out")?;
-        Ok((client, tokio::spawn(conn)))
-    }
-
-    /// Connect, panicking on failure.
-    pub(crate) async fn tp_connect_ok(
-        cfg: &tokio_postgres::Config,
-    ) -> (Client, JoinHandle<Result<(), tokio_postgres::Error>>) {
-        tp_connect(cfg)
-            .await
-            .unwrap_or_else(|e| panic!("connect failed: {e} ({:?})", e.as_db_error()))
-    }
-
-    /// Run a simple query (several statements allowed); all rows' text values.
-    pub(crate) async fn rows(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-        let msgs = tokio::time::timeout(WAIT, c.simple_query(sql))
-            .await
-            .unwrap_or_else(|_| panic!("query timed out: {sql}"))
-            .unwrap_or_else(|e| panic!("query failed: {sql}: {e} ({:?})", e.as_db_error()));
-        msgs.iter()
-            .filter_map(|m| match m {
-                SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-                }
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The first column of the first row.
-    pub(crate) async fn one(c: &Client, sql: &str) -> String {
-        rows(c, sql).await[0][0].clone().unwrap_or_default()
-    }
-
-    /// `SHOW name` for each name, in one simple query.
-    pub(crate) async fn show(c: &Client, names: &[&str]) -> Vec<String> {
-        let sql: String = names.iter().map(|n| format!("SHOW {n};")).collect();
-        rows(c, &sql)
-            .await
-            .into_iter()
-            .map(|r| r[0].clone().unwrap_or_default())
-            .collect()
-    }
-
-    /// SQL as the superuser directly on Postgres (off the runtime's worker threads).
-    pub(crate) async fn sql_super(db: &str, sql: &str) -> String {
-        let (db, sql) = (db.to_string(), sql.to_string());
-        tokio::task::spawn_blocking(move || pg().psql_super(&db, &sql))
-            .await
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// The SQLSTATE of a tokio-postgres error, if it carries one.
-    pub(crate) fn code(e: &tokio_postgres::Error) -> Option<String> {
-        e.code().map(|c| c.code().to_string())
-    }
+/// A config section for user md5user with its secret stored as an MD5 hash.
+fn md5user_md5_secret() -> String {
+    let secret = pgmux::auth::md5_password_hash("md5user", "md5_pw");
+    format!("[users.md5user]\npassword = \"{secret}\"\n")
 }
 
-/// Raw protocol helpers: write bytes by hand, parse what comes back.
-pub(crate) mod raw {
-    use std::io::ErrorKind;
-    use std::time::Duration;
-
-    use bytes::BytesMut;
-    use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-    use postgres_protocol::message::frontend;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpStream;
-
-    pub(crate) const WAIT: Duration = Duration::from_secs(5);
-
-    pub(crate) async fn connect(port: u16) -> TcpStream {
-        TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect to pgmux")
-    }
-
-    /// An 8-byte request (SSLRequest, GSSENCRequest).
-    pub(crate) fn request(code: i32) -> Vec<u8> {
-        let mut v = 8u32.to_be_bytes().to_vec();
-        v.extend_from_slice(&code.to_be_bytes());
-        v
-    }
-
-    /// A StartupMessage with the given protocol code (196608 = 3.0).
-    pub(crate) fn startup_v(code: i32, params: &[(&str, &str)]) -> Vec<u8> {
-        let mut v = pgmux::proto::startup::build(params);
-        v[4..8].copy_from_slice(&code.to_be_bytes());
-        v
-    }
-
-    pub(crate) fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-        pgmux::proto::startup::build(params)
-    }
-
-    /// A tagged message.
-    pub(crate) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
-
-    /// A simple Query.
-    pub(crate) fn query(sql: &str) -> Vec<u8> {
-        let mut b = sql.as_bytes().to_vec();
-        b.push(0);
-        msg(b'Q', &b)
-    }
-
-    pub(crate) async fn send(s: &mut TcpStream, bytes: &[u8]) {
-        s.write_all(bytes).await.expect("write to pgmux");
-    }
-
-    /// One byte (the answer to SSLRequest / GSSENCRequest).
-    pub(crate) async fn read_byte(s: &mut TcpStream) -> u8 {
-        let mut b = [0u8; 1];
-        tokio::time::timeout(WAIT, s.read_exact(&mut b))
-            .await
-            .expect("timed out waiting for one byte")
-            .expect("read one byte");
-        b[0]
-    }
-
-    /// One message, or `None` at end of stream (or reset).
-    pub(crate) async fn read_msg(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
-        let mut hdr = [0u8; 5];
-        match tokio::time::timeout(WAIT, s.read_exact(&mut hdr))
-            .await
-            .expect("timed out waiting for a message")
-        {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
-                ) =>
-            {
-                return None
-            }
-            Err(e) => panic!("read from pgmux: {e}"),
-        }
-        let len = u32::from_be_bytes([hdr[1], hdr[2], hdr[3], hdr[4]]) as usize;
-        assert!(
-            (4..1 << 24).contains(&len),
-            "bad length {len} for '{}'",
-            hdr[0] as char
-        );
-        let mut body = vec![0u8; len - 4];
-        tokio::time::timeout(WAIT, s.read_exact(&mut body))
-            .await
-            .expect("timed out reading a message body")
-            .expect("read a message body");
-        Some((hdr[0], body))
-    }
-
-    /// Messages up to and including ReadyForQuery; panics on an ErrorResponse or EOF.
-    pub(crate) async fn read_until_ready(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
-        let mut out = Vec::new();
-        loop {
-            let m = read_msg(s)
-                .await
-                .unwrap_or_else(|| panic!("closed before ReadyForQuery; got {}", tags(&out)));
-            let tag = m.0;
-            if tag == b'E' {
-                panic!("unexpected error: {:?}", fields(&m.1));
-            }
-            out.push(m);
-            if tag == b'Z' {
-                return out;
-            }
-        }
-    }
-
-    /// Every message until the connection closes.
-    pub(crate) async fn read_to_close(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
-        let mut out = Vec::new();
-        while let Some(m) = read_msg(s).await {
-            out.push(m);
-        }
-        out
-    }
-
-    /// The tags of messages, as a string.
-    pub(crate) fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
-        msgs.iter().map(|m| m.0 as char).collect()
-    }
-
-    /// (SQLSTATE, message, severity) of an ErrorResponse body.
-    pub(crate) fn fields(body: &[u8]) -> (String, String, String) {
-        pgmux::proto::backend::error_fields(body)
-    }
-
-    /// The first ErrorResponse among `msgs`.
-    pub(crate) fn error_of(msgs: &[(u8, Vec<u8>)]) -> Option<(String, String, String)> {
-        msgs.iter().find(|m| m.0 == b'E').map(|m| fields(&m.1))
-    }
-
-    /// The Authentication request code of an 'R' message.
-    pub(crate) fn auth_code(m: &(u8, Vec<u8>)) -> i32 {
-        assert_eq!(
-            m.0, b'R',
-            "expected an authentication request, got '{}'",
-            m.0 as char
-        );
-        i32::from_be_bytes([m.1[0], m.1[1], m.1[2], m.1[3]])
-    }
-
-    /// Connect and log in (trust config: no password exchange), returning the login messages.
-    pub(crate) async fn login_trust(
-        port: u16,
-        params: &[(&str, &str)],
-    ) -> (TcpStream, Vec<(u8, Vec<u8>)>) {
-        let mut s = connect(port).await;
-        send(&mut s, &startup(params)).await;
-        let msgs = read_until_ready(&mut s).await;
-        assert_eq!(auth_code(&msgs[0]), 0, "trust sends AuthenticationOk first");
-        (s, msgs)
-    }
-
-    /// Do SCRAM-SHA-256 after an AuthenticationSASL request; returns the messages after
-    /// AuthenticationSASLFinal up to ReadyForQuery.
-    pub(crate) async fn scram(s: &mut TcpStream, password: &str) -> Vec<(u8, Vec<u8>)> {
-        let mut sc = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-        let mut out = BytesMut::new();
-        frontend::sasl_initial_response("SCRAM-SHA-256", sc.message(), &mut out).unwrap();
-        send(s, &out).await;
-        let m = read_msg(s).await.expect("SASLContinue");
-        if m.0 == b'E' {
-            panic!("SCRAM failed: {:?}", fields(&m.1));
-        }
-        assert_eq!(auth_code(&m), 11);
-        sc.update(&m.1[4..]).expect("server-first-message");
-        out.clear();
-        frontend::sasl_response(sc.message(), &mut out).unwrap();
-        send(s, &out).await;
-        let m = read_msg(s).await.expect("SASLFinal");
-        if m.0 == b'E' {
-            panic!("SCRAM failed: {:?}", fields(&m.1));
-        }
-        assert_eq!(auth_code(&m), 12);
-        sc.finish(&m.1[4..]).expect("server signature verifies");
-        read_until_ready(s).await
-    }
-
-    /// ParameterStatus messages as (name, value).
-    pub(crate) fn parameter_status(msgs: &[(u8, Vec<u8>)]) -> Vec<(String, String)> {
-        msgs.iter()
-            .filter(|m| m.0 == b'S')
-            .map(|m| {
-                let (k, v) =
-                    pgmux::server::params::parse_parameter_status(&m.1).expect("ParameterStatus");
-                (k.to_string(), v.to_string())
-            })
-            .collect()
-    }
-}
-
-fn md5_secret(user: &str, pw: &str) -> String {
-    pgmux::auth::md5_password_hash(user, pw)
+/// Config sections: [`md5user_md5_secret`], and database md5db reached as the forced
+/// server user app.
+fn md5user_and_md5db() -> String {
+    md5user_md5_secret() + &forced_app_db("md5db")
 }
 
 /// A config section for a database reached as the forced server user app.
 fn forced_app_db(name: &str) -> String {
-    format!(
-        "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"appdb\"\nuser = \"app\"\npassword = \"app_pw\"\n",
-        pg().port
-    )
+    db_entry(name, "appdb", "user = \"app\"\npassword = \"app_pw\"")
 }
 
 async fn expect_login_error(
@@ -398,6 +52,22 @@ fn db_err(e: &tokio_postgres::Error) -> (String, String, String) {
     )
 }
 
+/// Log in with wrong passwords (app to appdb, md5user to md5db) and as an unknown user: each
+/// fails with 28P01. Returns each user's (SQLSTATE, message, severity).
+async fn bad_logins_are_28p01(port: u16) -> Vec<(&'static str, (String, String, String))> {
+    let mut out = Vec::new();
+    for (user, pw, db) in [
+        ("app", "bad", "appdb"),
+        ("md5user", "bad", "md5db"),
+        ("nosuchuser", "x", "appdb"),
+    ] {
+        let e = db_err(&expect_login_error(port, user, pw, db).await);
+        assert_eq!(e.0, "28P01", "{user}: {e:?}");
+        out.push((user, e));
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. auth_type scram-sha-256
 // ---------------------------------------------------------------------------------------------
@@ -405,23 +75,17 @@ fn db_err(e: &tokio_postgres::Error) -> (String, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scram_login_app() {
     let mux = Mux::start(config("", "")).await;
-    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "appdb")).await;
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "appdb").await;
     assert_eq!(
         rows(&c, "SELECT current_user, current_database()").await,
         [[Some("app".to_string()), Some("appdb".to_string())]]
     );
     // The alias entry maps to appdb on the server.
-    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "aliasdb")).await;
-    assert_eq!(util::one(&c, "SELECT current_database()").await, "appdb");
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "aliasdb").await;
+    assert_eq!(one(&c, "SELECT current_database()").await, "appdb");
 
     // Raw: the first authentication request is SASL offering SCRAM-SHA-256.
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "appdb")]),
-    )
-    .await;
-    let m = raw::read_msg(&mut s).await.expect("auth request");
+    let (mut s, m) = raw::auth_request(mux.port(), &[("user", "app"), ("database", "appdb")]).await;
     assert_eq!(raw::auth_code(&m), 10);
     assert_eq!(&m.1[4..], b"SCRAM-SHA-256\0\0");
     let msgs = raw::scram(&mut s, "app_pw").await;
@@ -434,23 +98,14 @@ async fn scram_config_md5_stored_secret_falls_back_to_md5() {
     // md5user's secret is stored as an MD5 hash in pgmux: it cannot serve SCRAM, so pgmux
     // asks for md5. Its server connections log in as app (forced user), since the test
     // cluster's pg_hba only allows SCRAM.
-    let extra = format!(
-        "[users.md5user]\npassword = \"{}\"\n{}",
-        md5_secret("md5user", "md5_pw"),
-        forced_app_db("md5db")
-    );
+    let extra = md5user_and_md5db();
     let mux = Mux::start(custom_config("auth_type = \"scram-sha-256\"", &extra)).await;
-    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "md5user", "md5_pw", "md5db")).await;
-    assert_eq!(util::one(&c, "SELECT current_database()").await, "appdb");
+    let (c, _h) = connect_ok(mux.port(), "md5user", "md5_pw", "md5db").await;
+    assert_eq!(one(&c, "SELECT current_database()").await, "appdb");
 
     // Raw: the challenge is AuthenticationMD5Password.
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "md5user"), ("database", "md5db")]),
-    )
-    .await;
-    let m = raw::read_msg(&mut s).await.expect("auth request");
+    let (mut s, m) =
+        raw::auth_request(mux.port(), &[("user", "md5user"), ("database", "md5db")]).await;
     assert_eq!(raw::auth_code(&m), 5);
     let salt = [m.1[4], m.1[5], m.1[6], m.1[7]];
     let hash = postgres_protocol::authentication::md5_hash(b"md5user", b"md5_pw", salt);
@@ -479,68 +134,37 @@ async fn scram_wrong_password_and_unknown_user_look_the_same() {
 
     // An unknown user is offered the same SASL exchange as a known one (raw, up to the proof).
     for user in ["app", "nosuchuser"] {
-        let mut s = raw::connect(mux.port()).await;
-        raw::send(
-            &mut s,
-            &raw::startup(&[("user", user), ("database", "appdb")]),
-        )
-        .await;
-        let m = raw::read_msg(&mut s).await.expect("auth request");
-        assert_eq!(raw::auth_code(&m), 10, "user {user}");
-        let mut sc = postgres_protocol::authentication::sasl::ScramSha256::new(
-            b"wrong",
-            postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
-        );
-        let mut out = bytes::BytesMut::new();
-        postgres_protocol::message::frontend::sasl_initial_response(
-            "SCRAM-SHA-256",
-            sc.message(),
-            &mut out,
-        )
-        .unwrap();
-        raw::send(&mut s, &out).await;
-        let m = raw::read_msg(&mut s).await.expect("SASLContinue");
-        assert_eq!(raw::auth_code(&m), 11, "user {user}");
-        let first = String::from_utf8(m.1[4..].to_vec()).unwrap();
+        let (mut s, mut sc, m) = scram_to_server_first(mux.port(), user, "wrong").await;
+        let first = raw::server_first(&m);
         assert!(
             first.contains(",i=4096"),
             "iteration count differs for {user}: {first}"
         );
-        sc.update(&m.1[4..]).unwrap();
-        out.clear();
-        postgres_protocol::message::frontend::sasl_response(sc.message(), &mut out).unwrap();
-        raw::send(&mut s, &out).await;
+        raw::scram_proof(&mut s, &mut sc, &m.1[4..]).await;
         let msgs = read_to_close(&mut s).await;
         assert_eq!(raw::tags(&msgs), "E", "user {user}");
         assert_eq!(error_of(&msgs).unwrap().0, "28P01");
     }
 }
 
+/// Log in as `user` to appdb on `port` (auth_type scram-sha-256) and start SCRAM with
+/// `password`, up to the server's SASLContinue.
+async fn scram_to_server_first(
+    port: u16,
+    user: &str,
+    password: &str,
+) -> (TcpStream, ScramSha256, raw::Msg) {
+    let (mut s, m) = raw::auth_request(port, &[("user", user), ("database", "appdb")]).await;
+    assert_eq!(raw::auth_code(&m), 10, "user {user}");
+    let (sc, m) = raw::scram_begin(&mut s, password).await;
+    assert_eq!(raw::auth_code(&m), 11, "user {user}");
+    (s, sc, m)
+}
+
 /// The salt in the server-first-message for `user` (SCRAM stopped there).
 async fn scram_salt(port: u16, user: &str) -> String {
-    let mut s = raw::connect(port).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", user), ("database", "appdb")]),
-    )
-    .await;
-    let m = raw::read_msg(&mut s).await.expect("auth request");
-    assert_eq!(raw::auth_code(&m), 10, "user {user}");
-    let sc = postgres_protocol::authentication::sasl::ScramSha256::new(
-        b"x",
-        postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
-    );
-    let mut out = bytes::BytesMut::new();
-    postgres_protocol::message::frontend::sasl_initial_response(
-        "SCRAM-SHA-256",
-        sc.message(),
-        &mut out,
-    )
-    .unwrap();
-    raw::send(&mut s, &out).await;
-    let m = raw::read_msg(&mut s).await.expect("SASLContinue");
-    assert_eq!(raw::auth_code(&m), 11, "user {user}");
-    let first = String::from_utf8(m.1[4..].to_vec()).unwrap();
+    let (_s, _sc, m) = scram_to_server_first(port, user, "x").await;
+    let first = raw::server_first(&m);
     first
         .split(',')
         .find_map(|a| a.strip_prefix("s="))
@@ -584,28 +208,17 @@ async fn unknown_database_is_3d000() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_auth_type() {
     let scram_verifier = postgres_protocol::password::scram_sha_256(b"other_pw");
-    let extra = format!(
-        "[users.md5user]\npassword = \"{}\"\n{}{}",
-        md5_secret("md5user", "md5_pw"),
-        forced_app_db("md5db"),
-        // "other" logs in to pgmux with a SCRAM verifier but uses app on the server.
-        forced_app_db("otherviaapp"),
-    );
+    // "other" logs in to pgmux with a SCRAM verifier but uses app on the server.
+    let extra = md5user_and_md5db() + &forced_app_db("otherviaapp");
     let mut cfg = custom_config("auth_type = \"md5\"", &extra);
     cfg.users.get_mut("other").unwrap().password = Some(scram_verifier);
     let mux = Mux::start(cfg).await;
     let port = mux.port();
 
     // Plaintext secret: md5 challenge.
-    let (c, _h) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
-    assert_eq!(util::one(&c, "SELECT current_user").await, "app");
-    let mut s = raw::connect(port).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "appdb")]),
-    )
-    .await;
-    let m = raw::read_msg(&mut s).await.unwrap();
+    let (c, _h) = connect_ok(port, "app", "app_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "app");
+    let (s, m) = raw::auth_request(port, &[("user", "app"), ("database", "appdb")]).await;
     assert_eq!(
         raw::auth_code(&m),
         5,
@@ -614,17 +227,12 @@ async fn md5_auth_type() {
     drop(s);
 
     // MD5-stored secret.
-    let (c, _h) = util::tp_connect_ok(&tp_config(port, "md5user", "md5_pw", "md5db")).await;
-    assert_eq!(util::one(&c, "SELECT 1").await, "1");
+    let (c, _h) = connect_ok(port, "md5user", "md5_pw", "md5db").await;
+    assert_eq!(one(&c, "SELECT 1").await, "1");
 
     // A SCRAM verifier cannot answer md5: like Postgres, pgmux uses SCRAM instead.
-    let mut s = raw::connect(port).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "other"), ("database", "otherviaapp")]),
-    )
-    .await;
-    let m = raw::read_msg(&mut s).await.unwrap();
+    let (mut s, m) =
+        raw::auth_request(port, &[("user", "other"), ("database", "otherviaapp")]).await;
     assert_eq!(
         raw::auth_code(&m),
         10,
@@ -632,27 +240,15 @@ async fn md5_auth_type() {
     );
     raw::scram(&mut s, "other_pw").await;
 
-    // Wrong passwords and unknown users: 28P01.
-    for (user, pw, db) in [
-        ("app", "bad", "appdb"),
-        ("md5user", "bad", "md5db"),
-        ("nosuchuser", "x", "appdb"),
-    ] {
-        let e = db_err(&expect_login_error(port, user, pw, db).await);
-        assert_eq!(e.0, "28P01", "{user}: {e:?}");
+    // Wrong passwords and unknown users: 28P01, with Postgres' message.
+    for (user, e) in bad_logins_are_28p01(port).await {
         assert_eq!(
             e.1,
             format!("password authentication failed for user \"{user}\"")
         );
     }
     // An unknown user also gets an md5 challenge (no enumeration by the auth method).
-    let mut s = raw::connect(port).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "nosuchuser"), ("database", "appdb")]),
-    )
-    .await;
-    let m = raw::read_msg(&mut s).await.unwrap();
+    let (_s, m) = raw::auth_request(port, &[("user", "nosuchuser"), ("database", "appdb")]).await;
     assert_eq!(raw::auth_code(&m), 5);
 }
 
@@ -662,40 +258,23 @@ async fn md5_auth_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_auth_type() {
-    let extra = format!(
-        "[users.md5user]\npassword = \"{}\"\n{}",
-        md5_secret("md5user", "md5_pw"),
-        forced_app_db("md5db")
-    );
+    let extra = md5user_and_md5db();
     let mux = Mux::start(custom_config("auth_type = \"plain\"", &extra)).await;
     let port = mux.port();
-    let (c, _h) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
-    assert_eq!(util::one(&c, "SELECT current_user").await, "app");
+    let (c, _h) = connect_ok(port, "app", "app_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "app");
     // An MD5-stored secret checks a cleartext password too.
-    let (c, _h) = util::tp_connect_ok(&tp_config(port, "md5user", "md5_pw", "md5db")).await;
-    assert_eq!(util::one(&c, "SELECT 1").await, "1");
+    let (c, _h) = connect_ok(port, "md5user", "md5_pw", "md5db").await;
+    assert_eq!(one(&c, "SELECT 1").await, "1");
 
     // Raw: AuthenticationCleartextPassword.
-    let mut s = raw::connect(port).await;
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "appdb")]),
-    )
-    .await;
-    let m = raw::read_msg(&mut s).await.unwrap();
+    let (mut s, m) = raw::auth_request(port, &[("user", "app"), ("database", "appdb")]).await;
     assert_eq!(raw::auth_code(&m), 3);
     raw::send(&mut s, &raw::msg(b'p', b"app_pw\0")).await;
     let msgs = read_until_ready(&mut s).await;
     assert_eq!(raw::auth_code(&msgs[0]), 0);
 
-    for (user, pw, db) in [
-        ("app", "bad", "appdb"),
-        ("md5user", "bad", "md5db"),
-        ("nosuchuser", "x", "appdb"),
-    ] {
-        let e = db_err(&expect_login_error(port, user, pw, db).await);
-        assert_eq!(e.0, "28P01", "{user}: {e:?}");
-    }
+    bad_logins_are_28p01(port).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -703,11 +282,11 @@ async fn trust_auth_type() {
     let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
     let port = mux.port();
     // No password at all.
-    let (c, _h) = util::tp_connect_ok(&tp_config(port, "app", "", "appdb")).await;
-    assert_eq!(util::one(&c, "SELECT current_user").await, "app");
+    let (c, _h) = connect_ok(port, "app", "", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "app");
     // A wrong password does not matter: none is asked.
-    let (c, _h) = util::tp_connect_ok(&tp_config(port, "app", "whatever", "appdb")).await;
-    assert_eq!(util::one(&c, "SELECT 1").await, "1");
+    let (c, _h) = connect_ok(port, "app", "whatever", "appdb").await;
+    assert_eq!(one(&c, "SELECT 1").await, "1");
 
     let e = db_err(&expect_login_error(port, "nosuchuser", "", "appdb").await);
     assert_eq!(e.0, "28000", "{e:?}");
@@ -726,22 +305,18 @@ async fn trust_auth_type() {
 async fn max_client_conn_third_client_gets_53300() {
     let mux = Mux::start(custom_config("max_client_conn = 2", "")).await;
     let port = mux.port();
-    let (c1, _h1) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
-    let (c2, _h2) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
+    let (c1, _h1) = connect_ok(port, "app", "app_pw", "appdb").await;
+    let (c2, _h2) = connect_ok(port, "app", "app_pw", "appdb").await;
     let e = db_err(&expect_login_error(port, "app", "app_pw", "appdb").await);
     assert_eq!(e.0, "53300", "{e:?}");
     // The first two still work.
-    assert_eq!(util::one(&c1, "SELECT 1").await, "1");
-    assert_eq!(util::one(&c2, "SELECT 2").await, "2");
+    assert_eq!(one(&c1, "SELECT 1").await, "1");
+    assert_eq!(one(&c2, "SELECT 2").await, "2");
     // A slot frees when a client leaves.
     drop(c1);
-    let shared = mux.running.shared.clone();
-    eventually(5, "client count back to 1", || {
-        shared.clients.load(std::sync::atomic::Ordering::Relaxed) == 1
-    })
-    .await;
-    let (c3, _h3) = util::tp_connect_ok(&tp_config(port, "app", "app_pw", "appdb")).await;
-    assert_eq!(util::one(&c3, "SELECT 3").await, "3");
+    eventually(5, "client count back to 1", || mux.clients() == 1).await;
+    let (c3, _h3) = connect_ok(port, "app", "app_pw", "appdb").await;
+    assert_eq!(one(&c3, "SELECT 3").await, "3");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -749,23 +324,14 @@ async fn max_client_conn_third_client_gets_53300() {
 // ---------------------------------------------------------------------------------------------
 
 fn psql(port: u16, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new("psql");
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        "app",
-        "-d",
-        "appdb",
-    ])
-    .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
-    .args(args)
-    .env("PGPASSWORD", "app_pw")
-    .env("PGCONNECT_TIMEOUT", "5")
-    .env_remove("PGSSLMODE")
-    .env_remove("PGOPTIONS");
+    let mut cmd = psql_to(port, "app");
+    cmd.args(["-d", "appdb"])
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+        .args(args)
+        .env("PGPASSWORD", "app_pw")
+        .env("PGCONNECT_TIMEOUT", "5")
+        .env_remove("PGSSLMODE")
+        .env_remove("PGOPTIONS");
     run(&mut cmd)
 }
 
@@ -813,23 +379,33 @@ async fn psql_select_and_script() {
 // 6. Raw start-up: SSLRequest, GSSENCRequest, protocol 3.2, welcome messages
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn raw_ssl_request_then_startup_same_socket() {
-    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(&mut s, &raw::request(80877103)).await;
-    assert_eq!(raw::read_byte(&mut s).await, b'N');
+const SSL_REQUEST: i32 = 80877103;
+const GSSENC_REQUEST: i32 = 80877104;
+
+/// Connect, send each of `requests` (SSLRequest, GSSENCRequest) and expect 'N' to it, then
+/// send the StartupMessage of app for appdb on the same socket.
+async fn start_after_refusals(port: u16, requests: &[i32]) -> TcpStream {
+    let mut s = raw::connect(port).await;
+    for &code in requests {
+        assert_eq!(raw::ask(&mut s, code).await, b'N', "request {code}");
+    }
     raw::send(
         &mut s,
         &raw::startup(&[("user", "app"), ("database", "appdb")]),
     )
     .await;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_ssl_request_then_startup_same_socket() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    let mut s = start_after_refusals(mux.port(), &[SSL_REQUEST]).await;
     let msgs = read_until_ready(&mut s).await;
     assert_eq!(raw::auth_code(&msgs[0]), 0);
     assert_eq!(msgs.last().unwrap(), &(b'Z', b"I".to_vec()));
     // The session works.
-    raw::send(&mut s, &raw::query("SELECT 42")).await;
-    let msgs = read_until_ready(&mut s).await;
+    let msgs = raw::simple_query(&mut s, "SELECT 42").await;
     assert_eq!(raw::tags(&msgs), "TDCZ");
     assert!(msgs[1].1.ends_with(b"42"));
 }
@@ -837,14 +413,7 @@ async fn raw_ssl_request_then_startup_same_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_ssl_request_with_scram() {
     let mux = Mux::start(config("", "")).await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(&mut s, &raw::request(80877103)).await;
-    assert_eq!(raw::read_byte(&mut s).await, b'N');
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "appdb")]),
-    )
-    .await;
+    let mut s = start_after_refusals(mux.port(), &[SSL_REQUEST]).await;
     let m = raw::read_msg(&mut s).await.unwrap();
     assert_eq!(raw::auth_code(&m), 10);
     let msgs = raw::scram(&mut s, "app_pw").await;
@@ -854,17 +423,8 @@ async fn raw_ssl_request_with_scram() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_gssenc_request_answered_n() {
     let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(&mut s, &raw::request(80877104)).await;
-    assert_eq!(raw::read_byte(&mut s).await, b'N');
-    // libpq then tries SSL, then plain, on the same socket.
-    raw::send(&mut s, &raw::request(80877103)).await;
-    assert_eq!(raw::read_byte(&mut s).await, b'N');
-    raw::send(
-        &mut s,
-        &raw::startup(&[("user", "app"), ("database", "appdb")]),
-    )
-    .await;
+    // After GSSENCRequest libpq tries SSL, then plain, on the same socket.
+    let mut s = start_after_refusals(mux.port(), &[GSSENC_REQUEST, SSL_REQUEST]).await;
     let msgs = read_until_ready(&mut s).await;
     assert_eq!(msgs.last().unwrap(), &(b'Z', b"I".to_vec()));
 }
@@ -872,16 +432,14 @@ async fn raw_gssenc_request_answered_n() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_protocol_3_2_with_pq_option_gets_negotiate_protocol_version() {
     let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(
-        &mut s,
+    let (mut s, msgs) = raw::startup_reply(
+        mux.port(),
         &raw::startup_v(
             196610,
             &[("user", "app"), ("database", "appdb"), ("_pq_.foo", "bar")],
         ),
     )
     .await;
-    let msgs = read_until_ready(&mut s).await;
     assert_eq!(
         msgs[0].0,
         b'v',
@@ -899,13 +457,10 @@ async fn raw_protocol_3_2_with_pq_option_gets_negotiate_protocol_version() {
 
     // With SCRAM: 'v' comes before the SASL request, and login proceeds.
     let mux = Mux::start(config("", "")).await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(
-        &mut s,
-        &raw::startup_v(
-            196610,
-            &[("user", "app"), ("database", "appdb"), ("_pq_.foo", "1")],
-        ),
+    let mut s = raw::start_v(
+        mux.port(),
+        196610,
+        &[("user", "app"), ("database", "appdb"), ("_pq_.foo", "1")],
     )
     .await;
     let v = raw::read_msg(&mut s).await.unwrap();
@@ -928,26 +483,14 @@ async fn negotiate_protocol_version_reports_full_version_code() {
             ("_pq_.foo", "x"),
         ],
     );
-    let mut direct = tokio::net::TcpStream::connect(("127.0.0.1", pg().port))
-        .await
-        .unwrap();
-    raw::send(&mut direct, &startup).await;
-    let msgs = read_until_ready(&mut direct).await;
+    let (_direct, msgs) = raw::startup_reply(pg().port, &startup).await;
     assert_eq!(msgs[0].0, b'v');
     let postgres_version = i32::from_be_bytes(msgs[0].1[..4].try_into().unwrap());
     assert_eq!(postgres_version, 196608, "Postgres sends the full 3.0 code");
 
     let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(
-        &mut s,
-        &raw::startup_v(
-            196610,
-            &[("user", "app"), ("database", "appdb"), ("_pq_.foo", "x")],
-        ),
-    )
-    .await;
-    let msgs = read_until_ready(&mut s).await;
+    let params = [("user", "app"), ("database", "appdb"), ("_pq_.foo", "x")];
+    let (_s, msgs) = raw::startup_reply(mux.port(), &raw::startup_v(196610, &params)).await;
     assert_eq!(msgs[0].0, b'v');
     let version = i32::from_be_bytes(msgs[0].1[..4].try_into().unwrap());
     assert_eq!(
@@ -961,11 +504,8 @@ async fn raw_protocol_3_0_with_pq_option_gets_negotiate_protocol_version() {
     // Postgres answers NegotiateProtocolVersion also to a 3.0 StartupMessage that carries
     // `_pq_.` options it does not know (ProcessStartupPacket: minor too new *or* unrecognised
     // protocol options).
-    let mut direct = tokio::net::TcpStream::connect(("127.0.0.1", pg().port))
-        .await
-        .unwrap();
-    raw::send(
-        &mut direct,
+    let (_direct, msgs) = raw::startup_reply(
+        pg().port,
         &raw::startup(&[
             ("user", "postgres"),
             ("database", "appdb"),
@@ -973,18 +513,15 @@ async fn raw_protocol_3_0_with_pq_option_gets_negotiate_protocol_version() {
         ]),
     )
     .await;
-    let msgs = read_until_ready(&mut direct).await;
     assert_eq!(msgs[0].0, b'v', "Postgres itself: {}", raw::tags(&msgs));
     assert_eq!(&msgs[0].1[8..], b"_pq_.foo\0");
 
     let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(
-        &mut s,
+    let (_s, msgs) = raw::startup_reply(
+        mux.port(),
         &raw::startup(&[("user", "app"), ("database", "appdb"), ("_pq_.foo", "bar")]),
     )
     .await;
-    let msgs = read_until_ready(&mut s).await;
     assert_eq!(
         msgs[0].0,
         b'v',
@@ -996,15 +533,11 @@ async fn raw_protocol_3_0_with_pq_option_gets_negotiate_protocol_version() {
 
 /// Login messages Postgres itself sends for a (superuser) login straight to the cluster.
 async fn direct_parameter_names() -> BTreeSet<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pg().port))
-        .await
-        .unwrap();
-    raw::send(
-        &mut s,
+    let (_s, msgs) = raw::startup_reply(
+        pg().port,
         &raw::startup(&[("user", "postgres"), ("database", "appdb")]),
     )
     .await;
-    let msgs = read_until_ready(&mut s).await;
     raw::parameter_status(&msgs)
         .into_iter()
         .map(|(k, _)| k)
@@ -1064,13 +597,13 @@ async fn raw_login_welcome_messages() {
             "missing ParameterStatus {name}: {params:?}"
         );
     }
-    let sv = util::sql_super("appdb", "SHOW server_version").await;
+    let sv = sql_super("appdb", "SHOW server_version").await;
     assert_eq!(params["server_version"], sv);
-    let se = util::sql_super("appdb", "SHOW server_encoding").await;
+    let se = sql_super("appdb", "SHOW server_encoding").await;
     assert_eq!(params["server_encoding"], se);
-    let ds = util::sql_super("appdb", "SHOW DateStyle").await;
+    let ds = sql_super("appdb", "SHOW DateStyle").await;
     assert_eq!(params["DateStyle"], ds);
-    let tz = util::sql_super("appdb", "SHOW TimeZone").await;
+    let tz = sql_super("appdb", "SHOW TimeZone").await;
     assert_eq!(params["TimeZone"], tz);
     assert_eq!(params["client_encoding"], "UTF8");
     assert_eq!(params["application_name"], "rawapp");
@@ -1097,7 +630,7 @@ async fn raw_login_welcome_messages() {
 async fn startup_parameters_kept_per_client_on_one_server() {
     let mux = Mux::start(custom_config("", "")).await;
     let port = mux.port();
-    let default_tz = util::sql_super("appdb", "SHOW TimeZone").await;
+    let default_tz = sql_super("appdb", "SHOW TimeZone").await;
 
     let mut ca = tp_config(port, "app", "app_pw", "onedb");
     ca.application_name("myapp")
@@ -1106,14 +639,14 @@ async fn startup_parameters_kept_per_client_on_one_server() {
     cb.application_name("otherapp")
         .options("-c TimeZone=America/New_York");
     let cc = tp_config(port, "app", "app_pw", "onedb");
-    let (a, _ha) = util::tp_connect_ok(&ca).await;
-    let (b, _hb) = util::tp_connect_ok(&cb).await;
-    let (c, _hc) = util::tp_connect_ok(&cc).await;
+    let (a, _ha) = tp_connect_ok(&ca).await;
+    let (b, _hb) = tp_connect_ok(&cb).await;
+    let (c, _hc) = tp_connect_ok(&cc).await;
 
     // All three share the pool's single server.
-    let pid = util::one(&a, "SELECT pg_backend_pid()").await;
-    assert_eq!(util::one(&b, "SELECT pg_backend_pid()").await, pid);
-    assert_eq!(util::one(&c, "SELECT pg_backend_pid()").await, pid);
+    let pid = one(&a, "SELECT pg_backend_pid()").await;
+    assert_eq!(one(&b, "SELECT pg_backend_pid()").await, pid);
+    assert_eq!(one(&c, "SELECT pg_backend_pid()").await, pid);
 
     let names = ["application_name", "TimeZone"];
     for round in 0..3 {
@@ -1133,30 +666,17 @@ async fn startup_parameters_kept_per_client_on_one_server() {
             "round {round}"
         );
         // In an explicit transaction too.
-        let r = rows(
-            &a,
-            "BEGIN; SHOW TimeZone; SELECT current_setting('application_name'); COMMIT",
-        )
-        .await;
-        assert_eq!(
-            r,
-            [
-                [Some("Europe/Paris".to_string())],
-                [Some("myapp".to_string())]
-            ]
-        );
-        let r = rows(
-            &b,
-            "BEGIN; SHOW TimeZone; SELECT current_setting('application_name'); COMMIT",
-        )
-        .await;
-        assert_eq!(
-            r,
-            [
-                [Some("America/New_York".to_string())],
-                [Some("otherapp".to_string())]
-            ]
-        );
+        for (client, tz, app) in [
+            (&a, "Europe/Paris", "myapp"),
+            (&b, "America/New_York", "otherapp"),
+        ] {
+            let r = rows(
+                client,
+                "BEGIN; SHOW TimeZone; SELECT current_setting('application_name'); COMMIT",
+            )
+            .await;
+            assert_eq!(r, [[Some(tz.to_string())], [Some(app.to_string())]]);
+        }
     }
 
     // A SET outside a transaction is remembered for that client only.
@@ -1175,7 +695,7 @@ async fn startup_parameters_kept_per_client_on_one_server() {
     assert_eq!(show(&b, &names).await, ["renamed", "America/New_York"]);
     assert_eq!(show(&a, &names).await, ["myapp", "UTC"]);
     // Still one server.
-    assert_eq!(util::one(&b, "SELECT pg_backend_pid()").await, pid);
+    assert_eq!(one(&b, "SELECT pg_backend_pid()").await, pid);
     assert_eq!(mux.counts("onedb", "app").unwrap().open, 1);
 }
 
@@ -1187,14 +707,13 @@ async fn startup_parameters_kept_per_client_on_one_server() {
 async fn replication_startup_parameter_refused() {
     let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
     for value in ["database", "true", "on", "1"] {
-        let mut s = raw::connect(mux.port()).await;
-        raw::send(
-            &mut s,
-            &raw::startup(&[
+        let mut s = raw::start(
+            mux.port(),
+            &[
                 ("user", "app"),
                 ("database", "appdb"),
                 ("replication", value),
-            ]),
+            ],
         )
         .await;
         let msgs = read_to_close(&mut s).await;
@@ -1244,8 +763,7 @@ async fn unsupported_startup_parameters() {
             "options",
         ),
     ] {
-        let mut s = raw::connect(port).await;
-        raw::send(&mut s, &raw::startup(&params)).await;
+        let mut s = raw::start(port, &params).await;
         let msgs = read_to_close(&mut s).await;
         assert_eq!(raw::tags(&msgs), "E", "{params:?}");
         let (code, msg, _) = error_of(&msgs).unwrap();
@@ -1280,8 +798,7 @@ async fn unsupported_startup_parameters() {
     )
     .await;
     assert_eq!(msgs.last().unwrap().1, b"I");
-    raw::send(&mut s, &raw::query("SHOW DateStyle; SHOW IntervalStyle")).await;
-    let msgs = read_until_ready(&mut s).await;
+    let msgs = raw::simple_query(&mut s, "SHOW DateStyle; SHOW IntervalStyle").await;
     let data: Vec<&[u8]> = msgs
         .iter()
         .filter(|m| m.0 == b'D')
@@ -1303,24 +820,20 @@ async fn invalid_parameter_value_is_reported() {
             let Err(e) = c.simple_query("SELECT 1").await else {
                 panic!("bad TimeZone must fail")
             };
-            let code = util::code(&e);
-            let conn_err = tokio::time::timeout(Duration::from_secs(5), h)
-                .await
-                .unwrap()
-                .unwrap();
-            let conn_code = conn_err.as_ref().err().and_then(util::code);
-            assert_eq!(code.or(conn_code).as_deref(), Some("22023"), "{e}");
+            let query_code = code(&e);
+            let conn_err = conn_end(h, "the connection did not end").await;
+            let conn_code = conn_err.as_ref().err().and_then(code);
+            assert_eq!(query_code.or(conn_code).as_deref(), Some("22023"), "{e}");
         }
     }
-    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "onedb")).await;
-    assert_eq!(util::one(&c, "SELECT 1").await, "1");
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "onedb").await;
+    assert_eq!(one(&c, "SELECT 1").await, "1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_user_is_28000() {
     let mux = Mux::start(config("", "")).await;
-    let mut s = raw::connect(mux.port()).await;
-    raw::send(&mut s, &raw::startup(&[("database", "appdb")])).await;
+    let mut s = raw::start(mux.port(), &[("database", "appdb")]).await;
     let msgs = read_to_close(&mut s).await;
     let (code, _, _) = error_of(&msgs).expect("an error");
     assert_eq!(code, "28000");
@@ -1332,11 +845,7 @@ async fn missing_user_is_28000() {
 async fn server_md5_login_with_only_the_stored_hash() {
     // Postgres asks md5user for MD5 (pg_hba); pgmux knows only the stored "md5..." hash and
     // answers the server's challenge from it.
-    let extra = format!(
-        "[users.md5user]\npassword = \"{}\"\n",
-        md5_secret("md5user", "md5_pw")
-    );
-    let mux = Mux::start(custom_config("auth_type = \"md5\"", &extra)).await;
-    let (c, _h) = util::tp_connect_ok(&tp_config(mux.port(), "md5user", "md5_pw", "appdb")).await;
-    assert_eq!(util::one(&c, "SELECT current_user").await, "md5user");
+    let mux = Mux::start(custom_config("auth_type = \"md5\"", &md5user_md5_secret())).await;
+    let (c, _h) = connect_ok(mux.port(), "md5user", "md5_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "md5user");
 }

@@ -7,103 +7,34 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use pgmux::config::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncReadExt;
 use tokio_postgres::{AsyncMessage, Client, NoTls, SimpleQueryMessage};
 
-use crate::support::{config, eventually, pg, Mux};
+use crate::support::client::code;
+use crate::support::raw::{
+    self, bind, cstr, data_row_first, describe_statement, execute, flush, msg, parse, query, sync,
+    tags, Raw,
+};
+use crate::support::simple::{col, one};
+use crate::support::{config, eventually, pg, ConfigBuilder, Mux};
 
 /// Tests that watch this process's memory, or move a lot of data, run one at a time.
 static BIG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A `[databases.NAME]` entry for appdb on the test cluster, with extra settings.
 fn db_entry(name: &str, settings: &str) -> String {
-    format!(
-        "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"appdb\"\n{settings}\n",
-        pg().port
-    )
+    crate::support::db_entry(name, "appdb", settings)
 }
 
 /// A config with auth_type = "trust" (for raw-protocol clients); pgmux logs in to Postgres
 /// with app's password.
 fn trust_config(extra: &str) -> Config {
-    let text = format!(
-        r#"
-[general]
-listen_addr = "127.0.0.1"
-listen_port = 0
-auth_type = "trust"
-default_pool_size = 5
-max_client_conn = 100
-
-[databases.appdb]
-host = "127.0.0.1"
-port = {port}
-
-[users.app]
-password = "app_pw"
-
-{extra}
-"#,
-        port = pg().port
-    );
-    Config::parse(&text).unwrap_or_else(|e| panic!("bad test config: {e}\n{text}"))
-}
-
-/// The first column of every row of a simple query.
-async fn col(c: &Client, sql: &str) -> Vec<String> {
-    c.simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The first column of the last row of a simple query.
-async fn one(c: &Client, sql: &str) -> String {
-    col(c, sql)
-        .await
-        .pop()
-        .unwrap_or_else(|| panic!("{sql}: no rows"))
-}
-
-/// Wait (up to 5 s) until the pool's counts satisfy `f`: a client sees its answer a moment
-/// before pgmux has put the server back.
-async fn settled(
-    mux: &Mux,
-    db: &str,
-    f: impl Fn(&pgmux::pool::PoolCounts) -> bool,
-) -> pgmux::pool::PoolCounts {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let c = mux.counts(db, "app").expect("pool exists");
-        if f(&c) {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "pool {db} did not settle: {c:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn code(e: &tokio_postgres::Error) -> Option<String> {
-    e.code().map(|c| c.code().to_string())
-}
-
-async fn connect_with_handle(
-    mux: &Mux,
-    db: &str,
-) -> (
-    Client,
-    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-) {
-    let (client, conn) = tokio_postgres::connect(&mux.connstr("app", "app_pw", db), NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to pgmux {db}: {e}"));
-    (client, tokio::spawn(conn))
+    ConfigBuilder::new()
+        .general("auth_type = \"trust\"\ndefault_pool_size = 5\nmax_client_conn = 100")
+        .database("appdb", pg().port, "")
+        .user("app", Some("app_pw"))
+        .sections(extra)
+        .build()
 }
 
 /// Connect and forward the connection's asynchronous messages (notices, notifications).
@@ -129,172 +60,40 @@ async fn connect_with_messages(
     (client, rx)
 }
 
+/// pgmux with [`trust_config`] and a pool of one server for `db`, and a raw client logged in
+/// to that pool.
+async fn trust_pool_of_one(db: &str) -> (Mux, Raw) {
+    let mux = Mux::start(trust_config(&db_entry(db, "pool_size = 1"))).await;
+    let (r, _, _) = Raw::login(mux.port(), db).await;
+    (mux, r)
+}
+
+/// [`trust_pool_of_one`], where the raw client first creates a fresh table `table (columns)`,
+/// and a tokio-postgres client on the same pool.
+async fn trust_pool_of_one_and_other(db: &str, table: &str, columns: &str) -> (Mux, Raw, Client) {
+    let (mux, mut r) = trust_pool_of_one(db).await;
+    let other = mux.connect_as("app", "app_pw", db).await;
+    r.simple_query(&format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({columns})"
+    ))
+    .await;
+    (mux, r, other)
+}
+
+/// `one(c, sql)` within 3 s, for a client of app's pool for `db`; otherwise the pool's server
+/// was not released: panic with `what` and the pool's counts.
+async fn served(mux: &Mux, db: &str, c: &Client, sql: &str, what: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(3), one(c, sql))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: {:?}", mux.counts(db, "app")))
+}
+
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     s.lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
-}
-
-// ---------------------------------------------------------------------------------------------
-// A raw protocol client.
-
-fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-fn cstr(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-fn query_msg(sql: &str) -> Vec<u8> {
-    msg(b'Q', &cstr(sql))
-}
-
-fn parse_msg(name: &str, sql: &str) -> Vec<u8> {
-    let mut b = cstr(name);
-    b.extend(cstr(sql));
-    b.extend(0i16.to_be_bytes());
-    msg(b'P', &b)
-}
-
-fn describe_statement_msg(name: &str) -> Vec<u8> {
-    let mut b = vec![b'S'];
-    b.extend(cstr(name));
-    msg(b'D', &b)
-}
-
-fn bind_msg(portal: &str, statement: &str) -> Vec<u8> {
-    let mut b = cstr(portal);
-    b.extend(cstr(statement));
-    b.extend(0i16.to_be_bytes()); // parameter formats
-    b.extend(0i16.to_be_bytes()); // parameters
-    b.extend(0i16.to_be_bytes()); // result formats
-    msg(b'B', &b)
-}
-
-fn execute_msg(portal: &str) -> Vec<u8> {
-    let mut b = cstr(portal);
-    b.extend(0i32.to_be_bytes());
-    msg(b'E', &b)
-}
-
-fn sync_msg() -> Vec<u8> {
-    msg(b'S', &[])
-}
-
-fn flush_msg() -> Vec<u8> {
-    msg(b'H', &[])
-}
-
-fn cancel_request(pid: i32, secret: i32) -> Vec<u8> {
-    let mut b = 16u32.to_be_bytes().to_vec();
-    b.extend(80877102i32.to_be_bytes());
-    b.extend(pid.to_be_bytes());
-    b.extend(secret.to_be_bytes());
-    b
-}
-
-/// The text of a DataRow's first column.
-fn data_row_first(body: &[u8]) -> String {
-    let len = i32::from_be_bytes(body[2..6].try_into().unwrap()) as usize;
-    String::from_utf8_lossy(&body[6..6 + len]).into_owned()
-}
-
-struct Raw {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    /// Log in as app to `db` (trust) and return the client and its BackendKeyData.
-    async fn login(port: u16, db: &str) -> (Raw, i32, i32) {
-        let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let mut r = Raw { s, buf: Vec::new() };
-        let mut body = 196608i32.to_be_bytes().to_vec();
-        for (k, v) in [("user", "app"), ("database", db)] {
-            body.extend(cstr(k));
-            body.extend(cstr(v));
-        }
-        body.push(0);
-        let mut startup = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-        startup.extend(body);
-        r.send(&startup).await;
-        let (mut pid, mut secret) = (0, 0);
-        loop {
-            let (tag, body) = r.read().await;
-            match tag {
-                b'R' => assert_eq!(&body[..4], &[0, 0, 0, 0], "trust login expected"),
-                b'S' => {}
-                b'K' => {
-                    pid = i32::from_be_bytes(body[0..4].try_into().unwrap());
-                    secret = i32::from_be_bytes(body[4..8].try_into().unwrap());
-                }
-                b'Z' => break,
-                t => panic!(
-                    "unexpected '{}' during login: {}",
-                    t as char,
-                    String::from_utf8_lossy(&body)
-                ),
-            }
-        }
-        (r, pid, secret)
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).await.unwrap();
-    }
-
-    /// The next message, or None if nothing arrives within `wait`.
-    async fn try_read(&mut self, wait: Duration) -> Option<(u8, Vec<u8>)> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            if self.buf.len() >= 5 {
-                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
-                if self.buf.len() > len {
-                    let m: Vec<u8> = self.buf.drain(..len + 1).collect();
-                    return Some((m[0], m[5..].to_vec()));
-                }
-            }
-            let mut chunk = [0u8; 16384];
-            match tokio::time::timeout_at(deadline, self.s.read(&mut chunk)).await {
-                Err(_) => return None,
-                Ok(Ok(0)) => panic!("pgmux closed the connection"),
-                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
-                Ok(Err(e)) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    async fn read(&mut self) -> (u8, Vec<u8>) {
-        self.try_read(Duration::from_secs(5))
-            .await
-            .expect("no message from pgmux within 5 s")
-    }
-
-    /// Messages up to and including the `n`th ReadyForQuery.
-    async fn read_until_ready(&mut self, n: usize) -> Vec<(u8, Vec<u8>)> {
-        let mut out = Vec::new();
-        let mut seen = 0;
-        while seen < n {
-            let m = self.read().await;
-            if m.0 == b'Z' {
-                seen += 1;
-            }
-            out.push(m);
-        }
-        out
-    }
-}
-
-fn tags(msgs: &[(u8, Vec<u8>)]) -> String {
-    msgs.iter().map(|m| m.0 as char).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -358,14 +157,7 @@ async fn transaction_mode_releases_at_commit_and_keeps_the_server_inside_a_trans
     let e = b.simple_query("SELECT 1/0").await.unwrap_err();
     assert_eq!(code(&e).as_deref(), Some("22012"));
     assert_eq!(one(&a, "SELECT pg_backend_pid()").await, pid);
-    let pool = mux
-        .running
-        .shared
-        .registry
-        .all()
-        .into_iter()
-        .find(|p| p.database == "txdb")
-        .unwrap();
+    let pool = mux.pool("txdb", "app").unwrap();
     assert_eq!(
         pool.stats
             .servers_opened
@@ -507,7 +299,7 @@ async fn statement_mode_refuses_transaction_blocks_and_alternates_clients() {
     let _ = (r1, r2);
 
     // BEGIN: error and disconnect.
-    let (c3, conn) = connect_with_handle(&mux, "stmtdb").await;
+    let (c3, conn) = mux.connect_with_handle("app", "app_pw", "stmtdb").await;
     let begin = c3.simple_query("BEGIN").await;
     let after = c3.simple_query("SELECT 1").await;
     assert!(
@@ -539,7 +331,7 @@ async fn statement_mode_refuses_transaction_blocks_and_alternates_clients() {
     // The server was rolled back and reused.
     assert_eq!(one(&c1, "SELECT pg_backend_pid()").await, pid);
     assert_eq!(one(&c2, "SELECT now() = statement_timestamp()").await, "t");
-    let counts = settled(&mux, "stmtdb", |c| c.active == 0).await;
+    let counts = mux.settled("stmtdb", |c| c.active == 0).await;
     assert_eq!(counts.open, 1, "{counts:?}");
 }
 
@@ -662,6 +454,14 @@ fn copy_rows(rows: usize) -> Vec<u8> {
     data
 }
 
+/// `data` with a row that is not valid for `(id int, payload text)` in the middle.
+fn with_bad_row(data: &[u8]) -> Vec<u8> {
+    let mut bad = data[..data.len() / 2].to_vec();
+    bad.extend_from_slice(b"not_a_number\tbad\n");
+    bad.extend_from_slice(&data[data.len() / 2..]);
+    bad
+}
+
 /// COPY through tokio-postgres: `copy_in` (Bind, Execute, Sync, CopyData..., CopyDone, Sync)
 /// and `copy_out`, then a COPY with bad data; the pool of 1 must serve another client after each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -693,17 +493,14 @@ async fn copy_in_and_out_with_tokio_postgres_and_a_failed_copy() {
     let n = sink.as_mut().finish().await.unwrap();
     assert_eq!(n as usize, ROWS);
     // The copy is over: the server goes back to the pool and serves another client.
-    let counted = tokio::time::timeout(
-        Duration::from_secs(3),
-        one(&d, "SELECT count(*) FROM modes_copy"),
+    let counted = served(
+        &mux,
+        "copydb",
+        &d,
+        "SELECT count(*) FROM modes_copy",
+        "server not released after COPY FROM STDIN",
     )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "server not released after COPY FROM STDIN: {:?}",
-            mux.counts("copydb", "app")
-        )
-    });
+    .await;
     assert_eq!(counted, ROWS.to_string());
 
     let out = c
@@ -722,9 +519,7 @@ async fn copy_in_and_out_with_tokio_postgres_and_a_failed_copy() {
     );
 
     // Bad data in the middle of a large COPY: a clean error, the server is reused.
-    let mut bad = data[..data.len() / 2].to_vec();
-    bad.extend_from_slice(b"not_a_number\tbad\n");
-    bad.extend_from_slice(&data[data.len() / 2..]);
+    let bad = with_bad_row(&data);
     let res = async {
         let sink = c.copy_in::<_, Bytes>("COPY modes_copy FROM STDIN").await?;
         futures_util::pin_mut!(sink);
@@ -740,58 +535,13 @@ async fn copy_in_and_out_with_tokio_postgres_and_a_failed_copy() {
         one(&c, "SELECT count(*) FROM modes_copy").await,
         ROWS.to_string()
     );
-    let v = tokio::time::timeout(Duration::from_secs(3), one(&d, "SELECT pg_backend_pid()"))
-        .await
-        .expect("server not released after the failed COPY");
+    let what = "server not released after the failed COPY";
+    let v = served(&mux, "copydb", &d, "SELECT pg_backend_pid()", what).await;
     assert_eq!(v, pid);
     assert_eq!(one(&d, "SELECT now() = statement_timestamp()").await, "t");
-    let counts = settled(&mux, "copydb", |c| c.active == 0).await;
+    let counts = mux.settled("copydb", |c| c.active == 0).await;
     assert_eq!(counts.open, 1, "{counts:?}");
     col(&d, "DROP TABLE modes_copy").await;
-}
-
-/// Send `bytes` in pieces while reading the answer up to the `n`th ReadyForQuery (so a server
-/// that answers early cannot deadlock the test).
-async fn send_and_read(r: &mut Raw, bytes: &[u8], n: usize) -> Vec<(u8, Vec<u8>)> {
-    let (mut rd, mut wr) = r.s.split();
-    let write = async {
-        for chunk in bytes.chunks(256 * 1024) {
-            wr.write_all(chunk).await.unwrap();
-        }
-    };
-    let read = async {
-        let mut got = Vec::new();
-        let mut seen = 0;
-        let mut chunk = vec![0u8; 64 * 1024];
-        while seen < n {
-            while r.buf.len() >= 5 {
-                let len = u32::from_be_bytes(r.buf[1..5].try_into().unwrap()) as usize;
-                if r.buf.len() <= len {
-                    break;
-                }
-                let m: Vec<u8> = r.buf.drain(..len + 1).collect();
-                if m[0] == b'Z' {
-                    seen += 1;
-                }
-                got.push((m[0], m[5..].to_vec()));
-                if seen == n {
-                    break;
-                }
-            }
-            if seen == n {
-                break;
-            }
-            let k = rd.read(&mut chunk).await.unwrap();
-            assert!(k > 0, "pgmux closed the connection");
-            r.buf.extend_from_slice(&chunk[..k]);
-        }
-        got
-    };
-    let ((), got) =
-        tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(write, read) })
-            .await
-            .expect("COPY exchange stalled");
-    got
 }
 
 fn copy_data_msgs(data: &[u8]) -> Vec<u8> {
@@ -802,71 +552,42 @@ fn copy_data_msgs(data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn error_code(body: &[u8]) -> String {
-    let mut rest = body;
-    while let Some((&t, r)) = rest.split_first() {
-        if t == 0 {
-            break;
-        }
-        let end = r.iter().position(|&b| b == 0).unwrap();
-        if t == b'C' {
-            return String::from_utf8_lossy(&r[..end]).into_owned();
-        }
-        rest = &r[end + 1..];
-    }
-    String::new()
-}
-
 /// COPY in the simple protocol, raw: several MB in and out, bad data, CopyFail; after each,
 /// another client gets the pool's only server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_in_and_out_simple_protocol_raw() {
     let _big = BIG.lock().await;
-    let extra = db_entry("rawcopy", "pool_size = 1");
-    let mux = Mux::start(trust_config(&extra)).await;
-    let (mut r, _, _) = Raw::login(mux.port(), "rawcopy").await;
-    let other = mux.connect_as("app", "app_pw", "rawcopy").await;
-    let served = |sql: &'static str| {
-        let other = &other;
-        let mux = &mux;
-        async move {
-            tokio::time::timeout(Duration::from_secs(3), one(other, sql))
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "the pool's server was not released: {:?}",
-                        mux.counts("rawcopy", "app")
-                    )
-                })
-        }
+    let (mux, mut r, other) =
+        trust_pool_of_one_and_other("rawcopy", "modes_rawcopy", "id int, payload text").await;
+    let other_served = |sql| {
+        served(
+            &mux,
+            "rawcopy",
+            &other,
+            sql,
+            "the pool's server was not released",
+        )
     };
-    r.send(&query_msg(
-        "DROP TABLE IF EXISTS modes_rawcopy; CREATE TABLE modes_rawcopy (id int, payload text)",
-    ))
-    .await;
-    r.read_until_ready(1).await;
     const ROWS: usize = 100_000;
     let data = copy_rows(ROWS);
 
     // COPY FROM STDIN.
-    r.send(&query_msg("COPY modes_rawcopy FROM STDIN")).await;
+    r.send(&query("COPY modes_rawcopy FROM STDIN")).await;
     assert_eq!(r.read().await.0, b'G');
     let mut out = copy_data_msgs(&data);
     out.extend(msg(b'c', &[]));
-    let got = send_and_read(&mut r, &out, 1).await;
+    let got = r.send_and_read(&out, 1).await;
     assert_eq!(tags(&got), "CZ");
     assert_eq!(got[0].1, format!("COPY {ROWS}\0").as_bytes());
     assert_eq!(
-        served("SELECT count(*) FROM modes_rawcopy").await,
+        other_served("SELECT count(*) FROM modes_rawcopy").await,
         ROWS.to_string()
     );
 
     // COPY TO STDOUT.
-    r.send(&query_msg(
-        "COPY (SELECT * FROM modes_rawcopy ORDER BY id) TO STDOUT",
-    ))
-    .await;
-    let got = r.read_until_ready(1).await;
+    let got = r
+        .simple_query("COPY (SELECT * FROM modes_rawcopy ORDER BY id) TO STDOUT")
+        .await;
     let mut copied = Vec::new();
     for (tag, body) in &got {
         if *tag == b'd' {
@@ -883,42 +604,44 @@ async fn copy_in_and_out_simple_protocol_raw() {
         copied == data,
         "COPY TO STDOUT differs from what was copied in"
     );
-    assert_eq!(served("SELECT 'after copy out'").await, "after copy out");
+    assert_eq!(
+        other_served("SELECT 'after copy out'").await,
+        "after copy out"
+    );
 
     // Bad data in the middle of a large COPY: an error, and the server is reused.
-    let mut bad = data[..data.len() / 2].to_vec();
-    bad.extend_from_slice(b"not_a_number\tbad\n");
-    bad.extend_from_slice(&data[data.len() / 2..]);
-    r.send(&query_msg("COPY modes_rawcopy FROM STDIN")).await;
+    let bad = with_bad_row(&data);
+    r.send(&query("COPY modes_rawcopy FROM STDIN")).await;
     assert_eq!(r.read().await.0, b'G');
     let mut out = copy_data_msgs(&bad);
     out.extend(msg(b'c', &[]));
-    let got = send_and_read(&mut r, &out, 1).await;
+    let got = r.send_and_read(&out, 1).await;
     assert_eq!(tags(&got), "EZ");
-    assert_eq!(error_code(&got[0].1), "22P02");
+    assert_eq!(raw::fields(&got[0].1).0, "22P02");
     assert_eq!(got[1].1, b"I");
     assert_eq!(
-        served("SELECT count(*) FROM modes_rawcopy").await,
+        other_served("SELECT count(*) FROM modes_rawcopy").await,
         ROWS.to_string()
     );
 
     // CopyFail from the client.
-    r.send(&query_msg("COPY modes_rawcopy FROM STDIN")).await;
+    r.send(&query("COPY modes_rawcopy FROM STDIN")).await;
     assert_eq!(r.read().await.0, b'G');
     let mut out = copy_data_msgs(&data[..100_000]);
     out.extend(msg(b'f', &cstr("client gave up")));
-    let got = send_and_read(&mut r, &out, 1).await;
+    let got = r.send_and_read(&out, 1).await;
     assert_eq!(tags(&got), "EZ");
-    assert_eq!(error_code(&got[0].1), "57014");
-    assert_eq!(served("SELECT 'after copy fail'").await, "after copy fail");
+    assert_eq!(raw::fields(&got[0].1).0, "57014");
+    assert_eq!(
+        other_served("SELECT 'after copy fail'").await,
+        "after copy fail"
+    );
 
     // The raw client goes on normally.
-    r.send(&query_msg("SELECT count(*) FROM modes_rawcopy"))
-        .await;
-    let got = r.read_until_ready(1).await;
+    let got = r.simple_query("SELECT count(*) FROM modes_rawcopy").await;
     assert_eq!(tags(&got), "TDCZ");
     assert_eq!(data_row_first(&got[1].1), ROWS.to_string());
-    let counts = settled(&mux, "rawcopy", |c| c.active == 0).await;
+    let counts = mux.settled("rawcopy", |c| c.active == 0).await;
     assert_eq!(counts.open, 1, "{counts:?}");
     col(&other, "DROP TABLE modes_rawcopy").await;
 }
@@ -928,19 +651,12 @@ async fn copy_in_and_out_simple_protocol_raw() {
 /// arrives in copy-in mode, so there is one ReadyForQuery in all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_protocol_copy_in_with_sync_before_copy_data() {
-    let extra = db_entry("extcopy", "pool_size = 1");
-    let mux = Mux::start(trust_config(&extra)).await;
-    let (mut r, _, _) = Raw::login(mux.port(), "extcopy").await;
-    let other = mux.connect_as("app", "app_pw", "extcopy").await;
-    r.send(&query_msg(
-        "DROP TABLE IF EXISTS modes_extcopy; CREATE TABLE modes_extcopy (id int)",
-    ))
-    .await;
-    r.read_until_ready(1).await;
-    let mut out = parse_msg("", "COPY modes_extcopy FROM STDIN");
-    out.extend(bind_msg("", ""));
-    out.extend(execute_msg(""));
-    out.extend(sync_msg());
+    let (mux, mut r, other) =
+        trust_pool_of_one_and_other("extcopy", "modes_extcopy", "id int").await;
+    let mut out = parse("", "COPY modes_extcopy FROM STDIN");
+    out.extend(bind("", ""));
+    out.extend(execute(""));
+    out.extend(sync());
     r.send(&out).await;
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -949,7 +665,7 @@ async fn extended_protocol_copy_in_with_sync_before_copy_data() {
     assert_eq!(tags(&got), "12G");
     let mut out = msg(b'd', b"1\n2\n3\n");
     out.extend(msg(b'c', &[]));
-    out.extend(sync_msg());
+    out.extend(sync());
     r.send(&out).await;
     let got = r.read_until_ready(1).await;
     assert_eq!(tags(&got), "CZ");
@@ -958,17 +674,14 @@ async fn extended_protocol_copy_in_with_sync_before_copy_data() {
         r.try_read(Duration::from_millis(300)).await.is_none(),
         "Postgres answered the first Sync after all"
     );
-    let v = tokio::time::timeout(
-        Duration::from_secs(3),
-        one(&other, "SELECT count(*) FROM modes_extcopy"),
+    let v = served(
+        &mux,
+        "extcopy",
+        &other,
+        "SELECT count(*) FROM modes_extcopy",
+        "server not released after an extended-protocol COPY",
     )
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "server not released after an extended-protocol COPY: {:?}",
-            mux.counts("extcopy", "app")
-        )
-    });
+    .await;
     assert_eq!(v, "3");
     col(&other, "DROP TABLE modes_extcopy").await;
 }
@@ -978,38 +691,23 @@ async fn extended_protocol_copy_in_with_sync_before_copy_data() {
 /// arrive (Postgres drops them). The pool must go on serving others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_data_sent_after_a_failed_copy_does_not_hold_the_server() {
-    let extra = db_entry("latecopy", "pool_size = 1");
-    let mux = Mux::start(trust_config(&extra)).await;
-    let (mut r, _, _) = Raw::login(mux.port(), "latecopy").await;
-    let other = mux.connect_as("app", "app_pw", "latecopy").await;
-    r.send(&query_msg(
-        "DROP TABLE IF EXISTS modes_latecopy; CREATE TABLE modes_latecopy (id int)",
-    ))
-    .await;
-    r.read_until_ready(1).await;
-    r.send(&query_msg("COPY modes_latecopy FROM STDIN")).await;
+    let (mux, mut r, other) =
+        trust_pool_of_one_and_other("latecopy", "modes_latecopy", "id int").await;
+    r.send(&query("COPY modes_latecopy FROM STDIN")).await;
     assert_eq!(r.read().await.0, b'G');
     r.send(&msg(b'd', b"1\nnot_a_number\n")).await;
     let got = r.read_until_ready(1).await;
     assert_eq!(tags(&got), "EZ");
-    assert_eq!(error_code(&got[0].1), "22P02");
+    assert_eq!(raw::fields(&got[0].1).0, "22P02");
     // The slow client only now sends the rest and CopyDone.
     let mut out = msg(b'd', b"2\n3\n");
     out.extend(msg(b'c', &[]));
     r.send(&out).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let v = tokio::time::timeout(Duration::from_secs(3), one(&other, "SELECT 'other'"))
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "the server is held by the client that sent CopyData after its COPY failed: {:?}",
-                mux.counts("latecopy", "app")
-            )
-        });
+    let what = "the server is held by the client that sent CopyData after its COPY failed";
+    let v = served(&mux, "latecopy", &other, "SELECT 'other'", what).await;
     assert_eq!(v, "other");
-    r.send(&query_msg("SELECT count(*) FROM modes_latecopy"))
-        .await;
-    let got = r.read_until_ready(1).await;
+    let got = r.simple_query("SELECT count(*) FROM modes_latecopy").await;
     assert_eq!(tags(&got), "TDCZ");
     assert_eq!(data_row_first(&got[1].1), "0");
     col(&other, "DROP TABLE modes_latecopy").await;
@@ -1043,11 +741,10 @@ async fn empty_query_then_syntax_error_then_a_normal_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_protocol_flush_before_sync_and_pipelined_simple_queries() {
-    let mux = Mux::start(trust_config(&db_entry("raw1", "pool_size = 1"))).await;
-    let (mut r, _, _) = Raw::login(mux.port(), "raw1").await;
-    let mut out = parse_msg("", "SELECT 1");
-    out.extend(describe_statement_msg(""));
-    out.extend(flush_msg());
+    let (mux, mut r) = trust_pool_of_one("raw1").await;
+    let mut out = parse("", "SELECT 1");
+    out.extend(describe_statement(""));
+    out.extend(flush());
     r.send(&out).await;
     let mut got = Vec::new();
     for _ in 0..3 {
@@ -1066,15 +763,15 @@ async fn extended_protocol_flush_before_sync_and_pipelined_simple_queries() {
 
     // The client holds its server between Flush and Sync: another client waits.
     let (mut other, _, _) = Raw::login(mux.port(), "raw1").await;
-    other.send(&query_msg("SELECT 'other'")).await;
+    other.send(&query("SELECT 'other'")).await;
     eventually(5, "the other client to wait", || {
         mux.counts("raw1", "app").unwrap().waiting == 1
     })
     .await;
 
-    let mut out = bind_msg("", "");
-    out.extend(execute_msg(""));
-    out.extend(sync_msg());
+    let mut out = bind("", "");
+    out.extend(execute(""));
+    out.extend(sync());
     r.send(&out).await;
     let got = r.read_until_ready(1).await;
     assert_eq!(tags(&got), "2DCZ");
@@ -1086,8 +783,8 @@ async fn extended_protocol_flush_before_sync_and_pipelined_simple_queries() {
     assert_eq!(data_row_first(&o[1].1), "other");
 
     // Two simple queries in one write.
-    let mut out = query_msg("SELECT 1");
-    out.extend(query_msg("SELECT 2"));
+    let mut out = query("SELECT 1");
+    out.extend(query("SELECT 2"));
     r.send(&out).await;
     let got = r.read_until_ready(2).await;
     assert_eq!(tags(&got), "TDCZTDCZ");
@@ -1098,13 +795,13 @@ async fn extended_protocol_flush_before_sync_and_pipelined_simple_queries() {
     // Pipelined extended queries, and a pipelined BEGIN ... COMMIT, in one write.
     let mut out = Vec::new();
     for q in ["SELECT 10", "SELECT 20"] {
-        out.extend(parse_msg("", q));
-        out.extend(bind_msg("", ""));
-        out.extend(execute_msg(""));
-        out.extend(sync_msg());
+        out.extend(parse("", q));
+        out.extend(bind("", ""));
+        out.extend(execute(""));
+        out.extend(sync());
     }
     for q in ["BEGIN", "SELECT 30", "COMMIT"] {
-        out.extend(query_msg(q));
+        out.extend(query(q));
     }
     r.send(&out).await;
     let got = r.read_until_ready(5).await;
@@ -1117,7 +814,7 @@ async fn extended_protocol_flush_before_sync_and_pipelined_simple_queries() {
     assert_eq!(rows, ["10", "20", "30"]);
     let statuses: Vec<u8> = got.iter().filter(|m| m.0 == b'Z').map(|m| m.1[0]).collect();
     assert_eq!(statuses, b"IITTI");
-    let counts = settled(&mux, "raw1", |c| c.active == 0).await;
+    let counts = mux.settled("raw1", |c| c.active == 0).await;
     assert_eq!((counts.open, counts.waiting), (1, 0), "{counts:?}");
 }
 
@@ -1161,7 +858,7 @@ async fn cancel_request_with_an_unknown_key_is_ignored() {
     let (mut r, pid, secret) = Raw::login(mux.port(), "appdb").await;
     let c = mux.connect_as("app", "app_pw", "appdb").await;
     let t0 = Instant::now();
-    r.send(&query_msg("SELECT pg_sleep(1)")).await;
+    r.send(&query("SELECT pg_sleep(1)")).await;
     let q = tokio::spawn(async move {
         let r = c.simple_query("SELECT pg_sleep(1), 'done'").await;
         (c, r)
@@ -1174,8 +871,8 @@ async fn cancel_request_with_an_unknown_key_is_ignored() {
     keys.push((pid, secret.wrapping_add(1)));
     keys.push((pid.wrapping_add(1), secret));
     for (p, s) in keys {
-        let mut sock = TcpStream::connect(("127.0.0.1", mux.port())).await.unwrap();
-        sock.write_all(&cancel_request(p, s)).await.unwrap();
+        let mut sock = raw::connect(mux.port()).await;
+        raw::send(&mut sock, &raw::cancel_request(p, s)).await;
         let mut b = [0u8; 1];
         let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut b))
             .await
@@ -1233,12 +930,10 @@ async fn large_result_streams_a_million_rows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_does_not_make_pgmux_buffer_the_result() {
     let _big = BIG.lock().await;
-    let extra = db_entry("slowdb", "pool_size = 1");
-    let mux = Mux::start(trust_config(&extra)).await;
-    let (mut r, _, _) = Raw::login(mux.port(), "slowdb").await;
+    let (mux, mut r) = trust_pool_of_one("slowdb").await;
     let before = rss_kib();
     // ~200 MB of rows.
-    r.send(&query_msg(
+    r.send(&query(
         "SELECT g, repeat('x', 1000) AS slow_reader_payload FROM generate_series(1, 200000) g",
     ))
     .await;
@@ -1294,8 +989,7 @@ async fn slow_reader_does_not_make_pgmux_buffer_the_result() {
     })
     .await;
     let (mut next, _, _) = Raw::login(mux.port(), "slowdb").await;
-    next.send(&query_msg("SELECT 'recovered'")).await;
-    let got = next.read_until_ready(1).await;
+    let got = next.simple_query("SELECT 'recovered'").await;
     assert_eq!(tags(&got), "TDCZ");
     assert_eq!(data_row_first(&got[1].1), "recovered");
     assert!(mux.counts("slowdb", "app").unwrap().open <= 1);

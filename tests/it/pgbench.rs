@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::support::{config, pg, run, Mux};
+use crate::support::{config, database_section, pg, run, Mux};
 
 fn secs() -> u64 {
     std::env::var("PGMUX_PGBENCH_SECS")
@@ -29,10 +29,7 @@ fn pgbench(port: u16, args: &[&str]) -> (bool, String, String) {
 async fn pgbench_500_clients_pool_20_simple_and_extended() {
     let pg = pg();
     pg.psql_super("postgres", "CREATE DATABASE benchdb OWNER app");
-    let extra = format!(
-        "[databases.benchdb]\nhost = \"127.0.0.1\"\nport = {}\npool_size = 20\n",
-        pg.port
-    );
+    let extra = database_section("benchdb", pg.port, "pool_size = 20");
     let mux = Mux::start(config("", &extra)).await;
     let port = mux.port();
     let t = secs().to_string();

@@ -6,25 +6,28 @@
 //! other tests running in parallel against the shared cluster do not disturb the count.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
 
-use crate::support::{config, eventually, pg, Mux};
-
-/// A `[databases.NAME]` entry for the test cluster's database `dbname`, with extra settings.
-fn db_entry(name: &str, dbname: &str, settings: &str) -> String {
-    format!(
-        "[databases.{name}]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"{dbname}\"\n{settings}\n",
-        pg().port
-    )
-}
+use crate::support::client::code;
+use crate::support::simple::{col, one};
+use crate::support::{config, db_entry, eventually, pg, Mux};
 
 /// Create a database owned by `app` for one test.
 fn own_database(name: &str) {
     pg().psql_super("postgres", &format!("CREATE DATABASE {name} OWNER app"));
+}
+
+/// Create database `dbname` for this test, and start pgmux with the harness config plus
+/// `general`, and an entry `name` for that database with `settings`.
+async fn mux_on_own_database(dbname: &str, name: &str, general: &str, settings: &str) -> Mux {
+    own_database(dbname);
+    Mux::start(config(general, &db_entry(name, dbname, settings))).await
 }
 
 /// Client backends connected to database `db`, as Postgres sees them.
@@ -41,106 +44,69 @@ fn backends(db: &str) -> usize {
     .unwrap()
 }
 
-/// The first column of every row of a simple query.
-async fn col(c: &Client, sql: &str) -> Vec<String> {
-    c.simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
-            _ => None,
-        })
-        .collect()
+/// The most servers open at once, summed over some pools, sampled every few milliseconds.
+struct MaxOpen {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<usize>,
 }
 
-/// The first column of the last row of a simple query.
-async fn one(c: &Client, sql: &str) -> String {
-    col(c, sql)
-        .await
-        .pop()
-        .unwrap_or_else(|| panic!("{sql}: no rows"))
-}
+impl MaxOpen {
+    /// Start sampling the (database, user) `pools`.
+    fn watch(mux: &Arc<Mux>, pools: &'static [(&'static str, &'static str)]) -> MaxOpen {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mux, stopped) = (mux.clone(), stop.clone());
+        let open = move || {
+            pools
+                .iter()
+                .map(|(db, user)| mux.counts(db, user).map_or(0, |c| c.open))
+                .sum::<usize>()
+        };
+        let task = tokio::spawn(async move {
+            let mut max = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                max = max.max(open());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            max.max(open())
+        });
+        MaxOpen { stop, task }
+    }
 
-/// Wait (up to 5 s) until the pool's counts satisfy `f`: a client sees its answer a moment
-/// before pgmux has put the server back.
-async fn settled(
-    mux: &Mux,
-    db: &str,
-    f: impl Fn(&pgmux::pool::PoolCounts) -> bool,
-) -> pgmux::pool::PoolCounts {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let c = mux.counts(db, "app").expect("pool exists");
-        if f(&c) {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "pool {db} did not settle: {c:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    /// Stop sampling and return the largest value seen.
+    async fn finish(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
     }
 }
 
-fn code(e: &tokio_postgres::Error) -> Option<String> {
-    e.code().map(|c| c.code().to_string())
+/// Run `f` in a task of its own; the flag tells whether it has finished.
+fn spawn_flagged<T: Send + 'static>(
+    f: impl Future<Output = T> + Send + 'static,
+) -> (Arc<AtomicBool>, JoinHandle<T>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let task = tokio::spawn(async move {
+        let v = f.await;
+        d.store(true, Ordering::Relaxed);
+        v
+    });
+    (done, task)
 }
 
-/// Connect and keep the connection task's handle (to see how it ended, or to drop the socket).
-async fn connect_with_handle(
-    mux: &Mux,
-    user: &str,
-    pw: &str,
-    db: &str,
-) -> (
-    Client,
-    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
-) {
-    let (client, conn) = tokio_postgres::connect(&mux.connstr(user, pw, db), NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connect to pgmux as {user}/{db}: {e}"));
-    (client, tokio::spawn(conn))
-}
-
-fn pool_of(mux: &Mux, db: &str, user: &str) -> std::sync::Arc<pgmux::pool::Pool> {
-    mux.running
-        .shared
-        .registry
-        .all()
-        .into_iter()
-        .find(|p| p.database == db && p.user == user)
-        .expect("pool exists")
-}
-
-/// Sample `f` every few milliseconds until `stop`, returning the largest value seen.
-fn sample_max(
-    stop: Arc<AtomicBool>,
-    f: impl Fn() -> usize + Send + 'static,
-) -> tokio::task::JoinHandle<usize> {
-    tokio::spawn(async move {
-        let mut max = 0;
-        while !stop.load(Ordering::Relaxed) {
-            max = max.max(f());
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        max.max(f())
-    })
+/// Connect with `connstr` and ask for current_user. A new pool needs a server even to log
+/// in (to learn the server's parameters).
+async fn new_client_current_user(connstr: String) -> (Client, String) {
+    let (b, conn) = tokio_postgres::connect(&connstr, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let u = one(&b, "SELECT current_user").await;
+    (b, u)
 }
 
 // 1. Servers are reused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_are_reused_by_sequential_transactions_of_three_clients() {
-    own_database("pool_reuse");
-    let mux = Arc::new(
-        Mux::start(config(
-            "",
-            &db_entry("reusedb", "pool_reuse", "pool_size = 2"),
-        ))
-        .await,
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let m = mux.clone();
-    let max_open = sample_max(stop.clone(), move || {
-        m.counts("reusedb", "app").map_or(0, |c| c.open)
-    });
+    let mux = Arc::new(mux_on_own_database("pool_reuse", "reusedb", "", "pool_size = 2").await);
+    let max_open = MaxOpen::watch(&mux, &[("reusedb", "app")]);
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let c = mux.connect_as("app", "app_pw", "reusedb").await;
@@ -162,8 +128,7 @@ async fn servers_are_reused_by_sequential_transactions_of_three_clients() {
         transactions += p.len();
         pids.extend(p);
     }
-    stop.store(true, Ordering::Relaxed);
-    let max_open = max_open.await.unwrap();
+    let max_open = max_open.finish().await;
     assert_eq!(transactions, 60);
     assert!(
         pids.len() <= 2,
@@ -171,9 +136,11 @@ async fn servers_are_reused_by_sequential_transactions_of_three_clients() {
         pids.len()
     );
     assert!(max_open <= 2, "pool of 2 had {max_open} servers open");
-    let counts = settled(&mux, "reusedb", |c| c.active == 0).await;
+    let counts = mux.settled("reusedb", |c| c.active == 0).await;
     assert!(counts.open <= 2, "{counts:?}");
-    let opened = pool_of(&mux, "reusedb", "app")
+    let opened = mux
+        .pool("reusedb", "app")
+        .expect("pool exists")
         .stats
         .servers_opened
         .load(Ordering::Relaxed);
@@ -249,7 +216,7 @@ async fn query_wait_timeout_fails_the_waiter_and_disconnects_it() {
     ))
     .await;
     let a = mux.connect_as("app", "app_pw", "qwtdb").await;
-    let (b, b_conn) = connect_with_handle(&mux, "app", "app_pw", "qwtdb").await;
+    let (b, b_conn) = mux.connect_with_handle("app", "app_pw", "qwtdb").await;
     col(&a, "BEGIN; SELECT 1").await;
     let t0 = Instant::now();
     let err = tokio::time::timeout(Duration::from_secs(5), b.simple_query("SELECT 1"))
@@ -298,11 +265,7 @@ async fn reserve_pool_serves_a_waiter_after_reserve_pool_timeout() {
     let a = mux.connect_as("app", "app_pw", "reservedb").await;
     let b = mux.connect_as("app", "app_pw", "reservedb").await;
     let c = mux.connect_as("app", "app_pw", "reservedb").await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let m = mux.clone();
-    let max_open = sample_max(stop.clone(), move || {
-        m.counts("reservedb", "app").map_or(0, |c| c.open)
-    });
+    let max_open = MaxOpen::watch(&mux, &[("reservedb", "app")]);
     col(&a, "BEGIN; SELECT 1").await;
     let pid_a = one(&a, "SELECT pg_backend_pid()").await;
 
@@ -329,13 +292,7 @@ async fn reserve_pool_serves_a_waiter_after_reserve_pool_timeout() {
     assert_eq!((counts.open, counts.active), (2, 2), "{counts:?}");
 
     // A third waiter finds the reserve used up: it waits, and no third server is opened.
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    let third = tokio::spawn(async move {
-        let v = one(&c, "SELECT 'c'").await;
-        d.store(true, Ordering::Relaxed);
-        v
-    });
+    let (done, third) = spawn_flagged(async move { one(&c, "SELECT 'c'").await });
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!done.load(Ordering::Relaxed), "C got a third server");
     let counts = mux.counts("reservedb", "app").unwrap();
@@ -348,10 +305,11 @@ async fn reserve_pool_serves_a_waiter_after_reserve_pool_timeout() {
         .unwrap();
     assert_eq!(v, "c");
     col(&b, "COMMIT").await;
-    stop.store(true, Ordering::Relaxed);
-    let max_open = max_open.await.unwrap();
+    let max_open = max_open.finish().await;
     assert_eq!(max_open, 2, "pool_size 1 + reserve_pool_size 1");
-    let reserve_opened = pool_of(&mux, "reservedb", "app")
+    let reserve_opened = mux
+        .pool("reservedb", "app")
+        .expect("pool exists")
         .stats
         .reserve_opened
         .load(Ordering::Relaxed);
@@ -370,17 +328,8 @@ async fn one_server_across_two_pools(
     let total_backends = || count_dbs.iter().map(|d| backends(d)).sum::<usize>();
     let a = mux.connect_as(first.0, first.1, first.2).await;
     col(&a, "BEGIN; SELECT 1").await;
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
     let connstr = mux.connstr(second.0, second.1, second.2);
-    let b_task = tokio::spawn(async move {
-        // A new pool needs a server even to log in (to learn the server's parameters).
-        let (b, conn) = tokio_postgres::connect(&connstr, NoTls).await.unwrap();
-        tokio::spawn(conn);
-        let u = one(&b, "SELECT current_user").await;
-        d.store(true, Ordering::Relaxed);
-        (b, u)
-    });
+    let (done, b_task) = spawn_flagged(new_client_current_user(connstr));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(
         !done.load(Ordering::Relaxed),
@@ -424,12 +373,7 @@ async fn one_server_across_two_pools(
 // 5a. max_db_connections caps servers across the pools (users) of one database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_db_connections_caps_servers_across_users() {
-    own_database("pool_dbcap");
-    let mux = Mux::start(config(
-        "",
-        &db_entry("capdb", "pool_dbcap", "max_db_connections = 1"),
-    ))
-    .await;
+    let mux = mux_on_own_database("pool_dbcap", "capdb", "", "max_db_connections = 1").await;
     one_server_across_two_pools(
         &mux,
         ("app", "app_pw", "capdb"),
@@ -459,32 +403,20 @@ async fn max_user_connections_caps_servers_across_databases() {
 // frees (here closed by server_idle_timeout), so the cap is shared, not per pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_db_connections_room_freed_by_a_closed_server_goes_to_the_other_pool() {
-    own_database("pool_dbcap2");
     let mux = Arc::new(
-        Mux::start(config(
+        mux_on_own_database(
+            "pool_dbcap2",
+            "capdb2",
             "server_idle_timeout = 1",
-            &db_entry("capdb2", "pool_dbcap2", "max_db_connections = 1"),
-        ))
+            "max_db_connections = 1",
+        )
         .await,
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let m = mux.clone();
-    let max_open = sample_max(stop.clone(), move || {
-        m.counts("capdb2", "app").map_or(0, |c| c.open)
-            + m.counts("capdb2", "other").map_or(0, |c| c.open)
-    });
+    let max_open = MaxOpen::watch(&mux, &[("capdb2", "app"), ("capdb2", "other")]);
     let a = mux.connect_as("app", "app_pw", "capdb2").await;
     col(&a, "BEGIN; SELECT 1").await;
     let connstr = mux.connstr("other", "other_pw", "capdb2");
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    let b_task = tokio::spawn(async move {
-        let (b, conn) = tokio_postgres::connect(&connstr, NoTls).await.unwrap();
-        tokio::spawn(conn);
-        let u = one(&b, "SELECT current_user").await;
-        d.store(true, Ordering::Relaxed);
-        u
-    });
+    let (done, b_task) = spawn_flagged(new_client_current_user(connstr));
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(
         !done.load(Ordering::Relaxed),
@@ -493,14 +425,14 @@ async fn max_db_connections_room_freed_by_a_closed_server_goes_to_the_other_pool
     assert_eq!(backends("pool_dbcap2"), 1);
     col(&a, "COMMIT").await;
     // The idle server of app's pool is closed after ~1 s; other's pool then gets the room.
-    let u = tokio::time::timeout(Duration::from_secs(5), b_task)
+    let (b, u) = tokio::time::timeout(Duration::from_secs(5), b_task)
         .await
         .expect("the waiter never got the room of the closed server")
         .unwrap();
+    drop(b);
     assert_eq!(u, "other");
-    stop.store(true, Ordering::Relaxed);
     assert_eq!(
-        max_open.await.unwrap(),
+        max_open.finish().await,
         1,
         "more than max_db_connections servers"
     );
@@ -510,12 +442,8 @@ async fn max_db_connections_room_freed_by_a_closed_server_goes_to_the_other_pool
 // 6a. min_pool_size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn janitor_opens_min_pool_size_servers_without_queries() {
-    own_database("pool_min");
-    let mux = Mux::start(config(
-        "",
-        &db_entry("mindb", "pool_min", "pool_size = 5\nmin_pool_size = 2"),
-    ))
-    .await;
+    let mux =
+        mux_on_own_database("pool_min", "mindb", "", "pool_size = 5\nmin_pool_size = 2").await;
     let _c = mux.connect_as("app", "app_pw", "mindb").await;
     let t0 = Instant::now();
     eventually(5, "2 idle servers", || {
@@ -539,11 +467,12 @@ async fn janitor_opens_min_pool_size_servers_without_queries() {
 // 6b. server_idle_timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn janitor_closes_idle_servers_above_min_pool_size() {
-    own_database("pool_idle");
-    let mux = Mux::start(config(
+    let mux = mux_on_own_database(
+        "pool_idle",
+        "idledb",
         "server_idle_timeout = 1",
-        &db_entry("idledb", "pool_idle", "pool_size = 5\nmin_pool_size = 1"),
-    ))
+        "pool_size = 5\nmin_pool_size = 1",
+    )
     .await;
     let mut clients = Vec::new();
     for _ in 0..3 {
@@ -558,7 +487,7 @@ async fn janitor_closes_idle_servers_above_min_pool_size() {
         col(c, "COMMIT").await;
     }
     let released = Instant::now();
-    let counts = settled(&mux, "idledb", |c| c.idle == 3).await;
+    let counts = mux.settled("idledb", |c| c.idle == 3).await;
     assert_eq!(counts.open, 3, "{counts:?}");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
@@ -639,7 +568,7 @@ async fn start_waiter(
     tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (c, conn) = connect_with_handle(mux, "app", "app_pw", db).await;
+    let (c, conn) = mux.connect_with_handle("app", "app_pw", db).await;
     let q = tokio::spawn(async move {
         let _ = c.simple_query("SELECT 'ghost'").await;
     });
@@ -720,6 +649,6 @@ async fn waiting_client_that_disconnects_does_not_leak_a_slot() {
     col(&y, "COMMIT").await;
     // Old clients still work too.
     assert_eq!(one(&a, "SELECT 1").await, "1");
-    let c = settled(&mux, "leakdb", |c| c.active == 0).await;
+    let c = mux.settled("leakdb", |c| c.active == 0).await;
     assert!(c.open <= 2, "{c:?}");
 }
