@@ -994,3 +994,50 @@ async fn slow_reader_does_not_make_pgmux_buffer_the_result() {
     assert_eq!(data_row_first(&got[1].1), "recovered");
     assert!(mux.counts("slowdb", "app").unwrap().open <= 1);
 }
+
+/// A simple-protocol COPY fails on an early row while the client is still in the middle of
+/// sending a later CopyData message: pgmux must finish that message (the server ignores it),
+/// never cut it in two, then give the server back; the stray CopyDone is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_failing_while_a_copydata_message_is_half_sent() {
+    let extra = db_entry("halfcopy", "pool_size = 1");
+    let mux = Mux::start(trust_config(&extra)).await;
+    let (mut r, _, _) = Raw::login(mux.port(), "halfcopy").await;
+    let other = mux.connect_as("app", "app_pw", "halfcopy").await;
+    r.send(&query(
+        "DROP TABLE IF EXISTS modes_halfcopy; CREATE TABLE modes_halfcopy (id int)",
+    ))
+    .await;
+    r.read_until_ready(1).await;
+    r.send(&query("COPY modes_halfcopy FROM STDIN")).await;
+    assert_eq!(r.read().await.0, b'G');
+    // A bad row in a whole message, then the first half of a large second message.
+    let mut out = msg(b'd', b"not_a_number\n");
+    let big = msg(b'd', &vec![b'7'; 200_000]);
+    out.extend_from_slice(&big[..100_000]);
+    r.send(&out).await;
+    // Postgres answers the bad row with ErrorResponse + ReadyForQuery('I') meanwhile.
+    let got = r.read_until_ready(1).await;
+    assert_eq!(tags(&got), "EZ");
+    // The rest of the half-sent message, and a CopyDone nobody will answer.
+    let mut rest = big[100_000..].to_vec();
+    rest.extend(msg(b'c', &[]));
+    r.send(&rest).await;
+    // The server is free for another client, and the raw client goes on normally.
+    assert_eq!(
+        served(
+            &mux,
+            "halfcopy",
+            &other,
+            "SELECT 'free'",
+            "server held after a failed COPY"
+        )
+        .await,
+        "free"
+    );
+    r.send(&query("SELECT count(*) FROM modes_halfcopy")).await;
+    let got = r.read_until_ready(1).await;
+    assert_eq!(tags(&got), "TDCZ");
+    assert_eq!(data_row_first(&got[1].1), "0");
+    col(&other, "DROP TABLE modes_halfcopy").await;
+}
