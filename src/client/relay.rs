@@ -146,17 +146,25 @@ impl Relay {
 }
 
 /// A non-blocking read. When it returns less than there was room for, the socket is drained:
-/// its read readiness is dropped right away (tokio keeps it if a new event came meanwhile),
-/// instead of being learnt from a failed read, which saves a system call per request.
+/// its read readiness is dropped right away instead of being learnt from a failed read, which
+/// saves a system call per request. The readiness dropped is the one observed before the read
+/// (the outer `try_io`), so data that arrives meanwhile still wakes the task.
 fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
     let room = buf.capacity() - buf.len();
-    let n = stream.try_read_buf(buf)?;
-    if n > 0 && n < room {
-        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-            Err::<(), _>(ErrorKind::WouldBlock.into())
-        });
+    let mut got = None;
+    let outcome = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = stream.try_read_buf(buf)?;
+        got = Some(n);
+        if n > 0 && n < room {
+            Err(ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match got {
+        Some(n) => Ok(n),
+        None => outcome.map(|()| 0),
     }
-    Ok(n)
 }
 
 /// Make room for a read of about `want` bytes, without growing a buffer that still has room.
