@@ -1041,3 +1041,64 @@ async fn copy_failing_while_a_copydata_message_is_half_sent() {
     assert_eq!(data_row_first(&got[1].1), "0");
     col(&other, "DROP TABLE modes_halfcopy").await;
 }
+
+/// A client that keeps writing pipelined queries while it reads the answers (both directions
+/// busy at once, on a pool of 1 shared with another client): every answer arrives, nothing
+/// stalls. Guards the relay's readiness handling against lost wake-ups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_stream_of_queries_never_stalls() {
+    use tokio::io::AsyncWriteExt;
+    let extra = db_entry("pipedb", "pool_size = 1");
+    let mux = Mux::start(trust_config(&extra)).await;
+    let (raw, _, _) = Raw::login(mux.port(), "pipedb").await;
+    let other = mux.connect_as("app", "app_pw", "pipedb").await;
+    let (mut rd, mut wr) = raw.s.into_split();
+    const N: usize = 3000;
+    let writer = tokio::spawn(async move {
+        for i in 0..N {
+            let mut out = query(&format!("SELECT {i}"));
+            if i % 7 == 0 {
+                out.extend(query("BEGIN; SELECT 1; COMMIT"));
+            }
+            wr.write_all(&out).await.unwrap();
+            if i % 50 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        wr
+    });
+    let expected = N + N.div_ceil(7);
+    let reader = tokio::spawn(async move {
+        let mut seen = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pending: Vec<u8> = Vec::new();
+        while seen < expected {
+            let n = rd.read(&mut buf).await.unwrap();
+            assert!(n > 0, "pgmux closed the connection after {seen} answers");
+            pending.extend_from_slice(&buf[..n]);
+            let mut at = 0;
+            while pending.len() - at >= 5 {
+                let len = u32::from_be_bytes(pending[at + 1..at + 5].try_into().unwrap()) as usize;
+                if pending.len() - at < len + 1 {
+                    break;
+                }
+                if pending[at] == b'Z' {
+                    seen += 1;
+                }
+                at += len + 1;
+            }
+            pending.drain(..at);
+        }
+        seen
+    });
+    // Meanwhile another client gets the shared server between the pipelined requests.
+    for _ in 0..20 {
+        assert_eq!(one(&other, "SELECT 'other'").await, "other");
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the pipelined answers stalled")
+        .unwrap();
+    assert_eq!(seen, expected);
+    writer.await.unwrap();
+}
