@@ -1,0 +1,131 @@
+//! How an attached client's request ends: the server released clean, rolled back, reset, or
+//! closed; and the client told why when it must go.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+
+use tokio::io::AsyncWriteExt;
+
+use super::{Relay, Txn};
+use crate::config::PoolMode;
+use crate::error::sqlstate;
+use crate::server::Server;
+
+impl Relay {
+    /// The transaction ended cleanly: give the server back and deliver what is left.
+    pub(super) async fn release(&mut self, mut t: Txn) -> Option<String> {
+        let cancelled = self.sess.key.slot.detach();
+        // Usually everything was delivered already; splitting an empty prefix would still
+        // turn the server's buffer into a shared one.
+        let rest = if t.s_ready > 0 {
+            t.server.rbuf.split_to(t.s_ready)
+        } else {
+            BytesMut::new()
+        };
+        let pool = self.sess.pool.clone();
+        if cancelled {
+            pool.close(t.server, true, "a cancel request was sent to it");
+        } else if pool.settings.server_reset_query_always
+            && !pool.settings.server_reset_query.is_empty()
+        {
+            self.reset_and_release(t.server).await;
+        } else {
+            pool.release(t.server);
+        }
+        if !rest.is_empty() {
+            if let Err(e) = self.client.write_all(&rest).await {
+                return Some(format!("client connection error: {e}"));
+            }
+        }
+        None
+    }
+
+    pub(super) async fn reset_and_release(&self, mut server: Server) {
+        let pool = &self.sess.pool;
+        let q = pool.settings.server_reset_query.clone();
+        match tokio::time::timeout(Duration::from_secs(10), server.run_hidden(&q)).await {
+            Ok(Ok(b'I')) => pool.release(server),
+            _ => pool.close(server, true, "server_reset_query failed"),
+        }
+    }
+
+    /// The client is gone or must go: return its server clean, or close it.
+    pub(super) async fn client_lost(&mut self, mut t: Txn, why: &str) -> String {
+        let cancelled = self.sess.key.slot.detach();
+        let pool = self.sess.pool.clone();
+        let quiet = !cancelled
+            && t.pending == 0
+            && !t.unsynced
+            && t.c_skip == 0
+            && t.s_skip == 0
+            && t.s_ready == t.server.rbuf.len();
+        if !quiet {
+            let reason = if cancelled {
+                "a cancel request was sent to it"
+            } else {
+                "its client left in the middle of a request"
+            };
+            pool.close(t.server, true, reason);
+            return why.to_string();
+        }
+        t.server.rbuf.clear();
+        if t.status != b'I' {
+            // Never hand an open transaction to the next client.
+            match tokio::time::timeout(Duration::from_secs(10), t.server.run_hidden("ROLLBACK"))
+                .await
+            {
+                Ok(Ok(b'I')) => {}
+                _ => {
+                    pool.close(t.server, true, "rollback after its client left failed");
+                    return why.to_string();
+                }
+            }
+        }
+        if self.mode() == PoolMode::Session || pool.settings.server_reset_query_always {
+            if pool.settings.server_reset_query.is_empty() {
+                pool.release(t.server);
+            } else {
+                self.reset_and_release(t.server).await;
+            }
+        } else {
+            pool.release(t.server);
+        }
+        why.to_string()
+    }
+
+    /// The server broke: tell the client, close both.
+    pub(super) async fn server_lost(&mut self, mut t: Txn, why: &str) -> String {
+        self.sess.key.slot.detach();
+        // Deliver what the server said last (often its own FATAL).
+        if t.s_ready > 0 {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                self.client.write_all(&t.server.rbuf[..t.s_ready]),
+            )
+            .await;
+            t.server.rbuf.clear();
+        }
+        self.sess.pool.close(t.server, true, why);
+        self.fatal(
+            sqlstate::CONNECTION_FAILURE,
+            &format!("server connection lost: {why}"),
+        )
+        .await;
+        format!("server connection lost: {why}")
+    }
+
+    pub(super) async fn client_protocol_error(&mut self, t: Txn, e: String) -> String {
+        self.fatal(sqlstate::PROTOCOL_VIOLATION, &e).await;
+        self.sess.key.slot.detach();
+        self.sess
+            .pool
+            .close(t.server, true, "its client broke the protocol");
+        format!("protocol violation: {e}")
+    }
+
+    pub(super) async fn server_protocol_error(&mut self, t: Txn, e: String) -> String {
+        self.server_lost(t, &format!("protocol violation from server: {e}"))
+            .await
+    }
+}

@@ -1,0 +1,164 @@
+//! Reading message headers on the relay path: what the client sent (requests, Syncs, COPY
+//! ends) and what the server answered (ReadyForQuery, ParameterStatus), and where the write
+//! head stands in the client's stream.
+
+use bytes::BytesMut;
+
+use super::{Relay, Txn, CAP};
+use crate::config::PoolMode;
+use crate::proto;
+use crate::server::params::{parse_parameter_status, tracked_index};
+
+/// After `n` bytes at the front of `cbuf` went to the server, how much of the message then at
+/// the write head is still unsent. Written bytes were scanned, so every message they start has
+/// its whole header in `cbuf`.
+pub(super) fn advance_head(mut remaining: usize, cbuf: &[u8], mut n: usize) -> usize {
+    let mut at = 0;
+    loop {
+        if n <= remaining {
+            return remaining - n;
+        }
+        n -= remaining;
+        at += remaining;
+        remaining = match proto::header(&cbuf[at..], usize::MAX) {
+            Ok(Some((_, len))) => len,
+            _ => return 0,
+        };
+    }
+}
+
+impl Relay {
+    /// Read client message headers in `cbuf` past `c_ready`.
+    pub(super) fn scan_client(&self, t: &mut Txn, cbuf: &mut BytesMut) -> Result<(), String> {
+        while t.c_ready < cbuf.len() {
+            if t.c_skip > 0 {
+                let n = t.c_skip.min(cbuf.len() - t.c_ready);
+                t.c_ready += n;
+                t.c_skip -= n;
+                continue;
+            }
+            let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], self.max_packet)? else {
+                break;
+            };
+            match tag {
+                b'Q' | b'S' => {
+                    t.pending += 1;
+                    t.unsynced = false;
+                    if tag == b'Q' {
+                        t.syncs_since_exec = 0;
+                    } else {
+                        t.syncs_since_exec += 1;
+                    }
+                }
+                b'E' => {
+                    t.unsynced = true;
+                    t.syncs_since_exec = 0;
+                }
+                // CopyDone / CopyFail end a COPY FROM STDIN. Postgres ignores a Sync that
+                // arrives in copy-in mode, and only an Execute (or Query) starts that mode:
+                // the Syncs sent between the Execute and here get no ReadyForQuery.
+                b'c' | b'f' => {
+                    t.pending = t.pending.saturating_sub(t.syncs_since_exec);
+                    if t.syncs_since_exec > 0 {
+                        // The batch that started the COPY is open again until its next Sync.
+                        t.unsynced = true;
+                    }
+                    t.syncs_since_exec = 0;
+                }
+                b'X' => {
+                    // Terminate is never forwarded to a pooled server.
+                    t.terminating = true;
+                    cbuf.truncate(t.c_ready);
+                    break;
+                }
+                // Flush and COPY data do not start a new request.
+                b'H' | b'd' => {}
+                _ => t.unsynced = true,
+            }
+            if t.pending > 0 || t.unsynced {
+                t.at_boundary = false;
+            }
+            let n = len.min(cbuf.len() - t.c_ready);
+            t.c_ready += n;
+            t.c_skip = len - n;
+        }
+        Ok(())
+    }
+
+    /// Read server message headers past `s_ready`, acting on the few that matter.
+    pub(super) fn scan_server(&mut self, t: &mut Txn) -> Result<(), String> {
+        let max = t.server.target.max_packet_size;
+        while t.s_ready < t.server.rbuf.len() {
+            if t.s_skip > 0 {
+                let n = t.s_skip.min(t.server.rbuf.len() - t.s_ready);
+                t.s_ready += n;
+                t.s_skip -= n;
+                continue;
+            }
+            let avail = t.server.rbuf.len() - t.s_ready;
+            let Some((tag, len)) = proto::header(&t.server.rbuf[t.s_ready..], max)? else {
+                break;
+            };
+            match tag {
+                b'Z' | b'S' => {
+                    if len > CAP {
+                        return Err(format!("oversized '{}' message", tag as char));
+                    }
+                    if avail < len {
+                        break; // wait for the whole message
+                    }
+                    let body = &t.server.rbuf[t.s_ready + 5..t.s_ready + len];
+                    if tag == b'S' {
+                        if let Some((k, v)) = parse_parameter_status(body) {
+                            if tracked_index(k).is_some() {
+                                self.sess.params.set(k, v);
+                            }
+                            t.server.params.set(k, v);
+                        }
+                    } else {
+                        t.status = *body.first().ok_or("empty ReadyForQuery")?;
+                        t.pending = t.pending.saturating_sub(1);
+                        t.s_ready += len;
+                        if t.pending == 0 && !t.terminating && !t.unsynced {
+                            match self.mode() {
+                                PoolMode::Session => {}
+                                PoolMode::Statement if t.status != b'I' => t.stmt_violation = true,
+                                _ if t.status == b'I' => {
+                                    t.at_boundary = true;
+                                    return Ok(());
+                                }
+                                _ => {}
+                            }
+                        }
+                        continue;
+                    }
+                }
+                b'W' => return Err("CopyBoth (replication) is not supported".into()),
+                _ => {}
+            }
+            let n = len.min(avail);
+            t.s_ready += n;
+            t.s_skip = len - n;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advance_head;
+
+    #[test]
+    fn write_head_tracking() {
+        // Query (total 10 bytes) then CopyData (total 8 bytes).
+        let mut buf = vec![b'Q', 0, 0, 0, 9, b'a', b'b', b'c', b'd', 0];
+        buf.extend_from_slice(&[b'd', 0, 0, 0, 7, 1, 2, 3]);
+        assert_eq!(advance_head(0, &buf, 3), 7);
+        assert_eq!(advance_head(0, &buf, 10), 0);
+        assert_eq!(advance_head(0, &buf, 12), 6);
+        assert_eq!(advance_head(0, &buf, 18), 0);
+        // Already 4 bytes into a message: 2 more leave 2.
+        assert_eq!(advance_head(4, &buf, 2), 2);
+        assert_eq!(advance_head(4, &buf, 4), 0);
+    }
+}
