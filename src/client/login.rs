@@ -213,6 +213,23 @@ async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(u8,
     }
 }
 
+/// Send the authentication request in `out`, then read the client's answer: a 'p' message
+/// (PasswordMessage, SASLInitialResponse or SASLResponse: `what`), returning its body.
+async fn answer(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    what: &str,
+) -> Result<BytesMut> {
+    stream.write_all(out).await?;
+    out.clear();
+    let (tag, body) = read_message(stream, buf).await?;
+    if tag != b'p' {
+        return Err(Error::Protocol(format!("expected a {what}")));
+    }
+    Ok(body)
+}
+
 fn auth_failed(user: &str) -> Error {
     Error::client(
         sqlstate::INVALID_PASSWORD,
@@ -243,12 +260,7 @@ async fn authenticate(
         }
         AuthType::Plain => {
             backend::auth_request(out, 3, &[]);
-            stream.write_all(out).await?;
-            out.clear();
-            let (tag, body) = read_message(stream, buf).await?;
-            if tag != b'p' {
-                return Err(Error::Protocol("expected a password message".into()));
-            }
+            let body = answer(stream, buf, out, "password message").await?;
             let pw = body.strip_suffix(&[0]).unwrap_or(&body);
             let pw = std::str::from_utf8(pw).map_err(|_| auth_failed(user))?;
             match secret {
@@ -300,12 +312,7 @@ async fn md5(
 ) -> Result<()> {
     let salt: [u8; 4] = rand::thread_rng().gen();
     backend::auth_request(out, 5, &salt);
-    stream.write_all(out).await?;
-    out.clear();
-    let (tag, body) = read_message(stream, buf).await?;
-    if tag != b'p' {
-        return Err(Error::Protocol("expected a password message".into()));
-    }
+    let body = answer(stream, buf, out, "password message").await?;
     match stored {
         Some(h) if verify_md5_response(h, salt, &body) => Ok(()),
         _ => Err(auth_failed(user)),
@@ -321,12 +328,7 @@ async fn scram(
     known: bool,
 ) -> Result<()> {
     backend::auth_sasl(out);
-    stream.write_all(out).await?;
-    out.clear();
-    let (tag, body) = read_message(stream, buf).await?;
-    if tag != b'p' {
-        return Err(Error::Protocol("expected a SASLInitialResponse".into()));
-    }
+    let body = answer(stream, buf, out, "SASLInitialResponse").await?;
     // SASLInitialResponse: mechanism, int32 length, data.
     let (mech, rest) =
         proto::cstr(&body).ok_or_else(|| Error::Protocol("bad SASLInitialResponse".into()))?;
@@ -345,12 +347,7 @@ async fn scram(
         .client_first(data)
         .map_err(|e| Error::client(sqlstate::PROTOCOL_VIOLATION, e.to_string()))?;
     backend::auth_request(out, 11, &first);
-    stream.write_all(out).await?;
-    out.clear();
-    let (tag, body) = read_message(stream, buf).await?;
-    if tag != b'p' {
-        return Err(Error::Protocol("expected a SASLResponse".into()));
-    }
+    let body = answer(stream, buf, out, "SASLResponse").await?;
     let last = match server.client_final(&body) {
         Ok(v) if known => v,
         Ok(_) | Err(crate::auth::ScramError::WrongProof) => return Err(auth_failed(user)),
