@@ -4,6 +4,7 @@ mod support;
 
 mod basic;
 mod cli;
+mod extended;
 mod faults;
 mod login;
 mod modes;
