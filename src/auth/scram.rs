@@ -69,8 +69,13 @@ fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
 
 /// (ClientKey, StoredKey, ServerKey) for a password.
 fn keys(password: &str, salt: &[u8], iterations: u32) -> ([u8; 32], [u8; 32], [u8; 32]) {
-    // SASLprep is optional: Postgres falls back to the raw bytes when it fails; we always use them.
-    let salted = hi(password.as_bytes(), salt, iterations);
+    // As Postgres and libpq: SASLprep the password, or use its raw bytes when that fails.
+    let prepped = stringprep::saslprep(password);
+    let bytes = match &prepped {
+        Ok(p) => p.as_bytes(),
+        Err(_) => password.as_bytes(),
+    };
+    let salted = hi(bytes, salt, iterations);
     let client_key = hmac(&salted, b"Client Key");
     let stored_key = sha256(&client_key);
     let server_key = hmac(&salted, b"Server Key");
@@ -447,6 +452,23 @@ mod tests {
             // The error never echoes the secret's keys or salt.
             assert!(!err.contains(stored) && !err.contains(server), "{err}");
         }
+    }
+
+    #[test]
+    fn non_ascii_password_is_saslprepped_like_libpq() {
+        // U+00A0 (no-break space) maps to a space under SASLprep; libpq's client (and
+        // postgres-protocol's) prepares the password the same way.
+        let secret = ScramSecret::derive("pa\u{a0}ss", 4096);
+        let mut server = ScramServer::new(&secret);
+        let mut client = postgres_protocol::authentication::sasl::ScramSha256::new(
+            "pa\u{a0}ss".as_bytes(),
+            postgres_protocol::authentication::sasl::ChannelBinding::unsupported(),
+        );
+        let first = server.client_first(client.message()).unwrap();
+        client.update(&first).unwrap();
+        let last = server.client_final(client.message()).unwrap();
+        client.finish(&last).unwrap();
+        assert!(secret.verify_password("pa ss"));
     }
 
     #[test]
