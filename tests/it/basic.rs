@@ -24,3 +24,41 @@ async fn simple_and_extended_queries() {
         .get(0);
     assert_eq!(db, "appdb");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_database_entry_is_the_fallback() {
+    let pg = crate::support::pg();
+    let extra = format!(
+        "[databases.\"*\"]\nhost = \"127.0.0.1\"\nport = {}\n",
+        pg.port
+    );
+    let mux = Mux::start(config("", &extra)).await;
+    // Not listed: served by "*", under the client's own database name.
+    let c = mux.connect_as("app", "app_pw", "postgres").await;
+    let db: String = c
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(db, "postgres");
+    // Listed entries still win.
+    let c = mux.connect_as("app", "app_pw", "aliasdb").await;
+    let db: String = c
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(db, "appdb");
+    // A name Postgres does not know: Postgres' own error reaches the client.
+    let r = tokio_postgres::connect(
+        &mux.connstr("app", "app_pw", "no_such_db"),
+        tokio_postgres::NoTls,
+    )
+    .await;
+    let e = r.err().expect("login to a missing database must fail");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("3D000"),
+        "{e}"
+    );
+}
