@@ -111,13 +111,14 @@ async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Opt
             "replication connections are not supported by pgmux",
         ));
     }
-    let wanted = wanted_params(&params)?;
-    if shared.config.database(database).is_none() {
+    let mut wanted = wanted_params(&params)?;
+    let Some(db_entry) = shared.config.database(database) else {
         return Err(Error::client(
             sqlstate::INVALID_CATALOG_NAME,
             format!("database \"{database}\" does not exist"),
         ));
-    }
+    };
+    application_name(&mut wanted, db_entry, shared, stream);
     authenticate(stream, &mut buf, &mut out, shared, user).await?;
 
     let pool = shared
@@ -162,6 +163,28 @@ async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Opt
         key,
         leftover: buf,
     }))
+}
+
+/// The database entry's `application_name` when the client gives none, and with
+/// `application_name_add_host` the client's address appended (as PgBouncer does).
+fn application_name(
+    wanted: &mut Params,
+    db: &crate::config::Database,
+    shared: &Shared,
+    stream: &TcpStream,
+) {
+    let mut name = wanted
+        .get("application_name")
+        .or(db.application_name.as_deref())
+        .map(str::to_string);
+    if shared.config.general.application_name_add_host {
+        if let Ok(peer) = stream.peer_addr() {
+            name = Some(format!("{} - {peer}", name.unwrap_or_default()));
+        }
+    }
+    if let Some(name) = name {
+        wanted.set("application_name", &name);
+    }
 }
 
 /// The tracked parameters a client asked for at start-up (directly or in `options`).

@@ -131,7 +131,7 @@ pub struct General {
     pub tcp_keepalive: bool,
     /// Disable Nagle on both sides. Default true.
     pub tcp_nodelay: bool,
-    /// Application name reported when a client gives none.
+    /// Append " - <client ip:port>" to each client's application_name. Default false.
     pub application_name_add_host: bool,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
@@ -197,7 +197,8 @@ pub struct Database {
     pub pool_mode: Option<PoolMode>,
     /// Overrides [general] max_db_connections.
     pub max_db_connections: Option<usize>,
-    /// Overrides client_encoding etc. are not supported yet; application_name is.
+    /// application_name for clients of this database that give none (PgBouncer's per-database
+    /// `application_name`).
     pub application_name: Option<String>,
 }
 

@@ -62,3 +62,39 @@ async fn wildcard_database_entry_is_the_fallback() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_name_from_the_database_entry_and_with_the_client_host() {
+    let pg = crate::support::pg();
+    let extra = format!(
+        "[databases.namedb]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"appdb\"\napplication_name = \"fromdb\"\n",
+        pg.port
+    );
+    let mux = Mux::start(config("", &extra)).await;
+    let c = mux.connect_as("app", "app_pw", "namedb").await;
+    let name: String = c
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "fromdb");
+
+    let mux = Mux::start(config("application_name_add_host = true", &extra)).await;
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(mux.port())
+        .user("app")
+        .password("app_pw")
+        .dbname("appdb")
+        .application_name("myapp")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let name: String = c
+        .query_one("SHOW application_name", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(name.starts_with("myapp - 127.0.0.1:"), "{name}");
+}
