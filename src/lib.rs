@@ -14,5 +14,6 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod pool;
+pub mod prepared;
 pub mod proto;
 pub mod server;

@@ -13,7 +13,8 @@ pub fn message(buf: &mut BytesMut, tag: u8, f: impl FnOnce(&mut BytesMut)) {
     buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
-fn put_cstr(buf: &mut BytesMut, s: &str) {
+/// Append a NUL-terminated string.
+pub(crate) fn put_cstr(buf: &mut BytesMut, s: &str) {
     buf.put_slice(s.as_bytes());
     buf.put_u8(0);
 }
