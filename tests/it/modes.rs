@@ -840,8 +840,9 @@ async fn cancel_request_cancels_the_running_query() {
         .unwrap();
     let e = r.expect_err("pg_sleep(10) completed");
     assert_eq!(code(&e).as_deref(), Some("57014"), "{e}");
+    // Well under pg_sleep(10), with room for a slow CI machine.
     assert!(
-        cancelled.elapsed() < Duration::from_secs(1),
+        cancelled.elapsed() < Duration::from_secs(3),
         "{:?}",
         cancelled.elapsed()
     );

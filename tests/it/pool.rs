@@ -279,7 +279,9 @@ async fn reserve_pool_serves_a_waiter_after_reserve_pool_timeout() {
     .expect("B never got a reserve server");
     let waited = t0.elapsed();
     assert!(
-        waited >= Duration::from_millis(400) && waited < Duration::from_secs(2),
+        // The upper bound leaves room for a slow CI machine; without a reserve server B
+        // would wait for A, which never commits here.
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(4),
         "reserve_pool_timeout = 0.5, but B waited {waited:?}"
     );
     assert_ne!(pid_a, pid_b);
