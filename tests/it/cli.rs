@@ -60,14 +60,31 @@ fn serves_with_config_and_stops_on_sigterm() {
         pg.port
     )
     .unwrap();
-    let child = pgmux()
+    let mut child = pgmux()
         .arg("-c")
         .arg(f.path())
         .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Collect the log (stderr) as it comes.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut l = log.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        })
+    };
     let mut ok = false;
     for _ in 0..100 {
         let (psql_ok, out, _) = run(psql(port, "app")
@@ -79,16 +96,19 @@ fn serves_with_config_and_stops_on_sigterm() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The logout line follows psql's exit: wait for it before stopping pgmux.
+    for _ in 0..100 {
+        if log.lock().unwrap().contains("client logout") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let out = child.wait_with_output().unwrap();
-    let log =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
     assert!(ok, "psql through the pgmux binary failed; log:\n{log}");
-    assert!(
-        out.status.success(),
-        "exit after SIGTERM: {:?}\n{log}",
-        out.status
-    );
+    assert!(status.success(), "exit after SIGTERM: {status:?}\n{log}");
     // One info line per login/logout and server connect, with ids, database and user.
     for needle in [
         "client login",
