@@ -18,9 +18,6 @@ use crate::proto::{self, backend};
 use crate::server::params::tracked_index;
 use crate::server::Params;
 
-/// Startup parameters that are accepted and not applied (PgBouncer's ignore_startup_parameters).
-const IGNORED_PARAMS: &[&str] = &["extra_float_digits"];
-
 /// Largest message accepted during login (password and SASL messages are small).
 const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
 
@@ -111,7 +108,7 @@ async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Opt
             "replication connections are not supported by pgmux",
         ));
     }
-    let mut wanted = wanted_params(&params)?;
+    let mut wanted = wanted_params(&params, &g.ignore_startup_parameters)?;
     let Some(db_entry) = shared.config.database(database) else {
         return Err(Error::client(
             sqlstate::INVALID_CATALOG_NAME,
@@ -188,7 +185,8 @@ fn application_name(
 }
 
 /// The tracked parameters a client asked for at start-up (directly or in `options`).
-fn wanted_params(params: &[(String, String)]) -> Result<Params> {
+fn wanted_params(params: &[(String, String)], ignored: &[String]) -> Result<Params> {
+    let is_ignored = |k: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(k));
     let mut wanted = Params::default();
     let unsupported = |k: &str| {
         Error::client(
@@ -204,7 +202,7 @@ fn wanted_params(params: &[(String, String)]) -> Result<Params> {
                 for (k, v) in settings {
                     if tracked_index(&k).is_some() {
                         wanted.set(&k, &v);
-                    } else if !IGNORED_PARAMS.contains(&k.as_str()) {
+                    } else if !is_ignored(&k) {
                         return Err(unsupported(&format!("options: {k}")));
                     }
                 }
@@ -213,7 +211,7 @@ fn wanted_params(params: &[(String, String)]) -> Result<Params> {
             k if tracked_index(k).is_some() => {
                 wanted.set(k, v);
             }
-            k if IGNORED_PARAMS.contains(&k) => {}
+            k if is_ignored(k) => {}
             k => return Err(unsupported(k)),
         }
     }

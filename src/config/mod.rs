@@ -135,6 +135,10 @@ pub struct General {
     pub application_name_add_host: bool,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+    /// Startup parameters accepted and not applied (PgBouncer's name). Others that pgmux does
+    /// not track are refused. Default ["extra_float_digits"] (JDBC sends it); PgBouncer's
+    /// default is empty.
+    pub ignore_startup_parameters: Vec<String>,
 }
 
 impl Default for General {
@@ -167,6 +171,7 @@ impl Default for General {
             tcp_nodelay: true,
             application_name_add_host: false,
             workers: 0,
+            ignore_startup_parameters: vec!["extra_float_digits".into()],
         }
     }
 }

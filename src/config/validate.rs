@@ -420,6 +420,7 @@ section_reader!(
         tcp_nodelay,
         application_name_add_host,
         workers,
+        ignore_startup_parameters,
     },
     elsewhere: &[
         (DATABASE_KEYS, "a [databases.NAME] entry"),

@@ -849,3 +849,32 @@ async fn server_md5_login_with_only_the_stored_hash() {
     let (c, _h) = connect_ok(mux.port(), "md5user", "md5_pw", "appdb").await;
     assert_eq!(one(&c, "SELECT current_user").await, "md5user");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignore_startup_parameters_accepts_and_does_not_apply() {
+    let mux = Mux::start(custom_config(
+        "auth_type = \"trust\"\nignore_startup_parameters = [\"search_path\", \"extra_float_digits\"]",
+        "",
+    ))
+    .await;
+    let mut s = raw::start(
+        mux.port(),
+        &[
+            ("user", "app"),
+            ("database", "appdb"),
+            ("search_path", "nowhere"),
+            ("options", "-c extra_float_digits=3"),
+        ],
+    )
+    .await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(raw::auth_code(&msgs[0]), 0, "logged in");
+    raw::send(&mut s, &raw::query("SHOW search_path")).await;
+    let got = read_until_ready(&mut s).await;
+    assert_eq!(raw::tags(&got), "TDCZ");
+    assert_eq!(
+        raw::data_row_first(&got[1].1),
+        "\"$user\", public",
+        "not applied"
+    );
+}
