@@ -57,6 +57,7 @@ impl Registry {
             connect_timeout: g.server_connect_timeout.get(),
             max_packet_size: g.max_packet_size,
             tcp_keepalive: g.tcp_keepalive,
+            tcp_nodelay: g.tcp_nodelay,
         });
         let settings = PoolSettings {
             mode: config.pool_mode(db, user_cfg),

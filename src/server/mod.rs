@@ -28,6 +28,7 @@ pub struct Target {
     pub connect_timeout: Option<Duration>,
     pub max_packet_size: usize,
     pub tcp_keepalive: bool,
+    pub tcp_nodelay: bool,
 }
 
 /// Address and key to cancel a query running on a server.
@@ -76,7 +77,7 @@ impl Server {
                 .map_err(|_| Error::Timeout("server_connect_timeout"))??,
             None => TcpStream::connect(addr).await?,
         };
-        stream.set_nodelay(true)?;
+        stream.set_nodelay(target.tcp_nodelay)?;
         if target.tcp_keepalive {
             let sock = socket2::SockRef::from(&stream);
             let _ = sock.set_keepalive(true);
