@@ -71,11 +71,6 @@ impl Limit {
     pub fn is_capped(&self) -> bool {
         self.max.load(Ordering::Relaxed) != 0
     }
-
-    /// Units in use.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]

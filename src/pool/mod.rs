@@ -442,14 +442,6 @@ impl Pool {
             }
         }
     }
-
-    /// Close every idle server (used at shutdown and by tests).
-    pub fn close_idle(&self) {
-        let idle: Vec<Server> = std::mem::take(&mut self.state.lock().idle);
-        for s in idle {
-            self.close(s, false, "pool closing");
-        }
-    }
 }
 
 /// Removes a waiter from the queue when it stops waiting, handing back anything it was sent.

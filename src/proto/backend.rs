@@ -21,17 +21,7 @@ pub(crate) fn put_cstr(buf: &mut BytesMut, s: &str) {
 
 /// ErrorResponse with severity (ERROR / FATAL), SQLSTATE and message.
 pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, msg: &str) {
-    error_or_notice(buf, b'E', severity, code, msg);
-}
-
-/// NoticeResponse (WARNING / NOTICE) with SQLSTATE and message.
-pub fn notice_response(buf: &mut BytesMut, severity: &str, code: &str, msg: &str) {
-    error_or_notice(buf, b'N', severity, code, msg);
-}
-
-/// The shared body of ErrorResponse ('E') and NoticeResponse ('N').
-fn error_or_notice(buf: &mut BytesMut, tag: u8, severity: &str, code: &str, msg: &str) {
-    message(buf, tag, |b| {
+    message(buf, b'E', |b| {
         for (field, value) in [
             (b'S', severity),
             (b'V', severity),
