@@ -1,6 +1,8 @@
 //! Simple and extended queries through pgmux in transaction mode.
 
-use crate::support::{config, Mux};
+use crate::support::client::one;
+use crate::support::config::{database_section, db_entry};
+use crate::support::{config, pg, Mux};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_and_extended_queries() {
@@ -27,27 +29,15 @@ async fn simple_and_extended_queries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_database_entry_is_the_fallback() {
-    let pg = crate::support::pg();
-    let extra = format!(
-        "[databases.\"*\"]\nhost = \"127.0.0.1\"\nport = {}\n",
-        pg.port
-    );
+    let extra = database_section("\"*\"", pg().port, "");
     let mux = Mux::start(config("", &extra)).await;
     // Not listed: served by "*", under the client's own database name.
     let c = mux.connect_as("app", "app_pw", "postgres").await;
-    let db: String = c
-        .query_one("SELECT current_database()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let db = one(&c, "SELECT current_database()").await;
     assert_eq!(db, "postgres");
     // Listed entries still win.
     let c = mux.connect_as("app", "app_pw", "aliasdb").await;
-    let db: String = c
-        .query_one("SELECT current_database()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let db = one(&c, "SELECT current_database()").await;
     assert_eq!(db, "appdb");
     // A name Postgres does not know: Postgres' own error reaches the client.
     let r = tokio_postgres::connect(
@@ -65,18 +55,10 @@ async fn wildcard_database_entry_is_the_fallback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_name_from_the_database_entry_and_with_the_client_host() {
-    let pg = crate::support::pg();
-    let extra = format!(
-        "[databases.namedb]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"appdb\"\napplication_name = \"fromdb\"\n",
-        pg.port
-    );
+    let extra = db_entry("namedb", "appdb", "application_name = \"fromdb\"");
     let mux = Mux::start(config("", &extra)).await;
     let c = mux.connect_as("app", "app_pw", "namedb").await;
-    let name: String = c
-        .query_one("SHOW application_name", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let name = one(&c, "SHOW application_name").await;
     assert_eq!(name, "fromdb");
 
     let mux = Mux::start(config("application_name_add_host = true", &extra)).await;
@@ -91,10 +73,6 @@ async fn application_name_from_the_database_entry_and_with_the_client_host() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    let name: String = c
-        .query_one("SHOW application_name", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let name = one(&c, "SHOW application_name").await;
     assert!(name.starts_with("myapp - 127.0.0.1:"), "{name}");
 }

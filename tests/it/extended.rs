@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::support::config::db_entry;
 use crate::support::raw::{
     auth_request, bind, cstr, describe_statement, execute, msg, parse, query, read_msg, scram,
     sync, Msg,
@@ -135,10 +136,7 @@ fn scenarios() -> Vec<(&'static str, Vec<u8>, usize)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extended_protocol_replies_match_a_direct_connection() {
     let pg = pg();
-    let extra = format!(
-        "[databases.extdb]\nhost = \"127.0.0.1\"\nport = {}\ndbname = \"appdb\"\npool_size = 1\n",
-        pg.port
-    );
+    let extra = db_entry("extdb", "appdb", "pool_size = 1");
     let mux = Mux::start(config("", &extra)).await;
     // Another client shares the pool's only server between the scenarios.
     let other = mux.connect_as("app", "app_pw", "extdb").await;
