@@ -68,15 +68,19 @@ impl std::fmt::Debug for Server {
 const READ_CHUNK: usize = 16 * 1024;
 
 impl Server {
-    /// Open a connection and log in; errors from Postgres keep their SQLSTATE and raw body.
+    /// Open a connection and log in, within server_connect_timeout for both; errors from
+    /// Postgres keep their SQLSTATE and raw body.
     pub async fn connect(id: u64, target: Arc<Target>) -> Result<Server> {
-        let addr = (target.host.as_str(), target.port);
-        let stream = match target.connect_timeout {
-            Some(t) => tokio::time::timeout(t, TcpStream::connect(addr))
+        match target.connect_timeout {
+            Some(t) => tokio::time::timeout(t, Self::open(id, target.clone()))
                 .await
-                .map_err(|_| Error::Timeout("server_connect_timeout"))??,
-            None => TcpStream::connect(addr).await?,
-        };
+                .map_err(|_| Error::Timeout("server_connect_timeout"))?,
+            None => Self::open(id, target).await,
+        }
+    }
+
+    async fn open(id: u64, target: Arc<Target>) -> Result<Server> {
+        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
         stream.set_nodelay(target.tcp_nodelay)?;
         if target.tcp_keepalive {
             let sock = socket2::SockRef::from(&stream);
@@ -92,16 +96,10 @@ impl Server {
             secret: 0,
             created: now,
             idle_since: now,
-            target: target.clone(),
+            target,
             reserve: false,
         };
-        let login = server.login();
-        match target.connect_timeout {
-            Some(t) => tokio::time::timeout(t, login)
-                .await
-                .map_err(|_| Error::Timeout("server login"))??,
-            None => login.await?,
-        }
+        server.login().await?;
         Ok(server)
     }
 
