@@ -119,6 +119,10 @@ pub struct General {
     pub server_reset_query: String,
     /// Also run server_reset_query in transaction mode. Default false.
     pub server_reset_query_always: bool,
+    /// Protocol-level prepared statements each server keeps (LRU) in transaction and statement
+    /// mode, where pgmux maps client statement names across servers; 0 turns the mapping off.
+    /// Default 200, as in PgBouncer. Reload: applies to servers opened afterwards.
+    pub max_prepared_statements: usize,
     /// Default "scram-sha-256"... (PgBouncer defaults to md5; we pick the secure one.)
     pub auth_type: AuthType,
     /// Users that may use the admin console.
@@ -163,6 +167,7 @@ impl Default for General {
             idle_transaction_timeout: Secs(0.0),
             server_reset_query: "DISCARD ALL".into(),
             server_reset_query_always: false,
+            max_prepared_statements: 200,
             auth_type: AuthType::ScramSha256,
             admin_users: Vec::new(),
             stats_users: Vec::new(),

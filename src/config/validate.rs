@@ -412,6 +412,7 @@ section_reader!(
         idle_transaction_timeout,
         server_reset_query,
         server_reset_query_always,
+        max_prepared_statements,
         auth_type,
         admin_users,
         stats_users,

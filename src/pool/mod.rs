@@ -69,6 +69,16 @@ pub struct PoolStats {
     pub servers_opened: AtomicU64,
     pub servers_closed: AtomicU64,
     pub total_wait_us: AtomicU64,
+    /// Named Parse messages from clients (PgBouncer's client parse count).
+    pub ps_client_parses: AtomicU64,
+    /// Parse messages sent to servers: a statement a server lacked (a miss).
+    pub ps_server_parses: AtomicU64,
+    /// Uses of a client's statement (Parse, Bind, Describe) that found it on the server.
+    pub ps_hits: AtomicU64,
+    /// Statements closed on a server to make room (max_prepared_statements).
+    pub ps_evictions: AtomicU64,
+    /// Bind messages for a named statement pgmux maps.
+    pub ps_binds: AtomicU64,
 }
 
 /// The servers of one (database, user).
@@ -83,6 +93,8 @@ pub struct Pool {
     pub(crate) user_limit: Arc<Limit>,
     server_ids: Arc<AtomicU64>,
     welcome: Mutex<Option<Arc<Params>>>,
+    /// Prepared statements of this pool's clients, one copy of each.
+    pub statements: Mutex<crate::prepared::Interner>,
 }
 
 /// A snapshot of a pool's counts.
@@ -123,6 +135,7 @@ impl Pool {
             user_limit,
             server_ids,
             welcome: Mutex::new(None),
+            statements: Mutex::new(Default::default()),
         }
     }
 

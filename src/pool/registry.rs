@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::{Limit, Pool, PoolSettings};
 use crate::auth::Secret;
-use crate::config::Config;
+use crate::config::{Config, PoolMode};
 use crate::server::Target;
 
 /// All pools of this process.
@@ -48,6 +48,7 @@ impl Registry {
                 .and_then(|u| u.password.as_deref())
                 .and_then(|pw| Secret::parse(pw).ok()),
         };
+        let mode = config.pool_mode(db, user_cfg);
         let target = Arc::new(Target {
             host: db.host.clone(),
             port: db.port,
@@ -58,9 +59,14 @@ impl Registry {
             max_packet_size: g.max_packet_size,
             tcp_keepalive: g.tcp_keepalive,
             tcp_nodelay: g.tcp_nodelay,
+            // Session mode keeps a server per client: its statement names need no mapping.
+            max_prepared_statements: match mode {
+                PoolMode::Session => 0,
+                _ => g.max_prepared_statements,
+            },
         });
         let settings = PoolSettings {
-            mode: config.pool_mode(db, user_cfg),
+            mode,
             pool_size: db.pool_size.unwrap_or(g.default_pool_size),
             min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
             reserve_pool_size: db.reserve_pool_size.unwrap_or(g.reserve_pool_size),

@@ -2,11 +2,14 @@
 //! of a statement, the extended-protocol messages that carry statement names, and the
 //! per-server cache of statements a server has.
 //!
-//! Groundwork for the prepared-statement mapping: these pieces are complete and tested; the
-//! relay does not use them yet (see docs/architecture.md).
+//! The relay's side of the mapping is in `client/relay/prepared.rs`.
 
 pub mod cache;
 pub mod messages;
+pub mod queue;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use sha2::{Digest, Sha256};
 
@@ -18,34 +21,108 @@ pub struct Statement {
     pub key: [u8; 16],
     /// The name used on servers: `pgmux_` + 32 hex digits of `key`.
     pub server_name: String,
-    pub query: String,
-    pub param_types: Vec<u32>,
+    /// The text, in the client's encoding.
+    pub query: Box<[u8]>,
+    pub param_types: Box<[u32]>,
 }
 
 impl Statement {
     /// The statement for this text and these parameter type OIDs.
-    pub fn new(query: &str, param_types: &[u32]) -> Statement {
-        let mut h = Sha256::new();
-        h.update((query.len() as u64).to_be_bytes());
-        h.update(query.as_bytes());
-        for t in param_types {
-            h.update(t.to_be_bytes());
-        }
-        let digest = h.finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
-        let mut server_name = String::with_capacity(6 + 32);
-        server_name.push_str("pgmux_");
-        for b in key {
-            server_name.push_str(&format!("{b:02x}"));
-        }
+    pub fn new(query: &[u8], param_types: &[u32]) -> Statement {
+        let key = key_of(query, param_types);
         Statement {
             key,
-            server_name,
-            query: query.to_string(),
-            param_types: param_types.to_vec(),
+            server_name: server_name(&key),
+            query: query.into(),
+            param_types: param_types.into(),
         }
     }
+}
+
+/// A statement's identity: SHA-256 of its text and parameter types, first 16 bytes.
+pub fn key_of(query: &[u8], param_types: &[u32]) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update((query.len() as u64).to_be_bytes());
+    h.update(query);
+    for t in param_types {
+        h.update(t.to_be_bytes());
+    }
+    let digest = h.finalize();
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+/// The name a statement has on servers: `pgmux_` + 32 hex digits of its key.
+pub fn server_name(key: &[u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut name = String::with_capacity(6 + 32);
+    name.push_str("pgmux_");
+    for b in key {
+        name.push(HEX[(b >> 4) as usize] as char);
+        name.push(HEX[(b & 15) as usize] as char);
+    }
+    name
+}
+
+/// Statements shared by a pool's clients: one copy of each text, however many clients
+/// prepared it. Entries whose last client is gone are swept from time to time.
+#[derive(Debug, Default)]
+pub struct Interner {
+    map: HashMap<[u8; 16], Weak<Statement>>,
+    sweep_at: usize,
+}
+
+impl Interner {
+    /// The shared statement for this text and these types.
+    pub fn get(&mut self, query: &[u8], param_types: &[u32]) -> Arc<Statement> {
+        let key = key_of(query, param_types);
+        if let Some(s) = self.map.get(&key).and_then(Weak::upgrade) {
+            return s;
+        }
+        let s = Arc::new(Statement::new(query, param_types));
+        self.map.insert(key, Arc::downgrade(&s));
+        if self.map.len() > self.sweep_at {
+            self.map.retain(|_, w| w.strong_count() > 0);
+            self.sweep_at = 2 * self.map.len() + 64;
+        }
+        s
+    }
+
+    /// Statements held (live or not yet swept).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// A client's prepared statements, by the client's names.
+pub type ClientStatements = HashMap<Box<[u8]>, Arc<Statement>>;
+
+/// Whether a CommandComplete body (its tag) says every prepared statement of the session is
+/// gone.
+pub fn drops_all_statements(body: &[u8]) -> bool {
+    matches!(body, b"DISCARD ALL\0" | b"DEALLOCATE ALL\0")
+}
+
+/// Whether a simple Query body is exactly `DISCARD ALL` or `DEALLOCATE [PREPARE] ALL` (any
+/// case and spacing, an optional `;`), which drop every prepared statement of the client.
+pub fn is_drop_all_query(body: &[u8]) -> bool {
+    let Some((text, _)) = crate::proto::cstr(body) else {
+        return false;
+    };
+    if text.len() > 64 {
+        return false;
+    }
+    let text = text.trim().trim_end_matches(';').to_ascii_lowercase();
+    let words: Vec<&str> = text.split_ascii_whitespace().collect();
+    matches!(
+        words.as_slice(),
+        ["discard", "all"] | ["deallocate", "all"] | ["deallocate", "prepare", "all"]
+    )
 }
 
 #[cfg(test)]
@@ -54,21 +131,61 @@ mod tests {
 
     #[test]
     fn same_text_and_types_share_a_name() {
-        let a = Statement::new("SELECT $1", &[23]);
-        let b = Statement::new("SELECT $1", &[23]);
+        let a = Statement::new(b"SELECT $1", &[23]);
+        let b = Statement::new(b"SELECT $1", &[23]);
         assert_eq!(a.server_name, b.server_name);
         assert_ne!(
             a.server_name,
-            Statement::new("SELECT $1", &[20]).server_name
+            Statement::new(b"SELECT $1", &[20]).server_name
         );
         assert_ne!(
             a.server_name,
-            Statement::new("SELECT $1 ", &[23]).server_name
+            Statement::new(b"SELECT $1 ", &[23]).server_name
         );
-        assert_ne!(a.server_name, Statement::new("SELECT $1", &[]).server_name);
+        assert_ne!(a.server_name, Statement::new(b"SELECT $1", &[]).server_name);
         assert!(a.server_name.starts_with("pgmux_"));
         assert_eq!(a.server_name.len(), 38);
         // Fits Postgres' identifier limit (63 bytes).
         assert!(a.server_name.len() < 64);
+        assert_eq!(server_name(&a.key), a.server_name);
+    }
+
+    #[test]
+    fn interner_shares_and_sweeps() {
+        let mut i = Interner::default();
+        let a = i.get(b"SELECT 1", &[]);
+        let b = i.get(b"SELECT 1", &[]);
+        assert!(Arc::ptr_eq(&a, &b));
+        drop((a, b));
+        for n in 0..200 {
+            let _ = i.get(format!("SELECT {n}").as_bytes(), &[]);
+        }
+        assert!(i.len() < 200, "dead entries are swept: {}", i.len());
+    }
+
+    #[test]
+    fn drop_all_detection() {
+        for q in [
+            "DISCARD ALL",
+            "discard  all;",
+            " Deallocate Prepare ALL ; ",
+            "DEALLOCATE ALL",
+        ] {
+            let mut body = q.as_bytes().to_vec();
+            body.push(0);
+            assert!(is_drop_all_query(&body), "{q}");
+        }
+        for q in [
+            "DISCARD PLANS",
+            "DEALLOCATE s1",
+            "SELECT 1; DISCARD ALL",
+            "discard",
+        ] {
+            let mut body = q.as_bytes().to_vec();
+            body.push(0);
+            assert!(!is_drop_all_query(&body), "{q}");
+        }
+        assert!(drops_all_statements(b"DISCARD ALL\0"));
+        assert!(!drops_all_statements(b"DEALLOCATE\0"));
     }
 }

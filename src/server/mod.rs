@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::Secret;
 use crate::error::{sqlstate, Error, Result};
+use crate::prepared::{cache::StatementCache, drops_all_statements};
 use crate::proto::{self, backend};
 pub use params::Params;
 
@@ -29,6 +30,8 @@ pub struct Target {
     pub max_packet_size: usize,
     pub tcp_keepalive: bool,
     pub tcp_nodelay: bool,
+    /// Prepared statements each server keeps for clients (0: pgmux maps none).
+    pub max_prepared_statements: usize,
 }
 
 /// Address and key to cancel a query running on a server.
@@ -54,6 +57,8 @@ pub struct Server {
     pub target: Arc<Target>,
     /// Opened from the reserve pool.
     pub reserve: bool,
+    /// The pgmux-named prepared statements this server has (transaction and statement mode).
+    pub prepared: StatementCache,
 }
 
 impl std::fmt::Debug for Server {
@@ -96,6 +101,7 @@ impl Server {
             secret: 0,
             created: now,
             idle_since: now,
+            prepared: StatementCache::new(target.max_prepared_statements),
             target,
             reserve: false,
         };
@@ -264,6 +270,7 @@ impl Server {
                     }
                 }
                 b'E' if err.is_none() => err = Some(server_error(body)),
+                b'C' if drops_all_statements(&body) => self.prepared.clear(),
                 b'Z' => {
                     let status = body.first().copied().unwrap_or(b'I');
                     return match err {

@@ -10,3 +10,4 @@ mod login;
 mod modes;
 mod pgbench;
 mod pool;
+mod prepared;

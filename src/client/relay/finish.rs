@@ -12,6 +12,19 @@ use crate::config::PoolMode;
 use crate::error::sqlstate;
 use crate::server::Server;
 
+/// Why the server's prepared statements are not known for sure, if they are not: such a
+/// server is closed rather than pooled.
+fn prepared_state_unknown(t: &Txn) -> Option<&'static str> {
+    let tr = t.prep.as_ref()?;
+    if tr.dirty {
+        Some("a prepared statement could not be closed on it")
+    } else if !tr.queue.is_empty() {
+        Some("answers to prepared-statement messages were still owed")
+    } else {
+        None
+    }
+}
+
 impl Relay {
     /// The transaction ended cleanly: give the server back and deliver what is left.
     pub(super) async fn release(&mut self, mut t: Txn) -> Option<String> {
@@ -26,6 +39,8 @@ impl Relay {
         let pool = self.sess.pool.clone();
         if cancelled {
             pool.close(t.server, true, "a cancel request was sent to it");
+        } else if let Some(why) = prepared_state_unknown(&t) {
+            pool.close(t.server, true, why);
         } else if pool.settings.server_reset_query_always
             && !pool.settings.server_reset_query.is_empty()
         {
@@ -60,11 +75,11 @@ impl Relay {
             && t.c_skip == 0
             && t.s_skip == 0
             && t.s_ready == t.server.rbuf.len();
-        if !quiet {
+        if !quiet || prepared_state_unknown(&t).is_some() {
             let reason = if cancelled {
                 "a cancel request was sent to it"
             } else {
-                "its client left in the middle of a request"
+                prepared_state_unknown(&t).unwrap_or("its client left in the middle of a request")
             };
             pool.close(t.server, true, reason);
             return why.to_string();

@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 mod finish;
+mod prepared;
 mod scan;
 
 use scan::advance_head;
@@ -125,6 +126,7 @@ impl Relay {
             max_packet: g.max_packet_size,
             client_idle_timeout: g.client_idle_timeout.get(),
             idle_tx_timeout: g.idle_transaction_timeout.get(),
+            statements: None,
             sess,
             _count: count,
         }
@@ -172,6 +174,8 @@ pub struct Relay {
     max_packet: usize,
     client_idle_timeout: Option<Duration>,
     idle_tx_timeout: Option<Duration>,
+    /// The client's prepared statements, by its names (transaction and statement mode).
+    statements: Option<Box<crate::prepared::ClientStatements>>,
 }
 
 /// Where a client and its server stand while attached.
@@ -181,6 +185,9 @@ struct Txn {
     c_ready: usize,
     /// Body bytes of the current client message not yet received.
     c_skip: usize,
+    /// The client buffer must grow to this many bytes before scanning can go on (a message
+    /// pgmux must read whole), even past `CAP`.
+    c_want: usize,
     /// Bytes of the message at the write head not yet sent to the server (0: the server has
     /// whole messages only).
     head_remaining: usize,
@@ -202,6 +209,8 @@ struct Txn {
     /// Statement mode saw a transaction block open.
     stmt_violation: bool,
     last_client_activity: Instant,
+    /// Prepared-statement mapping (transaction and statement mode with max_prepared_statements).
+    prep: Option<prepared::Tracker>,
 }
 
 enum Event {
@@ -331,6 +340,7 @@ impl Relay {
             server,
             c_ready: 0,
             c_skip: 0,
+            c_want: 0,
             head_remaining: 0,
             s_ready: 0,
             s_skip: 0,
@@ -342,7 +352,11 @@ impl Relay {
             at_boundary: false,
             stmt_violation: false,
             last_client_activity: Instant::now(),
+            prep: None,
         };
+        if t.server.target.max_prepared_statements > 0 {
+            t.prep = Some(Default::default());
+        }
         if let Err(e) = self.scan_client(&mut t, cbuf) {
             return Some(self.client_protocol_error(t, e).await);
         }
@@ -410,7 +424,7 @@ impl Relay {
                 None
             };
             let deadline = timer.map(|d| t.last_client_activity + d);
-            let c_can_read = !t.terminating && cbuf.len() < CAP;
+            let c_can_read = !t.terminating && (cbuf.len() < CAP || cbuf.len() < t.c_want);
             let s_can_read = !t.at_boundary && t.server.rbuf.len() < CAP;
             // Wait on the sockets' readiness directly (poll_*_ready): no per-wait future or
             // waiter-list registration on the hot path.

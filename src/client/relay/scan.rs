@@ -4,8 +4,10 @@
 
 use bytes::BytesMut;
 
+use super::prepared::{emit_fakes, Track};
 use super::{Relay, Txn, CAP};
 use crate::config::PoolMode;
+use crate::prepared::queue::Verdict;
 use crate::proto;
 use crate::server::params::{parse_parameter_status, tracked_index};
 
@@ -29,7 +31,8 @@ pub(super) fn advance_head(mut remaining: usize, cbuf: &[u8], mut n: usize) -> u
 
 impl Relay {
     /// Read client message headers in `cbuf` past `c_ready`.
-    pub(super) fn scan_client(&self, t: &mut Txn, cbuf: &mut BytesMut) -> Result<(), String> {
+    pub(super) fn scan_client(&mut self, t: &mut Txn, cbuf: &mut BytesMut) -> Result<(), String> {
+        t.c_want = 0;
         while t.c_ready < cbuf.len() {
             if t.c_skip > 0 {
                 let n = t.c_skip.min(cbuf.len() - t.c_ready);
@@ -39,6 +42,19 @@ impl Relay {
             }
             let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], self.max_packet)? else {
                 break;
+            };
+            // With prepared statements mapped, a message may be rewritten first: `ready`
+            // bytes of whole messages, then `rest` bytes of its body as the client sent them.
+            let (ready, rest) = if t.prep.is_some() && tag != b'X' {
+                match self.track_client(t, cbuf, tag, len) {
+                    Track::Wait(want) => {
+                        t.c_want = want;
+                        break;
+                    }
+                    Track::Go { ready, rest } => (ready, rest),
+                }
+            } else {
+                (0, len)
             };
             match tag {
                 b'Q' | b'S' => {
@@ -78,10 +94,12 @@ impl Relay {
             if t.pending > 0 || t.unsynced {
                 t.at_boundary = false;
             }
-            let n = len.min(cbuf.len() - t.c_ready);
+            t.c_ready += ready;
+            let n = rest.min(cbuf.len() - t.c_ready);
             t.c_ready += n;
-            t.c_skip = len - n;
+            t.c_skip = rest - n;
         }
+        emit_fakes(t);
         Ok(())
     }
 
@@ -95,10 +113,19 @@ impl Relay {
                 t.s_skip -= n;
                 continue;
             }
+            emit_fakes(t);
             let avail = t.server.rbuf.len() - t.s_ready;
             let Some((tag, len)) = proto::header(&t.server.rbuf[t.s_ready..], max)? else {
                 break;
             };
+            if t.prep.is_some() {
+                match self.track_server(t, tag, len)? {
+                    None => break,
+                    Some(Verdict::Forward) => {}
+                    // Dropped or replaced: the next message is at `s_ready`.
+                    Some(_) => continue,
+                }
+            }
             match tag {
                 b'Z' | b'S' => {
                     if len > CAP {
@@ -140,6 +167,7 @@ impl Relay {
             t.s_ready += n;
             t.s_skip = len - n;
         }
+        emit_fakes(t);
         Ok(())
     }
 }

@@ -1,0 +1,449 @@
+//! Prepared statements across servers (transaction and statement mode): client statement names
+//! are rewritten to pgmux-wide ones, statements are prepared on demand on whichever server the
+//! client holds, and the server's answers are fixed up so the client sees exactly what a
+//! direct connection would have said.
+//!
+//! Client side (`track_client`): a named Parse is mapped to a shared statement and sent only
+//! when the server lacks it (otherwise pgmux answers ParseComplete itself, in turn); Bind and
+//! Describe of a mapped statement are renamed, with a Parse sent first when the server lacks
+//! it (its ParseComplete swallowed); Close of a mapped statement is answered by pgmux and never
+//! reaches the shared server. Server side (`track_server`): every answer is matched against
+//! the queue of messages sent (`prepared::queue`).
+
+use bytes::{BufMut, BytesMut};
+
+use super::{Relay, Txn};
+use crate::pool::PoolStats;
+use crate::prepared::messages::{read_bind, read_parse, read_target, write_bind_head};
+use crate::prepared::messages::{write_parse, write_target};
+use crate::prepared::queue::{Action, Expect, Kind, Queue, Undo, Verdict};
+use crate::prepared::{cache::StatementCache, ClientStatements};
+use crate::prepared::{drops_all_statements, is_drop_all_query, server_name, Statement};
+use crate::proto::backend;
+use crate::server::Server;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The prepared-statement state of one attached request.
+#[derive(Default)]
+pub(super) struct Tracker {
+    pub(super) queue: Queue,
+    /// What the server holds is no longer known for sure: close it instead of pooling it.
+    pub(super) dirty: bool,
+    undo: Vec<Undo>,
+    scratch: BytesMut,
+}
+
+/// What scanning a client message decided.
+pub(super) enum Track {
+    /// Not enough bytes yet: wait until the client buffer holds this many.
+    Wait(usize),
+    /// `ready` bytes at the scan position are whole messages to send; then `rest` bytes of the
+    /// current message's body follow unchanged (some maybe not received yet).
+    Go { ready: usize, rest: usize },
+}
+
+/// A message sent as it is.
+fn unchanged(len: usize) -> Track {
+    Track::Go {
+        ready: 0,
+        rest: len,
+    }
+}
+
+/// Replace `remove` bytes at `at` with `insert`, moving what follows.
+pub(super) fn splice(buf: &mut BytesMut, at: usize, remove: usize, insert: &[u8]) {
+    if at == 0 && insert.is_empty() {
+        bytes::Buf::advance(buf, remove);
+        return;
+    }
+    let old_len = buf.len();
+    if insert.len() > remove {
+        buf.resize(old_len + insert.len() - remove, 0);
+    }
+    buf.copy_within(at + remove..old_len, at + insert.len());
+    buf[at..at + insert.len()].copy_from_slice(insert);
+    if insert.len() < remove {
+        buf.truncate(old_len - (remove - insert.len()));
+    }
+}
+
+/// Make sure the server has `stmt` before a message that uses it: append a Parse to `out` if
+/// not (and a Close of the statement it evicts), queueing their swallowed answers.
+fn ensure_on_server(
+    cache: &mut StatementCache,
+    queue: &mut Queue,
+    stats: &PoolStats,
+    stmt: &Statement,
+    out: &mut BytesMut,
+) {
+    if cache.touch(&stmt.key) {
+        stats.ps_hits.fetch_add(1, Relaxed);
+        return;
+    }
+    prepare_on_server(cache, queue, stats, stmt, out, Action::Swallow, None);
+}
+
+/// Append a Parse of `stmt` under its server name, recording it in the server's cache (and a
+/// Close of the statement evicted to make room).
+fn prepare_on_server(
+    cache: &mut StatementCache,
+    queue: &mut Queue,
+    stats: &PoolStats,
+    stmt: &Statement,
+    out: &mut BytesMut,
+    action: Action,
+    client: Option<Box<[u8]>>,
+) {
+    stats.ps_server_parses.fetch_add(1, Relaxed);
+    if let Some(old) = cache.insert(stmt.key) {
+        stats.ps_evictions.fetch_add(1, Relaxed);
+        write_target(out, b'C', b'S', server_name(&old).as_bytes());
+        queue.push(Expect {
+            kind: Kind::Close,
+            action: Action::Swallow,
+            // A Close that fails leaves a statement pgmux no longer counts.
+            undo: Undo::ServerDirty,
+        });
+    }
+    write_parse(
+        out,
+        stmt.server_name.as_bytes(),
+        &stmt.query,
+        &stmt.param_types,
+    );
+    queue.push(Expect {
+        kind: Kind::Parse,
+        action,
+        undo: Undo::Parse {
+            key: stmt.key,
+            client,
+            sent: true,
+        },
+    });
+}
+
+/// The ErrorResponse Postgres sends for a Parse of a name already in use.
+fn duplicate_statement_error(name: &[u8]) -> Box<[u8]> {
+    let mut e = BytesMut::new();
+    let msg = format!(
+        "prepared statement \"{}\" already exists",
+        String::from_utf8_lossy(name)
+    );
+    backend::error_response(&mut e, "ERROR", "42P05", &msg);
+    e.to_vec().into_boxed_slice()
+}
+
+/// A statement name no server has: Describe of it fails without side effects.
+const NO_SUCH_STATEMENT: &[u8] = b"pgmux_no_such_statement";
+
+impl Relay {
+    /// A client message at `t.c_ready` with this header: rewrite it for the server if it names
+    /// a statement pgmux maps, and queue the answers it will get.
+    pub(super) fn track_client(
+        &mut self,
+        t: &mut Txn,
+        cbuf: &mut BytesMut,
+        tag: u8,
+        len: usize,
+    ) -> Track {
+        let at = t.c_ready;
+        let avail = cbuf.len() - at;
+        let tr = t.prep.as_mut().expect("tracking");
+        let stats = &self.sess.pool.stats;
+        let forward = |tr: &mut Tracker, kind| {
+            tr.queue.push(Expect::forward(kind));
+            unchanged(len)
+        };
+        match tag {
+            b'P' => {
+                // The unnamed statement passes through without waiting for the whole message.
+                if len < 6 {
+                    return forward(tr, Kind::Parse);
+                }
+                if avail < 6 {
+                    return Track::Wait(at + 6);
+                }
+                if cbuf[at + 5] == 0 {
+                    return forward(tr, Kind::Parse);
+                }
+                if avail < len {
+                    return Track::Wait(at + len);
+                }
+                let Some(p) = read_parse(&cbuf[at + 5..at + len]) else {
+                    // Malformed: Postgres says so.
+                    return forward(tr, Kind::Parse);
+                };
+                stats.ps_client_parses.fetch_add(1, Relaxed);
+                let map = self.statements.get_or_insert_with(Default::default);
+                tr.scratch.clear();
+                if map.contains_key(p.name) {
+                    // Postgres refuses the name and skips to Sync. pgmux makes the server fail
+                    // the same way (a Describe of a statement no one has), so that its
+                    // transaction state follows, and answers with Postgres' own error.
+                    let err = duplicate_statement_error(p.name);
+                    write_target(&mut tr.scratch, b'D', b'S', NO_SUCH_STATEMENT);
+                    tr.queue.push(Expect {
+                        kind: Kind::DescribeStatement,
+                        action: Action::ReplaceError(err),
+                        undo: Undo::None,
+                    });
+                } else {
+                    let name: Box<[u8]> = p.name.into();
+                    let stmt = self
+                        .sess
+                        .pool
+                        .statements
+                        .lock()
+                        .get(p.query, &p.param_types);
+                    map.insert(name.clone(), stmt.clone());
+                    if t.server.prepared.touch(&stmt.key) {
+                        stats.ps_hits.fetch_add(1, Relaxed);
+                        tr.queue.push(Expect {
+                            kind: Kind::Parse,
+                            action: Action::Fake,
+                            undo: Undo::Parse {
+                                key: stmt.key,
+                                client: Some(name),
+                                sent: false,
+                            },
+                        });
+                    } else {
+                        prepare_on_server(
+                            &mut t.server.prepared,
+                            &mut tr.queue,
+                            stats,
+                            &stmt,
+                            &mut tr.scratch,
+                            Action::Forward,
+                            Some(name),
+                        );
+                    }
+                }
+                splice(cbuf, at, len, &tr.scratch);
+                Track::Go {
+                    ready: tr.scratch.len(),
+                    rest: 0,
+                }
+            }
+            b'B' => {
+                let end = (at + len).min(cbuf.len());
+                let Some((portal, name, _)) = read_bind(&cbuf[at + 5..end]) else {
+                    if end < at + len {
+                        return Track::Wait(cbuf.len() + 1);
+                    }
+                    return forward(tr, Kind::Bind);
+                };
+                let stmt = match self.statements.as_ref().and_then(|m| m.get(name)) {
+                    Some(s) if !name.is_empty() => s.clone(),
+                    // Unnamed, or unknown (Postgres answers with its own error).
+                    _ => return forward(tr, Kind::Bind),
+                };
+                stats.ps_binds.fetch_add(1, Relaxed);
+                let head = 5 + portal.len() + 1 + name.len() + 1;
+                let rest = len - head;
+                // Copied out: the buffer it lives in is about to change.
+                let portal = portal.to_vec();
+                tr.scratch.clear();
+                ensure_on_server(
+                    &mut t.server.prepared,
+                    &mut tr.queue,
+                    stats,
+                    &stmt,
+                    &mut tr.scratch,
+                );
+                write_bind_head(&mut tr.scratch, &portal, stmt.server_name.as_bytes(), rest);
+                tr.queue.push(Expect::forward(Kind::Bind));
+                splice(cbuf, at, head, &tr.scratch);
+                Track::Go {
+                    ready: tr.scratch.len(),
+                    rest,
+                }
+            }
+            b'D' | b'C' => {
+                if avail < len {
+                    return Track::Wait(at + len);
+                }
+                let (kind_s, kind_p) = if tag == b'D' {
+                    (Kind::DescribeStatement, Kind::DescribePortal)
+                } else {
+                    (Kind::Close, Kind::Close)
+                };
+                let target = read_target(&cbuf[at + 5..at + len]);
+                let Some((b'S', name)) = target else {
+                    return forward(tr, kind_p);
+                };
+                let map = match self.statements.as_mut() {
+                    Some(m) if !name.is_empty() && m.contains_key(name) => m,
+                    _ => return forward(tr, kind_s),
+                };
+                tr.scratch.clear();
+                if tag == b'C' {
+                    // The client's name goes; the shared statement stays on the server.
+                    let (name, stmt) = map.remove_entry(name).expect("checked");
+                    tr.queue.push(Expect {
+                        kind: Kind::Close,
+                        action: Action::Fake,
+                        undo: Undo::ClientRestore(name, stmt),
+                    });
+                } else {
+                    let stmt = map.get(name).expect("checked").clone();
+                    ensure_on_server(
+                        &mut t.server.prepared,
+                        &mut tr.queue,
+                        stats,
+                        &stmt,
+                        &mut tr.scratch,
+                    );
+                    write_target(&mut tr.scratch, b'D', b'S', stmt.server_name.as_bytes());
+                    tr.queue.push(Expect::forward(Kind::DescribeStatement));
+                }
+                splice(cbuf, at, len, &tr.scratch);
+                Track::Go {
+                    ready: tr.scratch.len(),
+                    rest: 0,
+                }
+            }
+            b'Q' => {
+                // DISCARD ALL / DEALLOCATE ALL drop the client's statements too. Only short
+                // queries can be one of those.
+                if len > 5 + 80 {
+                    return forward(tr, Kind::Query);
+                }
+                if avail < len {
+                    return Track::Wait(at + len);
+                }
+                let undo = match self.statements.as_mut() {
+                    Some(m) if is_drop_all_query(&cbuf[at + 5..at + len]) => {
+                        Undo::ClientRestoreAll(Box::new(std::mem::take(m)))
+                    }
+                    _ => Undo::None,
+                };
+                tr.queue.push(Expect {
+                    kind: Kind::Query,
+                    action: Action::Forward,
+                    undo,
+                });
+                unchanged(len)
+            }
+            // FunctionCall answers like a Query: FunctionCallResponse, then ReadyForQuery.
+            b'F' => forward(tr, Kind::Query),
+            b'E' => forward(tr, Kind::Execute),
+            b'S' => forward(tr, Kind::Sync),
+            b'c' | b'f' => {
+                tr.queue.forget_syncs_in_copy(t.syncs_since_exec);
+                unchanged(len)
+            }
+            _ => unchanged(len),
+        }
+    }
+
+    /// A server message at `t.s_ready` with this header. `Ok(None)`: wait for the whole
+    /// message. `Ok(Some(Verdict))`: what to do with it (already done for Drop and Replace,
+    /// whose bytes are gone from or replaced in the buffer).
+    pub(super) fn track_server(
+        &mut self,
+        t: &mut Txn,
+        tag: u8,
+        len: usize,
+    ) -> Result<Option<Verdict>, String> {
+        let avail = t.server.rbuf.len() - t.s_ready;
+        // Messages pgmux may drop, replace or read are needed whole (they are small).
+        let whole =
+            matches!(tag, b'1' | b'2' | b'3' | b'E' | b'C' | b'Z' | b'S') && len <= super::CAP;
+        if whole && avail < len {
+            return Ok(None);
+        }
+        let tr = t.prep.as_mut().expect("tracking");
+        let verdict = tr.queue.on_backend(tag, &mut tr.undo)?;
+        let map = self.statements.get_or_insert_with(Default::default);
+        undo_all(&mut tr.undo, map, &mut t.server, &mut tr.dirty);
+        if tag == b'C' && whole {
+            let body = &t.server.rbuf[t.s_ready + 5..t.s_ready + len];
+            if drops_all_statements(body) {
+                t.server.prepared.clear();
+            }
+        }
+        match &verdict {
+            Verdict::Forward => {}
+            Verdict::Drop => splice(&mut t.server.rbuf, t.s_ready, len, &[]),
+            Verdict::Replace(e) => {
+                splice(&mut t.server.rbuf, t.s_ready, len, e);
+                t.s_ready += e.len();
+            }
+        }
+        Ok(Some(verdict))
+    }
+}
+
+/// Apply the undo actions of messages that failed or were skipped, newest first.
+fn undo_all(
+    undo: &mut Vec<Undo>,
+    map: &mut ClientStatements,
+    server: &mut Server,
+    dirty: &mut bool,
+) {
+    while let Some(u) = undo.pop() {
+        match u {
+            Undo::None => {}
+            Undo::Parse { key, client, sent } => {
+                if sent {
+                    server.prepared.remove(&key);
+                }
+                if let Some(name) = client {
+                    if map.get(&name).is_some_and(|s| s.key == key) {
+                        map.remove(&name);
+                    }
+                }
+            }
+            Undo::ClientRestore(name, stmt) => {
+                map.entry(name).or_insert(stmt);
+            }
+            Undo::ClientRestoreAll(old) => {
+                for (name, stmt) in *old {
+                    map.entry(name).or_insert(stmt);
+                }
+            }
+            Undo::ServerDirty => *dirty = true,
+        }
+    }
+}
+
+/// Put pgmux's own answers (ParseComplete, CloseComplete) whose turn has come into the stream
+/// to the client, at the point the client expects them.
+pub(super) fn emit_fakes(t: &mut Txn) {
+    if t.s_skip > 0 {
+        return;
+    }
+    let Some(tr) = t.prep.as_mut() else {
+        return;
+    };
+    while let Some(kind) = tr.queue.pop_fake() {
+        let tag = if kind == Kind::Close { b'3' } else { b'1' };
+        let mut m = [0u8; 5];
+        m[0] = tag;
+        (&mut m[1..]).put_u32(4);
+        splice(&mut t.server.rbuf, t.s_ready, 0, &m);
+        t.s_ready += 5;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::splice;
+    use bytes::BytesMut;
+
+    #[test]
+    fn splice_grows_shrinks_and_removes() {
+        let mut b = BytesMut::from(&b"abcdef"[..]);
+        splice(&mut b, 2, 2, b"XYZW");
+        assert_eq!(&b[..], b"abXYZWef");
+        splice(&mut b, 2, 4, b"q");
+        assert_eq!(&b[..], b"abqef");
+        splice(&mut b, 0, 2, b"");
+        assert_eq!(&b[..], b"qef");
+        splice(&mut b, 3, 0, b"!!");
+        assert_eq!(&b[..], b"qef!!");
+        splice(&mut b, 1, 1, b"E");
+        assert_eq!(&b[..], b"qEf!!");
+    }
+}

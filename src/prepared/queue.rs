@@ -1,0 +1,365 @@
+//! The responses a server owes, in order: one entry per message sent that Postgres answers,
+//! saying whether its answer goes to the client, is swallowed (a message pgmux added), is
+//! replaced, or is made up by pgmux itself (for a client message never sent), and what to undo
+//! when Postgres skips or rejects the message.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use super::{ClientStatements, Statement};
+
+/// What ends the answer to a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// ParseComplete.
+    Parse,
+    /// BindComplete.
+    Bind,
+    /// CloseComplete.
+    Close,
+    /// ParameterDescription, then RowDescription or NoData.
+    DescribeStatement,
+    /// RowDescription or NoData.
+    DescribePortal,
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended (rows and COPY before).
+    Execute,
+    /// ReadyForQuery.
+    Sync,
+    /// ReadyForQuery (Query and FunctionCall; errors inside do not end it).
+    Query,
+}
+
+impl Kind {
+    /// Whether a backend message with `tag` ends the answer (errors aside).
+    fn ends(self, tag: u8) -> bool {
+        match self {
+            Kind::Parse => tag == b'1',
+            Kind::Bind => tag == b'2',
+            Kind::Close => tag == b'3',
+            Kind::DescribeStatement | Kind::DescribePortal => tag == b'T' || tag == b'n',
+            Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
+            Kind::Sync | Kind::Query => tag == b'Z',
+        }
+    }
+
+    /// Whether an ErrorResponse ends it: in the extended protocol an error ends the message
+    /// and Postgres skips the rest up to Sync; a Query or Sync goes on to its ReadyForQuery.
+    fn error_ends(self) -> bool {
+        !matches!(self, Kind::Sync | Kind::Query)
+    }
+}
+
+/// Who answers the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The server's answer goes to the client.
+    Forward,
+    /// pgmux added the message: its answer is dropped (an error still goes to the client,
+    /// it is the client's request that failed).
+    Swallow,
+    /// The message was never sent: pgmux answers ParseComplete / CloseComplete itself.
+    Fake,
+    /// pgmux added the message to make the server fail in its place: the server's error is
+    /// replaced by this ErrorResponse (whole message).
+    ReplaceError(Box<[u8]>),
+}
+
+/// What to undo when Postgres skipped the message or it failed.
+#[derive(Debug, Clone)]
+pub enum Undo {
+    None,
+    /// A Parse of statement `key`: the server does not have it after all (when the Parse was
+    /// `sent`), nor the client under its name (when the client sent it).
+    Parse {
+        key: [u8; 16],
+        client: Option<Box<[u8]>>,
+        sent: bool,
+    },
+    /// The client's Close of `name` was taken: the client still has it.
+    ClientRestore(Box<[u8]>, Arc<Statement>),
+    /// The client's DISCARD ALL / DEALLOCATE ALL was taken: it still has these.
+    ClientRestoreAll(Box<ClientStatements>),
+    /// The server's state is no longer known for sure: close it at release.
+    ServerDirty,
+}
+
+/// One message the server answers.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub kind: Kind,
+    pub action: Action,
+    pub undo: Undo,
+}
+
+impl Expect {
+    pub fn forward(kind: Kind) -> Expect {
+        Expect {
+            kind,
+            action: Action::Forward,
+            undo: Undo::None,
+        }
+    }
+}
+
+/// What to do with one backend message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Drop,
+    Replace(Box<[u8]>),
+}
+
+/// The answers a server owes, oldest first.
+#[derive(Debug, Default)]
+pub struct Queue {
+    q: VecDeque<Expect>,
+}
+
+impl Queue {
+    pub fn push(&mut self, e: Expect) {
+        self.q.push_back(e);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    /// Take the made-up answer at the front, if its turn has come: the kind it answers.
+    pub fn pop_fake(&mut self) -> Option<Kind> {
+        if self.q.front().is_some_and(|e| e.action == Action::Fake) {
+            self.q.pop_front().map(|e| e.kind)
+        } else {
+            None
+        }
+    }
+
+    /// A backend message arrived: what to do with it. Undo actions of messages that failed or
+    /// were skipped are appended to `undo`, oldest first. An answer that fits no message sent
+    /// is an error (pgmux and the server disagree: the server must be closed).
+    pub fn on_backend(&mut self, tag: u8, undo: &mut Vec<Undo>) -> Result<Verdict, String> {
+        // Asynchronous messages may come at any time.
+        if matches!(tag, b'N' | b'A' | b'S') {
+            return Ok(Verdict::Forward);
+        }
+        let Some(front) = self.q.front() else {
+            // Nothing owed: an error or notice of the server's own (e.g. a FATAL on shutdown).
+            return match tag {
+                b'E' => Ok(Verdict::Forward),
+                _ => Err(format!("unexpected '{}' from server", tag as char)),
+            };
+        };
+        if front.action == Action::Fake {
+            return Err("a made-up answer was not delivered in turn".into());
+        }
+        if tag == b'E' {
+            let front = self.q.front_mut().expect("checked");
+            if !front.kind.error_ends() {
+                // A Query that is a single statement failed: it did nothing.
+                undo.push(std::mem::replace(&mut front.undo, Undo::None));
+                return Ok(Verdict::Forward);
+            }
+            let failed = self.q.pop_front().expect("checked");
+            let verdict = match failed.action {
+                Action::ReplaceError(e) => Verdict::Replace(e),
+                _ => Verdict::Forward,
+            };
+            undo.push(failed.undo);
+            // Postgres skips everything up to the next Sync.
+            while let Some(e) = self.q.front() {
+                if e.kind == Kind::Sync {
+                    break;
+                }
+                let skipped = self.q.pop_front().expect("checked");
+                undo.push(skipped.undo);
+            }
+            return Ok(verdict);
+        }
+        if !fits(front.kind, tag) {
+            return Err(format!(
+                "unexpected '{}' from server while expecting the answer to {:?}",
+                tag as char, front.kind
+            ));
+        }
+        let verdict = match front.action {
+            Action::Swallow => Verdict::Drop,
+            _ => Verdict::Forward,
+        };
+        if front.kind.ends(tag) {
+            self.q.pop_front();
+        }
+        Ok(verdict)
+    }
+
+    /// A COPY FROM STDIN ended (CopyDone/CopyFail sent): the `syncs` Syncs the client sent
+    /// during copy-in mode are ignored by Postgres and get no answer.
+    pub fn forget_syncs_in_copy(&mut self, mut syncs: u32) {
+        while syncs > 0 && self.q.back().is_some_and(|e| e.kind == Kind::Sync) {
+            self.q.pop_back();
+            syncs -= 1;
+        }
+    }
+}
+
+/// Whether a backend message may be part of the answer to `kind` (errors and asynchronous
+/// messages aside).
+fn fits(kind: Kind, tag: u8) -> bool {
+    match kind {
+        Kind::Parse => tag == b'1',
+        Kind::Bind => tag == b'2',
+        Kind::Close => tag == b'3',
+        Kind::DescribeStatement => matches!(tag, b't' | b'T' | b'n'),
+        Kind::DescribePortal => matches!(tag, b'T' | b'n'),
+        // Rows, the end of the command, or COPY in either direction.
+        Kind::Execute => matches!(tag, b'D' | b'C' | b'I' | b's' | b'G' | b'H' | b'd' | b'c'),
+        Kind::Sync => tag == b'Z',
+        // A simple query may answer with anything a query can (several statements, COPY,
+        // a FunctionCall's FunctionCallResponse).
+        Kind::Query => !matches!(tag, b'1' | b'2' | b'3' | b't' | b's'),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(kind: Kind) -> Expect {
+        Expect::forward(kind)
+    }
+
+    fn run(q: &mut Queue, tags: &[u8]) -> Vec<Verdict> {
+        let mut undo = Vec::new();
+        tags.iter()
+            .map(|t| q.on_backend(*t, &mut undo).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn swallowed_parse_then_forwarded_batch() {
+        let mut q = Queue::default();
+        q.push(Expect {
+            kind: Kind::Parse,
+            action: Action::Swallow,
+            undo: Undo::Parse {
+                key: [1; 16],
+                client: None,
+                sent: true,
+            },
+        });
+        for k in [Kind::Bind, Kind::Execute, Kind::Sync] {
+            q.push(fwd(k));
+        }
+        let v = run(&mut q, b"12DDCZ");
+        assert_eq!(v[0], Verdict::Drop);
+        assert!(v[1..].iter().all(|v| *v == Verdict::Forward));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn error_skips_to_sync_and_collects_undo() {
+        let mut q = Queue::default();
+        q.push(fwd(Kind::Bind));
+        q.push(fwd(Kind::Execute));
+        q.push(Expect {
+            kind: Kind::Parse,
+            action: Action::Forward,
+            undo: Undo::Parse {
+                key: [2; 16],
+                client: Some(b"s1"[..].into()),
+                sent: true,
+            },
+        });
+        q.push(Expect {
+            kind: Kind::Parse,
+            action: Action::Fake,
+            undo: Undo::Parse {
+                key: [3; 16],
+                client: Some(b"s2"[..].into()),
+                sent: false,
+            },
+        });
+        q.push(fwd(Kind::Sync));
+        q.push(fwd(Kind::Bind));
+        let mut undo = Vec::new();
+        assert_eq!(q.on_backend(b'2', &mut undo), Ok(Verdict::Forward));
+        assert_eq!(q.on_backend(b'E', &mut undo), Ok(Verdict::Forward));
+        assert_eq!(undo.len(), 3, "{undo:?}");
+        assert!(
+            matches!(undo[1], Undo::Parse { client: Some(ref n), sent: true, .. } if &**n == b"s1")
+        );
+        assert!(
+            matches!(undo[2], Undo::Parse { client: Some(ref n), sent: false, .. } if &**n == b"s2")
+        );
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.on_backend(b'Z', &mut undo), Ok(Verdict::Forward));
+        assert_eq!(q.on_backend(b'2', &mut undo), Ok(Verdict::Forward));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn errors_inside_query_and_sync_do_not_skip() {
+        let mut q = Queue::default();
+        q.push(fwd(Kind::Query));
+        q.push(fwd(Kind::Sync));
+        let v = run(&mut q, b"TDCEZEZ");
+        assert!(v.iter().all(|v| *v == Verdict::Forward));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn fakes_come_out_in_turn() {
+        let mut q = Queue::default();
+        q.push(fwd(Kind::Bind));
+        q.push(Expect {
+            kind: Kind::Parse,
+            action: Action::Fake,
+            undo: Undo::None,
+        });
+        q.push(fwd(Kind::Sync));
+        assert_eq!(q.pop_fake(), None);
+        run(&mut q, b"2");
+        assert_eq!(q.pop_fake(), Some(Kind::Parse));
+        assert_eq!(q.pop_fake(), None);
+        run(&mut q, b"Z");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn replaced_error_and_mismatches() {
+        let mut q = Queue::default();
+        q.push(Expect {
+            kind: Kind::DescribeStatement,
+            action: Action::ReplaceError(b"E...".to_vec().into()),
+            undo: Undo::None,
+        });
+        q.push(fwd(Kind::Sync));
+        let mut undo = Vec::new();
+        assert_eq!(
+            q.on_backend(b'E', &mut undo),
+            Ok(Verdict::Replace(b"E...".to_vec().into()))
+        );
+        assert!(
+            q.on_backend(b'1', &mut undo).is_err(),
+            "ParseComplete owed to nobody"
+        );
+        assert_eq!(q.on_backend(b'N', &mut undo), Ok(Verdict::Forward));
+        assert_eq!(q.on_backend(b'Z', &mut undo), Ok(Verdict::Forward));
+        assert!(q.on_backend(b'Z', &mut undo).is_err());
+    }
+
+    #[test]
+    fn copy_in_syncs_are_forgotten() {
+        let mut q = Queue::default();
+        q.push(fwd(Kind::Execute));
+        q.push(fwd(Kind::Sync));
+        q.push(fwd(Kind::Sync));
+        q.forget_syncs_in_copy(2);
+        q.push(fwd(Kind::Sync));
+        let v = run(&mut q, b"GCZ");
+        assert!(v.iter().all(|v| *v == Verdict::Forward));
+        assert!(q.is_empty());
+    }
+}
