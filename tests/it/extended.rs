@@ -14,7 +14,12 @@ use crate::support::raw::{
 use crate::support::{config, pg, Mux};
 
 /// Bind of `statement` to `portal` with text parameters and binary results.
-fn bind_params(portal: &str, statement: &str, params: &[&str], binary_results: bool) -> Vec<u8> {
+pub(crate) fn bind_params(
+    portal: &str,
+    statement: &str,
+    params: &[&str],
+    binary_results: bool,
+) -> Vec<u8> {
     let mut b = cstr(portal);
     b.extend(cstr(statement));
     b.extend(0i16.to_be_bytes()); // all parameters in text
@@ -33,20 +38,20 @@ fn bind_params(portal: &str, statement: &str, params: &[&str], binary_results: b
 }
 
 /// Execute of `portal` returning at most `rows` rows (0: all).
-fn execute_limit(portal: &str, rows: i32) -> Vec<u8> {
+pub(crate) fn execute_limit(portal: &str, rows: i32) -> Vec<u8> {
     let mut b = cstr(portal);
     b.extend(rows.to_be_bytes());
     msg(b'E', &b)
 }
 
-fn describe_portal(name: &str) -> Vec<u8> {
+pub(crate) fn describe_portal(name: &str) -> Vec<u8> {
     let mut b = vec![b'P'];
     b.extend(cstr(name));
     msg(b'D', &b)
 }
 
 /// Log in as app with SCRAM on `port` (Postgres or pgmux).
-async fn login(port: u16) -> TcpStream {
+pub(crate) async fn login(port: u16) -> TcpStream {
     let (mut s, m) = auth_request(port, &[("user", "app"), ("database", "appdb")]).await;
     assert_eq!(m.0, b'R');
     scram(&mut s, "app_pw").await;
@@ -54,7 +59,7 @@ async fn login(port: u16) -> TcpStream {
 }
 
 /// Send `bytes` and read until `ready` ReadyForQuery messages have come back.
-async fn exchange(s: &mut TcpStream, bytes: &[u8], ready: usize) -> Vec<Msg> {
+pub(crate) async fn exchange(s: &mut TcpStream, bytes: &[u8], ready: usize) -> Vec<Msg> {
     crate::support::raw::send(s, bytes).await;
     let mut out = Vec::new();
     let mut seen = 0;
