@@ -130,8 +130,12 @@ fn normalized(msgs: Vec<Msg>) -> Vec<Msg> {
         .collect()
 }
 
+/// A scenario: its name and its steps (bytes to send, what to wait for).
+type Scenario = (&'static str, Vec<(Vec<u8>, Until)>);
+
 /// Scenarios of steps; between steps the client is moved to the pool's other server.
-fn prepared_scenarios() -> Vec<(&'static str, Vec<(Vec<u8>, Until)>)> {
+#[allow(clippy::vec_init_then_push)]
+fn prepared_scenarios() -> Vec<Scenario> {
     use Until::*;
     let mut v = Vec::new();
 
