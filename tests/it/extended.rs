@@ -160,3 +160,41 @@ async fn extended_protocol_replies_match_a_direct_connection() {
         assert_eq!(n, 1, "the shared server went back to the pool after {name}");
     }
 }
+
+/// A FunctionCall (libpq's fast path, used for large objects) ends with ReadyForQuery like a
+/// Query: in transaction mode the server goes back to the pool after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_call_releases_the_server() {
+    let _pg = pg();
+    let extra = db_entry("fcdb", "appdb", "pool_size = 1");
+    let mux = Mux::start(config("", &extra)).await;
+    let other = mux.connect_as("app", "app_pw", "fcdb").await;
+    let oid: u32 = other
+        .query_one("SELECT 'int4abs'::regproc::oid", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let (mut c, m) = auth_request(mux.port(), &[("user", "app"), ("database", "fcdb")]).await;
+    assert_eq!(m.0, b'R');
+    scram(&mut c, "app_pw").await;
+    let mut b = oid.to_be_bytes().to_vec();
+    b.extend(1i16.to_be_bytes()); // one format code
+    b.extend(0i16.to_be_bytes()); // text
+    b.extend(1i16.to_be_bytes()); // one argument
+    b.extend(2i32.to_be_bytes());
+    b.extend_from_slice(b"-5");
+    b.extend(0i16.to_be_bytes()); // text result
+    let got = exchange(&mut c, &msg(b'F', &b), 1).await;
+    assert_eq!(crate::support::raw::tags(&got), "VZ");
+    assert_eq!(&got[0].1[4..], b"5");
+    // The only server is free again.
+    let n: i64 = tokio::time::timeout(
+        Duration::from_secs(5),
+        other.query_one("SELECT 1::int8", &[]),
+    )
+    .await
+    .expect("the server was released after the FunctionCall")
+    .unwrap()
+    .get(0);
+    assert_eq!(n, 1);
+}

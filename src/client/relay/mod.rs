@@ -194,7 +194,7 @@ struct Txn {
     /// Server bytes at the front of `server.rbuf` ready to relay.
     s_ready: usize,
     s_skip: usize,
-    /// Queries and Syncs sent whose ReadyForQuery has not come back.
+    /// Queries, FunctionCalls and Syncs sent whose ReadyForQuery has not come back.
     pending: u32,
     /// Extended-protocol messages sent since the last Sync.
     unsynced: bool,

@@ -57,10 +57,11 @@ impl Relay {
                 (0, len)
             };
             match tag {
-                b'Q' | b'S' => {
+                // FunctionCall (libpq's fast path, large objects) is answered like a Query.
+                b'Q' | b'S' | b'F' => {
                     t.pending += 1;
                     t.unsynced = false;
-                    if tag == b'Q' {
+                    if tag != b'S' {
                         t.syncs_since_exec = 0;
                     } else {
                         t.syncs_since_exec += 1;
