@@ -569,3 +569,39 @@ async fn zero_turns_the_mapping_off() {
         vec!["plain_name".to_string()]
     );
 }
+
+/// Large messages through the rewriting: a Bind carrying megabytes of parameters (renamed,
+/// its parameters streamed through), and a Parse of a query text larger than the relay's
+/// buffer (read whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bind_and_parse_through_named_statements() {
+    let _pg = pg();
+    let extra = db_entry("psdb6", "appdb", "pool_size = 2");
+    let mux = Mux::start(config("", &extra)).await;
+    let c = mux.connect_as("app", "app_pw", "psdb6").await;
+    let stmt = c
+        .prepare("SELECT length($1::text), md5($1::text)")
+        .await
+        .unwrap();
+    for size in [1usize, 70_000, 3_000_000] {
+        let text: String = (0..size).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        let row = c.query_one(&stmt, &[&text]).await.unwrap();
+        let n: i32 = row.get(0);
+        assert_eq!(n as usize, size);
+        let want = c
+            .query_one("SELECT md5($1::text)", &[&text])
+            .await
+            .unwrap()
+            .get::<_, String>(0);
+        assert_eq!(row.get::<_, String>(1), want);
+    }
+    // A 300 kB query text, prepared and run twice.
+    let list: Vec<String> = (0..40_000).map(|i| i.to_string()).collect();
+    let sql = format!("SELECT count(*) FROM (VALUES ({})) v(x)", list.join("),("));
+    assert!(sql.len() > 200_000);
+    let big = c.prepare(&sql).await.unwrap();
+    for _ in 0..2 {
+        let n: i64 = c.query_one(&big, &[]).await.unwrap().get(0);
+        assert_eq!(n, 40_000);
+    }
+}

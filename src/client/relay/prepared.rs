@@ -133,6 +133,11 @@ fn duplicate_statement_error(name: &[u8]) -> Box<[u8]> {
     e.to_vec().into_boxed_slice()
 }
 
+/// Bytes of a message read to find the names it carries: longer names are not pgmux's
+/// (Postgres keeps 63 bytes of a name), and reading no further keeps a client from making
+/// pgmux buffer a huge message.
+const MAX_NAMES: usize = 4096;
+
 /// A statement name no server has: Describe of it fails without side effects.
 const NO_SUCH_STATEMENT: &[u8] = b"pgmux_no_such_statement";
 
@@ -228,9 +233,10 @@ impl Relay {
             b'B' => {
                 let end = (at + len).min(cbuf.len());
                 let Some((portal, name, _)) = read_bind(&cbuf[at + 5..end]) else {
-                    if end < at + len {
+                    if end < at + len && end - at < MAX_NAMES {
                         return Track::Wait(cbuf.len() + 1);
                     }
+                    // Malformed, or names longer than any pgmux maps: Postgres decides.
                     return forward(tr, Kind::Bind);
                 };
                 let stmt = match self.statements.as_ref().and_then(|m| m.get(name)) {
@@ -260,14 +266,24 @@ impl Relay {
                 }
             }
             b'D' | b'C' => {
-                if avail < len {
-                    return Track::Wait(at + len);
-                }
                 let (kind_s, kind_p) = if tag == b'D' {
                     (Kind::DescribeStatement, Kind::DescribePortal)
                 } else {
                     (Kind::Close, Kind::Close)
                 };
+                if len > MAX_NAMES {
+                    // Not a name pgmux maps: Postgres decides (its answer is that of a
+                    // statement or portal alike).
+                    let kind = if cbuf.get(at + 5) == Some(&b'P') {
+                        kind_p
+                    } else {
+                        kind_s
+                    };
+                    return forward(tr, kind);
+                }
+                if avail < len {
+                    return Track::Wait(at + len);
+                }
                 let target = read_target(&cbuf[at + 5..at + len]);
                 let Some((b'S', name)) = target else {
                     return forward(tr, kind_p);
