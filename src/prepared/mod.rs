@@ -125,6 +125,59 @@ pub fn is_drop_all_query(body: &[u8]) -> bool {
     )
 }
 
+/// The statement name of a simple Query that is exactly `DEALLOCATE [PREPARE] name` (an
+/// optional `;`), as Postgres reads it: an unquoted name folded to lower case, a quoted one
+/// as written (`""` for a quote). `None` for anything else, `DEALLOCATE ALL` included.
+pub fn deallocate_target(body: &[u8]) -> Option<Vec<u8>> {
+    let end = body.iter().position(|&b| b == 0)?;
+    let text = body[..end].trim_ascii();
+    let text = text.strip_suffix(b";").unwrap_or(text).trim_ascii();
+    let rest = strip_keyword(text, b"deallocate")?;
+    let rest = strip_keyword(rest, b"prepare").unwrap_or(rest);
+    if rest.is_empty() {
+        return None;
+    }
+    let name = if let Some(quoted) = rest.strip_prefix(b"\"") {
+        let inner = quoted.strip_suffix(b"\"")?;
+        let mut name = Vec::with_capacity(inner.len());
+        let mut i = 0;
+        while i < inner.len() {
+            if inner[i] == b'"' {
+                if inner.get(i + 1) != Some(&b'"') {
+                    return None;
+                }
+                i += 1;
+            }
+            name.push(inner[i]);
+            i += 1;
+        }
+        name
+    } else {
+        let ok = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$' || *b >= 0x80;
+        if !rest.iter().all(ok) || rest[0].is_ascii_digit() || rest[0] == b'$' {
+            return None;
+        }
+        if rest.eq_ignore_ascii_case(b"all") {
+            return None;
+        }
+        rest.to_ascii_lowercase()
+    };
+    (!name.is_empty()).then_some(name)
+}
+
+/// `text` without a leading keyword (any case) and the white space after it.
+fn strip_keyword<'a>(text: &'a [u8], word: &[u8]) -> Option<&'a [u8]> {
+    let head = text.get(..word.len())?;
+    if !head.eq_ignore_ascii_case(word) {
+        return None;
+    }
+    let rest = &text[word.len()..];
+    if !rest.is_empty() && !rest[0].is_ascii_whitespace() {
+        return None;
+    }
+    Some(rest.trim_ascii_start())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +214,35 @@ mod tests {
             let _ = i.get(format!("SELECT {n}").as_bytes(), &[]);
         }
         assert!(i.len() < 200, "dead entries are swept: {}", i.len());
+    }
+
+    #[test]
+    fn deallocate_names() {
+        let t = |q: &str| {
+            let mut b = q.as_bytes().to_vec();
+            b.push(0);
+            deallocate_target(&b).map(|n| String::from_utf8(n).unwrap())
+        };
+        assert_eq!(
+            t("DEALLOCATE pdo_stmt_00000001"),
+            Some("pdo_stmt_00000001".into())
+        );
+        assert_eq!(t("deallocate prepare S_1;"), Some("s_1".into()));
+        assert_eq!(t(" DEALLOCATE \"S_1\" "), Some("S_1".into()));
+        assert_eq!(t("DEALLOCATE \"a\"\"b\""), Some("a\"b".into()));
+        for q in [
+            "DEALLOCATE ALL",
+            "DEALLOCATE PREPARE ALL",
+            "DEALLOCATE",
+            "DEALLOCATE a b",
+            "DEALLOCATE a; SELECT 1",
+            "DEALLOCATEx",
+            "DEALLOCATE \"unterminated",
+            "DEALLOCATE 1abc",
+            "SELECT 1",
+        ] {
+            assert_eq!(t(q), None, "{q}");
+        }
     }
 
     #[test]

@@ -374,6 +374,52 @@ fn prepared_scenarios() -> Vec<Scenario> {
     ));
 
     v.push((
+        "SQL DEALLOCATE of a protocol-level statement (PHP's PDO)",
+        vec![
+            (
+                [parse("pdo_stmt_1", "SELECT 'pdo'"), sync()].concat(),
+                Ready(1),
+            ),
+            (query("DEALLOCATE pdo_stmt_1"), Ready(1)),
+            (
+                [bind("", "pdo_stmt_1"), execute(""), sync()].concat(),
+                Ready(1),
+            ),
+            (
+                [
+                    parse("pdo_stmt_2", "SELECT 'pdo2'"),
+                    sync(),
+                    query("BEGIN"),
+                    query("deallocate prepare PDO_STMT_2;"),
+                    query("DEALLOCATE pdo_stmt_2"),
+                    query("ROLLBACK"),
+                ]
+                .concat(),
+                Ready(5),
+            ),
+            (
+                [
+                    parse("pdo_stmt_3", "SELECT 'pdo3'"),
+                    sync(),
+                    query("BEGIN"),
+                    query("SELECT 1/0"),
+                    query("DEALLOCATE pdo_stmt_3"),
+                    query("ROLLBACK"),
+                ]
+                .concat(),
+                Ready(5),
+            ),
+            // The refused DEALLOCATE left the statement in place. (Only the next request
+            // sees that: messages pipelined behind the DEALLOCATE were read with the name
+            // gone, see README.)
+            (
+                [bind("", "pdo_stmt_3"), execute(""), sync()].concat(),
+                Ready(1),
+            ),
+        ],
+    ));
+
+    v.push((
         "COPY through a named statement",
         vec![
             (

@@ -18,7 +18,8 @@ use crate::prepared::messages::{read_bind, read_parse, read_target, write_bind_h
 use crate::prepared::messages::{write_parse, write_target};
 use crate::prepared::queue::{Action, Expect, Kind, Queue, Undo, Verdict};
 use crate::prepared::{cache::StatementCache, ClientStatements};
-use crate::prepared::{drops_all_statements, is_drop_all_query, server_name, Statement};
+use crate::prepared::{deallocate_target, drops_all_statements, is_drop_all_query};
+use crate::prepared::{server_name, Statement};
 use crate::proto::backend;
 use crate::server::Server;
 use std::sync::atomic::Ordering::Relaxed;
@@ -137,6 +138,10 @@ fn duplicate_statement_error(name: &[u8]) -> Box<[u8]> {
 /// (Postgres keeps 63 bytes of a name), and reading no further keeps a client from making
 /// pgmux buffer a huge message.
 const MAX_NAMES: usize = 4096;
+
+/// Postgres' error for a command in a failed transaction.
+const ABORTED: &str =
+    "current transaction is aborted, commands ignored until end of transaction block";
 
 /// A statement name no server has: Describe of it fails without side effects.
 const NO_SUCH_STATEMENT: &[u8] = b"pgmux_no_such_statement";
@@ -320,19 +325,36 @@ impl Relay {
                 }
             }
             b'Q' => {
-                // DISCARD ALL / DEALLOCATE ALL drop the client's statements too. Only short
-                // queries can be one of those.
-                if len > 5 + 80 {
+                // DISCARD ALL / DEALLOCATE ALL drop the client's statements too, DEALLOCATE
+                // name one of them. Only short queries can be one of those.
+                if len > 5 + 200 {
                     return forward(tr, Kind::Query);
                 }
                 if avail < len {
                     return Track::Wait(at + len);
                 }
-                let undo = match self.statements.as_mut() {
-                    Some(m) if is_drop_all_query(&cbuf[at + 5..at + len]) => {
-                        Undo::ClientRestoreAll(Box::new(std::mem::take(m)))
-                    }
-                    _ => Undo::None,
+                let body = &cbuf[at + 5..at + len];
+                let Some(map) = self.statements.as_mut() else {
+                    return forward(tr, Kind::Query);
+                };
+                // `DEALLOCATE name` of a protocol-level statement pgmux maps (PHP's PDO sends
+                // it): the client's name goes, pgmux answers, the shared statement stays.
+                if let Some(name) = deallocate_target(body) {
+                    let Some((name, stmt)) = map.remove_entry(&name[..]) else {
+                        return forward(tr, Kind::Query);
+                    };
+                    tr.queue.push(Expect {
+                        kind: Kind::Query,
+                        action: Action::Fake,
+                        undo: Undo::ClientRestore(name, stmt),
+                    });
+                    splice(cbuf, at, len, &[]);
+                    return Track::Go { ready: 0, rest: 0 };
+                }
+                let undo = if is_drop_all_query(body) {
+                    Undo::ClientRestoreAll(Box::new(std::mem::take(map)))
+                } else {
+                    Undo::None
                 };
                 tr.queue.push(Expect {
                     kind: Kind::Query,
@@ -424,22 +446,50 @@ fn undo_all(
     }
 }
 
-/// Put pgmux's own answers (ParseComplete, CloseComplete) whose turn has come into the stream
-/// to the client, at the point the client expects them.
-pub(super) fn emit_fakes(t: &mut Txn) {
-    if t.s_skip > 0 {
-        return;
-    }
-    let Some(tr) = t.prep.as_mut() else {
-        return;
-    };
-    while let Some(kind) = tr.queue.pop_fake() {
-        let tag = if kind == Kind::Close { b'3' } else { b'1' };
-        let mut m = [0u8; 5];
-        m[0] = tag;
-        (&mut m[1..]).put_u32(4);
+impl Relay {
+    /// Put pgmux's own answers whose turn has come into the stream to the client, at the point
+    /// the client expects them: ParseComplete, CloseComplete, or for a DEALLOCATE of a mapped
+    /// statement CommandComplete and ReadyForQuery. Returns whether such a ReadyForQuery ended
+    /// the transaction.
+    pub(super) fn emit_fakes(&mut self, t: &mut Txn) -> bool {
+        if t.s_skip > 0 {
+            return false;
+        }
+        let Some(tr) = t.prep.as_mut() else {
+            return false;
+        };
+        let mut m = BytesMut::new();
+        let mut ready = 0;
+        while let Some(e) = tr.queue.pop_fake() {
+            match e.kind {
+                Kind::Close => m.put_slice(&[b'3', 0, 0, 0, 4]),
+                // In a failed transaction Postgres refuses the DEALLOCATE: so does pgmux, and
+                // the client keeps its statement.
+                Kind::Query if t.status == b'E' => {
+                    backend::error_response(&mut m, "ERROR", "25P02", ABORTED);
+                    m.put_slice(&[b'Z', 0, 0, 0, 5, t.status]);
+                    ready += 1;
+                    let map = self.statements.get_or_insert_with(Default::default);
+                    undo_all(&mut vec![e.undo], map, &mut t.server, &mut tr.dirty);
+                }
+                Kind::Query => {
+                    backend::message(&mut m, b'C', |b| b.put_slice(b"DEALLOCATE\0"));
+                    m.put_slice(&[b'Z', 0, 0, 0, 5, t.status]);
+                    ready += 1;
+                }
+                _ => m.put_slice(&[b'1', 0, 0, 0, 4]),
+            }
+        }
+        if m.is_empty() {
+            return false;
+        }
         splice(&mut t.server.rbuf, t.s_ready, 0, &m);
-        t.s_ready += 5;
+        t.s_ready += m.len();
+        let mut over = false;
+        for _ in 0..ready {
+            over = self.ready_for_query(t);
+        }
+        over
     }
 }
 

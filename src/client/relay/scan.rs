@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 
-use super::prepared::{emit_fakes, Track};
+use super::prepared::Track;
 use super::{Relay, Txn, CAP};
 use crate::config::PoolMode;
 use crate::prepared::queue::Verdict;
@@ -100,8 +100,26 @@ impl Relay {
             t.c_ready += n;
             t.c_skip = rest - n;
         }
-        emit_fakes(t);
+        self.emit_fakes(t);
         Ok(())
+    }
+
+    /// A ReadyForQuery (the server's, or pgmux's own) was relayed with status `t.status`.
+    /// Returns whether the transaction is over and the server may go back to the pool.
+    pub(super) fn ready_for_query(&self, t: &mut Txn) -> bool {
+        t.pending = t.pending.saturating_sub(1);
+        if t.pending == 0 && !t.terminating && !t.unsynced {
+            match self.mode() {
+                PoolMode::Session => {}
+                PoolMode::Statement if t.status != b'I' => t.stmt_violation = true,
+                _ if t.status == b'I' => {
+                    t.at_boundary = true;
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        false
     }
 
     /// Read server message headers past `s_ready`, acting on the few that matter.
@@ -114,7 +132,9 @@ impl Relay {
                 t.s_skip -= n;
                 continue;
             }
-            emit_fakes(t);
+            if self.emit_fakes(t) {
+                return Ok(());
+            }
             let avail = t.server.rbuf.len() - t.s_ready;
             let Some((tag, len)) = proto::header(&t.server.rbuf[t.s_ready..], max)? else {
                 break;
@@ -145,18 +165,9 @@ impl Relay {
                         }
                     } else {
                         t.status = *body.first().ok_or("empty ReadyForQuery")?;
-                        t.pending = t.pending.saturating_sub(1);
                         t.s_ready += len;
-                        if t.pending == 0 && !t.terminating && !t.unsynced {
-                            match self.mode() {
-                                PoolMode::Session => {}
-                                PoolMode::Statement if t.status != b'I' => t.stmt_violation = true,
-                                _ if t.status == b'I' => {
-                                    t.at_boundary = true;
-                                    return Ok(());
-                                }
-                                _ => {}
-                            }
+                        if self.ready_for_query(t) {
+                            return Ok(());
                         }
                         continue;
                     }
@@ -168,7 +179,7 @@ impl Relay {
             t.s_ready += n;
             t.s_skip = len - n;
         }
-        emit_fakes(t);
+        self.emit_fakes(t);
         Ok(())
     }
 }
