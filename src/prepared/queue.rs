@@ -113,11 +113,28 @@ pub enum Verdict {
 #[derive(Debug, Default)]
 pub struct Queue {
     q: VecDeque<Expect>,
+    /// The server failed a message and skips the rest up to the next Sync, which the client
+    /// has not sent yet: messages queued meanwhile get no answer.
+    skipping: bool,
+    /// Undo actions of messages queued while skipping, for the caller to apply.
+    dropped: Vec<Undo>,
 }
 
 impl Queue {
     pub fn push(&mut self, e: Expect) {
+        if self.skipping {
+            if e.kind != Kind::Sync {
+                self.dropped.push(e.undo);
+                return;
+            }
+            self.skipping = false;
+        }
         self.q.push_back(e);
+    }
+
+    /// Undo actions of messages the server skipped as they were queued (see `skipping`).
+    pub fn take_dropped(&mut self, undo: &mut Vec<Undo>) {
+        undo.append(&mut self.dropped);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -168,7 +185,7 @@ impl Queue {
                 _ => Verdict::Forward,
             };
             undo.push(failed.undo);
-            // Postgres skips everything up to the next Sync.
+            // Postgres skips everything up to the next Sync, also what is still to come.
             while let Some(e) = self.q.front() {
                 if e.kind == Kind::Sync {
                     break;
@@ -176,6 +193,7 @@ impl Queue {
                 let skipped = self.q.pop_front().expect("checked");
                 undo.push(skipped.undo);
             }
+            self.skipping = self.q.is_empty();
             return Ok(verdict);
         }
         if !fits(front.kind, tag) {
@@ -348,6 +366,31 @@ mod tests {
         assert_eq!(q.on_backend(b'N', &mut undo), Ok(Verdict::Forward));
         assert_eq!(q.on_backend(b'Z', &mut undo), Ok(Verdict::Forward));
         assert!(q.on_backend(b'Z', &mut undo).is_err());
+    }
+
+    #[test]
+    fn messages_after_an_error_are_skipped_until_the_next_sync_even_if_sent_later() {
+        let mut q = Queue::default();
+        q.push(fwd(Kind::Execute));
+        let mut undo = Vec::new();
+        assert_eq!(q.on_backend(b'E', &mut undo), Ok(Verdict::Forward));
+        // The client had not sent the rest of its batch yet.
+        q.push(Expect {
+            kind: Kind::Parse,
+            action: Action::Forward,
+            undo: Undo::ServerDirty,
+        });
+        q.push(fwd(Kind::Bind));
+        q.push(fwd(Kind::Execute));
+        let mut dropped = Vec::new();
+        q.take_dropped(&mut dropped);
+        assert_eq!(dropped.len(), 3);
+        assert!(matches!(dropped[0], Undo::ServerDirty));
+        q.push(fwd(Kind::Sync));
+        q.push(fwd(Kind::Bind));
+        assert_eq!(q.len(), 2);
+        let v = run(&mut q, b"Z2");
+        assert!(v.iter().all(|v| *v == Verdict::Forward));
     }
 
     #[test]

@@ -100,7 +100,10 @@ enum Until {
 async fn read_n(s: &mut TcpStream, n: usize) -> Vec<Msg> {
     let mut out = Vec::new();
     for _ in 0..n {
-        out.push(read_msg(s).await.expect("connection open"));
+        match tokio::time::timeout(std::time::Duration::from_secs(3), read_msg(s)).await {
+            Ok(m) => out.push(m.expect("connection open")),
+            Err(_) => panic!("after {:?}: timed out", out),
+        }
     }
     out
 }
@@ -415,6 +418,45 @@ fn prepared_scenarios() -> Vec<Scenario> {
             (
                 [bind("", "pdo_stmt_3"), execute(""), sync()].concat(),
                 Ready(1),
+            ),
+        ],
+    ));
+
+    v.push((
+        "after an error, messages sent later are skipped until Sync",
+        vec![
+            (
+                [
+                    parse("s14", "SELECT 1 / ($1::int + (random() * 0)::int)"),
+                    bind_params("", "s14", &["0"], false),
+                    execute(""),
+                    flush(),
+                ]
+                .concat(),
+                Msgs(3),
+            ),
+            (
+                [
+                    parse("s15", "SELECT 15"),
+                    bind_params("", "s14", &["1"], false),
+                    execute(""),
+                    close_statement("s14"),
+                    sync(),
+                ]
+                .concat(),
+                Ready(1),
+            ),
+            // s15 was never prepared, s14 never closed.
+            (
+                [
+                    describe_statement("s15"),
+                    sync(),
+                    bind_params("", "s14", &["1"], false),
+                    execute(""),
+                    sync(),
+                ]
+                .concat(),
+                Ready(2),
             ),
         ],
     ));

@@ -156,6 +156,24 @@ impl Relay {
         tag: u8,
         len: usize,
     ) -> Track {
+        let track = self.track_client_message(t, cbuf, tag, len);
+        // Messages queued while the server skips to Sync after an error never run.
+        let tr = t.prep.as_mut().expect("tracking");
+        tr.queue.take_dropped(&mut tr.undo);
+        if !tr.undo.is_empty() {
+            let map = self.statements.get_or_insert_with(Default::default);
+            undo_all(&mut tr.undo, map, &mut t.server, &mut tr.dirty);
+        }
+        track
+    }
+
+    fn track_client_message(
+        &mut self,
+        t: &mut Txn,
+        cbuf: &mut BytesMut,
+        tag: u8,
+        len: usize,
+    ) -> Track {
         let at = t.c_ready;
         let avail = cbuf.len() - at;
         let tr = t.prep.as_mut().expect("tracking");
