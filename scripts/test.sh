@@ -12,6 +12,8 @@ fi
 for tool in psql pgbench; do
   command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool after install" >&2; exit 1; }
 done
+# The real-driver tests (tests/it/drivers.rs): asyncpg, psycopg, node-postgres, JDBC.
+bash tests/drivers/setup.sh
 # Tests open many sockets (hundreds of pgbench clients).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

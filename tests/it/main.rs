@@ -4,6 +4,7 @@ mod support;
 
 mod basic;
 mod cli;
+mod drivers;
 mod extended;
 mod faults;
 mod login;
