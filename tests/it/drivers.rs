@@ -1,6 +1,6 @@
 //! Real drivers through pgmux in transaction mode: asyncpg, psycopg 3, node-postgres and JDBC
 //! use protocol-level prepared statements, and each prints the same against pgmux as against
-//! Postgres directly; plus pgbench -M prepared with 500 clients on a pool of 20.
+//! Postgres directly (pgbench -M prepared is in pgbench.rs).
 //!
 //! The scripts are in tests/drivers/ (each says what it covers); tests/drivers/setup.sh
 //! installs the drivers (scripts/test.sh runs it). A missing driver fails its test: it is
@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::client::sql_super;
-use crate::support::{config, database_section, pg, run, Mux};
+use crate::support::{config, database_section, pg, Mux};
 
 /// A script that has not finished by then has hung: it is killed and the test fails.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -256,65 +256,4 @@ async fn node_pg_named_queries_pool_3_same_results() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_prepared_statements_pool_2_same_results() {
     same_through_pgmux(Driver::Jdbc, 2, "").await;
-}
-
-fn pgbench_secs() -> u64 {
-    std::env::var("PGMUX_PGBENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10)
-}
-
-/// pgbench as app on 127.0.0.1:`port`, database `db` (as in pgbench.rs).
-fn pgbench(port: u16, db: &str, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new("sh");
-    // pgbench opens one socket per client: make sure the open-files limit allows it.
-    cmd.arg("-c")
-        .arg(format!(
-            "ulimit -n $(ulimit -Hn) 2>/dev/null; exec pgbench -h 127.0.0.1 -p {port} -U app {} {db}",
-            args.join(" ")
-        ))
-        .env("PGPASSWORD", "app_pw");
-    run(&mut cmd)
-}
-
-/// pgbench -M prepared (named statements per client, prepared once and reused): 500 clients on
-/// a pool of 20, no failed transactions.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgbench_prepared_500_clients_pool_20() {
-    let db = "drivers_bench";
-    sql_super("postgres", &format!("CREATE DATABASE {db} OWNER app")).await;
-    let extra = database_section(db, pg().port, "pool_size = 20");
-    let mux = Mux::start(config("pool_mode = \"transaction\"", &extra)).await;
-    let port = mux.port();
-    let t = pgbench_secs().to_string();
-    let (init, (ok, stdout, stderr)) = tokio::task::spawn_blocking(move || {
-        let init = pgbench(port, db, &["-i", "-s", "2", "-q"]);
-        let r = pgbench(
-            port,
-            db,
-            &[
-                "-n", "-S", "-M", "prepared", "-c", "500", "-j", "2", "-T", &t,
-            ],
-        );
-        (init, r)
-    })
-    .await
-    .unwrap();
-    assert!(init.0, "pgbench -i failed: {}", init.2);
-    assert!(ok, "pgbench -M prepared failed:\n{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("number of failed transactions: 0 "),
-        "pgbench -M prepared had failures:\n{stdout}"
-    );
-    let processed: u64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
-        .and_then(|s| s.split('/').next())
-        .and_then(|s| s.trim().parse().ok())
-        .expect("pgbench summary");
-    assert!(processed > 0, "no transactions:\n{stdout}");
-    eprintln!("pgbench -M prepared: {processed} transactions, 0 failed");
-    let counts = mux.counts(db, "app").unwrap();
-    assert!(counts.open <= 20, "pool grew past its size: {counts:?}");
 }

@@ -1,4 +1,5 @@
-//! pgbench through pgmux: 500 clients on a pool of 20, simple and extended protocol, no failures.
+//! pgbench through pgmux: 500 clients on a pool of 20, simple, extended and prepared protocol
+//! (named statements mapped across servers), no failures.
 //!
 //! The duration per run is `PGMUX_PGBENCH_SECS` (default 10; the acceptance run uses 30).
 
@@ -26,7 +27,7 @@ fn pgbench(port: u16, args: &[&str]) -> (bool, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgbench_500_clients_pool_20_simple_and_extended() {
+async fn pgbench_500_clients_pool_20_simple_extended_prepared() {
     let pg = pg();
     pg.psql_super("postgres", "CREATE DATABASE benchdb OWNER app");
     let extra = database_section("benchdb", pg.port, "pool_size = 20");
@@ -36,7 +37,7 @@ async fn pgbench_500_clients_pool_20_simple_and_extended() {
     let out = tokio::task::spawn_blocking(move || {
         let init = pgbench(port, &["-i", "-s", "2", "-q"]);
         assert!(init.0, "pgbench -i failed: {}", init.2);
-        ["simple", "extended"]
+        ["simple", "extended", "prepared"]
             .iter()
             .map(|mode| {
                 let r = pgbench(
