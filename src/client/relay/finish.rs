@@ -75,11 +75,12 @@ impl Relay {
             && t.c_skip == 0
             && t.s_skip == 0
             && t.s_ready == t.server.rbuf.len();
-        if !quiet || prepared_state_unknown(&t).is_some() {
+        let unknown = prepared_state_unknown(&t);
+        if !quiet || unknown.is_some() {
             let reason = if cancelled {
                 "a cancel request was sent to it"
             } else {
-                prepared_state_unknown(&t).unwrap_or("its client left in the middle of a request")
+                unknown.unwrap_or("its client left in the middle of a request")
             };
             pool.close(t.server, true, reason);
             return why.to_string();

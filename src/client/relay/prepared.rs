@@ -411,8 +411,10 @@ impl Relay {
         }
         let tr = t.prep.as_mut().expect("tracking");
         let verdict = tr.queue.on_backend(tag, &mut tr.undo)?;
-        let map = self.statements.get_or_insert_with(Default::default);
-        undo_all(&mut tr.undo, map, &mut t.server, &mut tr.dirty);
+        if !tr.undo.is_empty() {
+            let map = self.statements.get_or_insert_with(Default::default);
+            undo_all(&mut tr.undo, map, &mut t.server, &mut tr.dirty);
+        }
         if tag == b'C' && whole {
             let body = &t.server.rbuf[t.s_ready + 5..t.s_ready + len];
             if drops_all_statements(body) {
@@ -480,22 +482,23 @@ impl Relay {
         let mut ready = 0;
         while let Some(e) = tr.queue.pop_fake() {
             match e.kind {
-                Kind::Close => m.put_slice(&[b'3', 0, 0, 0, 4]),
+                Kind::Close => backend::message(&mut m, b'3', |_| {}),
                 // In a failed transaction Postgres refuses the DEALLOCATE: so does pgmux, and
                 // the client keeps its statement.
                 Kind::Query if t.status == b'E' => {
                     backend::error_response(&mut m, "ERROR", "25P02", ABORTED);
-                    m.put_slice(&[b'Z', 0, 0, 0, 5, t.status]);
+                    backend::ready_for_query(&mut m, t.status);
                     ready += 1;
+                    tr.undo.push(e.undo);
                     let map = self.statements.get_or_insert_with(Default::default);
-                    undo_all(&mut vec![e.undo], map, &mut t.server, &mut tr.dirty);
+                    undo_all(&mut tr.undo, map, &mut t.server, &mut tr.dirty);
                 }
                 Kind::Query => {
                     backend::message(&mut m, b'C', |b| b.put_slice(b"DEALLOCATE\0"));
-                    m.put_slice(&[b'Z', 0, 0, 0, 5, t.status]);
+                    backend::ready_for_query(&mut m, t.status);
                     ready += 1;
                 }
-                _ => m.put_slice(&[b'1', 0, 0, 0, 4]),
+                _ => backend::message(&mut m, b'1', |_| {}),
             }
         }
         if m.is_empty() {
