@@ -1,4 +1,5 @@
-//! Start a pgmux instance: bind the listener, spawn the accept loop and the janitor.
+//! Start a pgmux instance: bind the listener (and the metrics endpoint), spawn the accept
+//! loop, the janitor and the stats logger; and stop it: at once, or draining its clients.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,46 +8,180 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::client::{self, Shared};
+use crate::client;
+use crate::clients::Stop;
 use crate::config::Config;
+use crate::shared::{Request, Shared};
 
 /// A running pgmux (in this process).
 pub struct Running {
     /// The address it listens on (port 0 in the config picks a free one).
     pub addr: SocketAddr,
+    /// The metrics endpoint's address, when `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
+    accept: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
-impl Running {
-    /// Stop accepting and stop the janitor (clients already connected keep their tasks).
-    pub fn stop(self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+/// Bind a listening socket, with SO_REUSEPORT when asked (several pgmux on one port).
+pub fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuseport {
+        socket.set_reuse_port(true)?;
     }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
 }
 
-/// Bind `listen_addr:listen_port` and start serving. Must run inside a Tokio runtime.
-pub async fn start(config: Config) -> std::io::Result<Running> {
+/// The address `listen_addr:listen_port` names ("*" for all IPv4 addresses).
+fn listen_addr(config: &Config) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
     let g = &config.general;
     let host = if g.listen_addr == "*" {
         "0.0.0.0"
     } else {
         g.listen_addr.as_str()
     };
-    let listener = TcpListener::bind((host, g.listen_port)).await?;
+    (host, g.listen_port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("cannot resolve {host}")))
+}
+
+/// Bind `listen_addr:listen_port` and start serving. Must run inside a Tokio runtime.
+pub async fn start(config: Config) -> std::io::Result<Running> {
+    let listener = bind(listen_addr(&config)?, config.general.so_reuseport)?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics.listen.as_deref() {
+        Some(l) => {
+            let a = crate::config::metrics_addr(l)
+                .ok_or_else(|| std::io::Error::other(format!("bad [metrics] listen: {l}")))?;
+            Some(bind(a, config.general.so_reuseport)?)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared::new(Arc::new(config)));
     let accept = tokio::spawn(client::serve(listener, shared.clone()));
-    let janitor = tokio::spawn(crate::pool::run_janitor(
-        shared.registry.clone(),
-        Duration::from_millis(500),
-    ));
-    tracing::info!(%addr, "pgmux listening");
+    let mut tasks = vec![
+        tokio::spawn(crate::pool::run_janitor(
+            shared.registry.clone(),
+            Duration::from_millis(500),
+        )),
+        tokio::spawn(crate::stats_log::run(shared.clone())),
+    ];
+    let mut metrics_addr = None;
+    if let Some(l) = metrics_listener {
+        metrics_addr = Some(l.local_addr()?);
+        tasks.push(tokio::spawn(crate::metrics::serve(l, shared.clone())));
+    }
+    tracing::info!(%addr, metrics = ?metrics_addr, "pgmux listening");
     Ok(Running {
         addr,
+        metrics_addr,
         shared,
-        tasks: vec![accept, janitor],
+        accept,
+        tasks,
     })
+}
+
+impl Running {
+    /// Stop accepting and stop the background tasks (clients already connected keep their
+    /// tasks).
+    pub fn stop(self) {
+        self.accept.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    /// Remember the config file, for RELOAD and SIGHUP.
+    pub fn set_config_path(&self, path: std::path::PathBuf) {
+        *self.shared.config_path.lock() = Some(path);
+    }
+
+    /// The next thing the admin console asks of the process (SHUTDOWN).
+    pub async fn next_request(&self) -> Request {
+        loop {
+            let changed = self.shared.run.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(r) = self.shared.run.requests.lock().pop() {
+                return r;
+            }
+            changed.await;
+        }
+    }
+
+    /// Graceful shutdown: stop accepting (connections already queued are still served), let
+    /// connected clients go on until they leave, and after `timeout` close the rest (idle
+    /// ones at once, the others mid-request). Returns when no client is left.
+    pub async fn drain(&mut self, timeout: Option<Duration>) {
+        self.shared.run.begin_shutdown();
+        let _ = (&mut self.accept).await;
+        tracing::info!(
+            clients = self.shared.clients.count(),
+            "shutting down: waiting for clients to leave (shutdown_timeout {timeout:?})"
+        );
+        let gone = wait_for(|| self.shared.clients.count() == 0);
+        let timed_out = match timeout {
+            Some(t) => tokio::time::timeout(t, gone).await.is_err(),
+            None => {
+                gone.await;
+                false
+            }
+        };
+        if timed_out {
+            let left = self.shared.clients.all();
+            tracing::info!(
+                clients = left.len(),
+                "shutdown_timeout reached: closing the clients left"
+            );
+            for c in left {
+                c.stop(Stop::Shutdown);
+            }
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                wait_for(|| self.shared.clients.count() == 0),
+            )
+            .await;
+        }
+        self.close_idle_servers();
+    }
+
+    /// SHUTDOWN WAIT_FOR_SERVERS: stop accepting, pause every pool, and return once every
+    /// server has been released and closed (or after `timeout`).
+    pub async fn drain_servers(&mut self, timeout: Option<Duration>) {
+        self.shared.run.begin_shutdown();
+        let _ = (&mut self.accept).await;
+        let pools = self.shared.registry.all();
+        for p in &pools {
+            p.pause();
+        }
+        let done = wait_for(|| pools.iter().all(|p| p.open_servers() == 0));
+        match timeout {
+            Some(t) => {
+                let _ = tokio::time::timeout(t, done).await;
+            }
+            None => done.await,
+        }
+    }
+
+    /// Close every idle server (sending Terminate), before the process exits.
+    pub fn close_idle_servers(&self) {
+        for p in self.shared.registry.all() {
+            p.pause();
+        }
+    }
+}
+
+/// Poll `cond` every 20 ms until it holds.
+async fn wait_for(cond: impl Fn() -> bool) {
+    while !cond() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

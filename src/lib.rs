@@ -8,12 +8,20 @@
 //! `Pool::checkout` (idle server, new server under pool_size, FIFO wait, reserve pool),
 //! sync tracked parameters, relay both ways parsing only headers, release at ReadyForQuery
 //! 'I' in transaction mode.
+pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cancel;
 pub mod client;
+pub mod clients;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod pool;
 pub mod prepared;
 pub mod proto;
+pub mod reload;
 pub mod server;
+pub mod shared;
+pub mod snapshot;
+pub mod stats_log;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pgmux::config::{Config, ConfigError};
+use pgmux::config::{Config, ConfigError, LogFormat};
 
 #[derive(Parser)]
 #[command(name = "pgmux", version, about = "A PostgreSQL connection pooler")]
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run(config)
+            run(config, file)
         }
     }
 }
@@ -67,16 +67,17 @@ fn report(file: &std::path::Path, e: &ConfigError) {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(config: Config, file: PathBuf) -> ExitCode {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match config.general.log_format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.general.workers > 0 {
         rt.worker_threads(config.general.workers);
@@ -89,26 +90,52 @@ fn run(config: Config) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let running = match pgmux::app::start(config).await {
+        let mut running = match pgmux::app::start(config).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("cannot listen: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
-        tracing::info!("shutting down");
+        running.set_config_path(file);
+        serve(&mut running).await;
         running.stop();
+        tracing::info!("pgmux stopped");
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_signal() {
+/// Serve until told to stop: SIGHUP reloads; SIGTERM drains (a second SIGTERM or a SIGINT
+/// during the drain stops at once); SIGINT stops at once; the admin console's SHUTDOWN too.
+async fn serve(running: &mut pgmux::app::Running) {
+    use pgmux::shared::Request;
     use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let timeout = || running.shared.config().general.shutdown_timeout.get();
+    let how = loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = pgmux::reload::reload(&running.shared);
+            }
+            _ = term.recv() => break Some(Request::ShutdownWaitForClients),
+            _ = int.recv() => break None,
+            r = running.next_request() => break Some(r),
+        }
+    };
+    let t = timeout();
+    let drain = async {
+        match how {
+            Some(Request::ShutdownWaitForClients) => running.drain(t).await,
+            Some(Request::ShutdownWaitForServers) => running.drain_servers(t).await,
+            Some(Request::Shutdown) | None => {}
+        }
+    };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = drain => {}
+        _ = term.recv() => tracing::info!("second SIGTERM: stopping at once"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping at once"),
     }
 }

@@ -64,6 +64,22 @@ impl Secret {
         }
     }
 
+    /// Whether two secrets come from the same configured text (a plaintext password's
+    /// derived verifier has a random salt, so it is not compared).
+    pub fn same_as(&self, other: &Secret) -> bool {
+        match (self, other) {
+            (Secret::Plain { password: a, .. }, Secret::Plain { password: b, .. }) => a == b,
+            (Secret::Md5(a), Secret::Md5(b)) => a == b,
+            (Secret::Scram(a), Secret::Scram(b)) => {
+                a.iterations == b.iterations
+                    && a.salt == b.salt
+                    && a.stored_key == b.stored_key
+                    && a.server_key == b.server_key
+            }
+            _ => false,
+        }
+    }
+
     /// Check a cleartext password (auth_type plain) against this secret.
     pub fn verify_plain(&self, user: &str, password: &str) -> bool {
         match self {

@@ -1,6 +1,5 @@
 //! Client login: start-up packet, authentication, pool lookup, welcome messages.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -8,15 +7,17 @@ use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::{CancelKey, Shared};
 use crate::auth::{verify_md5_response, ScramSecret, ScramServer, Secret};
-use crate::config::AuthType;
+use crate::cancel::CancelKey;
+use crate::clients::{ClientInfo, Login};
+use crate::config::{is_admin_db, AuthType};
 use crate::error::{sqlstate, Error, Result};
 use crate::pool::Pool;
 use crate::proto::startup::{self, StartupPacket};
 use crate::proto::{self, backend};
 use crate::server::params::tracked_index;
 use crate::server::Params;
+use crate::shared::{LoginFailure, Shared};
 
 /// Largest message accepted during login (password and SASL messages are small).
 const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
@@ -31,21 +32,63 @@ pub struct Session {
     pub leftover: BytesMut,
 }
 
-/// Log a client in. `Ok(None)` when the connection carried a CancelRequest or closed early.
-pub async fn login(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Option<Session>> {
-    let fut = login_inner(stream, shared);
-    match shared.config.general.client_login_timeout.get() {
-        Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| {
-            Error::client(
-                sqlstate::PROTOCOL_VIOLATION,
-                "client_login_timeout: login took too long",
-            )
-        })?,
-        None => fut.await,
-    }
+/// A logged-in admin console client.
+pub struct AdminSession {
+    pub user: String,
+    /// In admin_users (may change things), else only in stats_users (may only SHOW).
+    pub admin: bool,
+    pub key: CancelKey,
+    /// Bytes the client sent after its login messages.
+    pub leftover: BytesMut,
 }
 
-async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Option<Session>> {
+/// Where a logged-in client goes.
+pub enum LoggedIn {
+    Pool(Session),
+    Admin(AdminSession),
+}
+
+/// Log a client in. `Ok(None)` when the connection carried a CancelRequest or closed early.
+/// A failure says why, for the login failure counter.
+pub async fn login(
+    stream: &mut TcpStream,
+    shared: &Arc<Shared>,
+    info: &ClientInfo,
+) -> std::result::Result<Option<LoggedIn>, (Error, LoginFailure)> {
+    let mut why = LoginFailure::Other;
+    let fut = login_inner(stream, shared, info, &mut why);
+    let res = match shared.config().general.client_login_timeout.get() {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err((
+                    Error::client(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "client_login_timeout: login took too long",
+                    ),
+                    LoginFailure::Timeout,
+                ))
+            }
+        },
+        None => fut.await,
+    };
+    res.map_err(|e| {
+        let why = match &e {
+            Error::Protocol(_) | Error::Io(_) => LoginFailure::Protocol,
+            Error::Server { .. } | Error::Timeout(_) => LoginFailure::Server,
+            _ => why,
+        };
+        (e, why)
+    })
+}
+
+async fn login_inner(
+    stream: &mut TcpStream,
+    shared: &Arc<Shared>,
+    info: &ClientInfo,
+    why: &mut LoginFailure,
+) -> Result<Option<LoggedIn>> {
+    let live = shared.live().clone();
     let mut buf = BytesMut::with_capacity(512);
     let (minor, params) = loop {
         let packet = loop {
@@ -73,8 +116,9 @@ async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Opt
             StartupPacket::Startup { minor, params } => break (minor, params),
         }
     };
-    let g = &shared.config.general;
-    if shared.clients.load(Ordering::Relaxed) > g.max_client_conn {
+    let g = &live.config.general;
+    if shared.clients.count() > g.max_client_conn {
+        *why = LoginFailure::TooManyClients;
         return Err(Error::client(
             sqlstate::TOO_MANY_CONNECTIONS,
             "no more connections allowed (max_client_conn)",
@@ -108,24 +152,40 @@ async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Opt
             "replication connections are not supported by pgmux",
         ));
     }
+    if is_admin_db(database) {
+        return admin_login(
+            stream, &mut buf, out, shared, &live, info, user, database, why,
+        )
+        .await;
+    }
     let mut wanted = wanted_params(&params, &g.ignore_startup_parameters)?;
-    let Some(db_entry) = shared.config.database(database) else {
-        return Err(Error::client(
+    let no_such_db = || {
+        Error::client(
             sqlstate::INVALID_CATALOG_NAME,
             format!("database \"{database}\" does not exist"),
-        ));
+        )
     };
-    application_name(&mut wanted, db_entry, shared, stream);
-    authenticate(stream, &mut buf, &mut out, shared, user).await?;
-
+    let Some(db_entry) = live.config.database(database) else {
+        *why = LoginFailure::UnknownDatabase;
+        return Err(no_such_db());
+    };
+    application_name(&mut wanted, db_entry, &live, stream);
+    *why = LoginFailure::Auth;
+    authenticate(stream, &mut buf, &mut out, shared, &live, user).await?;
+    if shared.registry.flags(database).disabled {
+        *why = LoginFailure::NotAccepting;
+        return Err(Error::client(
+            sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("database \"{database}\" is not currently accepting connections (DISABLE)"),
+        ));
+    }
+    *why = LoginFailure::Server;
     let pool = shared
         .registry
-        .pool(&shared.config, database, user)
+        .pool(&live.config, database, user)
         .ok_or_else(|| {
-            Error::client(
-                sqlstate::INVALID_CATALOG_NAME,
-                format!("database \"{database}\" does not exist"),
-            )
+            *why = LoginFailure::UnknownDatabase;
+            no_such_db()
         })?;
     let welcome = match pool.welcome() {
         Some(w) => w,
@@ -154,12 +214,80 @@ async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Opt
     backend::backend_key_data(&mut out, key.pid, key.secret);
     backend::ready_for_query(&mut out, b'I');
     stream.write_all(&out).await?;
-    Ok(Some(Session {
+    let _ = info.login.set(Login {
+        user: user.to_string(),
+        database: database.to_string(),
+        application_name: client_params
+            .get("application_name")
+            .unwrap_or_default()
+            .to_string(),
+        pool: Some(pool.clone()),
+    });
+    info.idle();
+    Ok(Some(LoggedIn::Pool(Session {
         pool,
         params: client_params,
         key,
         leftover: buf,
-    }))
+    })))
+}
+
+/// Log a client in to the admin console: authenticated like any user, then allowed only if
+/// listed in admin_users or stats_users.
+#[allow(clippy::too_many_arguments)]
+async fn admin_login(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    mut out: BytesMut,
+    shared: &Arc<Shared>,
+    live: &crate::shared::Live,
+    info: &ClientInfo,
+    user: &str,
+    database: &str,
+    why: &mut LoginFailure,
+) -> Result<Option<LoggedIn>> {
+    *why = LoginFailure::Auth;
+    authenticate(stream, buf, &mut out, shared, live, user).await?;
+    let g = &live.config.general;
+    let admin = g.admin_users.iter().any(|u| u == user);
+    if !admin && !g.stats_users.iter().any(|u| u == user) {
+        *why = LoginFailure::AdminDenied;
+        return Err(Error::client(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            format!("user \"{user}\" is not in admin_users or stats_users: the admin console is closed to it"),
+        ));
+    }
+    let key = shared.cancels.register();
+    backend::auth_ok(&mut out);
+    let version = format!("{}/pgmux", env!("CARGO_PKG_VERSION"));
+    for (k, v) in [
+        ("server_version", version.as_str()),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO"),
+        ("TimeZone", "UTC"),
+        ("standard_conforming_strings", "on"),
+        ("integer_datetimes", "on"),
+        ("is_superuser", "off"),
+    ] {
+        backend::parameter_status(&mut out, k, v);
+    }
+    backend::backend_key_data(&mut out, key.pid, key.secret);
+    backend::ready_for_query(&mut out, b'I');
+    stream.write_all(&out).await?;
+    let _ = info.login.set(Login {
+        user: user.to_string(),
+        database: database.to_string(),
+        application_name: String::new(),
+        pool: None,
+    });
+    info.idle();
+    Ok(Some(LoggedIn::Admin(AdminSession {
+        user: user.to_string(),
+        admin,
+        key,
+        leftover: std::mem::take(buf),
+    })))
 }
 
 /// The database entry's `application_name` when the client gives none, and with
@@ -167,14 +295,14 @@ async fn login_inner(stream: &mut TcpStream, shared: &Arc<Shared>) -> Result<Opt
 fn application_name(
     wanted: &mut Params,
     db: &crate::config::Database,
-    shared: &Shared,
+    live: &crate::shared::Live,
     stream: &TcpStream,
 ) {
     let mut name = wanted
         .get("application_name")
         .or(db.application_name.as_deref())
         .map(str::to_string);
-    if shared.config.general.application_name_add_host {
+    if live.config.general.application_name_add_host {
         if let Ok(peer) = stream.peer_addr() {
             name = Some(format!("{} - {peer}", name.unwrap_or_default()));
         }
@@ -265,11 +393,12 @@ async fn authenticate(
     buf: &mut BytesMut,
     out: &mut BytesMut,
     shared: &Shared,
+    live: &crate::shared::Live,
     user: &str,
 ) -> Result<()> {
-    let secret = shared.secrets.get(user);
-    let known = shared.config.users.contains_key(user);
-    match shared.config.general.auth_type {
+    let secret = live.secrets.get(user);
+    let known = live.config.users.contains_key(user);
+    match live.config.general.auth_type {
         AuthType::Trust => {
             if !known {
                 return Err(Error::client(

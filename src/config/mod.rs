@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use validate::{validate, ConfigProblem};
 
 /// A duration in seconds, fractions allowed; `0` means "disabled" where PgBouncer says so.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct Secs(pub f64);
 
@@ -30,7 +30,7 @@ impl Secs {
 }
 
 /// How long a client keeps its server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// Until the client disconnects.
@@ -53,7 +53,7 @@ impl PoolMode {
 }
 
 /// How clients authenticate to pgmux.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum AuthType {
     #[serde(rename = "trust")]
     Trust,
@@ -65,20 +65,40 @@ pub enum AuthType {
     ScramSha256,
 }
 
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The whole config file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
     pub general: General,
+    #[serde(default)]
+    pub metrics: Metrics,
     #[serde(default)]
     pub databases: BTreeMap<String, Database>,
     #[serde(default)]
     pub users: BTreeMap<String, User>,
 }
 
+/// `[metrics]`: the HTTP endpoint for Prometheus and health probes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// "host:port" serving /metrics, /health and /ready; unset = off. Restart.
+    pub listen: Option<String>,
+}
+
 /// `[general]`: PgBouncer's `[pgbouncer]` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
     /// Address to listen on; "*" for all. Default "127.0.0.1". Restart.
@@ -143,6 +163,21 @@ pub struct General {
     /// not track are refused. Default ["extra_float_digits"] (JDBC sends it); PgBouncer's
     /// default is empty.
     pub ignore_startup_parameters: Vec<String>,
+    /// Let several pgmux processes listen on the same port (SO_REUSEPORT), for restarts
+    /// without downtime. Default false. Restart.
+    pub so_reuseport: bool,
+    /// On SIGTERM, how long connected clients may go on before pgmux closes them and exits.
+    /// Default 30. 0 = wait for them without limit.
+    pub shutdown_timeout: Secs,
+    /// "text" or "json". Default "text". Restart.
+    pub log_format: LogFormat,
+    /// Seconds between the per-pool stats log lines and the SHOW STATS averages. Default 60;
+    /// 0 turns the log lines off.
+    pub stats_period: Secs,
+    /// Log client logins and logouts. Default true.
+    pub log_connections: bool,
+    /// Log client disconnections with their reason. Default true.
+    pub log_disconnections: bool,
 }
 
 impl Default for General {
@@ -177,12 +212,18 @@ impl Default for General {
             application_name_add_host: false,
             workers: 0,
             ignore_startup_parameters: vec!["extra_float_digits".into()],
+            so_reuseport: false,
+            shutdown_timeout: Secs(30.0),
+            log_format: LogFormat::Text,
+            stats_period: Secs(60.0),
+            log_connections: true,
+            log_disconnections: true,
         }
     }
 }
 
 /// `[databases.NAME]`: where the database clients call NAME lives.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Database {
     /// Server host. Default "127.0.0.1".
@@ -220,7 +261,7 @@ fn default_port() -> u16 {
 }
 
 /// `[users.NAME]`: a user's secret and overrides.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// Plaintext, "md5<32 hex>", or "SCRAM-SHA-256$<iter>:<salt>$<storedkey>:<serverkey>".
@@ -242,6 +283,42 @@ pub enum ConfigError {
     },
     #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigProblem>),
+}
+
+/// `[general]` keys a reload cannot change: they need a restart.
+pub const RESTART_KEYS: &[&str] = &[
+    "listen_addr",
+    "listen_port",
+    "workers",
+    "so_reuseport",
+    "log_format",
+];
+
+/// Whether a `[general]` key needs a restart to change.
+pub fn is_restart_key(key: &str) -> bool {
+    RESTART_KEYS.contains(&key)
+}
+
+/// Every `[general]` key, in the order of the model.
+pub fn general_keys() -> &'static [&'static str] {
+    validate::GENERAL_KEYS
+}
+
+/// The virtual databases that open the admin console.
+pub const ADMIN_DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
+
+/// Whether a database name opens the admin console.
+pub fn is_admin_db(name: &str) -> bool {
+    ADMIN_DATABASES.contains(&name)
+}
+
+/// The address of `[metrics] listen`: "ip:port", with "*" for all addresses.
+pub fn metrics_addr(listen: &str) -> Option<std::net::SocketAddr> {
+    let s = match listen.strip_prefix("*:") {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => listen.to_string(),
+    };
+    s.parse().ok()
 }
 
 impl Config {

@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::{
-    default_host, default_port, AuthType, Config, Database, General, PoolMode, Secs, User,
+    default_host, default_port, AuthType, Config, Database, General, LogFormat, Metrics, PoolMode,
+    Secs, User,
 };
 use crate::auth::Secret;
 
@@ -39,6 +40,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     let mut p = Problems::default();
     let mut config = Config {
         general: General::default(),
+        metrics: Metrics::default(),
         databases: BTreeMap::new(),
         users: BTreeMap::new(),
     };
@@ -48,6 +50,11 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
             "general" => {
                 if let Some(t) = section_table(v, &path, &mut p) {
                     read_general(&mut config.general, t, &path, &mut p);
+                }
+            }
+            "metrics" => {
+                if let Some(t) = section_table(v, &path, &mut p) {
+                    read_metrics(&mut config.metrics, t, &path, &mut p);
                 }
             }
             "databases" => {
@@ -90,6 +97,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         }
     }
     check_general(&config.general, &mut p);
+    check_metrics(&config.metrics, &mut p);
     check_databases(&config, &mut p);
     check_users(&config, &mut p);
     if p.0.is_empty() {
@@ -255,7 +263,7 @@ fn entry_table<'a>(
 
 /// An unknown key or section at the top level.
 fn unknown_top_level(path: &str, k: &str, v: &Value, p: &mut Problems) {
-    const SECTIONS: &[&str] = &["general", "databases", "users"];
+    const SECTIONS: &[&str] = &["general", "metrics", "databases", "users"];
     let what = if v.is_table() { "section" } else { "key" };
     let message = if let Some(s) = suggest(k, SECTIONS) {
         format!("unknown {what}; did you mean {s}?")
@@ -266,7 +274,7 @@ fn unknown_top_level(path: &str, k: &str, v: &Value, p: &mut Problems) {
             "unknown top-level key; {k} belongs in [general] (put it below the [general] header)"
         )
     } else {
-        format!("unknown {what}; the sections are [general], [databases.NAME] and [users.NAME]")
+        format!("unknown {what}; the sections are [general], [metrics], [databases.NAME] and [users.NAME]")
     };
     p.push(path, message);
 }
@@ -342,6 +350,10 @@ impl Field for AuthType {
     const EXPECTED: &'static str = r#"one of "trust", "plain", "md5", "scram-sha-256""#;
     const CHOICES: &'static [&'static str] = &["trust", "plain", "md5", "scram-sha-256"];
 }
+impl Field for LogFormat {
+    const EXPECTED: &'static str = r#"one of "text", "json""#;
+    const CHOICES: &'static [&'static str] = &["text", "json"];
+}
 impl<T: Field> Field for Option<T> {
     const EXPECTED: &'static str = T::EXPECTED;
     const CHOICES: &'static [&'static str] = T::CHOICES;
@@ -374,7 +386,7 @@ fn read<T: Field>(slot: &mut T, v: &Value, path: &str, p: &mut Problems) {
 /// listed here too.
 macro_rules! section_reader {
     ($read:ident, $keys:ident, $ty:ident { $($f:ident),* $(,)? }, elsewhere: $elsewhere:expr) => {
-        const $keys: &[&str] = &[$(stringify!($f)),*];
+        pub(super) const $keys: &[&str] = &[$(stringify!($f)),*];
 
         fn $read(target: &mut $ty, table: &Table, prefix: &str, p: &mut Problems) {
             let $ty { $($f),* } = target;
@@ -422,11 +434,25 @@ section_reader!(
         application_name_add_host,
         workers,
         ignore_startup_parameters,
+        so_reuseport,
+        shutdown_timeout,
+        log_format,
+        stats_period,
+        log_connections,
+        log_disconnections,
     },
     elsewhere: &[
         (DATABASE_KEYS, "a [databases.NAME] entry"),
         (USER_KEYS, "a [users.NAME] entry"),
+        (METRICS_KEYS, "[metrics]"),
     ]
+);
+
+section_reader!(
+    read_metrics,
+    METRICS_KEYS,
+    Metrics { listen },
+    elsewhere: &[(GENERAL_KEYS, "[general]")]
 );
 
 section_reader!(
@@ -515,10 +541,29 @@ fn check_general(g: &General, p: &mut Problems) {
     }
 }
 
+fn check_metrics(m: &Metrics, p: &mut Problems) {
+    if let Some(listen) = &m.listen {
+        if super::metrics_addr(listen).is_none() {
+            p.push(
+                "metrics.listen",
+                format!(
+                    "expected \"ip:port\" (e.g. \"127.0.0.1:9127\", \"*:9127\"), found {listen:?}"
+                ),
+            );
+        }
+    }
+}
+
 fn check_databases(config: &Config, p: &mut Problems) {
     let g = &config.general;
     for (name, db) in &config.databases {
         let path = format!("databases.{}", key_part(name));
+        if super::is_admin_db(name) {
+            p.push(
+                path.clone(),
+                format!("\"{name}\" is the admin console's name; choose another"),
+            );
+        }
         if db.host.trim().is_empty() {
             p.push(format!("{path}.host"), "must not be empty");
         }

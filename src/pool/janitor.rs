@@ -17,7 +17,7 @@ pub async fn run_janitor(registry: Arc<Registry>, period: Duration) {
             for (s, reason) in pool.take_expired(now) {
                 pool.close(s, false, reason);
             }
-            if pool.settings.min_pool_size > 0 {
+            if pool.settings().min_pool_size > 0 {
                 let p = pool.clone();
                 tokio::spawn(async move { p.fill_min().await });
             }

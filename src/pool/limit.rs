@@ -67,6 +67,21 @@ impl Limit {
         max != 0 && self.used.load(Ordering::Relaxed) >= max
     }
 
+    /// Change the cap (a reload); servers over a lowered cap close as they are released.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// The cap (0: none).
+    pub fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Units taken now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
     /// Whether a cap is set at all.
     pub fn is_capped(&self) -> bool {
         self.max.load(Ordering::Relaxed) != 0

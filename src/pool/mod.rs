@@ -4,24 +4,28 @@
 //! the most recently used server has warm caches, and the ones at the bottom of the stack
 //! stay unused long enough for `server_idle_timeout` to close them when load drops.
 
+mod control;
 mod janitor;
 mod limit;
 mod registry;
+pub mod stats;
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::config::PoolMode;
 use crate::error::{sqlstate, Error, Result};
-use crate::server::{Params, Server, Target};
+use crate::server::{Params, Server, ServerInfo, ServerState, Target};
 pub use janitor::run_janitor;
 pub use limit::Limit;
-pub use registry::Registry;
+pub use registry::{DbFlags, Registry};
+pub use stats::{Histograms, PoolStats};
 
 /// A pool's limits and timeouts, resolved from the config.
 #[derive(Debug, Clone)]
@@ -36,6 +40,10 @@ pub struct PoolSettings {
     pub server_lifetime: Option<Duration>,
     pub server_reset_query: String,
     pub server_reset_query_always: bool,
+    /// Clients idle this long are disconnected.
+    pub client_idle_timeout: Option<Duration>,
+    /// Clients idle inside a transaction this long are disconnected.
+    pub idle_transaction_timeout: Option<Duration>,
 }
 
 /// What a waiter is given. (A server moves by value: boxing it would cost an allocation
@@ -59,42 +67,39 @@ struct State {
     next_waiter: u64,
 }
 
-/// Counters kept per pool (read by the admin console and metrics later).
-#[derive(Debug, Default)]
-pub struct PoolStats {
-    pub checkouts: AtomicU64,
-    pub wait_timeouts: AtomicU64,
-    pub reserve_opened: AtomicU64,
-    pub connect_failures: AtomicU64,
-    pub servers_opened: AtomicU64,
-    pub servers_closed: AtomicU64,
-    pub total_wait_us: AtomicU64,
-    /// Named Parse messages from clients (PgBouncer's client parse count).
-    pub ps_client_parses: AtomicU64,
-    /// Parse messages sent to servers: a statement a server lacked (a miss).
-    pub ps_server_parses: AtomicU64,
-    /// Uses of a client's statement (Parse, Bind, Describe) that found it on the server.
-    pub ps_hits: AtomicU64,
-    /// Statements closed on a server to make room (max_prepared_statements).
-    pub ps_evictions: AtomicU64,
-    /// Bind messages for a named statement pgmux maps.
-    pub ps_binds: AtomicU64,
-}
-
 /// The servers of one (database, user).
 pub struct Pool {
     pub database: String,
     pub user: String,
-    pub settings: PoolSettings,
-    pub target: Arc<Target>,
+    settings: ArcSwap<PoolSettings>,
+    target: ArcSwap<Target>,
     pub stats: PoolStats,
+    hist: ArcSwap<Histograms>,
     state: Mutex<State>,
+    /// Connected servers, as the admin console and metrics see them.
+    servers: Mutex<HashMap<u64, Arc<ServerInfo>>>,
+    /// Servers logging in now.
+    logins: AtomicUsize,
+    /// Servers older than this generation are closed when released (RECONNECT, reload).
+    generation: AtomicU64,
+    /// PAUSE or KILL: no server is handed out until RESUME.
+    paused: AtomicBool,
+    resumed: Notify,
     pub(crate) db_limit: Arc<Limit>,
     pub(crate) user_limit: Arc<Limit>,
     server_ids: Arc<AtomicU64>,
     welcome: Mutex<Option<Arc<Params>>>,
     /// Prepared statements of this pool's clients, one copy of each.
     pub statements: Mutex<crate::prepared::Interner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .finish()
+    }
 }
 
 /// A snapshot of a pool's counts.
@@ -118,12 +123,19 @@ impl Pool {
         user_limit: Arc<Limit>,
         server_ids: Arc<AtomicU64>,
     ) -> Pool {
+        let hist = Histograms::new(&database, &user, settings.mode.as_str());
         Pool {
             database,
             user,
-            settings,
-            target,
+            settings: ArcSwap::from_pointee(settings),
+            target: ArcSwap::new(target),
             stats: PoolStats::default(),
+            hist: ArcSwap::from_pointee(hist),
+            servers: Mutex::new(HashMap::new()),
+            logins: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            resumed: Notify::new(),
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
@@ -137,6 +149,36 @@ impl Pool {
             welcome: Mutex::new(None),
             statements: Mutex::new(Default::default()),
         }
+    }
+
+    /// The pool's limits and timeouts now (a reload may change them).
+    pub fn settings(&self) -> arc_swap::Guard<Arc<PoolSettings>> {
+        self.settings.load()
+    }
+
+    /// Where new servers log in.
+    pub fn target(&self) -> Arc<Target> {
+        self.target.load_full()
+    }
+
+    /// The latency histograms.
+    pub fn histograms(&self) -> arc_swap::Guard<Arc<Histograms>> {
+        self.hist.load()
+    }
+
+    /// The servers connected now.
+    pub fn server_infos(&self) -> Vec<Arc<ServerInfo>> {
+        self.servers.lock().values().cloned().collect()
+    }
+
+    /// Servers logging in now.
+    pub fn logins(&self) -> usize {
+        self.logins.load(Ordering::Relaxed)
+    }
+
+    /// Whether a server of this generation must close when released.
+    pub fn close_needed(&self, info: &ServerInfo) -> bool {
+        info.generation < self.generation.load(Ordering::Relaxed)
     }
 
     /// The parameters the first server reported, shown to clients at login.
@@ -180,12 +222,19 @@ impl Pool {
     pub async fn checkout(self: &Arc<Self>) -> Result<Server> {
         let started = Instant::now();
         loop {
+            if self.paused.load(Ordering::Acquire) {
+                self.wait_resumed(started).await?;
+            }
+            let pool_size = self.settings().pool_size;
             let grant = {
                 let mut st = self.state.lock();
+                if self.paused.load(Ordering::Acquire) {
+                    continue;
+                }
                 if let Some(s) = st.idle.pop() {
                     st.active += 1;
                     Ok(Grant::Server(s))
-                } else if st.waiters.is_empty() && self.try_slot(&mut st, self.settings.pool_size) {
+                } else if st.waiters.is_empty() && self.try_slot(&mut st, pool_size) {
                     st.active += 1;
                     Ok(Grant::Slot { reserve: false })
                 } else {
@@ -203,6 +252,7 @@ impl Pool {
             match grant {
                 Grant::Server(mut s) => {
                     if s.looks_alive() {
+                        s.info.set_state(ServerState::Active);
                         self.note_checkout(started);
                         return Ok(s);
                     }
@@ -220,10 +270,39 @@ impl Pool {
     }
 
     fn note_checkout(&self, started: Instant) {
+        let waited = started.elapsed();
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         self.stats
             .total_wait_us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        self.histograms().wait.observe(waited.as_secs_f64());
+    }
+
+    /// Wait while the pool is paused (within query_wait_timeout).
+    async fn wait_resumed(&self, started: Instant) -> Result<()> {
+        loop {
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if !self.paused.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            match self.settings().query_wait_timeout {
+                Some(t) => {
+                    if tokio::time::timeout_at((started + t).into(), resumed)
+                        .await
+                        .is_err()
+                    {
+                        self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Err(Error::client(
+                            sqlstate::QUERY_CANCELED,
+                            "query_wait_timeout: the database stayed paused",
+                        ));
+                    }
+                }
+                None => resumed.await,
+            }
+        }
     }
 
     async fn wait(
@@ -237,7 +316,7 @@ impl Pool {
             id,
             rx: Some(rx),
         };
-        let s = &self.settings;
+        let s = self.settings.load_full();
         let far = started + Duration::from_secs(86400 * 365);
         let deadline = s.query_wait_timeout.map_or(far, |t| started + t);
         let mut reserve_at = match (s.reserve_pool_size, s.reserve_pool_timeout) {
@@ -296,7 +375,7 @@ impl Pool {
     /// When a cap shared with other pools blocks this pool, close one idle server of another
     /// pool under that cap (its oldest idle one).
     fn evict_idle_elsewhere(self: &Arc<Self>) {
-        if self.state.lock().open >= self.settings.pool_size {
+        if self.state.lock().open >= self.settings().pool_size {
             return; // this pool is at its own size: no cap is to blame
         }
         for limit in [&self.db_limit, &self.user_limit] {
@@ -321,9 +400,14 @@ impl Pool {
 
     async fn open_server(self: &Arc<Self>, reserve: bool) -> Result<Server> {
         let id = self.server_ids.fetch_add(1, Ordering::Relaxed);
-        match Server::connect(id, self.target.clone()).await {
+        let generation = self.generation.load(Ordering::Relaxed);
+        self.logins.fetch_add(1, Ordering::Relaxed);
+        let res = Server::connect(id, self.target(), generation).await;
+        self.logins.fetch_sub(1, Ordering::Relaxed);
+        match res {
             Ok(mut s) => {
                 s.reserve = reserve;
+                self.servers.lock().insert(s.id, s.info.clone());
                 self.stats.servers_opened.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(server = id, db = %self.database, user = %self.user,
                     pid = s.pid, reserve, "server connect");
@@ -346,12 +430,23 @@ impl Pool {
     /// Return a server a client is done with. Past server_lifetime it is closed instead.
     pub fn release(&self, mut s: Server) {
         let now = Instant::now();
-        if let Some(life) = self.settings.server_lifetime {
+        if let Some(life) = self.settings().server_lifetime {
             if now.duration_since(s.created) >= life {
                 return self.close(s, true, "server_lifetime reached");
             }
         }
+        if self.close_needed(&s.info) {
+            return self.close(s, true, "RECONNECT or a reload changed where servers go");
+        }
+        if self.paused.load(Ordering::Acquire) {
+            return self.close(s, true, "the database is paused");
+        }
         s.idle_since = now;
+        s.info.link_to(0);
+        s.info.set_state(ServerState::Idle);
+        s.info
+            .prepared
+            .store(s.prepared.len() as u32, Ordering::Relaxed);
         let mut st = self.state.lock();
         while let Some((_, tx, _)) = st.waiters.pop_front() {
             match tx.send(Grant::Server(s)) {
@@ -369,6 +464,10 @@ impl Pool {
         tracing::info!(server = s.id, db = %self.database, user = %self.user, pid = s.pid,
             "server close: {reason}");
         self.stats.servers_closed.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .server_lifetime_us
+            .fetch_add(s.created.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.servers.lock().remove(&s.id);
         // Terminate is 5 bytes: a non-blocking write always fits an idle socket.
         let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
         drop(s);
@@ -385,8 +484,17 @@ impl Pool {
         if active {
             st.active -= 1;
         }
+        self.grant_slots(&mut st);
+    }
+
+    /// Give waiters room to open servers while the pool size and caps allow.
+    fn grant_slots(&self, st: &mut State) {
+        if self.paused.load(Ordering::Acquire) {
+            return;
+        }
+        let pool_size = self.settings().pool_size;
         while !st.waiters.is_empty() {
-            if !self.try_slot(&mut st, self.settings.pool_size) {
+            if !self.try_slot(st, pool_size) {
                 return;
             }
             let (_, tx, _) = st.waiters.pop_front().expect("non-empty");
@@ -406,27 +514,37 @@ impl Pool {
     fn take_expired(&self, now: Instant) -> Vec<(Server, &'static str)> {
         let mut st = self.state.lock();
         let mut out = Vec::new();
-        let min = self.settings.min_pool_size;
+        let settings = self.settings();
+        let min = settings.min_pool_size;
+        let max = settings.pool_size + settings.reserve_pool_size;
+        let paused = self.paused.load(Ordering::Acquire);
         let mut i = 0;
         while i < st.idle.len() {
             let s = &st.idle[i];
-            let life = self
-                .settings
+            let life = settings
                 .server_lifetime
                 .is_some_and(|l| now.duration_since(s.created) >= l);
-            let idle = self
-                .settings
+            let idle = settings
                 .server_idle_timeout
                 .is_some_and(|t| now.duration_since(s.idle_since) >= t)
                 && st.open - out.len() > min;
-            if life || idle {
+            // A reload that shrank the pool: close idle servers past its new size.
+            let over = st.open - out.len() > max;
+            let stale = self.close_needed(&s.info);
+            if life || idle || over || stale || paused {
                 let s = st.idle.remove(i);
                 out.push((
                     s,
                     if life {
                         "server_lifetime reached"
-                    } else {
+                    } else if idle {
                         "server_idle_timeout reached"
+                    } else if over {
+                        "the pool is larger than its (reloaded) size"
+                    } else if stale {
+                        "RECONNECT or a reload changed where servers go"
+                    } else {
+                        "the database is paused"
                     },
                 ));
             } else {
@@ -440,11 +558,12 @@ impl Pool {
     async fn fill_min(self: &Arc<Self>) {
         loop {
             {
+                let min = self.settings().min_pool_size;
                 let mut st = self.state.lock();
-                if st.open >= self.settings.min_pool_size || !st.waiters.is_empty() {
+                if st.open >= min || !st.waiters.is_empty() || self.paused.load(Ordering::Acquire) {
                     return;
                 }
-                if !self.try_slot(&mut st, self.settings.min_pool_size) {
+                if !self.try_slot(&mut st, min) {
                     return;
                 }
                 st.active += 1;

@@ -1,4 +1,5 @@
-//! The registry of pools, one per (database, user), created at first login; and the shared caps.
+//! The registry of pools, one per (database, user), created at first login; the shared caps;
+//! and the per-database flags the admin console sets (paused, disabled).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -11,13 +12,87 @@ use crate::auth::Secret;
 use crate::config::{Config, PoolMode};
 use crate::server::Target;
 
+/// What the admin console set on a database.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DbFlags {
+    /// PAUSE or KILL: servers are not handed out until RESUME.
+    pub paused: bool,
+    /// DISABLE: new clients are refused until ENABLE.
+    pub disabled: bool,
+}
+
 /// All pools of this process.
 #[derive(Default)]
 pub struct Registry {
     pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
     db_limits: Mutex<HashMap<String, Arc<Limit>>>,
     user_limits: Mutex<HashMap<String, Arc<Limit>>>,
+    flags: Mutex<HashMap<String, DbFlags>>,
     server_ids: Arc<AtomicU64>,
+}
+
+/// A pool's configuration, resolved from the config for one (database, user).
+struct Resolved {
+    settings: PoolSettings,
+    target: Target,
+    db_max: usize,
+    server_user: String,
+    user_max: usize,
+}
+
+fn resolve(config: &Config, database: &str, user: &str) -> Option<Resolved> {
+    let db = config.database(database)?;
+    let g = &config.general;
+    let user_cfg = config.users.get(user);
+    let server_user = db.user.clone().unwrap_or_else(|| user.to_string());
+    let secret = match (&db.user, &db.password) {
+        (Some(_), Some(pw)) => Secret::parse(pw).ok(),
+        _ => config
+            .users
+            .get(&server_user)
+            .and_then(|u| u.password.as_deref())
+            .and_then(|pw| Secret::parse(pw).ok()),
+    };
+    let mode = config.pool_mode(db, user_cfg);
+    let target = Target {
+        host: db.host.clone(),
+        port: db.port,
+        dbname: db.dbname.clone().unwrap_or_else(|| database.to_string()),
+        user: server_user.clone(),
+        secret,
+        connect_timeout: g.server_connect_timeout.get(),
+        max_packet_size: g.max_packet_size,
+        tcp_keepalive: g.tcp_keepalive,
+        tcp_nodelay: g.tcp_nodelay,
+        // Session mode keeps a server per client: its statement names need no mapping.
+        max_prepared_statements: match mode {
+            PoolMode::Session => 0,
+            _ => g.max_prepared_statements,
+        },
+    };
+    let settings = PoolSettings {
+        mode,
+        pool_size: db.pool_size.unwrap_or(g.default_pool_size),
+        min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
+        reserve_pool_size: db.reserve_pool_size.unwrap_or(g.reserve_pool_size),
+        reserve_pool_timeout: g.reserve_pool_timeout.get(),
+        query_wait_timeout: g.query_wait_timeout.get(),
+        server_idle_timeout: g.server_idle_timeout.get(),
+        server_lifetime: g.server_lifetime.get(),
+        server_reset_query: g.server_reset_query.clone(),
+        server_reset_query_always: g.server_reset_query_always,
+        client_idle_timeout: g.client_idle_timeout.get(),
+        idle_transaction_timeout: g.idle_transaction_timeout.get(),
+    };
+    Some(Resolved {
+        settings,
+        target,
+        db_max: db.max_db_connections.unwrap_or(g.max_db_connections),
+        user_max: user_cfg
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(g.max_user_connections),
+        server_user,
+    })
 }
 
 impl Registry {
@@ -36,71 +111,24 @@ impl Registry {
         if let Some(p) = self.pools.lock().get(&key) {
             return Some(p.clone());
         }
-        let db = config.database(database)?;
-        let g = &config.general;
-        let user_cfg = config.users.get(user);
-        let server_user = db.user.clone().unwrap_or_else(|| user.to_string());
-        let secret = match (&db.user, &db.password) {
-            (Some(_), Some(pw)) => Secret::parse(pw).ok(),
-            _ => config
-                .users
-                .get(&server_user)
-                .and_then(|u| u.password.as_deref())
-                .and_then(|pw| Secret::parse(pw).ok()),
-        };
-        let mode = config.pool_mode(db, user_cfg);
-        let target = Arc::new(Target {
-            host: db.host.clone(),
-            port: db.port,
-            dbname: db.dbname.clone().unwrap_or_else(|| database.to_string()),
-            user: server_user.clone(),
-            secret,
-            connect_timeout: g.server_connect_timeout.get(),
-            max_packet_size: g.max_packet_size,
-            tcp_keepalive: g.tcp_keepalive,
-            tcp_nodelay: g.tcp_nodelay,
-            // Session mode keeps a server per client: its statement names need no mapping.
-            max_prepared_statements: match mode {
-                PoolMode::Session => 0,
-                _ => g.max_prepared_statements,
-            },
-        });
-        let settings = PoolSettings {
-            mode,
-            pool_size: db.pool_size.unwrap_or(g.default_pool_size),
-            min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
-            reserve_pool_size: db.reserve_pool_size.unwrap_or(g.reserve_pool_size),
-            reserve_pool_timeout: g.reserve_pool_timeout.get(),
-            query_wait_timeout: g.query_wait_timeout.get(),
-            server_idle_timeout: g.server_idle_timeout.get(),
-            server_lifetime: g.server_lifetime.get(),
-            server_reset_query: g.server_reset_query.clone(),
-            server_reset_query_always: g.server_reset_query_always,
-        };
+        let r = resolve(config, database, user)?;
         let db_limit = self
             .db_limits
             .lock()
             .entry(database.to_string())
-            .or_insert_with(|| {
-                Arc::new(Limit::new(
-                    db.max_db_connections.unwrap_or(g.max_db_connections),
-                ))
-            })
+            .or_insert_with(|| Arc::new(Limit::new(r.db_max)))
             .clone();
-        let user_max = user_cfg
-            .and_then(|u| u.max_user_connections)
-            .unwrap_or(g.max_user_connections);
         let user_limit = self
             .user_limits
             .lock()
-            .entry(server_user)
-            .or_insert_with(|| Arc::new(Limit::new(user_max)))
+            .entry(r.server_user)
+            .or_insert_with(|| Arc::new(Limit::new(r.user_max)))
             .clone();
         let pool = Arc::new(Pool::new(
             database.to_string(),
             user.to_string(),
-            settings,
-            target,
+            r.settings,
+            Arc::new(r.target),
             db_limit,
             user_limit,
             self.server_ids.clone(),
@@ -108,6 +136,9 @@ impl Registry {
         let mut pools = self.pools.lock();
         if let Some(p) = pools.get(&key) {
             return Some(p.clone()); // another client created it meanwhile
+        }
+        if self.flags(database).paused {
+            pool.pause();
         }
         pool.db_limit.add_member(&pool);
         pool.user_limit.add_member(&pool);
@@ -117,6 +148,67 @@ impl Registry {
 
     /// Every pool, for the janitor and the admin console.
     pub fn all(&self) -> Vec<Arc<Pool>> {
-        self.pools.lock().values().cloned().collect()
+        let mut v: Vec<_> = self.pools.lock().values().cloned().collect();
+        v.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
+        v
+    }
+
+    /// The pools of one database, or of all when `database` is `None`.
+    pub fn of(&self, database: Option<&str>) -> Vec<Arc<Pool>> {
+        let mut v = self.all();
+        v.retain(|p| database.map_or(true, |d| p.database == d));
+        v
+    }
+
+    /// Apply a new config to every pool: sizes, timeouts, modes, targets and caps. Pools of
+    /// a database no longer configured keep their old settings until their clients leave.
+    pub fn reconfigure(&self, config: &Config) {
+        for pool in self.all() {
+            let Some(r) = resolve(config, &pool.database, &pool.user) else {
+                continue;
+            };
+            pool.db_limit.set_max(r.db_max);
+            pool.user_limit.set_max(r.user_max);
+            pool.reconfigure(r.settings, r.target);
+        }
+    }
+
+    /// The admin console's flags for a database.
+    pub fn flags(&self, database: &str) -> DbFlags {
+        self.flags.lock().get(database).copied().unwrap_or_default()
+    }
+
+    /// Change a database's flags (`None`: every database configured or seen).
+    pub fn set_flags(&self, database: Option<&str>, names: &[String], f: impl Fn(&mut DbFlags)) {
+        let mut flags = self.flags.lock();
+        match database {
+            Some(d) => f(flags.entry(d.to_string()).or_default()),
+            None => {
+                for n in names {
+                    f(flags.entry(n.clone()).or_default());
+                }
+                for v in flags.values_mut() {
+                    f(v);
+                }
+            }
+        }
+    }
+
+    /// Servers open against a database's cap, and that cap (0: none).
+    pub fn db_usage(&self, database: &str) -> (usize, usize) {
+        self.db_limits
+            .lock()
+            .get(database)
+            .map(|l| (l.used(), l.max()))
+            .unwrap_or((0, 0))
+    }
+
+    /// Servers open against a server user's cap, and that cap (0: none).
+    pub fn user_usage(&self, user: &str) -> (usize, usize) {
+        self.user_limits
+            .lock()
+            .get(user)
+            .map(|l| (l.used(), l.max()))
+            .unwrap_or((0, 0))
     }
 }

@@ -1,6 +1,7 @@
 //! A server connection: connect and authenticate to Postgres, keep its parameters, run
 //! pgmux's own small queries (parameter sync, reset, rollback) and check its health.
 
+pub mod info;
 pub mod params;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::auth::Secret;
 use crate::error::{sqlstate, Error, Result};
 use crate::prepared::{cache::StatementCache, drops_all_statements};
 use crate::proto::{self, backend};
+pub use info::{unix_us, ServerInfo, ServerState};
 pub use params::Params;
 
 /// Where and as whom a pool's servers log in.
@@ -59,6 +61,8 @@ pub struct Server {
     pub reserve: bool,
     /// The pgmux-named prepared statements this server has (transaction and statement mode).
     pub prepared: StatementCache,
+    /// What the admin console and metrics see of it.
+    pub info: Arc<ServerInfo>,
 }
 
 impl std::fmt::Debug for Server {
@@ -75,16 +79,17 @@ const READ_CHUNK: usize = 16 * 1024;
 impl Server {
     /// Open a connection and log in, within server_connect_timeout for both; errors from
     /// Postgres keep their SQLSTATE and raw body.
-    pub async fn connect(id: u64, target: Arc<Target>) -> Result<Server> {
+    /// `generation`: the pool's, recorded in its info.
+    pub async fn connect(id: u64, target: Arc<Target>, generation: u64) -> Result<Server> {
         match target.connect_timeout {
-            Some(t) => tokio::time::timeout(t, Self::open(id, target.clone()))
+            Some(t) => tokio::time::timeout(t, Self::open(id, target.clone(), generation))
                 .await
                 .map_err(|_| Error::Timeout("server_connect_timeout"))?,
-            None => Self::open(id, target).await,
+            None => Self::open(id, target, generation).await,
         }
     }
 
-    async fn open(id: u64, target: Arc<Target>) -> Result<Server> {
+    async fn open(id: u64, target: Arc<Target>, generation: u64) -> Result<Server> {
         let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
         stream.set_nodelay(target.tcp_nodelay)?;
         if target.tcp_keepalive {
@@ -92,6 +97,7 @@ impl Server {
             let _ = sock.set_keepalive(true);
         }
         let now = Instant::now();
+        let (peer, local) = (stream.peer_addr().ok(), stream.local_addr().ok());
         let mut server = Server {
             id,
             stream,
@@ -104,8 +110,10 @@ impl Server {
             prepared: StatementCache::new(target.max_prepared_statements),
             target,
             reserve: false,
+            info: Arc::new(ServerInfo::new(id, 0, peer, local, generation)),
         };
         server.login().await?;
+        server.info = Arc::new(ServerInfo::new(id, server.pid, peer, local, generation));
         Ok(server)
     }
 

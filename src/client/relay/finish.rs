@@ -41,8 +41,8 @@ impl Relay {
             pool.close(t.server, true, "a cancel request was sent to it");
         } else if let Some(why) = prepared_state_unknown(&t) {
             pool.close(t.server, true, why);
-        } else if pool.settings.server_reset_query_always
-            && !pool.settings.server_reset_query.is_empty()
+        } else if pool.settings().server_reset_query_always
+            && !pool.settings().server_reset_query.is_empty()
         {
             self.reset_and_release(t.server).await;
         } else {
@@ -58,7 +58,8 @@ impl Relay {
 
     pub(super) async fn reset_and_release(&self, mut server: Server) {
         let pool = &self.sess.pool;
-        let q = pool.settings.server_reset_query.clone();
+        let q = pool.settings().server_reset_query.clone();
+        server.info.set_state(crate::server::ServerState::Tested);
         match tokio::time::timeout(Duration::from_secs(10), server.run_hidden(&q)).await {
             Ok(Ok(b'I')) => pool.release(server),
             _ => pool.close(server, true, "server_reset_query failed"),
@@ -88,6 +89,7 @@ impl Relay {
         t.server.rbuf.clear();
         if t.status != b'I' {
             // Never hand an open transaction to the next client.
+            t.server.info.set_state(crate::server::ServerState::Tested);
             match tokio::time::timeout(Duration::from_secs(10), t.server.run_hidden("ROLLBACK"))
                 .await
             {
@@ -98,8 +100,8 @@ impl Relay {
                 }
             }
         }
-        if self.mode() == PoolMode::Session || pool.settings.server_reset_query_always {
-            if pool.settings.server_reset_query.is_empty() {
+        if self.mode() == PoolMode::Session || pool.settings().server_reset_query_always {
+            if pool.settings().server_reset_query.is_empty() {
                 pool.release(t.server);
             } else {
                 self.reset_and_release(t.server).await;

@@ -21,10 +21,13 @@ mod scan;
 use scan::advance_head;
 
 use super::login::Session;
+use crate::clients::{ClientHandle, Stop};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, Error, Result};
+use crate::pool::PoolStats;
 use crate::proto::{self, backend};
 use crate::server::Server;
+use crate::shared::Shared;
 
 /// Bytes asked of the kernel per read.
 const CHUNK: usize = 16 * 1024;
@@ -44,7 +47,18 @@ pub async fn run(mut r: Relay) {
         Err(e) => e.to_string(),
     };
     let pool = &r.sess.pool;
-    tracing::info!(client = r.id, db = %pool.database, user = %pool.user, "client logout: {reason}");
+    if r.shared.config().general.log_disconnections {
+        tracing::info!(client = r.id, db = %pool.database, user = %pool.user,
+            "client logout: {reason}");
+    }
+}
+
+/// The FATAL message for a client stopped from outside.
+fn stop_message(why: Stop) -> &'static str {
+    match why {
+        Stop::Shutdown => "pgmux is shutting down",
+        _ => "terminating connection due to administrator command",
+    }
 }
 
 async fn serve(r: &mut Relay) -> Result<String> {
@@ -54,20 +68,41 @@ async fn serve(r: &mut Relay) -> Result<String> {
         if cbuf.is_empty() {
             cbuf = BytesMut::new();
             let deadline = r
+                .sess
+                .pool
+                .settings()
                 .client_idle_timeout
                 .map(|t| tokio::time::Instant::now() + t);
             loop {
-                match deadline {
+                let stop = match deadline {
                     // The timer is boxed: an idle client's task stays small when none is set.
-                    Some(d) => match boxed_readable_until(&r.client, d).await {
-                        Ok(res) => res?,
+                    Some(d) => match boxed_readable_until(&r.client, &r.handle, d).await {
+                        Ok(Ok(res)) => {
+                            res?;
+                            Stop::None
+                        }
+                        Ok(Err(why)) => why,
                         Err(_) => {
                             boxed_fatal(r, sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
                                 .await;
                             return Ok("client_idle_timeout".into());
                         }
                     },
-                    None => std::future::poll_fn(|cx| r.client.poll_read_ready(cx)).await?,
+                    None => {
+                        let info = &r.handle.info;
+                        tokio::select! {
+                            res = std::future::poll_fn(|cx| r.client.poll_read_ready(cx)) => {
+                                res?;
+                                Stop::None
+                            }
+                            _ = info.stop_requested() => info.stopped(),
+                        }
+                    }
+                };
+                if stop != Stop::None {
+                    let msg = stop_message(stop);
+                    boxed_fatal(r, sqlstate::ADMIN_SHUTDOWN, msg).await;
+                    return Ok(msg.into());
                 }
                 // Readiness can be stale: only real bytes end the idle wait.
                 reserve(&mut cbuf, FIRST_READ);
@@ -96,13 +131,19 @@ fn boxed_request<'a>(r: &'a mut Relay, cbuf: &'a mut BytesMut) -> BoxFuture<'a, 
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Readability of an idle client with client_idle_timeout, boxed outside the async fn (as
-/// `boxed_request`), so the timer takes no room in an idle client's task.
-fn boxed_readable_until(
-    client: &TcpStream,
+/// Readability of an idle client with client_idle_timeout (or a stop request), boxed outside
+/// the async fn (as `boxed_request`), so the timer takes no room in an idle client's task.
+fn boxed_readable_until<'a>(
+    client: &'a TcpStream,
+    handle: &'a ClientHandle,
     deadline: tokio::time::Instant,
-) -> BoxFuture<'_, Result<std::io::Result<()>, tokio::time::error::Elapsed>> {
-    Box::pin(tokio::time::timeout_at(deadline, client.readable()))
+) -> BoxFuture<'a, Result<Result<std::io::Result<()>, Stop>, tokio::time::error::Elapsed>> {
+    Box::pin(tokio::time::timeout_at(deadline, async move {
+        tokio::select! {
+            r = client.readable() => Ok(r),
+            _ = handle.info.stop_requested() => Err(handle.info.stopped()),
+        }
+    }))
 }
 
 /// `Relay::fatal`, boxed outside the async fn (as `boxed_request`).
@@ -115,20 +156,18 @@ impl Relay {
     pub(crate) fn new(
         client: TcpStream,
         sess: Session,
-        id: u64,
-        count: super::ClientCount,
+        handle: ClientHandle,
+        shared: std::sync::Arc<Shared>,
     ) -> Relay {
-        let g = &count.0.config.general;
         Relay {
             client,
-            id,
+            id: handle.info.id,
             discard: 0,
-            max_packet: g.max_packet_size,
-            client_idle_timeout: g.client_idle_timeout.get(),
-            idle_tx_timeout: g.idle_transaction_timeout.get(),
+            max_packet: shared.config().general.max_packet_size,
             statements: None,
             sess,
-            _count: count,
+            handle,
+            shared,
         }
     }
 }
@@ -166,14 +205,13 @@ fn reserve(buf: &mut BytesMut, want: usize) {
 pub struct Relay {
     client: TcpStream,
     id: u64,
-    /// Counts this client in `Shared::clients` until the loop ends.
-    _count: super::ClientCount,
+    /// This client in the client list (removed when the loop ends).
+    handle: ClientHandle,
+    shared: std::sync::Arc<Shared>,
     /// Bytes of stray COPY messages still to drop (see `request`).
     discard: usize,
     sess: Session,
     max_packet: usize,
-    client_idle_timeout: Option<Duration>,
-    idle_tx_timeout: Option<Duration>,
     /// The client's prepared statements, by its names (transaction and statement mode).
     statements: Option<Box<crate::prepared::ClientStatements>>,
 }
@@ -209,6 +247,9 @@ struct Txn {
     /// Statement mode saw a transaction block open.
     stmt_violation: bool,
     last_client_activity: Instant,
+    /// When the running query and transaction started (for their durations).
+    query_start: Instant,
+    xact_start: Instant,
     /// Prepared-statement mapping (transaction and statement mode with max_prepared_statements).
     prep: Option<prepared::Tracker>,
 }
@@ -218,6 +259,7 @@ enum Event {
     ClientReadable,
     Writable,
     Timer,
+    Stop,
 }
 
 impl Relay {
@@ -273,8 +315,13 @@ impl Relay {
         if tag == b'X' {
             return Some("client closed (Terminate)".into());
         }
+        self.handle.info.waiting();
         let server = match self.checkout_watching(cbuf).await {
-            Ok(Some(s)) => s,
+            Ok(Some(s)) => {
+                self.handle.info.active(s.id);
+                s.info.link_to(self.id);
+                s
+            }
             Ok(None) => {
                 return Some("client closed the connection while waiting for a server".into())
             }
@@ -300,6 +347,7 @@ impl Relay {
     /// (pipelined requests) are kept in `cbuf`, up to `CAP`. `Ok(None)`: the client left.
     async fn checkout_watching(&mut self, cbuf: &mut BytesMut) -> Result<Option<Server>> {
         let pool = self.sess.pool.clone();
+        let info = self.handle.info.clone();
         let checkout = pool.checkout();
         tokio::pin!(checkout);
         loop {
@@ -307,6 +355,9 @@ impl Relay {
             tokio::select! {
                 biased;
                 s = &mut checkout => return s.map(Some),
+                _ = info.stop_requested() => {
+                    return Err(Error::client(sqlstate::ADMIN_SHUTDOWN, stop_message(info.stopped())));
+                }
                 r = self.client.readable(), if watch => {
                     r?;
                     reserve(cbuf, CHUNK);
@@ -322,7 +373,7 @@ impl Relay {
     }
 
     fn mode(&self) -> PoolMode {
-        self.sess.pool.settings.mode
+        self.sess.pool.settings().mode
     }
 
     /// Relay one transaction (or session). `None`: the server went back and the client goes on.
@@ -352,8 +403,14 @@ impl Relay {
             at_boundary: false,
             stmt_violation: false,
             last_client_activity: Instant::now(),
+            query_start: Instant::now(),
+            xact_start: Instant::now(),
             prep: None,
         };
+        let pool = self.sess.pool.clone();
+        let info = self.handle.info.clone();
+        let stop = info.stop_requested();
+        tokio::pin!(stop);
         if t.server.target.max_prepared_statements > 0 {
             t.prep = Some(Default::default());
         }
@@ -382,6 +439,7 @@ impl Relay {
             if t.s_ready > 0 {
                 match self.client.try_write(&t.server.rbuf[..t.s_ready]) {
                     Ok(n) => {
+                        PoolStats::add(&pool.stats.bytes_sent, n as u64);
                         t.server.rbuf.advance(n);
                         t.s_ready -= n;
                     }
@@ -417,9 +475,9 @@ impl Relay {
             let timer = if t.pending > 0 || t.c_ready > 0 {
                 None
             } else if t.status != b'I' {
-                self.idle_tx_timeout
+                pool.settings().idle_transaction_timeout
             } else if self.mode() == PoolMode::Session {
-                self.client_idle_timeout
+                pool.settings().client_idle_timeout
             } else {
                 None
             };
@@ -458,12 +516,20 @@ impl Relay {
                         return Poll::Ready(Ok(Event::Timer));
                     }
                 }
+                if stop.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Event::Stop));
+                }
                 Poll::Pending
             })
             .await;
             match ev {
                 Err(e) => return Some(self.server_lost(t, &e.to_string()).await),
                 Ok(Event::Writable) => {}
+                Ok(Event::Stop) => {
+                    let msg = stop_message(info.stopped());
+                    self.fatal(sqlstate::ADMIN_SHUTDOWN, msg).await;
+                    return Some(self.client_lost(t, msg).await);
+                }
                 Ok(Event::Timer) => {
                     let (code, what) = if t.status != b'I' {
                         (
@@ -497,7 +563,8 @@ impl Relay {
                         Ok(0) => {
                             return Some(self.client_lost(t, "client closed the connection").await)
                         }
-                        Ok(_) => {
+                        Ok(n) => {
+                            PoolStats::add(&pool.stats.bytes_received, n as u64);
                             t.last_client_activity = Instant::now();
                             let was_boundary = t.at_boundary;
                             if let Err(e) = self.scan_client(&mut t, cbuf) {

@@ -2,11 +2,14 @@
 //! ends) and what the server answered (ReadyForQuery, ParameterStatus), and where the write
 //! head stands in the client's stream.
 
+use std::time::Instant;
+
 use bytes::BytesMut;
 
 use super::prepared::Track;
 use super::{Relay, Txn, CAP};
 use crate::config::PoolMode;
+use crate::pool::PoolStats;
 use crate::prepared::queue::Verdict;
 use crate::proto;
 use crate::server::params::{parse_parameter_status, tracked_index};
@@ -30,6 +33,23 @@ pub(super) fn advance_head(mut remaining: usize, cbuf: &[u8], mut n: usize) -> u
 }
 
 impl Relay {
+    /// Count a query (a ReadyForQuery) and, when it ends one, a transaction.
+    fn count_query(&self, t: &Txn) {
+        let pool = &self.sess.pool;
+        let now = Instant::now();
+        let q = now.saturating_duration_since(t.query_start);
+        let hist = pool.histograms();
+        PoolStats::add(&pool.stats.queries, 1);
+        PoolStats::add(&pool.stats.query_us, q.as_micros() as u64);
+        hist.query.observe(q.as_secs_f64());
+        if t.status == b'I' && t.pending == 0 {
+            let x = now.saturating_duration_since(t.xact_start);
+            PoolStats::add(&pool.stats.xacts, 1);
+            PoolStats::add(&pool.stats.xact_us, x.as_micros() as u64);
+            hist.xact.observe(x.as_secs_f64());
+        }
+    }
+
     /// Read client message headers in `cbuf` past `c_ready`.
     pub(super) fn scan_client(&mut self, t: &mut Txn, cbuf: &mut BytesMut) -> Result<(), String> {
         t.c_want = 0;
@@ -43,6 +63,14 @@ impl Relay {
             let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], self.max_packet)? else {
                 break;
             };
+            if t.pending == 0 && !t.unsynced {
+                // A new query starts (and a transaction, if none is open).
+                let now = Instant::now();
+                t.query_start = now;
+                if t.status == b'I' {
+                    t.xact_start = now;
+                }
+            }
             // With prepared statements mapped, a message may be rewritten first: `ready`
             // bytes of whole messages, then `rest` bytes of its body as the client sent them.
             let (ready, rest) = if t.prep.is_some() && tag != b'X' {
@@ -108,6 +136,7 @@ impl Relay {
     /// Returns whether the transaction is over and the server may go back to the pool.
     pub(super) fn ready_for_query(&self, t: &mut Txn) -> bool {
         t.pending = t.pending.saturating_sub(1);
+        self.count_query(t);
         if t.pending == 0 && !t.terminating && !t.unsynced {
             match self.mode() {
                 PoolMode::Session => {}

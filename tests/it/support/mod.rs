@@ -95,10 +95,7 @@ impl Mux {
     }
     /// Clients connected to pgmux.
     pub fn clients(&self) -> usize {
-        self.running
-            .shared
-            .clients
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.running.shared.clients.count()
     }
     /// Wait (up to 5 s) until the counts of app's pool for `db` satisfy `f`: a client sees its
     /// answer a moment before pgmux has put the server back.

@@ -1,0 +1,239 @@
+//! The clients of this process as the admin console and metrics see them: one record per
+//! connection, with its state, its server and its request time kept in atomics; and the way
+//! to stop one from outside (KILL, shutdown).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::pool::Pool;
+use crate::server::unix_us;
+
+/// A client's state, with PgBouncer's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Logging in.
+    Login = 0,
+    /// Logged in, no request running.
+    Idle = 1,
+    /// Has sent a request and waits for a server.
+    Waiting = 2,
+    /// Holds a server.
+    Active = 3,
+}
+
+impl ClientState {
+    /// The name SHOW CLIENTS uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Login => "login",
+            ClientState::Idle => "idle",
+            ClientState::Waiting => "waiting",
+            ClientState::Active => "active",
+        }
+    }
+}
+
+/// Why a client is being stopped from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stop {
+    None = 0,
+    /// KILL from the admin console.
+    Killed = 1,
+    /// shutdown_timeout ran out.
+    Shutdown = 2,
+}
+
+/// Who a logged-in client is.
+#[derive(Debug)]
+pub struct Login {
+    pub user: String,
+    pub database: String,
+    pub application_name: String,
+    /// `None` for an admin console client.
+    pub pool: Option<Arc<Pool>>,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub addr: SocketAddr,
+    pub local: Option<SocketAddr>,
+    pub connect_time: SystemTime,
+    /// Set once the client has logged in.
+    pub login: OnceLock<Login>,
+    state: AtomicU8,
+    /// The server it holds (0: none).
+    link: AtomicU64,
+    /// When its latest request started, µs since the Unix epoch.
+    request_us: AtomicU64,
+    /// Named prepared statements it has.
+    pub prepared: AtomicU32,
+    stop: AtomicU8,
+    wake: Notify,
+}
+
+impl ClientInfo {
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => ClientState::Login,
+            1 => ClientState::Idle,
+            2 => ClientState::Waiting,
+            _ => ClientState::Active,
+        }
+    }
+
+    /// A request arrived: the client waits for a server.
+    pub fn waiting(&self) {
+        self.request_us.store(unix_us(), Ordering::Relaxed);
+        self.state
+            .store(ClientState::Waiting as u8, Ordering::Relaxed);
+    }
+
+    /// The client got server `id`.
+    pub fn active(&self, server: u64) {
+        self.link.store(server, Ordering::Relaxed);
+        self.state
+            .store(ClientState::Active as u8, Ordering::Relaxed);
+    }
+
+    /// The client holds no server and runs nothing.
+    pub fn idle(&self) {
+        self.link.store(0, Ordering::Relaxed);
+        self.state.store(ClientState::Idle as u8, Ordering::Relaxed);
+    }
+
+    pub fn link(&self) -> u64 {
+        self.link.load(Ordering::Relaxed)
+    }
+
+    pub fn request_us(&self) -> u64 {
+        self.request_us.load(Ordering::Relaxed)
+    }
+
+    /// The pool it uses, once logged in (none for the admin console).
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        self.login.get().and_then(|l| l.pool.as_ref())
+    }
+
+    /// Ask the client's task to close the connection.
+    pub fn stop(&self, why: Stop) {
+        self.stop.store(why as u8, Ordering::Release);
+        // notify_one keeps a permit when the task is not waiting right now.
+        self.wake.notify_one();
+    }
+
+    /// Why the client must stop, if it must.
+    pub fn stopped(&self) -> Stop {
+        match self.stop.load(Ordering::Acquire) {
+            0 => Stop::None,
+            1 => Stop::Killed,
+            _ => Stop::Shutdown,
+        }
+    }
+
+    /// Completes when [`ClientInfo::stop`] is called (at once if it was called already).
+    pub async fn stop_requested(&self) {
+        while self.stopped() == Stop::None {
+            self.wake.notified().await;
+        }
+    }
+}
+
+/// Every client of this process.
+#[derive(Default)]
+pub struct ClientList {
+    map: Mutex<HashMap<u64, Arc<ClientInfo>>>,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl ClientList {
+    /// Record a new connection; it is removed when the returned handle drops.
+    pub fn add(self: &Arc<Self>, addr: SocketAddr, local: Option<SocketAddr>) -> ClientHandle {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let info = Arc::new(ClientInfo {
+            id,
+            addr,
+            local,
+            connect_time: SystemTime::now(),
+            login: OnceLock::new(),
+            state: AtomicU8::new(ClientState::Login as u8),
+            link: AtomicU64::new(0),
+            request_us: AtomicU64::new(0),
+            prepared: AtomicU32::new(0),
+            stop: AtomicU8::new(0),
+            wake: Notify::new(),
+        });
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.map.lock().insert(id, info.clone());
+        ClientHandle {
+            list: self.clone(),
+            info,
+        }
+    }
+
+    /// Clients connected now (logging in or logged in).
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of every client, by id.
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<_> = self.map.lock().values().cloned().collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// One client by id.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.map.lock().get(&id).cloned()
+    }
+}
+
+/// A client's place in the [`ClientList`], for as long as its connection lives.
+pub struct ClientHandle {
+    list: Arc<ClientList>,
+    pub info: Arc<ClientInfo>,
+}
+
+impl Drop for ClientHandle {
+    fn drop(&mut self) {
+        self.list.map.lock().remove(&self.info.id);
+        self.list.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts of clients per state, for one pool or all.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCounts {
+    pub login: usize,
+    pub idle: usize,
+    pub waiting: usize,
+    pub active: usize,
+    /// The longest current wait, µs.
+    pub max_wait_us: u64,
+}
+
+impl ClientCounts {
+    /// Add one client.
+    pub fn add(&mut self, c: &ClientInfo, now_us: u64) {
+        match c.state() {
+            ClientState::Login => self.login += 1,
+            ClientState::Idle => self.idle += 1,
+            ClientState::Active => self.active += 1,
+            ClientState::Waiting => {
+                self.waiting += 1;
+                self.max_wait_us = self.max_wait_us.max(now_us.saturating_sub(c.request_us()));
+            }
+        }
+    }
+}

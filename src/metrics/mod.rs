@@ -1,0 +1,291 @@
+//! The metrics endpoint: Prometheus text built with the prometheus crate from the atomics
+//! and histograms pools keep (read at scrape time: the query path takes no lock for metrics),
+//! plus /health and /ready.
+
+mod http;
+mod ready;
+
+use std::sync::atomic::Ordering;
+
+use prometheus::core::Collector;
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::shared::Shared;
+use crate::snapshot;
+pub use http::serve;
+pub use ready::{readiness, Readiness};
+
+const POOL_LABELS: &[&str] = &["database", "user", "pool_mode"];
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str, v: i64) {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    g.set(v);
+    r.register(Box::new(g)).expect("unique metric");
+}
+
+/// Every metric family, gathered now.
+pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
+    let r = Registry::new();
+    let config = shared.config();
+
+    // The process.
+    int_gauge(&r, "pgmux_up", "1 while pgmux runs.", 1);
+    let build = int_gauge_vec(&r, "pgmux_build_info", "pgmux's version.", &["version"]);
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let uptime =
+        Gauge::new("pgmux_uptime_seconds", "Seconds since pgmux started.").expect("valid metric");
+    uptime.set(shared.started.elapsed().as_secs_f64());
+    r.register(Box::new(uptime)).expect("unique metric");
+    int_gauge(
+        &r,
+        "pgmux_client_connections",
+        "Client connections now (logging in or logged in, admin console included).",
+        shared.clients.count() as i64,
+    );
+    int_gauge(
+        &r,
+        "pgmux_max_client_conn",
+        "The max_client_conn setting.",
+        config.general.max_client_conn as i64,
+    );
+    int_gauge(
+        &r,
+        "pgmux_shutting_down",
+        "1 once a graceful shutdown has begun.",
+        i64::from(shared.run.shutting_down()),
+    );
+    let failures = counter_vec(
+        &r,
+        "pgmux_client_login_failures_total",
+        "Client logins that failed, by reason.",
+        &["reason"],
+    );
+    for (why, n) in shared.login_failures() {
+        failures.with_label_values(&[why.as_str()]).inc_by(n);
+    }
+
+    // Pools.
+    let clients = int_gauge_vec(
+        &r,
+        "pgmux_pool_clients",
+        "Clients of the pool by state: active (holding a server), waiting (for a server), idle.",
+        &["database", "user", "pool_mode", "state"],
+    );
+    let servers = int_gauge_vec(
+        &r,
+        "pgmux_pool_servers",
+        "Servers of the pool by state (PgBouncer's sv_*): active, idle, used, tested, login.",
+        &["database", "user", "pool_mode", "state"],
+    );
+    let g = |name: &str, help: &str| int_gauge_vec(&r, name, help, POOL_LABELS);
+    let pool_size = g("pgmux_pool_size", "The pool_size in force.");
+    let reserve = g("pgmux_pool_reserve_size", "The reserve_pool_size in force.");
+    let limit = g(
+        "pgmux_pool_limit",
+        "Servers the pool may open now without its reserve: pool_size, lowered by \
+         max_db_connections / max_user_connections when smaller.",
+    );
+    let paused = g("pgmux_pool_paused", "1 while PAUSE or KILL holds the pool.");
+    let saturation = gauge_vec(
+        &r,
+        "pgmux_pool_saturation",
+        "Servers in use (active, tested, logging in) over pgmux_pool_limit; 1 = every server busy.",
+        POOL_LABELS,
+    );
+    let max_wait = gauge_vec(
+        &r,
+        "pgmux_pool_max_wait_seconds",
+        "How long the oldest waiting client has waited for a server.",
+        POOL_LABELS,
+    );
+    let c = |name: &str, help: &str| counter_vec(&r, name, help, POOL_LABELS);
+    let counters = [
+        (
+            c("pgmux_pool_transactions_total", "Transactions completed."),
+            0,
+        ),
+        (
+            c(
+                "pgmux_pool_queries_total",
+                "Queries completed (ReadyForQuery messages).",
+            ),
+            1,
+        ),
+        (
+            c(
+                "pgmux_pool_received_bytes_total",
+                "Bytes received from clients.",
+            ),
+            2,
+        ),
+        (
+            c("pgmux_pool_sent_bytes_total", "Bytes sent to clients."),
+            3,
+        ),
+        (
+            c(
+                "pgmux_pool_server_assignments_total",
+                "Times a server was given to a client.",
+            ),
+            4,
+        ),
+        (
+            c(
+                "pgmux_pool_query_wait_timeouts_total",
+                "Clients that hit query_wait_timeout.",
+            ),
+            5,
+        ),
+        (
+            c(
+                "pgmux_pool_reserve_servers_opened_total",
+                "Servers opened from the reserve pool.",
+            ),
+            6,
+        ),
+        (
+            c(
+                "pgmux_pool_server_connect_failures_total",
+                "Server connections or logins that failed.",
+            ),
+            7,
+        ),
+        (
+            c(
+                "pgmux_pool_servers_opened_total",
+                "Server connections opened.",
+            ),
+            8,
+        ),
+        (
+            c(
+                "pgmux_pool_servers_closed_total",
+                "Server connections closed.",
+            ),
+            9,
+        ),
+        (
+            c(
+                "pgmux_pool_prepared_hits_total",
+                "Uses of a prepared statement the server already had.",
+            ),
+            10,
+        ),
+        (
+            c(
+                "pgmux_pool_prepared_misses_total",
+                "Prepared statements pgmux had to prepare on a server.",
+            ),
+            11,
+        ),
+        (
+            c(
+                "pgmux_pool_prepared_evictions_total",
+                "Prepared statements closed on a server to make room.",
+            ),
+            12,
+        ),
+    ];
+    let mut hists: Vec<prometheus::proto::MetricFamily> = Vec::new();
+    for v in snapshot::pools(shared) {
+        let pool = &v.pool;
+        let settings = pool.settings();
+        let mode = settings.mode.as_str();
+        let labels = [pool.database.as_str(), pool.user.as_str(), mode];
+        let with = |state: &'static str| [labels[0], labels[1], labels[2], state];
+        clients
+            .with_label_values(&with("active"))
+            .set(v.clients.active as i64);
+        clients
+            .with_label_values(&with("waiting"))
+            .set(v.clients.waiting as i64);
+        clients
+            .with_label_values(&with("idle"))
+            .set(v.clients.idle as i64);
+        let s = &v.servers;
+        for (state, n) in [
+            ("active", s.active),
+            ("idle", s.idle),
+            ("used", s.used),
+            ("tested", s.tested),
+            ("login", s.login),
+        ] {
+            servers.with_label_values(&with(state)).set(n as i64);
+        }
+        pool_size
+            .with_label_values(&labels)
+            .set(settings.pool_size as i64);
+        reserve
+            .with_label_values(&labels)
+            .set(settings.reserve_pool_size as i64);
+        limit.with_label_values(&labels).set(v.limit as i64);
+        paused
+            .with_label_values(&labels)
+            .set(i64::from(pool.is_paused()));
+        saturation.with_label_values(&labels).set(v.saturation());
+        max_wait
+            .with_label_values(&labels)
+            .set(v.clients.max_wait_us as f64 / 1e6);
+        let st = &pool.stats;
+        let values = [
+            &st.xacts,
+            &st.queries,
+            &st.bytes_received,
+            &st.bytes_sent,
+            &st.checkouts,
+            &st.wait_timeouts,
+            &st.reserve_opened,
+            &st.connect_failures,
+            &st.servers_opened,
+            &st.servers_closed,
+            &st.ps_hits,
+            &st.ps_server_parses,
+            &st.ps_evictions,
+        ];
+        for (counter, i) in &counters {
+            counter
+                .with_label_values(&labels)
+                .inc_by(values[*i].load(Ordering::Relaxed));
+        }
+        let h = pool.histograms();
+        for hist in [&h.wait, &h.xact, &h.query] {
+            for fam in hist.collect() {
+                match hists.iter_mut().find(|f| f.name() == fam.name()) {
+                    Some(f) => f.mut_metric().extend(fam.get_metric().iter().cloned()),
+                    None => hists.push(fam),
+                }
+            }
+        }
+    }
+    let mut families = r.gather();
+    families.extend(hists);
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    families
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render(shared: &Shared) -> String {
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&gather(shared), &mut out)
+        .expect("text encoding into a Vec");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}

@@ -1,0 +1,116 @@
+//! Readiness: pgmux is listening, not shutting down, and every configured database's server
+//! answers a TCP connect (probed at most once a second per address).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::net::TcpStream;
+
+use crate::shared::Shared;
+
+/// How long a probe result is reused.
+const PROBE_TTL: Duration = Duration::from_secs(1);
+/// How long a probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A probe's time and its error, if it failed.
+type Probe = (Instant, Option<String>);
+
+/// Recent probe results by (host, port).
+#[derive(Default)]
+pub struct ProbeCache {
+    results: Mutex<HashMap<(String, u16), Probe>>,
+}
+
+/// The answer of /ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    /// (what, why) for each failing part.
+    pub problems: Vec<(String, String)>,
+}
+
+impl Readiness {
+    /// The JSON body.
+    pub fn to_json(&self) -> String {
+        let problems: Vec<_> = self
+            .problems
+            .iter()
+            .map(|(what, why)| serde_json::json!({"name": what, "problem": why}))
+            .collect();
+        serde_json::json!({
+            "status": if self.ready { "ready" } else { "not ready" },
+            "problems": problems,
+        })
+        .to_string()
+    }
+}
+
+async fn probe(host: &str, port: u16) -> Option<String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect((host, port))).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(format!("cannot connect to {host}:{port}: {e}")),
+        Err(_) => Some(format!(
+            "cannot connect to {host}:{port}: no answer within {PROBE_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// Check readiness now.
+pub async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
+    let mut problems = Vec::new();
+    if shared.run.shutting_down() {
+        problems.push(("pgmux".into(), "shutting down".into()));
+    }
+    let config = shared.config();
+    let mut set = tokio::task::JoinSet::new();
+    let now = Instant::now();
+    for (name, db) in &config.databases {
+        let key = (db.host.clone(), db.port);
+        let cached = cache
+            .results
+            .lock()
+            .get(&key)
+            .filter(|(at, _)| now.duration_since(*at) < PROBE_TTL)
+            .map(|(_, r)| r.clone());
+        let name = name.clone();
+        set.spawn(async move {
+            let r = match cached {
+                Some(r) => r,
+                None => probe(&key.0, key.1).await,
+            };
+            (name, key, r)
+        });
+    }
+    while let Some(Ok((name, key, r))) = set.join_next().await {
+        cache
+            .results
+            .lock()
+            .insert(key, (Instant::now(), r.clone()));
+        if let Some(why) = r {
+            problems.push((format!("database {name}"), why));
+        }
+    }
+    problems.sort();
+    Readiness {
+        ready: problems.is_empty(),
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json() {
+        let r = Readiness {
+            ready: false,
+            problems: vec![("database a".into(), "cannot \"x\"".into())],
+        };
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["status"], "not ready");
+        assert_eq!(v["problems"][0]["problem"], "cannot \"x\"");
+    }
+}

@@ -1,0 +1,109 @@
+//! Steering a pool from the admin console and reloads: pause and resume, reconnect, close
+//! its servers, and new settings or a new target.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Histograms, Pool, PoolSettings};
+use crate::server::Target;
+
+impl Pool {
+    /// Whether PAUSE (or KILL) holds this pool.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Stop handing out servers; close idle ones now and the others as they are released.
+    /// Returns at once: see [`Pool::wait_closed`].
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+        self.close_idle("the database is paused", |_| true);
+    }
+
+    /// Hand out servers again after PAUSE or KILL.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.resumed.notify_waiters();
+        let mut st = self.state.lock();
+        self.grant_slots(&mut st);
+    }
+
+    /// RECONNECT: close every server once it is released (idle ones now); new ones connect
+    /// as needed.
+    pub fn reconnect(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.close_idle("RECONNECT or a reload changed where servers go", |p| {
+            p.0.close_needed(&p.1.info)
+        });
+    }
+
+    /// Close the idle servers `pick` chooses.
+    fn close_idle(&self, reason: &str, pick: impl Fn((&Pool, &crate::server::Server)) -> bool) {
+        let victims: Vec<_> = {
+            let mut st = self.state.lock();
+            let (go, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut st.idle)
+                .into_iter()
+                .partition(|s| pick((self, s)));
+            st.idle = keep;
+            go
+        };
+        for s in victims {
+            self.close(s, false, reason);
+        }
+    }
+
+    /// Servers open (connected or logging in).
+    pub fn open_servers(&self) -> usize {
+        self.state.lock().open
+    }
+
+    /// Wait until the pool has no server left (after PAUSE or KILL), or until `cond` says
+    /// to stop waiting.
+    pub async fn wait_until(&self, cond: impl Fn(&Pool) -> bool) {
+        while !cond(self) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether a server still waits to be closed by RECONNECT or a reload (WAIT_CLOSE).
+    pub fn has_close_needed(&self) -> bool {
+        self.servers
+            .lock()
+            .values()
+            .any(|info| self.close_needed(info))
+    }
+
+    /// Apply new settings and target (a reload or SET). A new target closes the servers of
+    /// the old one as they are released.
+    pub fn reconfigure(self: &Arc<Self>, settings: PoolSettings, target: Target) {
+        let old = self.settings();
+        if old.mode != settings.mode {
+            self.hist.store(Arc::new(Histograms::new(
+                &self.database,
+                &self.user,
+                settings.mode.as_str(),
+            )));
+        }
+        drop(old);
+        let moved = {
+            let t = self.target.load();
+            t.host != target.host
+                || t.port != target.port
+                || t.dbname != target.dbname
+                || t.user != target.user
+                || match (&t.secret, &target.secret) {
+                    (Some(a), Some(b)) => !a.same_as(b),
+                    (a, b) => a.is_some() != b.is_some(),
+                }
+        };
+        self.settings.store(Arc::new(settings));
+        self.target.store(Arc::new(target));
+        if moved {
+            self.reconnect();
+        }
+        // A larger pool serves its waiters now.
+        let mut st = self.state.lock();
+        self.grant_slots(&mut st);
+    }
+}

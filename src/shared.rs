@@ -1,0 +1,215 @@
+//! What every task of a pgmux process shares: the live config and secrets (swapped whole on
+//! reload), the pools, cancel keys, the client list, process counters and the run state.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::auth::{ScramSecret, Secret};
+use crate::cancel::CancelMap;
+use crate::clients::ClientList;
+use crate::config::Config;
+use crate::pool::Registry;
+
+/// The config in force and the secrets parsed from it, replaced together on reload.
+pub struct Live {
+    pub config: Arc<Config>,
+    /// Users' secrets, parsed once per load (plaintext passwords get their SCRAM keys here).
+    pub secrets: HashMap<String, Secret>,
+}
+
+impl Live {
+    /// Parse the secrets of a validated config.
+    pub fn new(config: Arc<Config>) -> Live {
+        let secrets = config
+            .users
+            .iter()
+            .filter_map(|(name, u)| {
+                let s = Secret::parse(u.password.as_deref()?).ok()?;
+                Some((name.clone(), s))
+            })
+            .collect();
+        Live { config, secrets }
+    }
+}
+
+/// Why a client login failed, for the login failure counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// Wrong password or unknown user (the same answer, so users cannot be enumerated).
+    Auth,
+    UnknownDatabase,
+    /// max_client_conn reached.
+    TooManyClients,
+    /// The database is disabled (DISABLE) or pgmux is shutting down.
+    NotAccepting,
+    /// Not allowed on the admin console.
+    AdminDenied,
+    /// A malformed start-up or authentication message.
+    Protocol,
+    /// client_login_timeout.
+    Timeout,
+    /// No server could be logged in for the first client of a pool.
+    Server,
+    Other,
+}
+
+impl LoginFailure {
+    pub const ALL: [LoginFailure; 9] = [
+        LoginFailure::Auth,
+        LoginFailure::UnknownDatabase,
+        LoginFailure::TooManyClients,
+        LoginFailure::NotAccepting,
+        LoginFailure::AdminDenied,
+        LoginFailure::Protocol,
+        LoginFailure::Timeout,
+        LoginFailure::Server,
+        LoginFailure::Other,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginFailure::Auth => "auth_failed",
+            LoginFailure::UnknownDatabase => "unknown_database",
+            LoginFailure::TooManyClients => "max_client_conn",
+            LoginFailure::NotAccepting => "not_accepting",
+            LoginFailure::AdminDenied => "admin_denied",
+            LoginFailure::Protocol => "protocol",
+            LoginFailure::Timeout => "login_timeout",
+            LoginFailure::Server => "server_error",
+            LoginFailure::Other => "other",
+        }
+    }
+}
+
+/// Whether pgmux is serving, draining or stopping.
+#[derive(Default)]
+pub struct RunState {
+    /// Stop accepting; connected clients go on until they leave or shutdown_timeout.
+    shutting_down: AtomicBool,
+    /// Woken when a shutdown or a reload is asked for.
+    pub changed: Notify,
+    /// A RELOAD or SHUTDOWN asked for by the admin console (handled by the process owner).
+    pub requests: Mutex<Vec<Request>>,
+}
+
+/// What the admin console asks of the process owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// SHUTDOWN: exit now.
+    Shutdown,
+    /// SHUTDOWN WAIT_FOR_CLIENTS: stop accepting, exit when the clients are gone.
+    ShutdownWaitForClients,
+    /// SHUTDOWN WAIT_FOR_SERVERS: stop accepting, pause, exit when every server is released.
+    ShutdownWaitForServers,
+}
+
+impl RunState {
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+
+    /// Ask the process owner for something.
+    pub fn request(&self, r: Request) {
+        self.requests.lock().push(r);
+        self.changed.notify_waiters();
+    }
+}
+
+/// What every client task shares.
+pub struct Shared {
+    live: ArcSwap<Live>,
+    /// The config file RELOAD and SIGHUP read (none when started from a config in memory).
+    pub config_path: Mutex<Option<PathBuf>>,
+    pub registry: Arc<Registry>,
+    pub cancels: Arc<CancelMap>,
+    pub clients: Arc<ClientList>,
+    /// Client login failures, by [`LoginFailure`] in `ALL` order.
+    login_failures: [AtomicU64; 9],
+    pub run: RunState,
+    pub started: Instant,
+    pub started_at: SystemTime,
+    /// Key for the fake SCRAM salts shown to unknown users (stable per user name, like
+    /// Postgres' mock authentication, so two attempts cannot tell a user does not exist).
+    mock_salt_key: [u8; 32],
+}
+
+impl Shared {
+    /// Build the shared state from a validated config.
+    pub fn new(config: Arc<Config>) -> Shared {
+        Shared {
+            live: ArcSwap::from_pointee(Live::new(config)),
+            config_path: Mutex::new(None),
+            registry: Arc::new(Registry::new()),
+            cancels: Arc::new(CancelMap::default()),
+            clients: Arc::new(ClientList::default()),
+            login_failures: Default::default(),
+            run: RunState::default(),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            mock_salt_key: rand::random(),
+        }
+    }
+
+    /// The config and secrets in force now.
+    pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+        self.live.load()
+    }
+
+    /// The config in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.load().config.clone()
+    }
+
+    /// Put a new config in force (validated by the caller) and apply it to the pools.
+    pub fn set_config(&self, config: Arc<Config>) {
+        self.registry.reconfigure(&config);
+        self.live.store(Arc::new(Live::new(config)));
+    }
+
+    /// Count a failed login.
+    pub fn login_failed(&self, why: LoginFailure) {
+        let i = LoginFailure::ALL
+            .iter()
+            .position(|w| *w == why)
+            .expect("listed");
+        self.login_failures[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed logins by reason.
+    pub fn login_failures(&self) -> Vec<(LoginFailure, u64)> {
+        LoginFailure::ALL
+            .iter()
+            .zip(&self.login_failures)
+            .map(|(w, c)| (*w, c.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// A SCRAM secret for a user that does not exist: a salt derived from the name, keys
+    /// nobody can match.
+    pub fn fake_scram_secret(&self, user: &str) -> ScramSecret {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.mock_salt_key).expect("any key length");
+        mac.update(user.as_bytes());
+        let salt = mac.finalize().into_bytes()[..16].to_vec();
+        ScramSecret {
+            iterations: 4096,
+            salt,
+            stored_key: rand::random(),
+            server_key: rand::random(),
+        }
+    }
+}
