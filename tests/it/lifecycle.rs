@@ -1,0 +1,402 @@
+//! The pgmux process over its life: SIGHUP reloads without dropping clients (and refuses an
+//! invalid config), SIGTERM drains, SHUTDOWN from the console, a so_reuseport restart under
+//! pgbench with no failed transaction, JSON logs and the stats_period lines.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{NoTls, SimpleQueryMessage};
+
+use crate::support::{free_port, pg, run};
+
+/// A pgmux process started from a config file, its log (stderr) collected as it comes.
+struct Proc {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proc {
+    fn start(config: &Path) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pgmux"))
+            .arg("-c")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pgmux");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            })
+        };
+        let p = Proc {
+            child,
+            log,
+            reader: Some(reader),
+        };
+        p.wait_log("pgmux listening", 10);
+        p
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until the log has `needle` `n` times (panics after `secs`).
+    fn wait_log_n(&self, needle: &str, n: usize, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.log().matches(needle).count() < n {
+            assert!(
+                Instant::now() < deadline,
+                "pgmux never logged {needle:?} ({n} times):\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_log(&self, needle: &str, secs: u64) {
+        self.wait_log_n(needle, 1, secs)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Wait for the process to exit (panics after `secs`); returns whether it exited 0.
+    fn wait_exit(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    r.join().unwrap();
+                }
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pgmux did not exit within {secs} s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config file for the shared cluster's appdb (user app, admin user admin).
+fn write_config(path: &Path, port: u16, general: &str, extra: &str) {
+    let pg = pg();
+    let text = format!(
+        "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\n\
+         admin_users = [\"admin\"]\n{general}\n\
+         [databases.appdb]\nport = {}\n{extra}\n\
+         [users.app]\npassword = \"app_pw\"\n[users.admin]\npassword = \"admin_pw\"\n",
+        pg.port
+    );
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+async fn connect(port: u16, user: &str, pw: &str, db: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user={user} password={pw} dbname={db}"),
+        NoTls,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connect {user}@{db}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    c
+}
+
+/// The value of `key` in the admin console's SHOW CONFIG.
+async fn show_config(admin: &tokio_postgres::Client, key: &str) -> String {
+    for m in admin.simple_query("SHOW CONFIG").await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            if r.get("key") == Some(key) {
+                return r.get("value").unwrap_or_default().to_string();
+            }
+        }
+    }
+    panic!("SHOW CONFIG has no {key}");
+}
+
+async fn one(c: &tokio_postgres::Client, sql: &str) -> String {
+    for m in c.simple_query(sql).await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            return r.get(0).unwrap_or_default().to_string();
+        }
+    }
+    panic!("no row from {sql}");
+}
+
+fn temp_config() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgmux.toml");
+    (dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_without_dropping_clients_and_refuses_a_bad_config() {
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(&path, port, "default_pool_size = 2", "");
+    let p = Proc::start(&path);
+    let client = connect(port, "app", "app_pw", "appdb").await;
+    client.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(one(&client, "SELECT 1").await, "1");
+    let admin = connect(port, "admin", "admin_pw", "pgmux").await;
+    assert_eq!(show_config(&admin, "default_pool_size").await, "2");
+
+    // A valid change, a new database, and a key that needs a restart.
+    write_config(
+        &path,
+        free_port(),
+        "default_pool_size = 4\nquery_wait_timeout = 7",
+        &format!("[databases.otherdb]\nport = {}\n", pg().port),
+    );
+    p.signal("-HUP");
+    p.wait_log("config reloaded", 10);
+    assert!(
+        p.log().contains("listen_port changed") && p.log().contains("needs a restart"),
+        "{}",
+        p.log()
+    );
+    assert_eq!(show_config(&admin, "default_pool_size").await, "4");
+    assert_eq!(show_config(&admin, "query_wait_timeout").await, "7");
+    assert_eq!(show_config(&admin, "listen_port").await, port.to_string());
+    // The client in its transaction went on, on the same server.
+    assert_eq!(one(&client, "SELECT 2").await, "2");
+    client.batch_execute("COMMIT").await.unwrap();
+    let other = connect(port, "app", "app_pw", "otherdb").await;
+    assert_eq!(one(&other, "SELECT current_database()").await, "otherdb");
+
+    // An invalid config is refused whole, its problem logged by key; the old one stays.
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("default_pool_size = 4", "default_pool_size = \"many\""),
+    )
+    .unwrap();
+    p.signal("-HUP");
+    p.wait_log("reload refused", 10);
+    assert!(p.log().contains("general.default_pool_size"), "{}", p.log());
+    assert_eq!(show_config(&admin, "default_pool_size").await, "4");
+    assert_eq!(one(&client, "SELECT 3").await, "3");
+    // RELOAD on the console reads the same file, and says what failed.
+    let e = admin.simple_query("RELOAD").await.unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("general.default_pool_size"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_clients_finish_then_exits() {
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(&path, port, "shutdown_timeout = 30", "");
+    let mut p = Proc::start(&path);
+    let busy = connect(port, "app", "app_pw", "appdb").await;
+    let idle = connect(port, "app", "app_pw", "appdb").await;
+    busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    p.signal("-TERM");
+    p.wait_log("stopped accepting clients", 10);
+    // New clients are not accepted any more.
+    let refused = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={port} user=app password=app_pw dbname=appdb connect_timeout=2"
+        ),
+        NoTls,
+    )
+    .await;
+    assert!(refused.is_err(), "a new client got in while draining");
+    // Connected clients go on: the transaction finishes, the idle client runs more.
+    assert_eq!(one(&busy, "SELECT 41 + 1").await, "42");
+    busy.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(one(&idle, "SELECT 7").await, "7");
+    assert!(!p.exited(), "exited while clients were connected");
+    drop(busy);
+    drop(idle);
+    assert!(p.wait_exit(10), "exit status:\n{}", p.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_timeout_closes_idle_clients_with_57p01() {
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(&path, port, "shutdown_timeout = 1", "");
+    let mut p = Proc::start(&path);
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=app password=app_pw dbname=appdb"),
+        NoTls,
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    assert_eq!(one(&client, "SELECT 1").await, "1");
+    let t0 = Instant::now();
+    p.signal("-TERM");
+    let end = tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the idle client was not closed")
+        .unwrap();
+    let e = end.expect_err("the connection should end with an error");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57P01"),
+        "{e}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "closed before the timeout"
+    );
+    assert!(p.wait_exit(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_on_the_console_exits() {
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(&path, port, "", "");
+    let mut p = Proc::start(&path);
+    let admin = connect(port, "admin", "admin_pw", "pgbouncer").await;
+    let _ = admin.simple_query("SHUTDOWN").await;
+    assert!(p.wait_exit(10), "{}", p.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_and_stats_period_lines() {
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(&path, port, "log_format = \"json\"\nstats_period = 1", "");
+    let p = Proc::start(&path);
+    let client = connect(port, "app", "app_pw", "appdb").await;
+    for _ in 0..5 {
+        one(&client, "SELECT 1").await;
+    }
+    p.wait_log("\"xacts_per_s\"", 10);
+    let log = p.log();
+    let mut stats = 0;
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("message").is_some(),
+            "{line}"
+        );
+        if v["message"].as_str().unwrap_or("").starts_with("stats:") {
+            stats += 1;
+            assert_eq!(v["db"], "appdb", "{line}");
+            assert!(
+                v.get("maxwait_s").is_some() && v.get("cl_waiting").is_some(),
+                "{line}"
+            );
+        }
+    }
+    assert!(stats >= 1, "no stats line:\n{log}");
+}
+
+/// pgbench against `port` (database restartdb), in a thread.
+fn pgbench(port: u16, args: &[&str]) -> std::thread::JoinHandle<(bool, String, String)> {
+    let args = args.join(" ");
+    std::thread::spawn(move || {
+        run(Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec pgbench -h 127.0.0.1 -p {port} -U app {args} restartdb"
+            ))
+            .env("PGPASSWORD", "app_pw"))
+    })
+}
+
+/// Best effort: let a closing SO_REUSEPORT listener hand its queued connections to the
+/// others (Linux 5.14+; the README's restart recipe sets it). Returns the old value.
+fn migrate_req(v: &str) -> Option<String> {
+    let path = "/proc/sys/net/ipv4/tcp_migrate_req";
+    let old = std::fs::read_to_string(path).ok()?;
+    std::fs::write(path, v).ok()?;
+    Some(old.trim().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn so_reuseport_restart_under_pgbench_loses_no_transaction() {
+    let pg = pg();
+    pg.psql_super("postgres", "CREATE DATABASE restartdb OWNER app");
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(
+        &path,
+        port,
+        "so_reuseport = true\nshutdown_timeout = 30",
+        &format!("[databases.restartdb]\nport = {}\n", pg.port),
+    );
+    let mut old = Proc::start(&path);
+    let (ok, _, err) = pgbench(port, &["-i", "-s", "1", "-q"]).join().unwrap();
+    assert!(ok, "pgbench -i: {err}");
+    let saved = migrate_req("1");
+
+    // Clients that reconnect for each transaction (-C) move to the new process; clients
+    // that stay connected finish on the old one, which exits once they are gone.
+    let reconnecting = pgbench(port, &["-n", "-S", "-C", "-c", "4", "-j", "2", "-T", "6"]);
+    let staying = pgbench(port, &["-n", "-S", "-c", "4", "-j", "1", "-T", "6"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let new = Proc::start(&path);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    old.signal("-TERM");
+    old.wait_log("stopped accepting clients", 10);
+    let logins_after_term = new.log().matches("client login").count();
+    for (what, h) in [("pgbench -C", reconnecting), ("pgbench", staying)] {
+        let (ok, out, err) = h.join().unwrap();
+        assert!(ok, "{what} failed:\n{out}\n{err}\nold:\n{}", old.log());
+        assert!(
+            out.contains("number of failed transactions: 0 "),
+            "{what}:\n{out}"
+        );
+    }
+    assert!(old.wait_exit(10), "old pgmux:\n{}", old.log());
+    assert!(
+        logins_after_term > 0 && new.log().matches("client login").count() > logins_after_term,
+        "the new pgmux served no clients after the restart:\n{}",
+        new.log()
+    );
+    if let Some(v) = saved {
+        migrate_req(&v);
+    }
+}
