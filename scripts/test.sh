@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every pgmux test on a fresh machine: installs PostgreSQL (apt-get) when initdb is missing,
+# Run every pgmux test on a fresh machine: installs PostgreSQL and PgBouncer (apt-get) when missing,
 # then runs unit and integration tests (each integration test binary starts its own Postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,13 @@ fi
 for tool in psql pgbench; do
   command -v "$tool" >/dev/null 2>&1 || { echo "missing $tool after install" >&2; exit 1; }
 done
+# Debian's PgBouncer: the admin console tests (tests/it/admin.rs) compare SHOW columns with it.
+if [ ! -x /usr/sbin/pgbouncer ]; then
+  echo "installing PgBouncer (apt-get)..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
+fi
+[ -x /usr/sbin/pgbouncer ] || { echo "missing /usr/sbin/pgbouncer after install" >&2; exit 1; }
 # The real-driver tests (tests/it/drivers.rs): asyncpg, psycopg, node-postgres, JDBC.
 bash tests/drivers/setup.sh
 # Tests open many sockets (hundreds of pgbench clients).

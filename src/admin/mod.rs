@@ -6,7 +6,6 @@ pub mod rows;
 pub mod show;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -133,6 +132,11 @@ async fn execute(shared: &Shared, sess: &AdminSession, query: &str, out: &mut By
                 restart_notice(out, &r.restart_needed);
                 command_complete(out, "RELOAD");
             }
+            Err(e @ crate::reload::ReloadError::NoFile) => error(
+                out,
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                &format!("reload refused: {e}"),
+            ),
             Err(e) => error(
                 out,
                 sqlstate::INVALID_PARAMETER_VALUE,
@@ -273,7 +277,5 @@ async fn database_command(shared: &Shared, cmd: Command, out: &mut BytesMut) {
             .set_flags(db.as_deref(), &names, |f| f.disabled = false),
         _ => unreachable!("listed above"),
     }
-    // Give the janitor's closes a moment to be seen by the next SHOW.
-    tokio::time::sleep(Duration::from_millis(0)).await;
     command_complete(out, tag);
 }

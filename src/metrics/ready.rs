@@ -76,18 +76,24 @@ pub async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
             .map(|(_, r)| r.clone());
         let name = name.clone();
         set.spawn(async move {
-            let r = match cached {
-                Some(r) => r,
-                None => probe(&key.0, key.1).await,
-            };
-            (name, key, r)
+            match cached {
+                Some(r) => (name, key, r, false),
+                None => {
+                    let r = probe(&key.0, key.1).await;
+                    (name, key, r, true)
+                }
+            }
         });
     }
-    while let Some(Ok((name, key, r))) = set.join_next().await {
-        cache
-            .results
-            .lock()
-            .insert(key, (Instant::now(), r.clone()));
+    while let Some(Ok((name, key, r, fresh))) = set.join_next().await {
+        // Only a new probe restarts the TTL: re-stamping cached results would keep a stale
+        // answer forever under polls more frequent than PROBE_TTL.
+        if fresh {
+            cache
+                .results
+                .lock()
+                .insert(key, (Instant::now(), r.clone()));
+        }
         if let Some(why) = r {
             problems.push((format!("database {name}"), why));
         }

@@ -361,6 +361,9 @@ impl Pool {
 
     /// Give waiter `id` a slot to open a server (if it is first in line and there is room).
     fn take_slot_for(&self, id: u64, cap: usize, reserve: bool) -> Option<Grant> {
+        if self.paused.load(Ordering::Acquire) {
+            return None;
+        }
         let mut st = self.state.lock();
         let pos = st.waiters.iter().position(|w| w.0 == id)?;
         // Reserve servers go to the oldest waiter; the cap poll only to the first too.

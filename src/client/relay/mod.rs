@@ -108,7 +108,10 @@ async fn serve(r: &mut Relay) -> Result<String> {
                 reserve(&mut cbuf, FIRST_READ);
                 match read_some(&r.client, &mut cbuf) {
                     Ok(0) => return Ok("client closed the connection".into()),
-                    Ok(_) => break,
+                    Ok(n) => {
+                        PoolStats::add(&r.sess.pool.stats.bytes_received, n as u64);
+                        break;
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => return Ok(format!("client connection error: {e}")),
                 }
@@ -303,7 +306,7 @@ impl Relay {
             reserve(cbuf, FIRST_READ);
             match read_some(&self.client, cbuf) {
                 Ok(0) => return Some("client closed the connection".into()),
-                Ok(_) => {}
+                Ok(n) => PoolStats::add(&self.sess.pool.stats.bytes_received, n as u64),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     if let Err(e) = self.client.readable().await {
                         return Some(format!("client connection error: {e}"));
@@ -339,7 +342,11 @@ impl Relay {
                 return Some(format!("no server: {msg}"));
             }
         };
-        self.attached(server, cbuf).await
+        let gone = self.attached(server, cbuf).await;
+        if gone.is_none() {
+            self.handle.info.idle();
+        }
+        gone
     }
 
     /// Check out a server while watching the client: a client that leaves while waiting
@@ -363,7 +370,7 @@ impl Relay {
                     reserve(cbuf, CHUNK);
                     match read_some(&self.client, cbuf) {
                         Ok(0) => return Ok(None),
-                        Ok(_) => {}
+                        Ok(n) => PoolStats::add(&pool.stats.bytes_received, n as u64),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                         Err(_) => return Ok(None),
                     }
