@@ -211,10 +211,7 @@ async fn login_inner(
             backend::parameter_status(&mut out, k, v);
         }
     }
-    backend::backend_key_data(&mut out, key.pid, key.secret);
-    backend::ready_for_query(&mut out, b'I');
-    stream.write_all(&out).await?;
-    let _ = info.login.set(Login {
+    let login = Login {
         user: user.to_string(),
         database: database.to_string(),
         application_name: client_params
@@ -222,14 +219,30 @@ async fn login_inner(
             .unwrap_or_default()
             .to_string(),
         pool: Some(pool.clone()),
-    });
-    info.idle();
+    };
+    welcome_end(stream, out, &key, info, login).await?;
     Ok(Some(LoggedIn::Pool(Session {
         pool,
         params: client_params,
         key,
         leftover: buf,
     })))
+}
+
+/// End the welcome (BackendKeyData, ReadyForQuery), send it, and record who logged in.
+async fn welcome_end(
+    stream: &mut TcpStream,
+    mut out: BytesMut,
+    key: &CancelKey,
+    info: &ClientInfo,
+    login: Login,
+) -> Result<()> {
+    backend::backend_key_data(&mut out, key.pid, key.secret);
+    backend::ready_for_query(&mut out, b'I');
+    stream.write_all(&out).await?;
+    let _ = info.login.set(login);
+    info.idle();
+    Ok(())
 }
 
 /// Log a client in to the admin console: authenticated like any user, then allowed only if
@@ -272,16 +285,13 @@ async fn admin_login(
     ] {
         backend::parameter_status(&mut out, k, v);
     }
-    backend::backend_key_data(&mut out, key.pid, key.secret);
-    backend::ready_for_query(&mut out, b'I');
-    stream.write_all(&out).await?;
-    let _ = info.login.set(Login {
+    let login = Login {
         user: user.to_string(),
         database: database.to_string(),
         application_name: String::new(),
         pool: None,
-    });
-    info.idle();
+    };
+    welcome_end(stream, out, &key, info, login).await?;
     Ok(Some(LoggedIn::Admin(AdminSession {
         user: user.to_string(),
         admin,

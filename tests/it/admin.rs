@@ -245,27 +245,6 @@ async fn columns(s: &mut TcpStream, sql: &str) -> Result<Vec<(String, u32)>, (St
 
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A shell command, as the `postgres` user when we are root (PgBouncer refuses root).
-fn as_postgres(cmd: &str) -> Command {
-    let mut c;
-    if is_root() {
-        c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", "sh", "-c", cmd]);
-    } else {
-        c = Command::new("sh");
-        c.args(["-c", cmd]);
-    }
-    c
-}
-
 /// PgBouncer running as a daemon on a free port, in front of the shared cluster, with trust
 /// authentication and admin user `admin`. Stopped on drop (and by a watchdog if this test
 /// process dies first).
@@ -314,14 +293,14 @@ impl PgBouncer {
             "\"admin\" \"admin_pw\"\n\"stats\" \"stats_pw\"\n",
         )
         .unwrap();
-        if is_root() {
+        if crate::support::cluster::is_root() {
             let st = Command::new("chown")
                 .args(["-R", "postgres", &pgb.dir.display().to_string()])
                 .status()
                 .unwrap();
             assert!(st.success(), "chown {d}");
         }
-        let out = as_postgres(&format!("{PGBOUNCER} -d {d}/pgbouncer.ini"))
+        let out = crate::support::cluster::as_pg(&format!("{PGBOUNCER} -d {d}/pgbouncer.ini"))
             .output()
             .unwrap();
         assert!(

@@ -2,12 +2,15 @@
 
 mod support;
 
+mod admin;
 mod basic;
 mod cli;
 mod drivers;
 mod extended;
 mod faults;
+mod lifecycle;
 mod login;
+mod metrics;
 mod modes;
 mod pgbench;
 mod pool;

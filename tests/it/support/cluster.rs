@@ -73,7 +73,7 @@ fn pg_bindir() -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -82,7 +82,7 @@ fn is_root() -> bool {
 }
 
 /// Run a shell command as the `postgres` user when we are root (initdb refuses root).
-fn as_pg(cmd: &str) -> Command {
+pub fn as_pg(cmd: &str) -> Command {
     let mut c;
     if is_root() {
         c = Command::new("runuser");
