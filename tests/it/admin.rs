@@ -651,6 +651,19 @@ async fn show_after_a_request_ends() {
             .any(|r| val(r, "database") == "appdb" && val(r, "bytes_received") != "0")
     })
     .await;
+    // Two named prepared statements (tokio-postgres names them): counted for the client.
+    // (Kept alive: tokio-postgres closes a statement when it is dropped.)
+    let mut kept = Vec::new();
+    for sql in ["SELECT 1", "SELECT 2"] {
+        let st = c.prepare(sql).await.unwrap();
+        c.query(&st, &[]).await.unwrap();
+        kept.push(st);
+    }
+    poll(&a, "SHOW CLIENTS", "prepared_statements 2", |t| {
+        t.iter()
+            .any(|r| val(r, "database") == "appdb" && val(r, "prepared_statements") == "2")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -344,7 +344,11 @@ impl Relay {
         };
         let gone = self.attached(server, cbuf).await;
         if gone.is_none() {
-            self.handle.info.idle();
+            let info = &self.handle.info;
+            info.idle();
+            let n = self.statements.as_ref().map_or(0, |m| m.len());
+            info.prepared
+                .store(n as u32, std::sync::atomic::Ordering::Relaxed);
         }
         gone
     }
