@@ -53,12 +53,39 @@ pub enum Stop {
 
 /// Who a logged-in client is.
 #[derive(Debug)]
-pub struct Login {
-    pub user: String,
-    pub database: String,
-    pub application_name: String,
-    /// `None` for an admin console client.
-    pub pool: Option<Arc<Pool>>,
+pub enum Login {
+    /// A client of a pool (its database and user are the pool's).
+    Pool {
+        pool: Arc<Pool>,
+        application_name: Box<str>,
+    },
+    /// An admin console client.
+    Admin { user: Box<str>, database: Box<str> },
+}
+
+impl Login {
+    pub fn user(&self) -> &str {
+        match self {
+            Login::Pool { pool, .. } => &pool.user,
+            Login::Admin { user, .. } => user,
+        }
+    }
+
+    pub fn database(&self) -> &str {
+        match self {
+            Login::Pool { pool, .. } => &pool.database,
+            Login::Admin { database, .. } => database,
+        }
+    }
+
+    pub fn application_name(&self) -> &str {
+        match self {
+            Login::Pool {
+                application_name, ..
+            } => application_name,
+            Login::Admin { .. } => "",
+        }
+    }
 }
 
 /// One client connection.
@@ -121,7 +148,10 @@ impl ClientInfo {
 
     /// The pool it uses, once logged in (none for the admin console).
     pub fn pool(&self) -> Option<&Arc<Pool>> {
-        self.login.get().and_then(|l| l.pool.as_ref())
+        match self.login.get()? {
+            Login::Pool { pool, .. } => Some(pool),
+            Login::Admin { .. } => None,
+        }
     }
 
     /// Ask the client's task to close the connection.

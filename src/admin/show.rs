@@ -393,8 +393,8 @@ fn client_row(c: &ClientInfo, now: u64) -> Vec<V> {
     let link = c.link();
     vec![
         "C".into(),
-        login.map(|l| l.user.as_str()).into(),
-        login.map(|l| l.database.as_str()).into(),
+        login.map(|l| l.user()).into(),
+        login.map(|l| l.database()).into(),
         "none".into(),
         state.as_str().into(),
         addr,
@@ -414,7 +414,7 @@ fn client_row(c: &ClientInfo, now: u64) -> Vec<V> {
         },
         0.into(),
         "".into(),
-        login.map(|l| l.application_name.as_str()).into(),
+        login.map(|l| l.application_name()).into(),
         c.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),
         c.id.into(),
     ]
@@ -431,7 +431,7 @@ fn server_row(
     let app = clients
         .get(&link)
         .and_then(|c| c.login.get())
-        .map(|l| l.application_name.clone())
+        .map(|l| l.application_name().to_string())
         .unwrap_or_default();
     vec![
         "S".into(),
@@ -556,7 +556,7 @@ fn users(shared: &Shared) -> Table {
         let (used, _) = shared.registry.user_usage(name);
         let n_clients = clients
             .iter()
-            .filter(|c| c.login.get().is_some_and(|l| &l.user == name))
+            .filter(|c| c.login.get().is_some_and(|l| l.user() == name))
             .count();
         t.row(vec![
             name.into(),

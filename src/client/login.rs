@@ -211,14 +211,12 @@ async fn login_inner(
             backend::parameter_status(&mut out, k, v);
         }
     }
-    let login = Login {
-        user: user.to_string(),
-        database: database.to_string(),
+    let login = Login::Pool {
         application_name: client_params
             .get("application_name")
             .unwrap_or_default()
-            .to_string(),
-        pool: Some(pool.clone()),
+            .into(),
+        pool: pool.clone(),
     };
     welcome_end(stream, out, &key, info, login).await?;
     Ok(Some(LoggedIn::Pool(Session {
@@ -285,11 +283,9 @@ async fn admin_login(
     ] {
         backend::parameter_status(&mut out, k, v);
     }
-    let login = Login {
-        user: user.to_string(),
-        database: database.to_string(),
-        application_name: String::new(),
-        pool: None,
+    let login = Login::Admin {
+        user: user.into(),
+        database: database.into(),
     };
     welcome_end(stream, out, &key, info, login).await?;
     Ok(Some(LoggedIn::Admin(AdminSession {
