@@ -179,13 +179,23 @@ async fn sighup_reloads_without_dropping_clients_and_refuses_a_bad_config() {
     assert_eq!(one(&client, "SELECT 1").await, "1");
     let admin = connect(port, "admin", "admin_pw", "pgmux").await;
     assert_eq!(show_config(&admin, "default_pool_size").await, "2");
+    let other_user = format!(
+        "host=127.0.0.1 port={port} user=other password=other_pw dbname=appdb connect_timeout=5"
+    );
+    assert!(
+        tokio_postgres::connect(&other_user, NoTls).await.is_err(),
+        "a user not configured yet logged in"
+    );
 
-    // A valid change, a new database, and a key that needs a restart.
+    // A valid change, a new database, a new user, and a key that needs a restart.
     write_config(
         &path,
         free_port(),
         "default_pool_size = 4\nquery_wait_timeout = 7",
-        &format!("[databases.otherdb]\nport = {}\n", pg().port),
+        &format!(
+            "[databases.otherdb]\nport = {}\n[users.other]\npassword = \"other_pw\"\n",
+            pg().port
+        ),
     );
     p.signal("-HUP");
     p.wait_log("config reloaded", 10);
@@ -202,6 +212,11 @@ async fn sighup_reloads_without_dropping_clients_and_refuses_a_bad_config() {
     client.batch_execute("COMMIT").await.unwrap();
     let other = connect(port, "app", "app_pw", "otherdb").await;
     assert_eq!(one(&other, "SELECT current_database()").await, "otherdb");
+    let (c, conn) = tokio_postgres::connect(&other_user, NoTls)
+        .await
+        .expect("the user added by the reload logs in");
+    tokio::spawn(conn);
+    assert_eq!(one(&c, "SELECT current_user").await, "other");
 
     // An invalid config is refused whole, its problem logged by key; the old one stays.
     std::fs::write(
@@ -288,6 +303,26 @@ async fn shutdown_timeout_closes_idle_clients_with_57p01() {
         "closed before the timeout"
     );
     assert!(p.wait_exit(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_exits_at_once_and_a_second_sigterm_too() {
+    for signals in [&["-INT"][..], &["-TERM", "-TERM"][..]] {
+        let port = free_port();
+        let (_dir, path) = temp_config();
+        write_config(&path, port, "shutdown_timeout = 60", "");
+        let mut p = Proc::start(&path);
+        let busy = connect(port, "app", "app_pw", "appdb").await;
+        busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        for sig in signals {
+            p.signal(sig);
+            if signals.len() > 1 {
+                p.wait_log("shutting down: waiting for clients", 10);
+            }
+        }
+        // A client in a transaction does not hold the process up.
+        p.wait_exit(5);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
