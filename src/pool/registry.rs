@@ -180,12 +180,15 @@ impl Registry {
 
     /// Change a database's flags (`None`: every database configured or seen).
     pub fn set_flags(&self, database: Option<&str>, names: &[String], f: impl Fn(&mut DbFlags)) {
+        // Taken before the flags lock: `pool()` takes the pools lock, then the flags lock.
+        let seen: Vec<String> = self.pools.lock().keys().map(|k| k.0.clone()).collect();
         let mut flags = self.flags.lock();
         match database {
             Some(d) => f(flags.entry(d.to_string()).or_default()),
             None => {
-                for n in names {
-                    f(flags.entry(n.clone()).or_default());
+                // Configured databases, those reached through "*" so far, and any flagged.
+                for n in names.iter().chain(&seen) {
+                    flags.entry(n.clone()).or_default();
                 }
                 for v in flags.values_mut() {
                     f(v);
