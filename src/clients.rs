@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use atomic_waker::AtomicWaker;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::pool::Pool;
 use crate::server::unix_us;
@@ -105,7 +105,8 @@ pub struct ClientInfo {
     /// Named prepared statements it has.
     pub prepared: AtomicU32,
     stop: AtomicU8,
-    wake: Notify,
+    /// The client's task, woken by [`ClientInfo::stop`].
+    waker: AtomicWaker,
 }
 
 impl ClientInfo {
@@ -157,8 +158,7 @@ impl ClientInfo {
     /// Ask the client's task to close the connection.
     pub fn stop(&self, why: Stop) {
         self.stop.store(why as u8, Ordering::Release);
-        // notify_one keeps a permit when the task is not waiting right now.
-        self.wake.notify_one();
+        self.waker.wake();
     }
 
     /// Why the client must stop, if it must.
@@ -170,11 +170,20 @@ impl ClientInfo {
         }
     }
 
-    /// Completes when [`ClientInfo::stop`] is called (at once if it was called already).
-    pub async fn stop_requested(&self) {
-        while self.stopped() == Stop::None {
-            self.wake.notified().await;
+    /// For the client's own task, inside its poll: wake this task on [`ClientInfo::stop`], and
+    /// say whether it was asked already. (One task per client registers, so the last
+    /// registration is the one that counts; registering is an atomic swap, no lock.)
+    pub fn poll_stop(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Stop> {
+        self.waker.register(cx.waker());
+        match self.stopped() {
+            Stop::None => std::task::Poll::Pending,
+            why => std::task::Poll::Ready(why),
         }
+    }
+
+    /// Completes when [`ClientInfo::stop`] is called (at once if it was called already).
+    pub async fn stop_requested(&self) -> Stop {
+        std::future::poll_fn(|cx| self.poll_stop(cx)).await
     }
 }
 
@@ -201,7 +210,7 @@ impl ClientList {
             request_us: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
             stop: AtomicU8::new(0),
-            wake: Notify::new(),
+            waker: AtomicWaker::new(),
         });
         self.count.fetch_add(1, Ordering::Relaxed);
         self.map.lock().insert(id, info.clone());

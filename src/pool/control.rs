@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Histograms, Pool, PoolSettings};
+use super::{Pool, PoolSettings};
 use crate::server::Target;
 
 impl Pool {
@@ -76,14 +76,10 @@ impl Pool {
 
     /// Apply new settings and target (a reload or SET). A new target closes the servers of
     /// the old one as they are released.
-    pub fn reconfigure(self: &Arc<Self>, settings: PoolSettings, target: Target) {
+    pub fn reconfigure(self: &Arc<Self>, mut settings: PoolSettings, target: Target) {
         let old = self.settings();
-        if old.mode != settings.mode {
-            self.hist.store(Arc::new(Histograms::new(
-                &self.database,
-                &self.user,
-                settings.mode.as_str(),
-            )));
+        if old.mode == settings.mode {
+            settings.hist = old.hist.clone();
         }
         drop(old);
         let moved = {

@@ -44,6 +44,9 @@ pub struct PoolSettings {
     pub client_idle_timeout: Option<Duration>,
     /// Clients idle inside a transaction this long are disconnected.
     pub idle_transaction_timeout: Option<Duration>,
+    /// The pool's latency histograms (labelled with its mode: a reload that changes the mode
+    /// starts new ones; otherwise they carry over).
+    pub hist: Arc<Histograms>,
 }
 
 /// What a waiter is given. (A server moves by value: boxing it would cost an allocation
@@ -74,7 +77,6 @@ pub struct Pool {
     settings: ArcSwap<PoolSettings>,
     target: ArcSwap<Target>,
     pub stats: PoolStats,
-    hist: ArcSwap<Histograms>,
     state: Mutex<State>,
     /// Connected servers, as the admin console and metrics see them.
     servers: Mutex<HashMap<u64, Arc<ServerInfo>>>,
@@ -123,14 +125,12 @@ impl Pool {
         user_limit: Arc<Limit>,
         server_ids: Arc<AtomicU64>,
     ) -> Pool {
-        let hist = Histograms::new(&database, &user, settings.mode.as_str());
         Pool {
             database,
             user,
             settings: ArcSwap::from_pointee(settings),
             target: ArcSwap::new(target),
             stats: PoolStats::default(),
-            hist: ArcSwap::from_pointee(hist),
             servers: Mutex::new(HashMap::new()),
             logins: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
@@ -156,14 +156,19 @@ impl Pool {
         self.settings.load()
     }
 
+    /// The settings now, as an `Arc` to keep (one per transaction).
+    pub fn settings_arc(&self) -> Arc<PoolSettings> {
+        self.settings.load_full()
+    }
+
     /// Where new servers log in.
     pub fn target(&self) -> Arc<Target> {
         self.target.load_full()
     }
 
     /// The latency histograms.
-    pub fn histograms(&self) -> arc_swap::Guard<Arc<Histograms>> {
-        self.hist.load()
+    pub fn histograms(&self) -> Arc<Histograms> {
+        self.settings().hist.clone()
     }
 
     /// The servers connected now.
@@ -225,7 +230,8 @@ impl Pool {
             if self.paused.load(Ordering::Acquire) {
                 self.wait_resumed(started).await?;
             }
-            let pool_size = self.settings().pool_size;
+            let settings = self.settings();
+            let pool_size = settings.pool_size;
             let grant = {
                 let mut st = self.state.lock();
                 if self.paused.load(Ordering::Acquire) {
@@ -253,7 +259,7 @@ impl Pool {
                 Grant::Server(mut s) => {
                     if s.looks_alive() {
                         s.info.set_state(ServerState::Active);
-                        self.note_checkout(started);
+                        self.note_checkout(started, &settings.hist);
                         return Ok(s);
                     }
                     self.close(s, true, "closed by the server while idle");
@@ -261,7 +267,7 @@ impl Pool {
                 Grant::Slot { reserve } => {
                     let s = self.open_server(reserve).await;
                     if s.is_ok() {
-                        self.note_checkout(started);
+                        self.note_checkout(started, &settings.hist);
                     }
                     return s;
                 }
@@ -269,13 +275,13 @@ impl Pool {
         }
     }
 
-    fn note_checkout(&self, started: Instant) {
+    fn note_checkout(&self, started: Instant, hist: &Histograms) {
         let waited = started.elapsed();
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         self.stats
             .total_wait_us
             .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
-        self.histograms().wait.observe(waited.as_secs_f64());
+        hist.wait.observe(waited.as_secs_f64());
     }
 
     /// Wait while the pool is paused (within query_wait_timeout).
@@ -445,7 +451,7 @@ impl Pool {
             return self.close(s, true, "the database is paused");
         }
         s.idle_since = now;
-        s.info.link_to(0);
+        s.info.link_to(0, 0);
         s.info.set_state(ServerState::Idle);
         s.info
             .prepared

@@ -83,6 +83,7 @@ fn resolve(config: &Config, database: &str, user: &str) -> Option<Resolved> {
         server_reset_query_always: g.server_reset_query_always,
         client_idle_timeout: g.client_idle_timeout.get(),
         idle_transaction_timeout: g.idle_transaction_timeout.get(),
+        hist: Arc::new(super::Histograms::new(database, user, mode.as_str())),
     };
     Some(Resolved {
         settings,

@@ -185,6 +185,7 @@ pub fn averages(old: &Totals, new: &Totals, secs: f64) -> Averages {
 }
 
 /// Latency histograms of one pool, labelled with its database, user and pool mode.
+#[derive(Debug)]
 pub struct Histograms {
     /// A client's wait for a server, seconds.
     pub wait: Histogram,

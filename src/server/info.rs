@@ -91,11 +91,11 @@ impl ServerInfo {
         self.state.store(s as u8, Ordering::Relaxed);
     }
 
-    /// Link to client `id` (0 to unlink), stamping the request time when linking.
-    pub fn link_to(&self, client: u64) {
+    /// Link to client `client` (0 to unlink), whose request started at `request_us`.
+    pub fn link_to(&self, client: u64, request_us: u64) {
         self.link.store(client, Ordering::Relaxed);
         if client != 0 {
-            self.request_us.store(unix_us(), Ordering::Relaxed);
+            self.request_us.store(request_us, Ordering::Relaxed);
         }
     }
 

@@ -41,8 +41,7 @@ impl Relay {
             pool.close(t.server, true, "a cancel request was sent to it");
         } else if let Some(why) = prepared_state_unknown(&t) {
             pool.close(t.server, true, why);
-        } else if pool.settings().server_reset_query_always
-            && !pool.settings().server_reset_query.is_empty()
+        } else if t.settings.server_reset_query_always && !t.settings.server_reset_query.is_empty()
         {
             self.reset_and_release(t.server).await;
         } else {
@@ -100,8 +99,8 @@ impl Relay {
                 }
             }
         }
-        if self.mode() == PoolMode::Session || pool.settings().server_reset_query_always {
-            if pool.settings().server_reset_query.is_empty() {
+        if t.settings.mode == PoolMode::Session || t.settings.server_reset_query_always {
+            if t.settings.server_reset_query.is_empty() {
                 pool.release(t.server);
             } else {
                 self.reset_and_release(t.server).await;

@@ -89,14 +89,14 @@ async fn serve(r: &mut Relay) -> Result<String> {
                         }
                     },
                     None => {
-                        let info = &r.handle.info;
-                        tokio::select! {
-                            res = std::future::poll_fn(|cx| r.client.poll_read_ready(cx)) => {
-                                res?;
-                                Stop::None
+                        let (info, client) = (&r.handle.info, &r.client);
+                        std::future::poll_fn(|cx| {
+                            if let Poll::Ready(why) = info.poll_stop(cx) {
+                                return Poll::Ready(Ok(why));
                             }
-                            _ = info.stop_requested() => info.stopped(),
-                        }
+                            client.poll_read_ready(cx).map_ok(|()| Stop::None)
+                        })
+                        .await?
                     }
                 };
                 if stop != Stop::None {
@@ -141,12 +141,15 @@ fn boxed_readable_until<'a>(
     handle: &'a ClientHandle,
     deadline: tokio::time::Instant,
 ) -> BoxFuture<'a, Result<Result<std::io::Result<()>, Stop>, tokio::time::error::Elapsed>> {
-    Box::pin(tokio::time::timeout_at(deadline, async move {
-        tokio::select! {
-            r = client.readable() => Ok(r),
-            _ = handle.info.stop_requested() => Err(handle.info.stopped()),
-        }
-    }))
+    Box::pin(tokio::time::timeout_at(
+        deadline,
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(why) = handle.info.poll_stop(cx) {
+                return Poll::Ready(Err(why));
+            }
+            client.poll_read_ready(cx).map(Ok)
+        }),
+    ))
 }
 
 /// `Relay::fatal`, boxed outside the async fn (as `boxed_request`).
@@ -255,6 +258,8 @@ struct Txn {
     xact_start: Instant,
     /// Prepared-statement mapping (transaction and statement mode with max_prepared_statements).
     prep: Option<prepared::Tracker>,
+    /// The pool's settings when the server was attached (a reload applies to the next one).
+    settings: std::sync::Arc<crate::pool::PoolSettings>,
 }
 
 enum Event {
@@ -322,7 +327,7 @@ impl Relay {
         let server = match self.checkout_watching(cbuf).await {
             Ok(Some(s)) => {
                 self.handle.info.active(s.id);
-                s.info.link_to(self.id);
+                s.info.link_to(self.id, self.handle.info.request_us());
                 s
             }
             Ok(None) => {
@@ -366,8 +371,8 @@ impl Relay {
             tokio::select! {
                 biased;
                 s = &mut checkout => return s.map(Some),
-                _ = info.stop_requested() => {
-                    return Err(Error::client(sqlstate::ADMIN_SHUTDOWN, stop_message(info.stopped())));
+                why = info.stop_requested() => {
+                    return Err(Error::client(sqlstate::ADMIN_SHUTDOWN, stop_message(why)));
                 }
                 r = self.client.readable(), if watch => {
                     r?;
@@ -383,10 +388,6 @@ impl Relay {
         }
     }
 
-    fn mode(&self) -> PoolMode {
-        self.sess.pool.settings().mode
-    }
-
     /// Relay one transaction (or session). `None`: the server went back and the client goes on.
     async fn attached(&mut self, mut server: Server, cbuf: &mut BytesMut) -> Option<String> {
         self.sess.key.slot.attach(&server);
@@ -398,6 +399,7 @@ impl Relay {
             self.fatal(code, &msg).await;
             return Some(format!("parameter sync failed: {msg}"));
         }
+        let now = Instant::now();
         let mut t = Txn {
             server,
             c_ready: 0,
@@ -413,15 +415,14 @@ impl Relay {
             terminating: false,
             at_boundary: false,
             stmt_violation: false,
-            last_client_activity: Instant::now(),
-            query_start: Instant::now(),
-            xact_start: Instant::now(),
+            last_client_activity: now,
+            query_start: now,
+            xact_start: now,
             prep: None,
+            settings: self.sess.pool.settings_arc(),
         };
         let pool = self.sess.pool.clone();
         let info = self.handle.info.clone();
-        let stop = info.stop_requested();
-        tokio::pin!(stop);
         if t.server.target.max_prepared_statements > 0 {
             t.prep = Some(Default::default());
         }
@@ -486,9 +487,9 @@ impl Relay {
             let timer = if t.pending > 0 || t.c_ready > 0 {
                 None
             } else if t.status != b'I' {
-                pool.settings().idle_transaction_timeout
-            } else if self.mode() == PoolMode::Session {
-                pool.settings().client_idle_timeout
+                t.settings.idle_transaction_timeout
+            } else if t.settings.mode == PoolMode::Session {
+                t.settings.client_idle_timeout
             } else {
                 None
             };
@@ -527,7 +528,9 @@ impl Relay {
                         return Poll::Ready(Ok(Event::Timer));
                     }
                 }
-                if stop.as_mut().poll(cx).is_ready() {
+                // The task's waker was registered for stop requests while it waited for this
+                // server (`checkout_watching`): checking the flag is enough here.
+                if info.stopped() != Stop::None {
                     return Poll::Ready(Ok(Event::Stop));
                 }
                 Poll::Pending

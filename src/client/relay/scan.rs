@@ -38,7 +38,7 @@ impl Relay {
         let pool = &self.sess.pool;
         let now = Instant::now();
         let q = now.saturating_duration_since(t.query_start);
-        let hist = pool.histograms();
+        let hist = &t.settings.hist;
         PoolStats::add(&pool.stats.queries, 1);
         PoolStats::add(&pool.stats.query_us, q.as_micros() as u64);
         hist.query.observe(q.as_secs_f64());
@@ -138,7 +138,7 @@ impl Relay {
         t.pending = t.pending.saturating_sub(1);
         self.count_query(t);
         if t.pending == 0 && !t.terminating && !t.unsynced {
-            match self.mode() {
+            match t.settings.mode {
                 PoolMode::Session => {}
                 PoolMode::Statement if t.status != b'I' => t.stmt_violation = true,
                 _ if t.status == b'I' => {
