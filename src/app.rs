@@ -65,7 +65,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         }
         None => None,
     };
-    let shared = Arc::new(Shared::new(Arc::new(config)));
+    let shared = Arc::new(Shared::new(Arc::new(config)).map_err(std::io::Error::other)?);
     let accept = tokio::spawn(client::serve(listener, shared.clone()));
     let mut tasks = vec![
         tokio::spawn(crate::pool::run_janitor(

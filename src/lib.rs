@@ -17,6 +17,7 @@ pub mod clients;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod net;
 pub mod pool;
 pub mod prepared;
 pub mod proto;

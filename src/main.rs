@@ -29,10 +29,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
-            }
+            Ok(config) => match pgmux::shared::Live::new(std::sync::Arc::new(config)) {
+                Ok(_) => {
+                    println!("{}: OK", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: 1 problem(s):\n  {e}", file.display());
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 report(&file, &e);
                 ExitCode::FAILURE

@@ -25,6 +25,8 @@ pub enum ReloadError {
     NeedsRestart { key: String },
     #[error("unknown setting: {0}")]
     UnknownKey(String),
+    #[error("{0}")]
+    Tls(#[from] crate::net::tls::TlsError),
 }
 
 /// Re-read the config file and put it in force.
@@ -35,11 +37,16 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, ReloadError> {
         .clone()
         .ok_or(ReloadError::NoFile)?;
     match Config::load(&path) {
-        Ok(c) => {
-            let r = apply(shared, c);
-            tracing::info!(file = %path.display(), "config reloaded");
-            Ok(r)
-        }
+        Ok(c) => match apply(shared, c) {
+            Ok(r) => {
+                tracing::info!(file = %path.display(), "config reloaded");
+                Ok(r)
+            }
+            Err(e) => {
+                tracing::error!("reload refused: {}: {e}", path.display());
+                Err(e)
+            }
+        },
         Err(e) => {
             if let ConfigError::Invalid(problems) = &e {
                 for p in problems {
@@ -54,7 +61,7 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, ReloadError> {
 }
 
 /// Put a validated config in force. Keys that need a restart keep their running value.
-pub fn apply(shared: &Shared, mut new: Config) -> Reloaded {
+pub fn apply(shared: &Shared, mut new: Config) -> Result<Reloaded, ReloadError> {
     let old = shared.config();
     let old_g = crate::admin::show::general_table(&old.general);
     let new_g = crate::admin::show::general_table(&new.general);
@@ -76,8 +83,8 @@ pub fn apply(shared: &Shared, mut new: Config) -> Reloaded {
     g.so_reuseport = old.general.so_reuseport;
     g.log_format = old.general.log_format;
     new.metrics = old.metrics.clone();
-    shared.set_config(Arc::new(new));
-    out
+    shared.set_config(Arc::new(new))?;
+    Ok(out)
 }
 
 /// SET key = value on the admin console: change one `[general]` key.
@@ -112,7 +119,7 @@ pub fn set(shared: &Shared, key: &str, value: &str) -> Result<Reloaded, ReloadEr
         }]))
     })?;
     let new = Config::parse(&text)?;
-    Ok(apply(shared, new))
+    apply(shared, new)
 }
 
 /// A SET value typed like the key's default: numbers, booleans (on/off, true/false, 1/0),

@@ -15,18 +15,24 @@ use crate::auth::{ScramSecret, Secret};
 use crate::cancel::CancelMap;
 use crate::clients::ClientList;
 use crate::config::Config;
+use crate::net::tls::{self, TlsError};
 use crate::pool::Registry;
 
-/// The config in force and the secrets parsed from it, replaced together on reload.
+/// The config in force, the secrets parsed from it and its TLS set-up, replaced together on
+/// reload (certificates are read again then).
 pub struct Live {
     pub config: Arc<Config>,
     /// Users' secrets, parsed once per load (plaintext passwords get their SCRAM keys here).
     pub secrets: HashMap<String, Secret>,
+    /// TLS toward clients.
+    pub client_tls: tls::ClientSide,
+    /// TLS toward servers.
+    pub server_tls: tls::ServerSide,
 }
 
 impl Live {
-    /// Parse the secrets of a validated config.
-    pub fn new(config: Arc<Config>) -> Live {
+    /// Parse the secrets of a validated config and read its certificates.
+    pub fn new(config: Arc<Config>) -> Result<Live, TlsError> {
         let secrets = config
             .users
             .iter()
@@ -35,7 +41,12 @@ impl Live {
                 Some((name.clone(), s))
             })
             .collect();
-        Live { config, secrets }
+        Ok(Live {
+            client_tls: tls::client_side(&config.general)?,
+            server_tls: tls::server_side(&config.general)?,
+            config,
+            secrets,
+        })
     }
 }
 
@@ -147,10 +158,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Build the shared state from a validated config.
-    pub fn new(config: Arc<Config>) -> Shared {
-        Shared {
-            live: ArcSwap::from_pointee(Live::new(config)),
+    /// Build the shared state from a validated config (its certificates are read here).
+    pub fn new(config: Arc<Config>) -> Result<Shared, TlsError> {
+        Ok(Shared {
+            live: ArcSwap::from_pointee(Live::new(config)?),
             config_path: Mutex::new(None),
             registry: Arc::new(Registry::new()),
             cancels: Arc::new(CancelMap::default()),
@@ -160,7 +171,7 @@ impl Shared {
             started: Instant::now(),
             started_at: SystemTime::now(),
             mock_salt_key: rand::random(),
-        }
+        })
     }
 
     /// The config and secrets in force now.
@@ -173,10 +184,13 @@ impl Shared {
         self.live.load().config.clone()
     }
 
-    /// Put a new config in force (validated by the caller) and apply it to the pools.
-    pub fn set_config(&self, config: Arc<Config>) {
-        self.registry.reconfigure(&config);
-        self.live.store(Arc::new(Live::new(config)));
+    /// Put a new config in force (validated by the caller) and apply it to the pools. Its
+    /// certificates are read first: if they cannot be, nothing changes.
+    pub fn set_config(&self, config: Arc<Config>) -> Result<(), TlsError> {
+        let live = Live::new(config)?;
+        self.registry.reconfigure(&live.config, &live.server_tls);
+        self.live.store(Arc::new(live));
+        Ok(())
     }
 
     /// Count a failed login.

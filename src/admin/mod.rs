@@ -7,9 +7,9 @@ pub mod show;
 
 use std::sync::Arc;
 
+use crate::net::Conn;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::client::AdminSession;
 use crate::clients::{ClientHandle, Stop};
@@ -23,12 +23,7 @@ use rows::{command_complete, notice};
 const MAX_QUERY: usize = 64 * 1024;
 
 /// Serve an admin console client until it leaves.
-pub async fn run(
-    mut stream: TcpStream,
-    shared: Arc<Shared>,
-    handle: ClientHandle,
-    sess: AdminSession,
-) {
+pub async fn run(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle, sess: AdminSession) {
     let mut buf = sess.leftover.clone();
     let info = handle.info.clone();
     loop {

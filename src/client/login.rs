@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::net::{tls, Conn};
 use bytes::{Buf, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::auth::{verify_md5_response, ScramSecret, ScramServer, Secret};
 use crate::cancel::CancelKey;
@@ -51,7 +51,7 @@ pub enum LoggedIn {
 /// Log a client in. `Ok(None)` when the connection carried a CancelRequest or closed early.
 /// A failure says why, for the login failure counter.
 pub async fn login(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     shared: &Arc<Shared>,
     info: &ClientInfo,
 ) -> std::result::Result<Option<LoggedIn>, (Error, LoginFailure)> {
@@ -83,7 +83,7 @@ pub async fn login(
 }
 
 async fn login_inner(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     shared: &Arc<Shared>,
     info: &ClientInfo,
     why: &mut LoginFailure,
@@ -102,12 +102,27 @@ async fn login_inner(
         };
         match packet {
             StartupPacket::Ssl | StartupPacket::GssEnc => {
+                // Bytes sent before the answer would be read as if they had come through the
+                // encryption: refuse them (CVE-2021-23214 in Postgres, and PgBouncer's too).
                 if !buf.is_empty() {
                     return Err(Error::Protocol(
                         "data sent before the encryption answer".into(),
                     ));
                 }
-                stream.write_all(b"N").await?;
+                match (&packet, &live.client_tls.acceptor, &*stream) {
+                    (StartupPacket::Ssl, Some(acceptor), Conn::Tcp(_)) => {
+                        stream.write_all(b"S").await?;
+                        let Conn::Tcp(tcp) = std::mem::replace(stream, Conn::Closed) else {
+                            unreachable!("matched above");
+                        };
+                        let tls = acceptor
+                            .accept(tcp)
+                            .await
+                            .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
+                        *stream = tls::bridge(tls)?;
+                    }
+                    _ => stream.write_all(b"N").await?,
+                }
             }
             StartupPacket::Cancel { pid, secret } => {
                 shared.cancels.cancel(pid, secret).await;
@@ -116,6 +131,15 @@ async fn login_inner(
             StartupPacket::Startup { minor, params } => break (minor, params),
         }
     };
+    if live.client_tls.mode.required() && !stream.is_tls() {
+        return Err(Error::client(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!(
+                "SSL required (client_tls_sslmode = {})",
+                live.client_tls.mode.as_str()
+            ),
+        ));
+    }
     let g = &live.config.general;
     if shared.clients.count() > g.max_client_conn {
         *why = LoginFailure::TooManyClients;
@@ -169,7 +193,7 @@ async fn login_inner(
         *why = LoginFailure::UnknownDatabase;
         return Err(no_such_db());
     };
-    application_name(&mut wanted, db_entry, &live, stream);
+    application_name(&mut wanted, db_entry, &live, info.addr);
     *why = LoginFailure::Auth;
     authenticate(stream, &mut buf, &mut out, shared, &live, user).await?;
     if shared.registry.flags(database).disabled {
@@ -182,7 +206,7 @@ async fn login_inner(
     *why = LoginFailure::Server;
     let pool = shared
         .registry
-        .pool(&live.config, database, user)
+        .pool(&live.config, &live.server_tls, database, user)
         .ok_or_else(|| {
             *why = LoginFailure::UnknownDatabase;
             no_such_db()
@@ -229,7 +253,7 @@ async fn login_inner(
 
 /// End the welcome (BackendKeyData, ReadyForQuery), send it, and record who logged in.
 async fn welcome_end(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     mut out: BytesMut,
     key: &CancelKey,
     info: &ClientInfo,
@@ -247,7 +271,7 @@ async fn welcome_end(
 /// listed in admin_users or stats_users.
 #[allow(clippy::too_many_arguments)]
 async fn admin_login(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     mut out: BytesMut,
     shared: &Arc<Shared>,
@@ -302,16 +326,14 @@ fn application_name(
     wanted: &mut Params,
     db: &crate::config::Database,
     live: &crate::shared::Live,
-    stream: &TcpStream,
+    peer: std::net::SocketAddr,
 ) {
     let mut name = wanted
         .get("application_name")
         .or(db.application_name.as_deref())
         .map(str::to_string);
     if live.config.general.application_name_add_host {
-        if let Ok(peer) = stream.peer_addr() {
-            name = Some(format!("{} - {peer}", name.unwrap_or_default()));
-        }
+        name = Some(format!("{} - {peer}", name.unwrap_or_default()));
     }
     if let Some(name) = name {
         wanted.set("application_name", &name);
@@ -353,7 +375,7 @@ fn wanted_params(params: &[(String, String)], ignored: &[String]) -> Result<Para
 }
 
 /// Read one tagged message from a client during login.
-async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(u8, BytesMut)> {
+async fn read_message(stream: &mut Conn, buf: &mut BytesMut) -> Result<(u8, BytesMut)> {
     loop {
         if let Some((tag, len)) = proto::header(buf, MAX_LOGIN_MESSAGE).map_err(Error::Protocol)? {
             if buf.len() >= len {
@@ -371,7 +393,7 @@ async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(u8,
 /// Send the authentication request in `out`, then read the client's answer: a 'p' message
 /// (PasswordMessage, SASLInitialResponse or SASLResponse: `what`), returning its body.
 async fn answer(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     what: &str,
@@ -395,7 +417,7 @@ fn auth_failed(user: &str) -> Error {
 /// Authenticate `user` by the configured auth_type. An unknown user goes through the same
 /// exchange as a known one and fails the same way, so users cannot be enumerated.
 async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     shared: &Shared,
@@ -460,7 +482,7 @@ async fn authenticate(
 }
 
 async fn md5(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     stored: Option<&str>,
@@ -476,7 +498,7 @@ async fn md5(
 }
 
 async fn scram(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     secret: &ScramSecret,

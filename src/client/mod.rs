@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::clients::ClientHandle;
 use crate::error::Error;
+use crate::net::Conn;
 use crate::proto::backend;
 use crate::shared::Shared;
 pub use login::{AdminSession, LoggedIn};
@@ -59,12 +60,12 @@ fn spawn_client(stream: TcpStream, peer: std::net::SocketAddr, shared: &Arc<Shar
     if config.general.tcp_keepalive {
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     }
-    tokio::spawn(login_task(stream, shared.clone(), handle));
+    tokio::spawn(login_task(Conn::Tcp(stream), shared.clone(), handle));
 }
 
 /// Log a client in, then hand it to a task of its own for the request loop: the login's
 /// larger state is freed, and an idle client's task holds only the request loop's state.
-async fn login_task(mut stream: TcpStream, shared: Arc<Shared>, handle: ClientHandle) {
+async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle) {
     let id = handle.info.id;
     let peer = handle.info.addr;
     let logged_in = match login::login(&mut stream, &shared, &handle.info).await {
@@ -96,7 +97,7 @@ async fn login_task(mut stream: TcpStream, shared: Arc<Shared>, handle: ClientHa
 }
 
 /// Send a FATAL ErrorResponse for `e` (the server's own body when it came from Postgres).
-pub(crate) async fn send_fatal(stream: &mut TcpStream, e: &Error) {
+pub(crate) async fn send_fatal(stream: &mut Conn, e: &Error) {
     let mut out = BytesMut::new();
     match e {
         Error::Server { raw, .. } => backend::message(&mut out, b'E', |b| b.extend_from_slice(raw)),

@@ -65,6 +65,40 @@ pub enum AuthType {
     ScramSha256,
 }
 
+/// TLS modes, with libpq's names and meanings (PgBouncer's client_tls_sslmode and
+/// server_tls_sslmode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether plaintext is refused.
+    pub fn required(self) -> bool {
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -178,6 +212,23 @@ pub struct General {
     pub log_connections: bool,
     /// Log client disconnections with their reason. Default true.
     pub log_disconnections: bool,
+    /// TLS toward clients: disable (default), allow, prefer, require, verify-ca, verify-full.
+    pub client_tls_sslmode: SslMode,
+    /// PEM certificate (chain) pgmux shows clients.
+    pub client_tls_cert_file: Option<String>,
+    /// PEM private key for client_tls_cert_file.
+    pub client_tls_key_file: Option<String>,
+    /// PEM CA certificates client certificates must chain to (verify-ca, verify-full).
+    pub client_tls_ca_file: Option<String>,
+    /// TLS toward servers: disable, allow, prefer (default, as PgBouncer), require,
+    /// verify-ca, verify-full.
+    pub server_tls_sslmode: SslMode,
+    /// PEM CA certificates server certificates must chain to (verify-ca, verify-full);
+    /// default: the Mozilla roots built in.
+    pub server_tls_ca_file: Option<String>,
+    /// PEM client certificate pgmux shows servers (cert authentication), with its key.
+    pub server_tls_cert_file: Option<String>,
+    pub server_tls_key_file: Option<String>,
 }
 
 impl Default for General {
@@ -218,6 +269,14 @@ impl Default for General {
             stats_period: Secs(60.0),
             log_connections: true,
             log_disconnections: true,
+            client_tls_sslmode: SslMode::Disable,
+            client_tls_cert_file: None,
+            client_tls_key_file: None,
+            client_tls_ca_file: None,
+            server_tls_sslmode: SslMode::Prefer,
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use toml::{Table, Value};
 
 use super::{
     default_host, default_port, AuthType, Config, Database, General, LogFormat, Metrics, PoolMode,
-    Secs, User,
+    Secs, SslMode, User,
 };
 use crate::auth::Secret;
 
@@ -350,6 +350,18 @@ impl Field for AuthType {
     const EXPECTED: &'static str = r#"one of "trust", "plain", "md5", "scram-sha-256""#;
     const CHOICES: &'static [&'static str] = &["trust", "plain", "md5", "scram-sha-256"];
 }
+impl Field for SslMode {
+    const EXPECTED: &'static str =
+        r#"one of "disable", "allow", "prefer", "require", "verify-ca", "verify-full""#;
+    const CHOICES: &'static [&'static str] = &[
+        "disable",
+        "allow",
+        "prefer",
+        "require",
+        "verify-ca",
+        "verify-full",
+    ];
+}
 impl Field for LogFormat {
     const EXPECTED: &'static str = r#"one of "text", "json""#;
     const CHOICES: &'static [&'static str] = &["text", "json"];
@@ -440,6 +452,14 @@ section_reader!(
         stats_period,
         log_connections,
         log_disconnections,
+        client_tls_sslmode,
+        client_tls_cert_file,
+        client_tls_key_file,
+        client_tls_ca_file,
+        server_tls_sslmode,
+        server_tls_ca_file,
+        server_tls_cert_file,
+        server_tls_key_file,
     },
     elsewhere: &[
         (DATABASE_KEYS, "a [databases.NAME] entry"),

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::{Limit, Pool, PoolSettings};
 use crate::auth::Secret;
 use crate::config::{Config, PoolMode};
+use crate::net::tls::ServerSide;
 use crate::server::Target;
 
 /// What the admin console set on a database.
@@ -40,7 +41,7 @@ struct Resolved {
     user_max: usize,
 }
 
-fn resolve(config: &Config, database: &str, user: &str) -> Option<Resolved> {
+fn resolve(config: &Config, tls: &ServerSide, database: &str, user: &str) -> Option<Resolved> {
     let db = config.database(database)?;
     let g = &config.general;
     let user_cfg = config.users.get(user);
@@ -69,6 +70,7 @@ fn resolve(config: &Config, database: &str, user: &str) -> Option<Resolved> {
             PoolMode::Session => 0,
             _ => g.max_prepared_statements,
         },
+        tls: tls.clone(),
     };
     let settings = PoolSettings {
         mode,
@@ -107,12 +109,18 @@ impl Registry {
 
     /// The pool for a client's (database, user), created on first use.
     /// The caller has checked the database exists in `config`.
-    pub fn pool(&self, config: &Config, database: &str, user: &str) -> Option<Arc<Pool>> {
+    pub fn pool(
+        &self,
+        config: &Config,
+        tls: &ServerSide,
+        database: &str,
+        user: &str,
+    ) -> Option<Arc<Pool>> {
         let key = (database.to_string(), user.to_string());
         if let Some(p) = self.pools.lock().get(&key) {
             return Some(p.clone());
         }
-        let r = resolve(config, database, user)?;
+        let r = resolve(config, tls, database, user)?;
         let db_limit = self
             .db_limits
             .lock()
@@ -163,9 +171,9 @@ impl Registry {
 
     /// Apply a new config to every pool: sizes, timeouts, modes, targets and caps. Pools of
     /// a database no longer configured keep their old settings until their clients leave.
-    pub fn reconfigure(&self, config: &Config) {
+    pub fn reconfigure(&self, config: &Config, tls: &ServerSide) {
         for pool in self.all() {
-            let Some(r) = resolve(config, &pool.database, &pool.user) else {
+            let Some(r) = resolve(config, tls, &pool.database, &pool.user) else {
                 continue;
             };
             pool.db_limit.set_max(r.db_max);

@@ -14,11 +14,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::Secret;
+use crate::config::SslMode;
 use crate::error::{sqlstate, Error, Result};
+use crate::net::Conn;
 use crate::prepared::{cache::StatementCache, drops_all_statements};
 use crate::proto::{self, backend};
 pub use info::{unix_us, ServerInfo, ServerState};
 pub use params::Params;
+use rustls::pki_types::ServerName;
 
 /// Where and as whom a pool's servers log in.
 #[derive(Debug, Clone)]
@@ -34,6 +37,8 @@ pub struct Target {
     pub tcp_nodelay: bool,
     /// Prepared statements each server keeps for clients (0: pgmux maps none).
     pub max_prepared_statements: usize,
+    /// server_tls_sslmode and its rustls connector.
+    pub tls: crate::net::tls::ServerSide,
 }
 
 /// Address and key to cancel a query running on a server.
@@ -48,7 +53,7 @@ pub struct CancelTarget {
 /// One connection from pgmux to Postgres.
 pub struct Server {
     pub id: u64,
-    pub stream: TcpStream,
+    pub stream: Conn,
     /// Bytes read from the server and not yet relayed; kept with the server (servers are few).
     pub rbuf: BytesMut,
     pub params: Params,
@@ -90,14 +95,15 @@ impl Server {
     }
 
     async fn open(id: u64, target: Arc<Target>, generation: u64) -> Result<Server> {
-        let stream = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        stream.set_nodelay(target.tcp_nodelay)?;
+        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        tcp.set_nodelay(target.tcp_nodelay)?;
         if target.tcp_keepalive {
-            let sock = socket2::SockRef::from(&stream);
+            let sock = socket2::SockRef::from(&tcp);
             let _ = sock.set_keepalive(true);
         }
+        let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
+        let stream = Self::negotiate_tls(tcp, &target).await?;
         let now = Instant::now();
-        let (peer, local) = (stream.peer_addr().ok(), stream.local_addr().ok());
         let mut server = Server {
             id,
             stream,
@@ -115,6 +121,50 @@ impl Server {
         server.login().await?;
         server.info = Arc::new(ServerInfo::new(id, server.pid, peer, local, generation));
         Ok(server)
+    }
+
+    /// server_tls_sslmode: ask for TLS (SSLRequest) unless disabled or "allow" (which tries
+    /// plaintext, the server's answer decides); a server that declines is refused when TLS is
+    /// required.
+    async fn negotiate_tls(mut tcp: TcpStream, target: &Target) -> Result<Conn> {
+        let tls = &target.tls;
+        let Some(connector) = tls
+            .connector
+            .as_ref()
+            .filter(|_| tls.mode != SslMode::Allow)
+        else {
+            return Ok(Conn::Tcp(tcp));
+        };
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
+        let mut answer = [0u8; 1];
+        tcp.read_exact(&mut answer).await?;
+        match answer[0] {
+            b'S' => {
+                let name = ServerName::try_from(target.host.clone()).map_err(|e| {
+                    Error::Protocol(format!("server_tls: bad host name {}: {e}", target.host))
+                })?;
+                let stream = connector.connect(name, tcp).await.map_err(|e| {
+                    Error::client(
+                        sqlstate::CONNECTION_FAILURE,
+                        format!("TLS to {}:{} failed: {e}", target.host, target.port),
+                    )
+                })?;
+                Ok(crate::net::tls::bridge(stream)?)
+            }
+            b'N' if !tls.mode.required() => Ok(Conn::Tcp(tcp)),
+            b'N' => Err(Error::client(
+                sqlstate::CONNECTION_FAILURE,
+                format!(
+                    "server {}:{} does not accept TLS and server_tls_sslmode = {}",
+                    target.host,
+                    target.port,
+                    tls.mode.as_str()
+                ),
+            )),
+            other => Err(Error::Protocol(format!(
+                "unexpected answer {other:#04x} to SSLRequest"
+            ))),
+        }
     }
 
     async fn login(&mut self) -> Result<()> {

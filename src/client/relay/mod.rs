@@ -10,9 +10,9 @@ use std::io::ErrorKind;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use crate::net::Conn;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 mod finish;
 mod prepared;
@@ -137,7 +137,7 @@ type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Readability of an idle client with client_idle_timeout (or a stop request), boxed outside
 /// the async fn (as `boxed_request`), so the timer takes no room in an idle client's task.
 fn boxed_readable_until<'a>(
-    client: &'a TcpStream,
+    client: &'a Conn,
     handle: &'a ClientHandle,
     deadline: tokio::time::Instant,
 ) -> BoxFuture<'a, Result<Result<std::io::Result<()>, Stop>, tokio::time::error::Elapsed>> {
@@ -160,7 +160,7 @@ fn boxed_fatal<'a>(r: &'a mut Relay, code: &'a str, msg: &'a str) -> BoxFuture<'
 impl Relay {
     /// The request loop's state for a logged-in client.
     pub(crate) fn new(
-        client: TcpStream,
+        client: Conn,
         sess: Session,
         handle: ClientHandle,
         shared: std::sync::Arc<Shared>,
@@ -182,7 +182,7 @@ impl Relay {
 /// its read readiness is dropped right away instead of being learnt from a failed read, which
 /// saves a system call per request. The readiness dropped is the one observed before the read
 /// (the outer `try_io`), so data that arrives meanwhile still wakes the task.
-fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+fn read_some(stream: &Conn, buf: &mut BytesMut) -> std::io::Result<usize> {
     let room = buf.capacity() - buf.len();
     let mut got = None;
     let outcome = stream.try_io(tokio::io::Interest::READABLE, || {
@@ -209,7 +209,7 @@ fn reserve(buf: &mut BytesMut, want: usize) {
 
 /// A logged-in client and what its request loop needs.
 pub struct Relay {
-    client: TcpStream,
+    client: Conn,
     id: u64,
     /// This client in the client list (removed when the loop ends).
     handle: ClientHandle,
