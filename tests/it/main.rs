@@ -15,3 +15,4 @@ mod modes;
 mod pgbench;
 mod pool;
 mod prepared;
+mod tls;

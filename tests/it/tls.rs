@@ -1,0 +1,283 @@
+//! TLS on both sides, with certificates the tests make themselves (rcgen): psql with
+//! sslmode=require, verify-full and a client certificate against pgmux; bytes sent after
+//! SSLRequest before the answer refused; pgmux against a Postgres with `ssl = on` and a
+//! hostssl-only pg_hba.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+use crate::support::{config, database_section, psql, run, Mux, PrivatePg};
+
+/// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate for `app`,
+/// as PEM files in a temporary directory.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn new() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "pgmux test CA");
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let write = |name: &str, text: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        write("ca.pem", ca_cert.pem());
+        for (name, cn, sans) in [
+            (
+                "server",
+                "localhost",
+                vec!["localhost".to_string(), "127.0.0.1".into()],
+            ),
+            ("client", "app", vec![]),
+        ] {
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, cn);
+            let key = KeyPair::generate().unwrap();
+            let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    /// `[general]` lines for client TLS in `mode`.
+    fn client_tls(&self, mode: &str) -> String {
+        format!(
+            "client_tls_sslmode = \"{mode}\"\nclient_tls_cert_file = \"{}\"\n\
+             client_tls_key_file = \"{}\"\nclient_tls_ca_file = \"{}\"\n",
+            self.p("server.pem"),
+            self.p("server.key"),
+            self.p("ca.pem")
+        )
+    }
+}
+
+/// psql through pgmux as app with a connection string's extra `opts`; (ok, stdout, stderr).
+fn psql_tls(port: u16, opts: &str, sql: &str) -> (bool, String, String) {
+    run(std::process::Command::new("psql")
+        .arg(format!(
+            "host=localhost hostaddr=127.0.0.1 port={port} user=app dbname=appdb {opts}"
+        ))
+        .args(["-qAtX", "-c", sql])
+        .env("PGPASSWORD", "app_pw"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_with_sslmode_require_and_verify_full() {
+    let certs = Certs::new();
+    let mux = Mux::start(config(&certs.client_tls("require"), "")).await;
+    let port = mux.port();
+    let ca = certs.p("ca.pem");
+    let out = tokio::task::spawn_blocking(move || {
+        [
+            psql_tls(port, "sslmode=require", "SELECT 1"),
+            psql_tls(
+                port,
+                &format!("sslmode=verify-full sslrootcert={ca}"),
+                "SELECT 2",
+            ),
+            psql_tls(port, "sslmode=disable", "SELECT 3"),
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(out[0].0 && out[0].1.trim() == "1", "require: {:?}", out[0]);
+    assert!(
+        out[1].0 && out[1].1.trim() == "2",
+        "verify-full: {:?}",
+        out[1]
+    );
+    assert!(!out[2].0, "plaintext got in: {:?}", out[2]);
+    assert!(out[2].2.contains("SSL required"), "{}", out[2].2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_with_verify_ca() {
+    let certs = Certs::new();
+    let mux = Mux::start(config(&certs.client_tls("verify-ca"), "")).await;
+    let port = mux.port();
+    let (ca, cert, key) = (
+        certs.p("ca.pem"),
+        certs.p("client.pem"),
+        certs.p("client.key"),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        [
+            psql_tls(
+                port,
+                &format!("sslmode=verify-full sslrootcert={ca} sslcert={cert} sslkey={key}"),
+                "SELECT 1",
+            ),
+            // No client certificate: the handshake fails.
+            psql_tls(
+                port,
+                "sslmode=require sslcert=/nonexistent sslkey=/nonexistent",
+                "SELECT 2",
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(
+        out[0].0 && out[0].1.trim() == "1",
+        "with a client cert: {:?}",
+        out[0]
+    );
+    assert!(!out[1].0, "without a client certificate: {:?}", out[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_after_sslrequest_before_the_answer_are_refused() {
+    let certs = Certs::new();
+    let mux = Mux::start(config(&certs.client_tls("prefer"), "")).await;
+    let port = mux.port();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        // SSLRequest and, in the same write, a StartupMessage an attacker would have pgmux
+        // read as if it came through TLS.
+        let mut bytes = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let body = b"\x00\x03\x00\x00user\x00app\x00database\x00appdb\x00\x00";
+        bytes.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        bytes.extend_from_slice(body);
+        s.write_all(&bytes).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert!(
+            got.first() != Some(&b'S'),
+            "pgmux answered 'S' after data that came with the SSLRequest"
+        );
+        assert_eq!(
+            got.first(),
+            Some(&b'E'),
+            "expected an ErrorResponse: {got:?}"
+        );
+        assert!(String::from_utf8_lossy(&got).contains("before the encryption answer"));
+    })
+    .await
+    .unwrap();
+}
+
+/// A private Postgres with `ssl = on` (the test certificates) accepting only hostssl.
+fn tls_postgres(certs: &Certs) -> PrivatePg {
+    let pg = PrivatePg::start("tls");
+    let data = pg.data_dir();
+    for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key")] {
+        let dst = data.join(to);
+        std::fs::copy(certs.path(from), &dst).unwrap();
+        chown_postgres(&dst);
+    }
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.auto.conf"))
+        .unwrap();
+    writeln!(
+        conf,
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .unwrap();
+    pg.restart();
+    pg
+}
+
+/// Give a file to the `postgres` user, which runs the cluster when the tests run as root
+/// (otherwise the cluster runs as us and the file is ours already).
+fn chown_postgres(p: &Path) {
+    if crate::support::cluster::is_root() {
+        let ok = std::process::Command::new("chown")
+            .args(["postgres", &p.display().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "chown postgres {}", p.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgmux_to_a_hostssl_only_postgres() {
+    let certs = Certs::new();
+    let pg = tls_postgres(&certs);
+    let db = database_section(
+        "tlsdb",
+        pg.port,
+        "dbname = \"postgres\"\nuser = \"postgres\"\npassword = \"unused\"",
+    );
+    for (mode, ok) in [
+        (
+            format!(
+                "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"",
+                certs.p("ca.pem")
+            ),
+            true,
+        ),
+        ("server_tls_sslmode = \"require\"".to_string(), true),
+        ("server_tls_sslmode = \"disable\"".to_string(), false),
+    ] {
+        let mux = Mux::start(config(&mode, &db)).await;
+        let port = mux.port();
+        let (good, out, err) = tokio::task::spawn_blocking(move || {
+            run(psql(port, "app")
+                .args([
+                    "-qAtX",
+                    "-c",
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    "tlsdb",
+                ])
+                .env("PGPASSWORD", "app_pw"))
+        })
+        .await
+        .unwrap();
+        if ok {
+            assert!(good && out.trim() == "t", "{mode}: {out} {err}");
+        } else {
+            assert!(
+                !good,
+                "{mode}: plaintext reached a hostssl-only server: {out}"
+            );
+            assert!(
+                err.contains("pg_hba.conf") || err.contains("SSL"),
+                "{mode}: {err}"
+            );
+        }
+    }
+    // verify-full against a CA that did not sign the server's certificate: refused.
+    let other = Certs::new();
+    let mode = format!(
+        "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"",
+        other.p("ca.pem")
+    );
+    let mux = Mux::start(config(&mode, &db)).await;
+    let port = mux.port();
+    let (good, _, err) = tokio::task::spawn_blocking(move || {
+        run(psql(port, "app")
+            .args(["-qAtX", "-c", "SELECT 1", "tlsdb"])
+            .env("PGPASSWORD", "app_pw"))
+    })
+    .await
+    .unwrap();
+    assert!(!good, "an untrusted server certificate was accepted");
+    assert!(err.contains("TLS"), "{err}");
+}
