@@ -14,7 +14,7 @@ use crate::clients::ClientHandle;
 use crate::error::Error;
 use crate::net::Conn;
 use crate::proto::backend;
-use crate::shared::Shared;
+use crate::shared::{LoginFailure, Shared};
 pub use login::{AdminSession, LoggedIn};
 
 /// Accept clients, one task each, until shutdown begins; then drain the connections already
@@ -74,6 +74,12 @@ async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle)
         Err((e, why)) => {
             shared.login_failed(why);
             tracing::info!(client = id, %peer, "client login failed: {e}");
+            // Slow down password guessing: the answer to a failed authentication waits.
+            if why == LoginFailure::Auth {
+                if let Some(d) = shared.config().general.auth_failure_delay.get() {
+                    tokio::time::sleep(d).await;
+                }
+            }
             send_fatal(&mut stream, &e).await;
             return;
         }

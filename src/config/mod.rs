@@ -212,6 +212,9 @@ pub struct General {
     pub log_connections: bool,
     /// Log client disconnections with their reason. Default true.
     pub log_disconnections: bool,
+    /// Seconds a failed authentication waits before its error is sent (slows password
+    /// guessing). Default 0.5; 0 = none.
+    pub auth_failure_delay: Secs,
     /// TLS toward clients: disable (default), allow, prefer, require, verify-ca, verify-full.
     pub client_tls_sslmode: SslMode,
     /// PEM certificate (chain) pgmux shows clients.
@@ -269,6 +272,7 @@ impl Default for General {
             stats_period: Secs(60.0),
             log_connections: true,
             log_disconnections: true,
+            auth_failure_delay: Secs(0.5),
             client_tls_sslmode: SslMode::Disable,
             client_tls_cert_file: None,
             client_tls_key_file: None,

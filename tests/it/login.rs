@@ -878,3 +878,24 @@ async fn ignore_startup_parameters_accepts_and_does_not_apply() {
         "not applied"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentication_is_answered_after_auth_failure_delay() {
+    let mux = Mux::start(config("auth_failure_delay = 1", "")).await;
+    let t = std::time::Instant::now();
+    let e = db_err(&expect_login_error(mux.port(), "app", "not_the_password", "appdb").await);
+    assert_eq!(e.0, "28P01");
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(950),
+        "answered after {:?}",
+        t.elapsed()
+    );
+    // An unknown user waits the same; a right password does not wait.
+    let t = std::time::Instant::now();
+    expect_login_error(mux.port(), "nosuchuser", "x", "appdb").await;
+    assert!(t.elapsed() >= std::time::Duration::from_millis(950));
+    let t = std::time::Instant::now();
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT 1").await, "1");
+    assert!(t.elapsed() < std::time::Duration::from_millis(900));
+}
