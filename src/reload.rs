@@ -26,7 +26,7 @@ pub enum ReloadError {
     #[error("unknown setting: {0}")]
     UnknownKey(String),
     #[error("{0}")]
-    Tls(#[from] crate::net::tls::TlsError),
+    Files(#[from] crate::shared::LoadError),
 }
 
 /// Re-read the config file and put it in force.

@@ -30,17 +30,65 @@ pub struct Live {
     pub server_tls: tls::ServerSide,
 }
 
+/// Why the files a config names (certificates, auth_file) could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("general.auth_file: cannot read {path}: {source}")]
+    AuthFileRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("general.auth_file: {path}: {}", .problems.join("; "))]
+    AuthFile { path: String, problems: Vec<String> },
+}
+
+/// The secrets of `auth_file`, by user.
+fn auth_file_secrets(path: &str) -> Result<HashMap<String, Secret>, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::AuthFileRead {
+        path: path.into(),
+        source,
+    })?;
+    let entries = crate::auth::userlist::parse(&text).map_err(|ps| LoadError::AuthFile {
+        path: path.into(),
+        problems: ps.iter().map(|p| p.to_string()).collect(),
+    })?;
+    let mut out = HashMap::new();
+    let mut problems = Vec::new();
+    for (user, secret) in entries {
+        match Secret::parse(&secret) {
+            // Never the secret itself in a message.
+            Err(e) => problems.push(format!("user {user:?}: {e}")),
+            Ok(s) => {
+                out.insert(user, s);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(LoadError::AuthFile {
+            path: path.into(),
+            problems,
+        })
+    }
+}
+
 impl Live {
-    /// Parse the secrets of a validated config and read its certificates.
-    pub fn new(config: Arc<Config>) -> Result<Live, TlsError> {
-        let secrets = config
-            .users
-            .iter()
-            .filter_map(|(name, u)| {
-                let s = Secret::parse(u.password.as_deref()?).ok()?;
-                Some((name.clone(), s))
-            })
-            .collect();
+    /// Parse the secrets of a validated config (its `[users]` and its auth_file) and read its
+    /// certificates.
+    pub fn new(config: Arc<Config>) -> Result<Live, LoadError> {
+        let mut secrets = match &config.general.auth_file {
+            Some(path) => auth_file_secrets(path)?,
+            None => HashMap::new(),
+        };
+        for (name, u) in &config.users {
+            if let Some(s) = u.password.as_deref().and_then(|p| Secret::parse(p).ok()) {
+                secrets.insert(name.clone(), s);
+            }
+        }
         Ok(Live {
             client_tls: tls::client_side(&config.general)?,
             server_tls: tls::server_side(&config.general)?,
@@ -159,7 +207,7 @@ pub struct Shared {
 
 impl Shared {
     /// Build the shared state from a validated config (its certificates are read here).
-    pub fn new(config: Arc<Config>) -> Result<Shared, TlsError> {
+    pub fn new(config: Arc<Config>) -> Result<Shared, LoadError> {
         Ok(Shared {
             live: ArcSwap::from_pointee(Live::new(config)?),
             config_path: Mutex::new(None),
@@ -186,9 +234,10 @@ impl Shared {
 
     /// Put a new config in force (validated by the caller) and apply it to the pools. Its
     /// certificates are read first: if they cannot be, nothing changes.
-    pub fn set_config(&self, config: Arc<Config>) -> Result<(), TlsError> {
+    pub fn set_config(&self, config: Arc<Config>) -> Result<(), LoadError> {
         let live = Live::new(config)?;
-        self.registry.reconfigure(&live.config, &live.server_tls);
+        self.registry
+            .reconfigure(&live.config, &live.server_tls, &live.secrets);
         self.live.store(Arc::new(live));
         Ok(())
     }

@@ -56,3 +56,26 @@ proptest! {
         let _ = startup::parse_options(&s);
     }
 }
+
+proptest! {
+    /// auth_file: what `write` builds parses back to itself (names and secrets with quotes,
+    /// spaces and any character but line breaks).
+    #[test]
+    fn userlist_write_then_parse_is_identity(
+        entries in proptest::collection::vec(("[^\r\n]{1,20}", "[^\r\n]{0,40}"), 0..10)
+    ) {
+        let text = pgmux::auth::userlist::write(&entries);
+        prop_assert_eq!(pgmux::auth::userlist::parse(&text), Ok(entries));
+    }
+
+    #[test]
+    fn userlist_never_panics(text in "(?s).{0,300}") {
+        let _ = pgmux::auth::userlist::parse(&text);
+    }
+
+    /// The admin console's command parser takes any text without panicking.
+    #[test]
+    fn admin_commands_never_panic(text in "(?s).{0,200}") {
+        let _ = pgmux::admin::command::parse(&text);
+    }
+}

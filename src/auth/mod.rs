@@ -2,6 +2,7 @@
 
 mod md5;
 mod scram;
+pub mod userlist;
 
 pub use md5::{md5_password_hash, md5_salted, verify_md5_response};
 pub use scram::{ScramError, ScramSecret, ScramServer};

@@ -206,7 +206,13 @@ async fn login_inner(
     *why = LoginFailure::Server;
     let pool = shared
         .registry
-        .pool(&live.config, &live.server_tls, database, user)
+        .pool(
+            &live.config,
+            &live.server_tls,
+            &live.secrets,
+            database,
+            user,
+        )
         .ok_or_else(|| {
             *why = LoginFailure::UnknownDatabase;
             no_such_db()
@@ -425,7 +431,7 @@ async fn authenticate(
     user: &str,
 ) -> Result<()> {
     let secret = live.secrets.get(user);
-    let known = live.config.users.contains_key(user);
+    let known = live.secrets.contains_key(user) || live.config.users.contains_key(user);
     match live.config.general.auth_type {
         AuthType::Trust => {
             if !known {

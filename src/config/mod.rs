@@ -212,6 +212,9 @@ pub struct General {
     pub log_connections: bool,
     /// Log client disconnections with their reason. Default true.
     pub log_disconnections: bool,
+    /// PgBouncer's userlist.txt: `"user" "secret"` per line (plaintext, md5 or SCRAM
+    /// verifier), read at start and on reload; `[users]` entries take precedence.
+    pub auth_file: Option<String>,
     /// Seconds a failed authentication waits before its error is sent (slows password
     /// guessing). Default 0.5; 0 = none.
     pub auth_failure_delay: Secs,
@@ -272,6 +275,7 @@ impl Default for General {
             stats_period: Secs(60.0),
             log_connections: true,
             log_disconnections: true,
+            auth_file: None,
             auth_failure_delay: Secs(0.5),
             client_tls_sslmode: SslMode::Disable,
             client_tls_cert_file: None,

@@ -452,6 +452,7 @@ section_reader!(
         stats_period,
         log_connections,
         log_disconnections,
+        auth_file,
         auth_failure_delay,
         client_tls_sslmode,
         client_tls_cert_file,

@@ -22,6 +22,9 @@ pub struct DbFlags {
     pub disabled: bool,
 }
 
+/// Users' secrets by name (from `[users]` and auth_file).
+pub type Secrets = std::collections::HashMap<String, Secret>;
+
 /// All pools of this process.
 #[derive(Default)]
 pub struct Registry {
@@ -41,18 +44,20 @@ struct Resolved {
     user_max: usize,
 }
 
-fn resolve(config: &Config, tls: &ServerSide, database: &str, user: &str) -> Option<Resolved> {
+fn resolve(
+    config: &Config,
+    tls: &ServerSide,
+    secrets: &Secrets,
+    database: &str,
+    user: &str,
+) -> Option<Resolved> {
     let db = config.database(database)?;
     let g = &config.general;
     let user_cfg = config.users.get(user);
     let server_user = db.user.clone().unwrap_or_else(|| user.to_string());
     let secret = match (&db.user, &db.password) {
         (Some(_), Some(pw)) => Secret::parse(pw).ok(),
-        _ => config
-            .users
-            .get(&server_user)
-            .and_then(|u| u.password.as_deref())
-            .and_then(|pw| Secret::parse(pw).ok()),
+        _ => secrets.get(&server_user).cloned(),
     };
     let mode = config.pool_mode(db, user_cfg);
     let target = Target {
@@ -113,6 +118,7 @@ impl Registry {
         &self,
         config: &Config,
         tls: &ServerSide,
+        secrets: &Secrets,
         database: &str,
         user: &str,
     ) -> Option<Arc<Pool>> {
@@ -120,7 +126,7 @@ impl Registry {
         if let Some(p) = self.pools.lock().get(&key) {
             return Some(p.clone());
         }
-        let r = resolve(config, tls, database, user)?;
+        let r = resolve(config, tls, secrets, database, user)?;
         let db_limit = self
             .db_limits
             .lock()
@@ -171,9 +177,9 @@ impl Registry {
 
     /// Apply a new config to every pool: sizes, timeouts, modes, targets and caps. Pools of
     /// a database no longer configured keep their old settings until their clients leave.
-    pub fn reconfigure(&self, config: &Config, tls: &ServerSide) {
+    pub fn reconfigure(&self, config: &Config, tls: &ServerSide, secrets: &Secrets) {
         for pool in self.all() {
-            let Some(r) = resolve(config, tls, &pool.database, &pool.user) else {
+            let Some(r) = resolve(config, tls, secrets, &pool.database, &pool.user) else {
                 continue;
             };
             pool.db_limit.set_max(r.db_max);

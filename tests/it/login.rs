@@ -899,3 +899,75 @@ async fn failed_authentication_is_answered_after_auth_failure_delay() {
     assert_eq!(one(&c, "SELECT 1").await, "1");
     assert!(t.elapsed() < std::time::Duration::from_millis(900));
 }
+
+/// `"md5" + md5(password + user)`, as pg_authid stores it.
+fn md5_secret(user: &str, password: &str) -> String {
+    pgmux::auth::md5_password_hash(user, password)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_file_supplies_users_and_is_read_again_on_reload() {
+    use pgmux::auth::userlist;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("userlist.txt");
+    let write = |entries: &[(&str, &str)]| {
+        let e: Vec<(String, String)> = entries
+            .iter()
+            .map(|(u, s)| (u.to_string(), s.to_string()))
+            .collect();
+        std::fs::write(
+            &path,
+            format!("; pgmux test userlist\n{}", userlist::write(&e)),
+        )
+        .unwrap();
+    };
+    let md5 = md5_secret("md5user", "md5_pw");
+    write(&[("app", "app_pw"), ("md5user", &md5)]);
+    // No [users] at all: the auth_file supplies them.
+    let config = crate::support::ConfigBuilder::new()
+        .general(&format!(
+            "auth_type = \"md5\"\nauth_file = \"{}\"\nadmin_users = [\"app\"]",
+            path.display()
+        ))
+        .shared_databases()
+        .build();
+    let mux = Mux::start(config).await;
+    mux.running.set_config_path({
+        // RELOAD reads a file: the same config, as TOML.
+        let p = dir.path().join("pgmux.toml");
+        let text = format!(
+            "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {}\nauth_type = \"md5\"\n\
+             auth_file = \"{}\"\nadmin_users = [\"app\"]\n[databases.appdb]\nport = {}\n",
+            mux.port(),
+            path.display(),
+            pg().port
+        );
+        std::fs::write(&p, text).unwrap();
+        p
+    });
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "app");
+    // The md5 entry logs the client in, and logs in to Postgres (md5 in its pg_hba).
+    let (m, _h2) = connect_ok(mux.port(), "md5user", "md5_pw", "appdb").await;
+    assert_eq!(one(&m, "SELECT current_user").await, "md5user");
+    let e = db_err(&expect_login_error(mux.port(), "other", "other_pw", "appdb").await);
+    assert_eq!(e.0, "28P01");
+
+    // A user added to the file logs in after RELOAD; connected clients stay.
+    write(&[("app", "app_pw"), ("md5user", &md5), ("other", "other_pw")]);
+    c.simple_query("SELECT 1").await.unwrap();
+    let (admin, _h3) = connect_ok(mux.port(), "app", "app_pw", "pgmux").await;
+    admin.simple_query("RELOAD").await.unwrap();
+    let (o, _h4) = connect_ok(mux.port(), "other", "other_pw", "appdb").await;
+    assert_eq!(one(&o, "SELECT current_user").await, "other");
+    assert_eq!(one(&m, "SELECT 1").await, "1");
+
+    // A broken file is refused with its line, and the users in force stay.
+    std::fs::write(&path, "\"app\" \"app_pw\"\n\"other\" other_pw\n").unwrap();
+    let err = admin.simple_query("RELOAD").await.unwrap_err();
+    let msg = err.as_db_error().unwrap().message().to_string();
+    assert!(msg.contains("auth_file") && msg.contains("line 2"), "{msg}");
+    assert!(!msg.contains("other_pw"), "a secret in an error: {msg}");
+    let (o2, _h5) = connect_ok(mux.port(), "other", "other_pw", "appdb").await;
+    assert_eq!(one(&o2, "SELECT 1").await, "1");
+}
