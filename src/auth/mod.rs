@@ -5,7 +5,7 @@ mod scram;
 pub mod userlist;
 
 pub use md5::{md5_password_hash, md5_salted, verify_md5_response};
-pub use scram::{ScramError, ScramSecret, ScramServer};
+pub use scram::{ScramError, ScramKeysClient, ScramSecret, ScramServer};
 
 /// A user's stored secret, as written in `[users.NAME] password`.
 #[derive(Clone)]

@@ -370,6 +370,100 @@ impl ScramServer {
     }
 }
 
+/// The client side of SCRAM-SHA-256 toward a server, proving knowledge of a password without
+/// it: with the ClientKey a client proved to pgmux and the verifier's ServerKey (PgBouncer's
+/// SCRAM pass-through). It works when the server's salt and iteration count are the
+/// verifier's, i.e. the verifier was copied from that server's pg_authid.
+pub struct ScramKeysClient {
+    client_key: [u8; 32],
+    secret: ScramSecret,
+    nonce: String,
+    client_first_bare: String,
+    auth_message: Vec<u8>,
+}
+
+impl ScramKeysClient {
+    /// Start: `client_key` proven by a client for the user whose verifier is `secret`.
+    pub fn new(client_key: [u8; 32], secret: ScramSecret) -> ScramKeysClient {
+        let mut raw = [0u8; 18];
+        rand::thread_rng().fill_bytes(&mut raw);
+        let nonce = STANDARD.encode(raw);
+        ScramKeysClient {
+            client_key,
+            secret,
+            client_first_bare: format!("n=,r={nonce}"),
+            nonce,
+            auth_message: Vec::new(),
+        }
+    }
+
+    /// The client-first-message (for SASLInitialResponse).
+    pub fn client_first(&self) -> Vec<u8> {
+        format!("n,,{}", self.client_first_bare).into_bytes()
+    }
+
+    /// Read the server-first-message; returns the client-final-message.
+    pub fn server_first(&mut self, data: &[u8]) -> Result<Vec<u8>, ScramError> {
+        let text = std::str::from_utf8(data)
+            .map_err(|_| ScramError::Malformed("server-first: not UTF-8"))?;
+        let mut nonce = None;
+        let mut salt = None;
+        let mut iterations = None;
+        for part in text.split(',') {
+            match part.split_once('=') {
+                Some(("r", v)) => nonce = Some(v),
+                Some(("s", v)) => salt = Some(v),
+                Some(("i", v)) => iterations = v.parse::<u32>().ok(),
+                _ => {}
+            }
+        }
+        let (Some(nonce), Some(salt), Some(iterations)) = (nonce, salt, iterations) else {
+            return Err(ScramError::Malformed(
+                "server-first: expected r=, s= and i=",
+            ));
+        };
+        if !nonce.starts_with(&self.nonce) || nonce.len() <= self.nonce.len() {
+            return Err(ScramError::Malformed(
+                "server-first: the nonce does not extend ours",
+            ));
+        }
+        let salt = STANDARD
+            .decode(salt)
+            .map_err(|_| ScramError::Malformed("server-first: invalid salt"))?;
+        if salt != self.secret.salt || iterations != self.secret.iterations {
+            return Err(ScramError::Malformed(
+                "the server's SCRAM salt or iteration count differs from the stored verifier",
+            ));
+        }
+        let without_proof = format!("c=biws,r={nonce}");
+        self.auth_message =
+            format!("{},{text},{without_proof}", self.client_first_bare).into_bytes();
+        let stored_key = sha256(&self.client_key);
+        let signature = hmac(&stored_key, &self.auth_message);
+        let mut proof = self.client_key;
+        for (p, s) in proof.iter_mut().zip(signature.iter()) {
+            *p ^= s;
+        }
+        Ok(format!("{without_proof},p={}", STANDARD.encode(proof)).into_bytes())
+    }
+
+    /// Check the server-final-message (the server proves it knows the verifier too).
+    pub fn server_final(&self, data: &[u8]) -> Result<(), ScramError> {
+        let expected = hmac(&self.secret.server_key, &self.auth_message);
+        let v = data
+            .strip_prefix(b"v=")
+            .and_then(|v| STANDARD.decode(v).ok())
+            .ok_or(ScramError::Malformed("server-final: expected v="))?;
+        if constant_time_eq(&v, &expected) {
+            Ok(())
+        } else {
+            Err(ScramError::Malformed(
+                "server-final: wrong server signature",
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +488,35 @@ mod tests {
         assert!(server.client_final(b"c=biws,r=x,p=x").is_err());
         assert!(server.client_first(b"n,,n=,r=abc").is_err());
         Ok(key)
+    }
+
+    #[test]
+    fn keys_client_logs_in_with_a_proven_client_key() {
+        let text = postgres_protocol::password::scram_sha_256(b"pencil");
+        let secret = ScramSecret::parse(&text).unwrap();
+        let key = exchange(&secret, "pencil").unwrap();
+        // pgmux, holding only the verifier and that key, logs in to a server with the verifier.
+        let mut client = ScramKeysClient::new(key, secret.clone());
+        let mut server = ScramServer::new(&secret);
+        let first = server.client_first(&client.client_first()).unwrap();
+        let fin = client.server_first(&first).unwrap();
+        let last = server.client_final(&fin).unwrap();
+        client.server_final(&last).unwrap();
+        // A wrong key is refused by the server; a verifier with another salt is refused by us.
+        let mut wrong = ScramKeysClient::new([7; 32], secret.clone());
+        let mut server = ScramServer::new(&secret);
+        let first = server.client_first(&wrong.client_first()).unwrap();
+        let fin = wrong.server_first(&first).unwrap();
+        assert!(matches!(
+            server.client_final(&fin),
+            Err(ScramError::WrongProof)
+        ));
+        let other =
+            ScramSecret::parse(&postgres_protocol::password::scram_sha_256(b"pencil")).unwrap();
+        let mut c = ScramKeysClient::new(key, other);
+        let mut server = ScramServer::new(&secret);
+        let first = server.client_first(&c.client_first()).unwrap();
+        assert!(c.server_first(&first).is_err());
     }
 
     #[test]

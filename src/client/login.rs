@@ -195,7 +195,7 @@ async fn login_inner(
     };
     application_name(&mut wanted, db_entry, &live, info.addr);
     *why = LoginFailure::Auth;
-    authenticate(stream, &mut buf, &mut out, shared, &live, user).await?;
+    let client_key = authenticate(stream, &mut buf, &mut out, shared, &live, user).await?;
     if shared.registry.flags(database).disabled {
         *why = LoginFailure::NotAccepting;
         return Err(Error::client(
@@ -217,6 +217,9 @@ async fn login_inner(
             *why = LoginFailure::UnknownDatabase;
             no_such_db()
         })?;
+    if let Some(key) = client_key {
+        pool.remember_client_key(user, key);
+    }
     let welcome = match pool.welcome() {
         Some(w) => w,
         None => {
@@ -429,7 +432,7 @@ async fn authenticate(
     shared: &Shared,
     live: &crate::shared::Live,
     user: &str,
-) -> Result<()> {
+) -> Result<Option<[u8; 32]>> {
     let secret = live.secrets.get(user);
     let known = live.secrets.contains_key(user) || live.config.users.contains_key(user);
     match live.config.general.auth_type {
@@ -440,7 +443,7 @@ async fn authenticate(
                     format!("role \"{user}\" does not exist"),
                 ));
             }
-            Ok(())
+            Ok(None)
         }
         AuthType::Plain => {
             backend::auth_request(out, 3, &[]);
@@ -448,7 +451,7 @@ async fn authenticate(
             let pw = body.strip_suffix(&[0]).unwrap_or(&body);
             let pw = std::str::from_utf8(pw).map_err(|_| auth_failed(user))?;
             match secret {
-                Some(s) if s.verify_plain(user, pw) => Ok(()),
+                Some(s) if s.verify_plain(user, pw) => Ok(None),
                 _ => Err(auth_failed(user)),
             }
         }
@@ -462,12 +465,14 @@ async fn authenticate(
                     }
                     Secret::Scram(_) => unreachable!("handled above"),
                 };
-                md5(stream, buf, out, Some(&stored), user).await
+                md5(stream, buf, out, Some(&stored), user)
+                    .await
+                    .map(|()| None)
             }
-            None => md5(stream, buf, out, None, user).await,
+            None => md5(stream, buf, out, None, user).await.map(|()| None),
         },
         AuthType::ScramSha256 => match secret {
-            Some(Secret::Md5(h)) => md5(stream, buf, out, Some(h), user).await,
+            Some(Secret::Md5(h)) => md5(stream, buf, out, Some(h), user).await.map(|()| None),
             Some(s) => {
                 scram(
                     stream,
@@ -510,7 +515,7 @@ async fn scram(
     secret: &ScramSecret,
     user: &str,
     known: bool,
-) -> Result<()> {
+) -> Result<Option<[u8; 32]>> {
     backend::auth_sasl(out);
     let body = answer(stream, buf, out, "SASLInitialResponse").await?;
     // SASLInitialResponse: mechanism, int32 length, data.
@@ -538,5 +543,6 @@ async fn scram(
         Err(e) => return Err(Error::client(sqlstate::PROTOCOL_VIOLATION, e.to_string())),
     };
     backend::auth_request(out, 12, &last);
-    Ok(())
+    // The ClientKey the client proved: pgmux can log in to servers with it (pass-through).
+    Ok(server.client_key())
 }

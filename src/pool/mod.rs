@@ -84,6 +84,9 @@ pub struct Pool {
     logins: AtomicUsize,
     /// Servers older than this generation are closed when released (RECONNECT, reload).
     generation: AtomicU64,
+    /// The SCRAM ClientKey a client of the server user last proved (SCRAM pass-through: lets
+    /// pgmux log in to servers when it holds only that user's verifier).
+    client_key: Mutex<Option<[u8; 32]>>,
     /// PAUSE or KILL: no server is handed out until RESUME.
     paused: AtomicBool,
     resumed: Notify,
@@ -136,6 +139,7 @@ impl Pool {
             generation: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             resumed: Notify::new(),
+            client_key: Mutex::new(None),
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
@@ -164,6 +168,14 @@ impl Pool {
     /// Where new servers log in.
     pub fn target(&self) -> Arc<Target> {
         self.target.load_full()
+    }
+
+    /// Keep the SCRAM ClientKey a client proved for `user`, if `user` is the one servers log
+    /// in as.
+    pub fn remember_client_key(&self, user: &str, key: [u8; 32]) {
+        if self.target.load().user == user {
+            *self.client_key.lock() = Some(key);
+        }
     }
 
     /// The latency histograms.
@@ -411,7 +423,8 @@ impl Pool {
         let id = self.server_ids.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.load(Ordering::Relaxed);
         self.logins.fetch_add(1, Ordering::Relaxed);
-        let res = Server::connect(id, self.target(), generation).await;
+        let key = *self.client_key.lock();
+        let res = Server::connect(id, self.target(), generation, key).await;
         self.logins.fetch_sub(1, Ordering::Relaxed);
         match res {
             Ok(mut s) => {

@@ -13,7 +13,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::auth::Secret;
+use crate::auth::{ScramKeysClient, Secret};
 use crate::config::SslMode;
 use crate::error::{sqlstate, Error, Result};
 use crate::net::Conn;
@@ -85,16 +85,29 @@ impl Server {
     /// Open a connection and log in, within server_connect_timeout for both; errors from
     /// Postgres keep their SQLSTATE and raw body.
     /// `generation`: the pool's, recorded in its info.
-    pub async fn connect(id: u64, target: Arc<Target>, generation: u64) -> Result<Server> {
+    /// `client_key`: a SCRAM ClientKey a client proved for the target's user, used when pgmux
+    /// holds only a verifier for it.
+    pub async fn connect(
+        id: u64,
+        target: Arc<Target>,
+        generation: u64,
+        client_key: Option<[u8; 32]>,
+    ) -> Result<Server> {
+        let open = Self::open(id, target.clone(), generation, client_key);
         match target.connect_timeout {
-            Some(t) => tokio::time::timeout(t, Self::open(id, target.clone(), generation))
+            Some(t) => tokio::time::timeout(t, open)
                 .await
                 .map_err(|_| Error::Timeout("server_connect_timeout"))?,
-            None => Self::open(id, target, generation).await,
+            None => open.await,
         }
     }
 
-    async fn open(id: u64, target: Arc<Target>, generation: u64) -> Result<Server> {
+    async fn open(
+        id: u64,
+        target: Arc<Target>,
+        generation: u64,
+        client_key: Option<[u8; 32]>,
+    ) -> Result<Server> {
         let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
         tcp.set_nodelay(target.tcp_nodelay)?;
         if target.tcp_keepalive {
@@ -118,7 +131,7 @@ impl Server {
             reserve: false,
             info: Arc::new(ServerInfo::new(id, 0, peer, local, generation)),
         };
-        server.login().await?;
+        server.login(client_key).await?;
         server.info = Arc::new(ServerInfo::new(id, server.pid, peer, local, generation));
         Ok(server)
     }
@@ -167,7 +180,7 @@ impl Server {
         }
     }
 
-    async fn login(&mut self) -> Result<()> {
+    async fn login(&mut self, client_key: Option<[u8; 32]>) -> Result<()> {
         let target = self.target.clone();
         let mut out = BytesMut::new();
         frontend::startup_message(
@@ -179,6 +192,7 @@ impl Server {
         )?;
         self.stream.write_all(&out).await?;
         let mut scram: Option<ScramSha256> = None;
+        let mut keys: Option<ScramKeysClient> = None;
         loop {
             let (tag, body) = self.read_message().await?;
             match tag {
@@ -214,30 +228,55 @@ impl Server {
                             };
                             frontend::password_message(hash.as_bytes(), &mut out)?;
                         }
-                        10 => {
-                            let pw = self.plaintext("SCRAM-SHA-256")?;
-                            let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                            frontend::sasl_initial_response(
-                                "SCRAM-SHA-256",
-                                s.message(),
-                                &mut out,
-                            )?;
-                            scram = Some(s);
-                        }
+                        10 => match (&target.secret, client_key) {
+                            // Only a verifier: prove the ClientKey a client proved to pgmux.
+                            (Some(Secret::Scram(v)), Some(key)) => {
+                                let k = ScramKeysClient::new(key, v.clone());
+                                frontend::sasl_initial_response(
+                                    "SCRAM-SHA-256",
+                                    &k.client_first(),
+                                    &mut out,
+                                )?;
+                                keys = Some(k);
+                            }
+                            _ => {
+                                let pw = self.plaintext("SCRAM-SHA-256")?;
+                                let s =
+                                    ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
+                                frontend::sasl_initial_response(
+                                    "SCRAM-SHA-256",
+                                    s.message(),
+                                    &mut out,
+                                )?;
+                                scram = Some(s);
+                            }
+                        },
                         11 => {
-                            let s = scram.as_mut().ok_or_else(|| {
-                                Error::Protocol("unexpected SASL continue".into())
-                            })?;
-                            s.update(b)
-                                .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
-                            frontend::sasl_response(s.message(), &mut out)?;
+                            if let Some(k) = keys.as_mut() {
+                                let fin = k
+                                    .server_first(b)
+                                    .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                                frontend::sasl_response(&fin, &mut out)?;
+                            } else {
+                                let s = scram.as_mut().ok_or_else(|| {
+                                    Error::Protocol("unexpected SASL continue".into())
+                                })?;
+                                s.update(b)
+                                    .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                                frontend::sasl_response(s.message(), &mut out)?;
+                            }
                         }
                         12 => {
-                            let s = scram
-                                .as_mut()
-                                .ok_or_else(|| Error::Protocol("unexpected SASL final".into()))?;
-                            s.finish(b)
-                                .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                            if let Some(k) = keys.as_ref() {
+                                k.server_final(b)
+                                    .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                            } else {
+                                let s = scram.as_mut().ok_or_else(|| {
+                                    Error::Protocol("unexpected SASL final".into())
+                                })?;
+                                s.finish(b)
+                                    .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                            }
                         }
                         other => {
                             return Err(Error::client(

@@ -971,3 +971,35 @@ async fn auth_file_supplies_users_and_is_read_again_on_reload() {
     let (o2, _h5) = connect_ok(mux.port(), "other", "other_pw", "appdb").await;
     assert_eq!(one(&o2, "SELECT 1").await, "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_verifier_only_logs_in_to_postgres_with_the_clients_proven_key() {
+    // `other`'s verifier as Postgres stores it: pgmux holds no password for it.
+    let verifier = pg().psql_super(
+        "postgres",
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'other'",
+    );
+    let verifier = verifier.trim();
+    assert!(verifier.starts_with("SCRAM-SHA-256$"), "{verifier}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("userlist.txt");
+    std::fs::write(&path, format!("\"other\" \"{verifier}\"\n")).unwrap();
+    let config = crate::support::ConfigBuilder::new()
+        .general(&format!("auth_file = \"{}\"", path.display()))
+        .shared_databases()
+        .build();
+    let mux = Mux::start(config).await;
+    // The first client's SCRAM proof lets pgmux log in to Postgres as other (SCRAM there).
+    let (c, _h) = connect_ok(mux.port(), "other", "other_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "other");
+    // More servers for the same pool log in the same way.
+    let (c2, _h2) = connect_ok(mux.port(), "other", "other_pw", "appdb").await;
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(one(&c, "SELECT 1").await, "1");
+    assert_eq!(one(&c2, "SELECT 2").await, "2");
+    c.batch_execute("COMMIT").await.unwrap();
+    assert!(mux.counts("appdb", "other").unwrap().open >= 2);
+    // A wrong password still fails at pgmux.
+    let e = db_err(&expect_login_error(mux.port(), "other", "wrong", "appdb").await);
+    assert_eq!(e.0, "28P01");
+}
