@@ -79,3 +79,14 @@ proptest! {
         let _ = pgmux::admin::command::parse(&text);
     }
 }
+
+proptest! {
+    /// auth_hba_file text of any shape parses or reports problems, never panics; matching
+    /// never panics either.
+    #[test]
+    fn hba_never_panics(text in "(?s)(host|hostssl|local|[a-z\"#,/. :0-9]){0,60}(\n(host|hostssl|local|all|md5|trust|[a-z\"#,/. :0-9]){0,60}){0,5}") {
+        if let Ok(rules) = pgmux::auth::hba::parse(&text) {
+            let _ = pgmux::auth::hba::find(&rules, "10.0.0.1".parse().unwrap(), true, "appdb", "app");
+        }
+    }
+}

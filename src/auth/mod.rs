@@ -1,5 +1,6 @@
 //! Client authentication to pgmux: stored secrets, SCRAM-SHA-256 server side, MD5 and plaintext checks.
 
+pub mod hba;
 mod md5;
 mod scram;
 pub mod userlist;
