@@ -28,6 +28,8 @@ pub struct Live {
     pub client_tls: tls::ClientSide,
     /// TLS toward servers.
     pub server_tls: tls::ServerSide,
+    /// auth_hba_file's rules, when auth_type = "hba".
+    pub hba: Vec<crate::auth::hba::Rule>,
 }
 
 /// Why the files a config names (certificates, auth_file) could not be used.
@@ -43,6 +45,26 @@ pub enum LoadError {
     },
     #[error("general.auth_file: {path}: {}", .problems.join("; "))]
     AuthFile { path: String, problems: Vec<String> },
+    #[error("general.auth_hba_file: cannot read {path}: {source}")]
+    HbaRead {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("general.auth_hba_file: {path}: {}", .problems.join("; "))]
+    Hba { path: String, problems: Vec<String> },
+}
+
+/// The rules of auth_hba_file.
+fn hba_rules(path: &str) -> Result<Vec<crate::auth::hba::Rule>, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::HbaRead {
+        path: path.into(),
+        source,
+    })?;
+    crate::auth::hba::parse(&text).map_err(|ps| LoadError::Hba {
+        path: path.into(),
+        problems: ps.iter().map(|p| p.to_string()).collect(),
+    })
 }
 
 /// The secrets of `auth_file`, by user.
@@ -89,7 +111,12 @@ impl Live {
                 secrets.insert(name.clone(), s);
             }
         }
+        let hba = match (&config.general.auth_hba_file, config.general.auth_type) {
+            (Some(path), crate::config::AuthType::Hba) => hba_rules(path)?,
+            _ => Vec::new(),
+        };
         Ok(Live {
+            hba,
             client_tls: tls::client_side(&config.general)?,
             server_tls: tls::server_side(&config.general)?,
             config,

@@ -195,7 +195,8 @@ async fn login_inner(
     };
     application_name(&mut wanted, db_entry, &live, info.addr);
     *why = LoginFailure::Auth;
-    let client_key = authenticate(stream, &mut buf, &mut out, shared, &live, user).await?;
+    let method = auth_method(&live, info, stream.is_tls(), database, user)?;
+    let client_key = authenticate(stream, &mut buf, &mut out, shared, &live, user, method).await?;
     if shared.registry.flags(database).disabled {
         *why = LoginFailure::NotAccepting;
         return Err(Error::client(
@@ -291,7 +292,8 @@ async fn admin_login(
     why: &mut LoginFailure,
 ) -> Result<Option<LoggedIn>> {
     *why = LoginFailure::Auth;
-    authenticate(stream, buf, &mut out, shared, live, user).await?;
+    let method = auth_method(live, info, stream.is_tls(), database, user)?;
+    authenticate(stream, buf, &mut out, shared, live, user, method).await?;
     let g = &live.config.general;
     let admin = g.admin_users.iter().any(|u| u == user);
     if !admin && !g.stats_users.iter().any(|u| u == user) {
@@ -423,6 +425,44 @@ fn auth_failed(user: &str) -> Error {
     )
 }
 
+/// How `user` must authenticate for `database`: auth_type, or with auth_type = "hba" the
+/// method of the first auth_hba_file rule that matches (none, or `reject`: refused, in
+/// Postgres' words).
+fn auth_method(
+    live: &crate::shared::Live,
+    info: &ClientInfo,
+    tls: bool,
+    database: &str,
+    user: &str,
+) -> Result<AuthType> {
+    use crate::auth::hba::{self, Method};
+    if live.config.general.auth_type != AuthType::Hba {
+        return Ok(live.config.general.auth_type);
+    }
+    let ip = info.addr.ip();
+    let ssl = if tls { "on" } else { "off" };
+    let refused = |what: &str| {
+        Error::client(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!(
+                "{what} for host \"{ip}\", user \"{user}\", database \"{database}\", SSL {ssl}"
+            ),
+        )
+    };
+    match hba::find(&live.hba, ip, tls, database, user).map(|r| r.method) {
+        None => Err(refused("no pg_hba.conf entry")),
+        Some(Method::Reject) => Err(refused("pg_hba.conf rejects connection")),
+        Some(Method::Trust) => Ok(AuthType::Trust),
+        Some(Method::Password) => Ok(AuthType::Plain),
+        Some(Method::Md5) => Ok(AuthType::Md5),
+        Some(Method::ScramSha256) => Ok(AuthType::ScramSha256),
+        Some(Method::Cert) => Err(Error::client(
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            "the cert authentication method is not supported yet",
+        )),
+    }
+}
+
 /// Authenticate `user` by the configured auth_type. An unknown user goes through the same
 /// exchange as a known one and fails the same way, so users cannot be enumerated.
 async fn authenticate(
@@ -432,10 +472,12 @@ async fn authenticate(
     shared: &Shared,
     live: &crate::shared::Live,
     user: &str,
+    method: AuthType,
 ) -> Result<Option<[u8; 32]>> {
     let secret = live.secrets.get(user);
     let known = live.secrets.contains_key(user) || live.config.users.contains_key(user);
-    match live.config.general.auth_type {
+    match method {
+        AuthType::Hba => unreachable!("resolved by auth_method"),
         AuthType::Trust => {
             if !known {
                 return Err(Error::client(

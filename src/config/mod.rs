@@ -63,6 +63,9 @@ pub enum AuthType {
     Md5,
     #[serde(rename = "scram-sha-256")]
     ScramSha256,
+    /// The first matching rule of auth_hba_file decides (PgBouncer's auth_type = hba).
+    #[serde(rename = "hba")]
+    Hba,
 }
 
 /// TLS modes, with libpq's names and meanings (PgBouncer's client_tls_sslmode and
@@ -215,6 +218,8 @@ pub struct General {
     /// PgBouncer's userlist.txt: `"user" "secret"` per line (plaintext, md5 or SCRAM
     /// verifier), read at start and on reload; `[users]` entries take precedence.
     pub auth_file: Option<String>,
+    /// pg_hba.conf-style rules, used when auth_type = "hba"; read at start and on reload.
+    pub auth_hba_file: Option<String>,
     /// Seconds a failed authentication waits before its error is sent (slows password
     /// guessing). Default 0.5; 0 = none.
     pub auth_failure_delay: Secs,
@@ -276,6 +281,7 @@ impl Default for General {
             log_connections: true,
             log_disconnections: true,
             auth_file: None,
+            auth_hba_file: None,
             auth_failure_delay: Secs(0.5),
             client_tls_sslmode: SslMode::Disable,
             client_tls_cert_file: None,

@@ -98,6 +98,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     }
     check_general(&config.general, &mut p);
     check_metrics(&config.metrics, &mut p);
+    check_auth(&config.general, &mut p);
     check_databases(&config, &mut p);
     check_users(&config, &mut p);
     if p.0.is_empty() {
@@ -347,8 +348,8 @@ impl Field for PoolMode {
     const CHOICES: &'static [&'static str] = &["session", "transaction", "statement"];
 }
 impl Field for AuthType {
-    const EXPECTED: &'static str = r#"one of "trust", "plain", "md5", "scram-sha-256""#;
-    const CHOICES: &'static [&'static str] = &["trust", "plain", "md5", "scram-sha-256"];
+    const EXPECTED: &'static str = r#"one of "trust", "plain", "md5", "scram-sha-256", "hba""#;
+    const CHOICES: &'static [&'static str] = &["trust", "plain", "md5", "scram-sha-256", "hba"];
 }
 impl Field for SslMode {
     const EXPECTED: &'static str =
@@ -453,6 +454,7 @@ section_reader!(
         log_connections,
         log_disconnections,
         auth_file,
+        auth_hba_file,
         auth_failure_delay,
         client_tls_sslmode,
         client_tls_cert_file,
@@ -560,6 +562,15 @@ fn check_general(g: &General, p: &mut Problems) {
                 );
             }
         }
+    }
+}
+
+fn check_auth(g: &General, p: &mut Problems) {
+    if g.auth_type == AuthType::Hba && g.auth_hba_file.is_none() {
+        p.push(
+            "general.auth_hba_file",
+            "missing: auth_type = \"hba\" takes its rules from auth_hba_file",
+        );
     }
 }
 

@@ -1003,3 +1003,41 @@ async fn scram_verifier_only_logs_in_to_postgres_with_the_clients_proven_key() {
     let e = db_err(&expect_login_error(mux.port(), "other", "wrong", "appdb").await);
     assert_eq!(e.0, "28P01");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_type_hba_takes_the_first_matching_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hba.conf");
+    std::fs::write(
+        &path,
+        "# pgmux test rules\n\
+         host    appdb   app    127.0.0.1/32   scram-sha-256\n\
+         host    otherdb app    127.0.0.1/32   reject\n\
+         host    all     other  10.0.0.0/8     trust\n\
+         hostssl all     md5user 127.0.0.1/32  md5\n\
+         host    all     other  127.0.0.0 255.0.0.0  password\n",
+    )
+    .unwrap();
+    let mux = Mux::start(custom_config(
+        &format!(
+            "auth_type = \"hba\"\nauth_hba_file = \"{}\"\nauth_failure_delay = 0",
+            path.display()
+        ),
+        &md5user_md5_secret(),
+    ))
+    .await;
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "app");
+    let e = db_err(&expect_login_error(mux.port(), "app", "app_pw", "otherdb").await);
+    assert_eq!(e.0, "28000");
+    assert!(e.1.contains("pg_hba.conf rejects connection"), "{e:?}");
+    // No TLS: the hostssl rule does not match, and nothing else does.
+    let e = db_err(&expect_login_error(mux.port(), "md5user", "md5_pw", "appdb").await);
+    assert_eq!(e.0, "28000");
+    assert!(e.1.contains("no pg_hba.conf entry"), "{e:?}");
+    // The 10/8 trust rule does not match 127.0.0.1; the password rule does (cleartext).
+    let (o, _h2) = connect_ok(mux.port(), "other", "other_pw", "appdb").await;
+    assert_eq!(one(&o, "SELECT current_user").await, "other");
+    let e = db_err(&expect_login_error(mux.port(), "other", "wrong", "appdb").await);
+    assert_eq!(e.0, "28P01");
+}
