@@ -90,6 +90,8 @@ async fn login_inner(
 ) -> Result<Option<LoggedIn>> {
     let live = shared.live().clone();
     let mut buf = BytesMut::with_capacity(512);
+    // The Common Name of a verified client certificate (cert authentication).
+    let mut cert_cn: Option<String> = None;
     let (minor, params) = loop {
         let packet = loop {
             if let Some((p, used)) = startup::parse(&buf).map_err(Error::Protocol)? {
@@ -119,6 +121,7 @@ async fn login_inner(
                             .accept(tcp)
                             .await
                             .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
+                        cert_cn = tls::client_cert_cn(&tls);
                         *stream = tls::bridge(tls)?;
                     }
                     _ => stream.write_all(b"N").await?,
@@ -178,7 +181,16 @@ async fn login_inner(
     }
     if is_admin_db(database) {
         return admin_login(
-            stream, &mut buf, out, shared, &live, info, user, database, why,
+            stream,
+            &mut buf,
+            out,
+            shared,
+            &live,
+            info,
+            user,
+            database,
+            cert_cn.as_deref(),
+            why,
         )
         .await;
     }
@@ -196,7 +208,17 @@ async fn login_inner(
     application_name(&mut wanted, db_entry, &live, info.addr);
     *why = LoginFailure::Auth;
     let method = auth_method(&live, info, stream.is_tls(), database, user)?;
-    let client_key = authenticate(stream, &mut buf, &mut out, shared, &live, user, method).await?;
+    let client_key = authenticate(
+        stream,
+        &mut buf,
+        &mut out,
+        shared,
+        &live,
+        user,
+        method,
+        cert_cn.as_deref(),
+    )
+    .await?;
     if shared.registry.flags(database).disabled {
         *why = LoginFailure::NotAccepting;
         return Err(Error::client(
@@ -289,11 +311,12 @@ async fn admin_login(
     info: &ClientInfo,
     user: &str,
     database: &str,
+    cert_cn: Option<&str>,
     why: &mut LoginFailure,
 ) -> Result<Option<LoggedIn>> {
     *why = LoginFailure::Auth;
     let method = auth_method(live, info, stream.is_tls(), database, user)?;
-    authenticate(stream, buf, &mut out, shared, live, user, method).await?;
+    authenticate(stream, buf, &mut out, shared, live, user, method, cert_cn).await?;
     let g = &live.config.general;
     let admin = g.admin_users.iter().any(|u| u == user);
     if !admin && !g.stats_users.iter().any(|u| u == user) {
@@ -456,10 +479,7 @@ fn auth_method(
         Some(Method::Password) => Ok(AuthType::Plain),
         Some(Method::Md5) => Ok(AuthType::Md5),
         Some(Method::ScramSha256) => Ok(AuthType::ScramSha256),
-        Some(Method::Cert) => Err(Error::client(
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            "the cert authentication method is not supported yet",
-        )),
+        Some(Method::Cert) => Ok(AuthType::Cert),
     }
 }
 
@@ -473,11 +493,24 @@ async fn authenticate(
     live: &crate::shared::Live,
     user: &str,
     method: AuthType,
+    cert_cn: Option<&str>,
 ) -> Result<Option<[u8; 32]>> {
     let secret = live.secrets.get(user);
     let known = live.secrets.contains_key(user) || live.config.users.contains_key(user);
     match method {
         AuthType::Hba => unreachable!("resolved by auth_method"),
+        // The certificate was verified in the TLS handshake; its CN names the user.
+        AuthType::Cert => match cert_cn {
+            Some(cn) if cn == user && known => Ok(None),
+            Some(_) => Err(Error::client(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!("certificate authentication failed for user \"{user}\""),
+            )),
+            None => Err(Error::client(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!("connection requires a valid client certificate (user \"{user}\")"),
+            )),
+        },
         AuthType::Trust => {
             if !known {
                 return Err(Error::client(

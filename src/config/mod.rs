@@ -66,6 +66,10 @@ pub enum AuthType {
     /// The first matching rule of auth_hba_file decides (PgBouncer's auth_type = hba).
     #[serde(rename = "hba")]
     Hba,
+    /// A TLS client certificate whose Common Name is the user name (needs
+    /// client_tls_sslmode verify-ca or verify-full).
+    #[serde(rename = "cert")]
+    Cert,
 }
 
 /// TLS modes, with libpq's names and meanings (PgBouncer's client_tls_sslmode and

@@ -348,8 +348,10 @@ impl Field for PoolMode {
     const CHOICES: &'static [&'static str] = &["session", "transaction", "statement"];
 }
 impl Field for AuthType {
-    const EXPECTED: &'static str = r#"one of "trust", "plain", "md5", "scram-sha-256", "hba""#;
-    const CHOICES: &'static [&'static str] = &["trust", "plain", "md5", "scram-sha-256", "hba"];
+    const EXPECTED: &'static str =
+        r#"one of "trust", "plain", "md5", "scram-sha-256", "hba", "cert""#;
+    const CHOICES: &'static [&'static str] =
+        &["trust", "plain", "md5", "scram-sha-256", "hba", "cert"];
 }
 impl Field for SslMode {
     const EXPECTED: &'static str =
@@ -566,6 +568,17 @@ fn check_general(g: &General, p: &mut Problems) {
 }
 
 fn check_auth(g: &General, p: &mut Problems) {
+    if g.auth_type == AuthType::Cert
+        && !matches!(
+            g.client_tls_sslmode,
+            SslMode::VerifyCa | SslMode::VerifyFull
+        )
+    {
+        p.push(
+            "general.auth_type",
+            "\"cert\" needs client_tls_sslmode = \"verify-ca\" or \"verify-full\" (verified client certificates)",
+        );
+    }
     if g.auth_type == AuthType::Hba && g.auth_hba_file.is_none() {
         p.push(
             "general.auth_hba_file",

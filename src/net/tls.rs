@@ -318,6 +318,21 @@ pub fn server_side(g: &General) -> Result<ServerSide, TlsError> {
     })
 }
 
+/// The Common Name of the certificate a client presented, if any (for `cert` authentication;
+/// the chain was verified in the handshake when client_tls_sslmode asks for it).
+pub fn client_cert_cn<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option<String> {
+    let der = tls.get_ref().1.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    Some(cn)
+}
+
 /// Pump a TLS stream through one end of a Unix socket pair in a task of its own, and give
 /// the other end to the relay, which then sees plaintext with the same non-blocking calls as
 /// a TCP socket. The task ends when either side closes.

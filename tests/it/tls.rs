@@ -281,3 +281,39 @@ async fn pgmux_to_a_hostssl_only_postgres() {
     assert!(!good, "an untrusted server certificate was accepted");
     assert!(err.contains("TLS"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_type_cert_maps_the_certificate_cn_to_the_user() {
+    let certs = Certs::new();
+    let general = format!(
+        "{}auth_type = \"cert\"\nauth_failure_delay = 0\n",
+        certs.client_tls("verify-full")
+    );
+    let mux = Mux::start(crate::support::custom_config(&general, "")).await;
+    let port = mux.port();
+    let (ca, cert, key) = (
+        certs.p("ca.pem"),
+        certs.p("client.pem"),
+        certs.p("client.key"),
+    );
+    let opts = format!("sslmode=verify-full sslrootcert={ca} sslcert={cert} sslkey={key}");
+    let out = tokio::task::spawn_blocking(move || {
+        let as_app = psql_tls(port, &opts, "SELECT current_user");
+        // The certificate says "app": logging in as another user fails.
+        let as_other = run(std::process::Command::new("psql")
+            .arg(format!(
+                "host=localhost hostaddr=127.0.0.1 port={port} user=other dbname=appdb {opts}"
+            ))
+            .args(["-qAtX", "-c", "SELECT 1"]));
+        (as_app, as_other)
+    })
+    .await
+    .unwrap();
+    assert!(out.0 .0 && out.0 .1.trim() == "app", "{:?}", out.0);
+    assert!(!out.1 .0, "{:?}", out.1);
+    assert!(
+        out.1 .2.contains("certificate authentication failed"),
+        "{}",
+        out.1 .2
+    );
+}
