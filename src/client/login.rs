@@ -483,8 +483,9 @@ fn auth_method(
     }
 }
 
-/// Authenticate `user` by the configured auth_type. An unknown user goes through the same
+/// Authenticate `user` by `method` (auth_type, or the hba rule's). An unknown user goes through the same
 /// exchange as a known one and fails the same way, so users cannot be enumerated.
+#[allow(clippy::too_many_arguments)]
 async fn authenticate(
     stream: &mut Conn,
     buf: &mut BytesMut,
