@@ -435,3 +435,53 @@ async fn so_reuseport_restart_under_pgbench_loses_no_transaction() {
         migrate_req(&v);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_or_show_config() {
+    let port = free_port();
+    let (dir, path) = temp_config();
+    let userlist = dir.path().join("userlist.txt");
+    std::fs::write(&userlist, "\"other\" \"other_pw\"\n").unwrap();
+    write_config(
+        &path,
+        port,
+        &format!(
+            "auth_file = \"{}\"\nauth_failure_delay = 0",
+            userlist.display()
+        ),
+        "",
+    );
+    let p = Proc::start(&path);
+    let _ok = connect(port, "app", "app_pw", "appdb").await;
+    let _other = connect(port, "other", "other_pw", "appdb").await;
+    for (user, guess) in [("app", "guess-pw-xyz"), ("nobody", "guess-pw-abc")] {
+        let r = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user={user} password={guess} dbname=appdb"),
+            NoTls,
+        )
+        .await;
+        assert!(r.is_err());
+    }
+    let admin = connect(port, "admin", "admin_pw", "pgmux").await;
+    let mut config_text = String::new();
+    for m in admin.simple_query("SHOW CONFIG").await.unwrap() {
+        if let SimpleQueryMessage::Row(r) = m {
+            for i in 0..r.len() {
+                config_text.push_str(r.get(i).unwrap_or_default());
+                config_text.push('\n');
+            }
+        }
+    }
+    p.wait_log("client login failed", 10);
+    let log = p.log();
+    for secret in [
+        "app_pw",
+        "other_pw",
+        "admin_pw",
+        "guess-pw-xyz",
+        "guess-pw-abc",
+    ] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+        assert!(!config_text.contains(secret), "{secret} in SHOW CONFIG");
+    }
+}
