@@ -317,3 +317,53 @@ async fn auth_type_cert_maps_the_certificate_cn_to_the_user() {
         out.1 .2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_read_again_on_reload() {
+    let (first, second) = (Certs::new(), Certs::new());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgmux.toml");
+    let general = format!("{}admin_users = [\"app\"]\n", first.client_tls("require"));
+    let mux = Mux::start(config(&general, "")).await;
+    let port = mux.port();
+    // The same config as a file, then with the second certificate.
+    let file = |certs: &Certs| {
+        format!(
+            "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\n{}\
+             admin_users = [\"app\"]\n[databases.appdb]\nport = {}\n[users.app]\npassword = \"app_pw\"\n",
+            certs.client_tls("require"),
+            crate::support::pg().port
+        )
+    };
+    std::fs::write(&path, file(&second)).unwrap();
+    mux.running.set_config_path(path.clone());
+    let verify = |certs: &Certs| {
+        let opts = format!("sslmode=verify-full sslrootcert={}", certs.p("ca.pem"));
+        move || psql_tls(port, &opts, "SELECT 1")
+    };
+    let before = tokio::task::spawn_blocking(verify(&first)).await.unwrap();
+    assert!(before.0, "{before:?}");
+    let ok = tokio::task::spawn_blocking(move || {
+        psql_tls(port, "sslmode=require dbname=pgmux", "RELOAD")
+    })
+    .await
+    .unwrap();
+    assert!(ok.0, "RELOAD: {ok:?}");
+    let old = tokio::task::spawn_blocking(verify(&first)).await.unwrap();
+    let new = tokio::task::spawn_blocking(verify(&second)).await.unwrap();
+    assert!(!old.0, "the old certificate is still served: {old:?}");
+    assert!(new.0, "the new certificate is not served: {new:?}");
+    // A reload whose key file is gone is refused, and the certificate in force stays.
+    std::fs::write(&path, file(&second).replace("server.key", "missing.key")).unwrap();
+    let refused = tokio::task::spawn_blocking(move || {
+        psql_tls(port, "sslmode=require dbname=pgmux", "RELOAD")
+    })
+    .await
+    .unwrap();
+    assert!(
+        !refused.0 && refused.2.contains("client_tls_key_file"),
+        "{refused:?}"
+    );
+    let still = tokio::task::spawn_blocking(verify(&second)).await.unwrap();
+    assert!(still.0, "{still:?}");
+}
