@@ -90,3 +90,77 @@ proptest! {
         }
     }
 }
+
+fn name() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(1u8..=255, 0..20)
+}
+
+proptest! {
+    /// Parse bodies: what is written reads back; every strict prefix of the body is refused
+    /// (None), never a panic or a wrong statement.
+    #[test]
+    fn parse_body_round_trip_and_prefixes(
+        n in name(),
+        query in proptest::collection::vec(1u8..=255, 0..200),
+        types in proptest::collection::vec(any::<u32>(), 0..8),
+    ) {
+        use pgmux::prepared::messages::{read_parse, write_parse};
+        let mut out = bytes::BytesMut::new();
+        write_parse(&mut out, &n, &query, &types);
+        prop_assert_eq!(header(&out, 1 << 20), Ok(Some((b'P', out.len()))));
+        let body = &out[5..];
+        let p = read_parse(body).unwrap();
+        prop_assert_eq!((p.name, p.query, &p.param_types[..]), (&n[..], &query[..], &types[..]));
+        for k in 0..body.len() {
+            prop_assert!(read_parse(&body[..k]).is_none());
+        }
+    }
+
+    /// Describe / Close bodies: the same.
+    #[test]
+    fn target_body_round_trip_and_prefixes(kind in prop_oneof![Just(b'S'), Just(b'P')], n in name()) {
+        use pgmux::prepared::messages::{read_target, write_target};
+        let mut out = bytes::BytesMut::new();
+        write_target(&mut out, b'D', kind, &n);
+        let body = &out[5..];
+        prop_assert_eq!(read_target(body), Some((kind, &n[..])));
+        for k in 0..body.len() {
+            prop_assert!(read_target(&body[..k]).is_none());
+        }
+    }
+
+    /// Bind: the two names read back from the whole body, and from any prefix that holds them.
+    #[test]
+    fn bind_names_from_prefixes(portal in name(), statement in name(), rest in proptest::collection::vec(any::<u8>(), 0..50)) {
+        use pgmux::prepared::messages::{read_bind, write_bind_head};
+        let mut out = bytes::BytesMut::new();
+        write_bind_head(&mut out, &portal, &statement, rest.len());
+        out.extend_from_slice(&rest);
+        let body = &out[5..];
+        let names = portal.len() + statement.len() + 2;
+        for k in 0..=body.len() {
+            let r = read_bind(&body[..k]);
+            if k < names {
+                prop_assert!(r.is_none());
+            } else {
+                prop_assert_eq!(r, Some((&portal[..], &statement[..], &body[names..k])));
+            }
+        }
+    }
+
+    /// SCRAM: arbitrary client messages never panic pgmux's server side, nor server messages
+    /// its pass-through client side.
+    #[test]
+    fn scram_messages_never_panic(first in proptest::collection::vec(any::<u8>(), 0..120), last in proptest::collection::vec(any::<u8>(), 0..160)) {
+        use pgmux::auth::{ScramKeysClient, ScramSecret, ScramServer};
+        let secret = ScramSecret::derive("pencil", 16);
+        let mut server = ScramServer::new(&secret);
+        if server.client_first(&first).is_ok() {
+            let _ = server.client_final(&last);
+        }
+        let mut client = ScramKeysClient::new([3; 32], secret);
+        if client.server_first(&first).is_ok() {
+            let _ = client.server_final(&last);
+        }
+    }
+}

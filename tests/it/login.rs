@@ -1041,3 +1041,17 @@ async fn auth_type_hba_takes_the_first_matching_rule() {
     let e = db_err(&expect_login_error(mux.port(), "other", "wrong", "appdb").await);
     assert_eq!(e.0, "28P01");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_login_message_is_refused_with_08p01() {
+    let mux = Mux::start(config("auth_failure_delay = 0", "")).await;
+    let (mut s, m) = raw::auth_request(mux.port(), &[("user", "app"), ("database", "appdb")]).await;
+    assert_eq!(raw::auth_code(&m), 10, "SASL expected");
+    // A SASLInitialResponse header announcing 1 MB: refused before its body is read.
+    let mut header = vec![b'p'];
+    header.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    raw::send(&mut s, &header).await;
+    let msgs = read_to_close(&mut s).await;
+    let (code, msg, _) = error_of(&msgs).expect("an ErrorResponse");
+    assert_eq!(code, "08P01", "{msg}");
+}
