@@ -23,8 +23,13 @@ use rows::{command_complete, notice};
 const MAX_QUERY: usize = 64 * 1024;
 
 /// Serve an admin console client until it leaves.
-pub async fn run(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle, sess: AdminSession) {
-    let mut buf = sess.leftover.clone();
+pub async fn run(
+    mut stream: Conn,
+    shared: Arc<Shared>,
+    handle: ClientHandle,
+    mut sess: AdminSession,
+) {
+    let mut buf = std::mem::take(&mut sess.leftover);
     let info = handle.info.clone();
     loop {
         let msg = loop {

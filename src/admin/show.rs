@@ -454,7 +454,7 @@ fn server_row(
         } else {
             client_ptr(link).into()
         },
-        s.pid.into(),
+        s.pid().into(),
         "".into(),
         app.into(),
         s.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),

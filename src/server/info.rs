@@ -2,7 +2,7 @@
 //! the client it is linked to, and when it was last used, kept in atomics.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::SystemTime;
 
 /// A server's state, with PgBouncer's names.
@@ -30,7 +30,8 @@ impl ServerState {
 #[derive(Debug)]
 pub struct ServerInfo {
     pub id: u64,
-    pub pid: i32,
+    /// The backend's process id (known once it has logged in).
+    pid: AtomicI32,
     /// The server's address.
     pub addr: Option<SocketAddr>,
     /// pgmux's end of the connection.
@@ -57,17 +58,16 @@ pub fn unix_us() -> u64 {
 }
 
 impl ServerInfo {
-    /// A server that just logged in.
+    /// A server that is logging in.
     pub fn new(
         id: u64,
-        pid: i32,
         addr: Option<SocketAddr>,
         local: Option<SocketAddr>,
         generation: u64,
     ) -> ServerInfo {
         ServerInfo {
             id,
-            pid,
+            pid: AtomicI32::new(0),
             addr,
             local,
             connect_time: SystemTime::now(),
@@ -77,6 +77,14 @@ impl ServerInfo {
             request_us: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
         }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid.load(Ordering::Relaxed)
+    }
+
+    pub fn set_pid(&self, pid: i32) {
+        self.pid.store(pid, Ordering::Relaxed);
     }
 
     pub fn state(&self) -> ServerState {

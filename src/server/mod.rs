@@ -129,10 +129,10 @@ impl Server {
             prepared: StatementCache::new(target.max_prepared_statements),
             target,
             reserve: false,
-            info: Arc::new(ServerInfo::new(id, 0, peer, local, generation)),
+            info: Arc::new(ServerInfo::new(id, peer, local, generation)),
         };
         server.login(client_key).await?;
-        server.info = Arc::new(ServerInfo::new(id, server.pid, peer, local, generation));
+        server.info.set_pid(server.pid);
         Ok(server)
     }
 

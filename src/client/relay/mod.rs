@@ -77,27 +77,14 @@ async fn serve(r: &mut Relay) -> Result<String> {
                 let stop = match deadline {
                     // The timer is boxed: an idle client's task stays small when none is set.
                     Some(d) => match boxed_readable_until(&r.client, &r.handle, d).await {
-                        Ok(Ok(res)) => {
-                            res?;
-                            Stop::None
-                        }
-                        Ok(Err(why)) => why,
+                        Ok(res) => res?,
                         Err(_) => {
                             boxed_fatal(r, sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
                                 .await;
                             return Ok("client_idle_timeout".into());
                         }
                     },
-                    None => {
-                        let (info, client) = (&r.handle.info, &r.client);
-                        std::future::poll_fn(|cx| {
-                            if let Poll::Ready(why) = info.poll_stop(cx) {
-                                return Poll::Ready(Ok(why));
-                            }
-                            client.poll_read_ready(cx).map_ok(|()| Stop::None)
-                        })
-                        .await?
-                    }
+                    None => std::future::poll_fn(|cx| poll_idle(&r.client, &r.handle, cx)).await?,
                 };
                 if stop != Stop::None {
                     let msg = stop_message(stop);
@@ -134,21 +121,29 @@ fn boxed_request<'a>(r: &'a mut Relay, cbuf: &'a mut BytesMut) -> BoxFuture<'a, 
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Readability of an idle client with client_idle_timeout (or a stop request), boxed outside
-/// the async fn (as `boxed_request`), so the timer takes no room in an idle client's task.
+/// An idle client: ready when it sent something (`Stop::None`) or when it is asked to stop
+/// (the task's waker is registered for that too).
+fn poll_idle(
+    client: &Conn,
+    handle: &ClientHandle,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<std::io::Result<Stop>> {
+    if let Poll::Ready(why) = handle.info.poll_stop(cx) {
+        return Poll::Ready(Ok(why));
+    }
+    client.poll_read_ready(cx).map_ok(|()| Stop::None)
+}
+
+/// [`poll_idle`] within client_idle_timeout, boxed outside the async fn (as `boxed_request`),
+/// so the timer takes no room in an idle client's task.
 fn boxed_readable_until<'a>(
     client: &'a Conn,
     handle: &'a ClientHandle,
     deadline: tokio::time::Instant,
-) -> BoxFuture<'a, Result<Result<std::io::Result<()>, Stop>, tokio::time::error::Elapsed>> {
+) -> BoxFuture<'a, Result<std::io::Result<Stop>, tokio::time::error::Elapsed>> {
     Box::pin(tokio::time::timeout_at(
         deadline,
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(why) = handle.info.poll_stop(cx) {
-                return Poll::Ready(Err(why));
-            }
-            client.poll_read_ready(cx).map(Ok)
-        }),
+        std::future::poll_fn(|cx| poll_idle(client, handle, cx)),
     ))
 }
 
