@@ -1,9 +1,10 @@
 //! The `pgmux` binary: --version, check-config, and serving with --config.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use crate::support::process::Proc;
 use crate::support::{free_port, pg, psql, run};
 
 fn pgmux() -> Command {
@@ -60,31 +61,7 @@ fn serves_with_config_and_stops_on_sigterm() {
         pg.port
     )
     .unwrap();
-    let mut child = pgmux()
-        .arg("-c")
-        .arg(f.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Collect the log (stderr) as it comes.
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let log = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let mut l = log.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        })
-    };
+    let mut p = Proc::start(f.path());
     let mut ok = false;
     for _ in 0..100 {
         let (psql_ok, out, _) = run(psql(port, "app")
@@ -97,18 +74,12 @@ fn serves_with_config_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // The logout line follows psql's exit: wait for it before stopping pgmux.
-    for _ in 0..100 {
-        if log.lock().unwrap().contains("client logout") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let status = child.wait().unwrap();
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
+    p.wait_log("client logout", 5);
+    p.signal("-TERM");
+    let exited_ok = p.wait_exit(10);
+    let log = p.log();
     assert!(ok, "psql through the pgmux binary failed; log:\n{log}");
-    assert!(status.success(), "exit after SIGTERM: {status:?}\n{log}");
+    assert!(exited_ok, "exit after SIGTERM failed\n{log}");
     // One info line per login/logout and server connect, with ids, database and user.
     for needle in [
         "client login",
