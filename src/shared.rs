@@ -230,6 +230,8 @@ pub struct Shared {
     /// Key for the fake SCRAM salts shown to unknown users (stable per user name, like
     /// Postgres' mock authentication, so two attempts cannot tell a user does not exist).
     mock_salt_key: [u8; 32],
+    /// auth_query's answers, kept for auth_query_cache_ttl (emptied on reload).
+    pub auth_cache: crate::auth::query::Cache,
 }
 
 impl Shared {
@@ -246,6 +248,7 @@ impl Shared {
             started: Instant::now(),
             started_at: SystemTime::now(),
             mock_salt_key: rand::random(),
+            auth_cache: Default::default(),
         })
     }
 
@@ -266,6 +269,7 @@ impl Shared {
         self.registry
             .reconfigure(&live.config, &live.server_tls, &live.secrets);
         self.live.store(Arc::new(live));
+        self.auth_cache.clear();
         Ok(())
     }
 

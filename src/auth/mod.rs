@@ -2,6 +2,7 @@
 
 pub mod hba;
 mod md5;
+pub mod query;
 mod scram;
 pub mod userlist;
 

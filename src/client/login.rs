@@ -19,6 +19,8 @@ use crate::server::params::tracked_index;
 use crate::server::Params;
 use crate::shared::{LoginFailure, Shared};
 
+use super::secret::{self, UserSecret};
+
 /// Largest message accepted during login (password and SASL messages are small).
 const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
 
@@ -208,17 +210,21 @@ async fn login_inner(
     application_name(&mut wanted, db_entry, &live, info.addr);
     *why = LoginFailure::Auth;
     let method = auth_method(&live, info, stream.is_tls(), database, user)?;
+    *why = LoginFailure::Server;
+    let found = secret::user_secret(shared, &live, database, user).await?;
+    *why = LoginFailure::Auth;
     let client_key = authenticate(
         stream,
         &mut buf,
         &mut out,
         shared,
-        &live,
+        &found,
         user,
         method,
         cert_cn.as_deref(),
     )
-    .await?;
+    .await
+    .inspect_err(|_| forget_fetched(shared, &found))?;
     if shared.registry.flags(database).disabled {
         *why = LoginFailure::NotAccepting;
         return Err(Error::client(
@@ -235,6 +241,7 @@ async fn login_inner(
             &live.secrets,
             database,
             user,
+            found.fetched.as_ref().and(found.secret.as_ref()),
         )
         .ok_or_else(|| {
             *why = LoginFailure::UnknownDatabase;
@@ -316,7 +323,12 @@ async fn admin_login(
 ) -> Result<Option<LoggedIn>> {
     *why = LoginFailure::Auth;
     let method = auth_method(live, info, stream.is_tls(), database, user)?;
-    authenticate(stream, buf, &mut out, shared, live, user, method, cert_cn).await?;
+    *why = LoginFailure::Server;
+    let found = secret::user_secret(shared, live, database, user).await?;
+    *why = LoginFailure::Auth;
+    authenticate(stream, buf, &mut out, shared, &found, user, method, cert_cn)
+        .await
+        .inspect_err(|_| forget_fetched(shared, &found))?;
     let g = &live.config.general;
     let admin = g.admin_users.iter().any(|u| u == user);
     if !admin && !g.stats_users.iter().any(|u| u == user) {
@@ -483,6 +495,14 @@ fn auth_method(
     }
 }
 
+/// A secret from auth_query failed an authentication: it may be stale (the password
+/// changed), so the next login asks Postgres again.
+fn forget_fetched(shared: &Shared, found: &UserSecret) {
+    if let Some(l) = &found.fetched {
+        l.forget(shared);
+    }
+}
+
 /// Authenticate `user` by `method` (auth_type, or the hba rule's). An unknown user goes through the same
 /// exchange as a known one and fails the same way, so users cannot be enumerated.
 #[allow(clippy::too_many_arguments)]
@@ -491,13 +511,12 @@ async fn authenticate(
     buf: &mut BytesMut,
     out: &mut BytesMut,
     shared: &Shared,
-    live: &crate::shared::Live,
+    found: &UserSecret,
     user: &str,
     method: AuthType,
     cert_cn: Option<&str>,
 ) -> Result<Option<[u8; 32]>> {
-    let secret = live.secrets.get(user);
-    let known = live.secrets.contains_key(user) || live.config.users.contains_key(user);
+    let (secret, known) = (found.secret.as_ref(), found.known);
     match method {
         AuthType::Hba => unreachable!("resolved by auth_method"),
         // The certificate was verified in the TLS handshake; its CN names the user.

@@ -3,6 +3,7 @@
 
 mod login;
 mod relay;
+mod secret;
 
 use std::sync::Arc;
 

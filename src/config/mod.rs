@@ -224,6 +224,20 @@ pub struct General {
     pub auth_file: Option<String>,
     /// pg_hba.conf-style rules, used when auth_type = "hba"; read at start and on reload.
     pub auth_hba_file: Option<String>,
+    /// The user whose pool runs auth_query for users that neither `[users]` nor auth_file
+    /// knows (PgBouncer's auth_user). Unset: no lookup. Its own secret comes from `[users]` or
+    /// auth_file.
+    pub auth_user: Option<String>,
+    /// Looks up a user's secret; `$1` is the user name, and it returns (name, secret) with a
+    /// NULL secret for a user without a password. Default
+    /// "SELECT usename, passwd FROM pg_shadow WHERE usename=$1".
+    pub auth_query: String,
+    /// The `[databases]` entry whose (entry, auth_user) pool runs auth_query; default: the
+    /// database the client asked for. Also lets the admin console use auth_query.
+    pub auth_dbname: Option<String>,
+    /// Seconds an auth_query answer (a secret, or "no such user") is kept; a failed
+    /// authentication forgets it at once. Default 60; 0 = ask on every login. pgmux's own key.
+    pub auth_query_cache_ttl: Secs,
     /// Seconds a failed authentication waits before its error is sent (slows password
     /// guessing). Default 0.5; 0 = none.
     pub auth_failure_delay: Secs,
@@ -245,6 +259,18 @@ pub struct General {
     pub server_tls_cert_file: Option<String>,
     pub server_tls_key_file: Option<String>,
 }
+
+/// Where and how auth_query runs for one database (see [`Config::auth_lookup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthLookup<'a> {
+    /// The pool (dbname, user) runs `query`.
+    pub user: &'a str,
+    pub query: &'a str,
+    pub dbname: &'a str,
+}
+
+/// auth_query's default, as the issue and PgBouncer before 1.21 have it.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
 
 impl Default for General {
     fn default() -> Self {
@@ -286,6 +312,10 @@ impl Default for General {
             log_disconnections: true,
             auth_file: None,
             auth_hba_file: None,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_dbname: None,
+            auth_query_cache_ttl: Secs(60.0),
             auth_failure_delay: Secs(0.5),
             client_tls_sslmode: SslMode::Disable,
             client_tls_cert_file: None,
@@ -328,6 +358,12 @@ pub struct Database {
     /// application_name for clients of this database that give none (PgBouncer's per-database
     /// `application_name`).
     pub application_name: Option<String>,
+    /// Overrides [general] auth_user for clients of this database.
+    pub auth_user: Option<String>,
+    /// Overrides [general] auth_query for clients of this database.
+    pub auth_query: Option<String>,
+    /// Overrides [general] auth_dbname for clients of this database.
+    pub auth_dbname: Option<String>,
 }
 
 fn default_host() -> String {
@@ -416,6 +452,22 @@ impl Config {
     /// The `[databases]` entry for a client's database name: exact, else "*".
     pub fn database(&self, name: &str) -> Option<&Database> {
         self.databases.get(name).or_else(|| self.databases.get("*"))
+    }
+
+    /// How secrets are looked up for clients of database `name` (entry `db`): auth_user,
+    /// auth_query and auth_dbname, each the entry's or else `[general]`'s. `None` without an
+    /// auth_user.
+    pub fn auth_lookup<'a>(&'a self, db: &'a Database, name: &'a str) -> Option<AuthLookup<'a>> {
+        let g = &self.general;
+        Some(AuthLookup {
+            user: db.auth_user.as_deref().or(g.auth_user.as_deref())?,
+            query: db.auth_query.as_deref().unwrap_or(&g.auth_query),
+            dbname: db
+                .auth_dbname
+                .as_deref()
+                .or(g.auth_dbname.as_deref())
+                .unwrap_or(name),
+        })
     }
 
     /// The pool mode for a (database entry, user).

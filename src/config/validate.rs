@@ -74,6 +74,9 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
                                 pool_mode: None,
                                 max_db_connections: None,
                                 application_name: None,
+                                auth_user: None,
+                                auth_query: None,
+                                auth_dbname: None,
                             };
                             read_database(&mut db, t, &path, &mut p);
                             config.databases.insert(name.clone(), db);
@@ -100,6 +103,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     check_metrics(&config.metrics, &mut p);
     check_auth(&config.general, &mut p);
     check_databases(&config, &mut p);
+    check_auth_query(&config, &mut p);
     check_users(&config, &mut p);
     if p.0.is_empty() {
         Ok(config)
@@ -457,6 +461,10 @@ section_reader!(
         log_disconnections,
         auth_file,
         auth_hba_file,
+        auth_user,
+        auth_query,
+        auth_dbname,
+        auth_query_cache_ttl,
         auth_failure_delay,
         client_tls_sslmode,
         client_tls_cert_file,
@@ -496,6 +504,9 @@ section_reader!(
         pool_mode,
         max_db_connections,
         application_name,
+        auth_user,
+        auth_query,
+        auth_dbname,
     },
     elsewhere: &[
         (GENERAL_KEYS, "[general]"),
@@ -584,6 +595,47 @@ fn check_auth(g: &General, p: &mut Problems) {
             "general.auth_hba_file",
             "missing: auth_type = \"hba\" takes its rules from auth_hba_file",
         );
+    }
+}
+
+/// auth_user, auth_query and auth_dbname, in `[general]` and in each database entry.
+fn check_auth_query(config: &Config, p: &mut Problems) {
+    let g = &config.general;
+    let entries = std::iter::once((
+        "general".to_string(),
+        &g.auth_user,
+        Some(&g.auth_query),
+        &g.auth_dbname,
+    ))
+    .chain(config.databases.iter().map(|(name, db)| {
+        (
+            format!("databases.{}", key_part(name)),
+            &db.auth_user,
+            db.auth_query.as_ref(),
+            &db.auth_dbname,
+        )
+    }));
+    for (path, user, query, dbname) in entries {
+        if user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            p.push(format!("{path}.auth_user"), "must not be empty");
+        }
+        if let Some(q) = query {
+            if !q.contains("$1") {
+                p.push(
+                    format!("{path}.auth_query"),
+                    "must take the user name as $1 and return (name, secret), e.g. \
+                     \"SELECT usename, passwd FROM pg_shadow WHERE usename=$1\"",
+                );
+            }
+        }
+        if let Some(d) = dbname {
+            if config.database(d).is_none() || super::is_admin_db(d) {
+                p.push(
+                    format!("{path}.auth_dbname"),
+                    format!("{d:?} is not an entry of [databases]"),
+                );
+            }
+        }
     }
 }
 
@@ -1091,5 +1143,38 @@ mod tests {
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(suggest("POOL_MODE", &["pool_mode"]), Some("pool_mode"));
+    }
+
+    #[test]
+    fn auth_query_keys() {
+        let c = validate(
+            "[general]\nauth_user = \"lookup\"\nauth_dbname = \"appdb\"\n\
+             [databases.appdb]\n[databases.other]\nauth_user = \"o\"\n\
+             auth_query = \"SELECT * FROM f($1)\"\n[users.lookup]\npassword = \"pw\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.general.auth_query, super::super::DEFAULT_AUTH_QUERY);
+        assert_eq!(c.general.auth_query_cache_ttl, Secs(60.0));
+        let l = c.auth_lookup(&c.databases["other"], "other").unwrap();
+        assert_eq!(
+            (l.user, l.query, l.dbname),
+            ("o", "SELECT * FROM f($1)", "appdb")
+        );
+        let l = c.auth_lookup(&c.databases["appdb"], "appdb").unwrap();
+        assert_eq!(l.user, "lookup");
+        let plain = validate("[databases.appdb]\n").unwrap();
+        assert!(plain
+            .auth_lookup(&plain.databases["appdb"], "appdb")
+            .is_none());
+
+        let p = problems(
+            "[general]\nauth_user = \"\"\nauth_query = \"SELECT 1\"\nauth_dbname = \"nope\"\n\
+             auth_query_cache_ttl = -1\n[databases.appdb]\nauth_dbname = \"pgmux\"\n",
+        );
+        assert!(find(&p, "general.auth_user").message.contains("empty"));
+        assert!(find(&p, "general.auth_query").message.contains("$1"));
+        assert!(find(&p, "general.auth_dbname").message.contains("\"nope\""));
+        find(&p, "general.auth_query_cache_ttl");
+        find(&p, "databases.appdb.auth_dbname");
     }
 }

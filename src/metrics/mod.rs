@@ -81,6 +81,29 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
     for (why, n) in shared.login_failures() {
         failures.with_label_values(&[why.as_str()]).inc_by(n);
     }
+    let lookups = counter_vec(
+        &r,
+        "pgmux_auth_query_lookups_total",
+        "Logins that needed auth_query: answered from the cache (hit), sent to Postgres \
+         (query), and queries that failed (error).",
+        &["result"],
+    );
+    let cache = &shared.auth_cache;
+    for (result, n) in [
+        ("hit", &cache.hits),
+        ("query", &cache.queries),
+        ("error", &cache.errors),
+    ] {
+        lookups
+            .with_label_values(&[result])
+            .inc_by(n.load(std::sync::atomic::Ordering::Relaxed));
+    }
+    int_gauge(
+        &r,
+        "pgmux_auth_query_cached",
+        "auth_query answers kept now.",
+        cache.len() as i64,
+    );
 
     // Pools.
     let clients = int_gauge_vec(

@@ -170,6 +170,18 @@ impl Pool {
         self.target.load_full()
     }
 
+    /// A secret auth_query gave for this pool's user: servers opened from now on log in
+    /// with it (the servers open stay). Ignored when servers log in as a forced user.
+    pub fn take_fetched_secret(&self, secret: &crate::auth::Secret) {
+        let t = self.target.load();
+        if t.user != self.user || t.secret.as_ref().is_some_and(|s| s.same_as(secret)) {
+            return;
+        }
+        let mut new = Target::clone(&t);
+        new.secret = Some(secret.clone());
+        self.target.store(Arc::new(new));
+    }
+
     /// Keep the SCRAM ClientKey a client proved for `user`, if `user` is the one servers log
     /// in as.
     pub fn remember_client_key(&self, user: &str, key: [u8; 32]) {

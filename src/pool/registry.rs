@@ -44,12 +44,15 @@ struct Resolved {
     user_max: usize,
 }
 
+/// `fetched`: the user's secret from auth_query, used when the server user is the client's
+/// and neither `[users]` nor auth_file has a secret for it.
 fn resolve(
     config: &Config,
     tls: &ServerSide,
     secrets: &Secrets,
     database: &str,
     user: &str,
+    fetched: Option<&Secret>,
 ) -> Option<Resolved> {
     let db = config.database(database)?;
     let g = &config.general;
@@ -57,7 +60,10 @@ fn resolve(
     let server_user = db.user.clone().unwrap_or_else(|| user.to_string());
     let secret = match (&db.user, &db.password) {
         (Some(_), Some(pw)) => Secret::parse(pw).ok(),
-        _ => secrets.get(&server_user).cloned(),
+        _ => secrets
+            .get(&server_user)
+            .or(fetched.filter(|_| server_user == user))
+            .cloned(),
     };
     let mode = config.pool_mode(db, user_cfg);
     let target = Target {
@@ -113,7 +119,9 @@ impl Registry {
     }
 
     /// The pool for a client's (database, user), created on first use.
-    /// The caller has checked the database exists in `config`.
+    /// The caller has checked the database exists in `config`. `fetched`: the user's secret
+    /// from auth_query, which servers then log in with (a pool that exists takes it too:
+    /// the password may have changed).
     pub fn pool(
         &self,
         config: &Config,
@@ -121,12 +129,17 @@ impl Registry {
         secrets: &Secrets,
         database: &str,
         user: &str,
+        fetched: Option<&Secret>,
     ) -> Option<Arc<Pool>> {
         let key = (database.to_string(), user.to_string());
-        if let Some(p) = self.pools.lock().get(&key) {
-            return Some(p.clone());
+        let found = self.pools.lock().get(&key).cloned();
+        if let Some(p) = found {
+            if let Some(s) = fetched {
+                p.take_fetched_secret(s);
+            }
+            return Some(p);
         }
-        let r = resolve(config, tls, secrets, database, user)?;
+        let r = resolve(config, tls, secrets, database, user, fetched)?;
         let db_limit = self
             .db_limits
             .lock()
@@ -179,7 +192,13 @@ impl Registry {
     /// a database no longer configured keep their old settings until their clients leave.
     pub fn reconfigure(&self, config: &Config, tls: &ServerSide, secrets: &Secrets) {
         for pool in self.all() {
-            let Some(r) = resolve(config, tls, secrets, &pool.database, &pool.user) else {
+            // A secret auth_query gave stays while the database still uses auth_query.
+            let target = pool.target();
+            let fetched = config
+                .database(&pool.database)
+                .and_then(|db| config.auth_lookup(db, &pool.database))
+                .and(target.secret.as_ref());
+            let Some(r) = resolve(config, tls, secrets, &pool.database, &pool.user, fetched) else {
                 continue;
             };
             pool.db_limit.set_max(r.db_max);

@@ -44,6 +44,31 @@ pub fn cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
     Some((s, &buf[end + 1..]))
 }
 
+/// The columns of a DataRow body ('D'): `None` for NULL. `None` for a malformed body
+/// (counts or lengths that do not fit, bytes left over).
+pub fn data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let (count, mut rest) = body.split_first_chunk::<2>()?;
+    let count = i16::from_be_bytes(*count);
+    let mut cols = Vec::with_capacity(usize::try_from(count).ok()?.min(rest.len() / 4));
+    for _ in 0..count {
+        let (len, after) = rest.split_first_chunk::<4>()?;
+        let len = i32::from_be_bytes(*len);
+        if len == -1 {
+            cols.push(None);
+            rest = after;
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        if after.len() < len {
+            return None;
+        }
+        let (value, after) = after.split_at(len);
+        cols.push(Some(value));
+        rest = after;
+    }
+    rest.is_empty().then_some(cols)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +87,23 @@ mod tests {
         assert!(header(&[b'Q', 0, 0, 0, 3], 100).is_err());
         assert!(header(&[b'Q', 0, 0, 1, 0], 100).is_err());
         assert!(header(&[b'Q', 0xff, 0xff, 0xff, 0xff], usize::MAX >> 1).is_ok());
+    }
+
+    #[test]
+    fn data_row_columns_and_nulls() {
+        let mut body = vec![0, 3];
+        body.extend_from_slice(&3i32.to_be_bytes());
+        body.extend_from_slice(b"bob");
+        body.extend_from_slice(&(-1i32).to_be_bytes());
+        body.extend_from_slice(&0i32.to_be_bytes());
+        let cols = data_row(&body).unwrap();
+        assert_eq!(cols, vec![Some(&b"bob"[..]), None, Some(&b""[..])]);
+        for n in 0..body.len() {
+            assert_eq!(data_row(&body[..n]), None, "prefix {n}");
+        }
+        body.push(0);
+        assert_eq!(data_row(&body), None, "a byte left over");
+        assert_eq!(data_row(&[0xff, 0xff]), None, "negative count");
+        assert_eq!(data_row(&[0, 1, 0xff, 0xff, 0xff, 0xfe]), None, "length -2");
     }
 }

@@ -383,6 +383,75 @@ impl Server {
         }
     }
 
+    /// Run `sql` with one text parameter (the unnamed statement, extended protocol) and
+    /// return its first row as text columns (`None` for NULL), or `None` when it returns no
+    /// row. Postgres' error comes back as is; the server is idle again either way unless the
+    /// error is an I/O or protocol one.
+    pub async fn query_row(
+        &mut self,
+        sql: &str,
+        param: &str,
+    ) -> Result<Option<Vec<Option<String>>>> {
+        let mut out = BytesMut::new();
+        let bad = |e: std::io::Error| Error::Protocol(format!("cannot encode a query: {e}"));
+        frontend::parse("", sql, [0u32], &mut out).map_err(bad)?;
+        frontend::bind(
+            "",
+            "",
+            [0i16],
+            [param],
+            |p, buf| {
+                buf.extend_from_slice(p.as_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            [0i16],
+            &mut out,
+        )
+        .map_err(|e| match e {
+            frontend::BindError::Conversion(e) => Error::Protocol(format!("bind: {e}")),
+            frontend::BindError::Serialization(e) => bad(e),
+        })?;
+        frontend::execute("", 0, &mut out).map_err(bad)?;
+        frontend::sync(&mut out);
+        self.stream.write_all(&out).await?;
+        let (mut row, mut err) = (None, None);
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                b'D' if row.is_none() && err.is_none() => {
+                    let cols = proto::data_row(&body)
+                        .ok_or_else(|| Error::Protocol("malformed DataRow".into()))?;
+                    row = Some(
+                        cols.into_iter()
+                            .map(|c| c.map(|v| String::from_utf8_lossy(v).into_owned()))
+                            .collect(),
+                    );
+                }
+                b'E' if err.is_none() => err = Some(server_error(body)),
+                b'S' => {
+                    if let Some((k, v)) = params::parse_parameter_status(&body) {
+                        self.params.set(k, v);
+                    }
+                }
+                b'Z' => {
+                    if body.first() != Some(&b'I') {
+                        return Err(Error::Protocol(
+                            "a pgmux internal query left a transaction open".into(),
+                        ));
+                    }
+                    return match err {
+                        Some(e) => Err(e),
+                        None => Ok(row),
+                    };
+                }
+                b'G' | b'H' | b'W' => {
+                    return Err(Error::Protocol("COPY in a pgmux internal query".into()))
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Bring the tracked parameters to what the client wants. Afterwards the client's values
     /// take the server's spelling (Postgres normalises, e.g. "iso" -> "ISO, MDY"), so the same
     /// wish is not sent again. Returns whether anything was sent.

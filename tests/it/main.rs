@@ -3,6 +3,7 @@
 mod support;
 
 mod admin;
+mod auth_query;
 mod basic;
 mod cli;
 mod drivers;

@@ -1,0 +1,177 @@
+//! The secret a logging-in user has: from `[users]` or auth_file, else from auth_query run on
+//! the (auth_dbname, auth_user) pool and kept for auth_query_cache_ttl.
+
+use crate::auth::query::{self, Answer, Lookup};
+use crate::auth::Secret;
+use crate::config::AuthLookup;
+use crate::error::{sqlstate, Error, Result};
+use crate::shared::{Live, Shared};
+
+/// What pgmux knows of a user at login.
+pub struct UserSecret {
+    /// The user exists (configured, or auth_query returned a row).
+    pub known: bool,
+    /// Its secret, if it has one.
+    pub secret: Option<Secret>,
+    /// The lookup that gave it, when it came from auth_query (forgotten if it fails).
+    pub fetched: Option<OwnedLookup>,
+}
+
+/// An auth_query lookup, kept past the borrow of the config.
+pub struct OwnedLookup {
+    dbname: String,
+    auth_user: String,
+    query: String,
+    user: String,
+}
+
+impl OwnedLookup {
+    fn new(how: AuthLookup, user: &str) -> OwnedLookup {
+        OwnedLookup {
+            dbname: how.dbname.into(),
+            auth_user: how.user.into(),
+            query: how.query.into(),
+            user: user.into(),
+        }
+    }
+
+    fn lookup(&self) -> Lookup<'_> {
+        Lookup {
+            dbname: &self.dbname,
+            auth_user: &self.auth_user,
+            query: &self.query,
+            user: &self.user,
+        }
+    }
+
+    /// The secret failed an authentication: ask Postgres again next time.
+    pub fn forget(&self, shared: &Shared) {
+        shared.auth_cache.forget(&self.lookup());
+    }
+}
+
+/// How auth_query runs for a client of `database`: its entry's settings, or for the admin
+/// console `[general]`'s when auth_dbname is set there.
+pub fn auth_lookup<'a>(live: &'a Live, database: &'a str) -> Option<AuthLookup<'a>> {
+    let config = &live.config;
+    if crate::config::is_admin_db(database) {
+        let d = config.general.auth_dbname.as_deref()?;
+        return config.auth_lookup(config.database(d)?, d);
+    }
+    config.auth_lookup(config.database(database)?, database)
+}
+
+/// The secret of `user`, a client of `database`.
+pub async fn user_secret(
+    shared: &Shared,
+    live: &Live,
+    database: &str,
+    user: &str,
+) -> Result<UserSecret> {
+    let configured = |secret: Option<&Secret>| UserSecret {
+        known: true,
+        secret: secret.cloned(),
+        fetched: None,
+    };
+    if let Some(s) = live.secrets.get(user) {
+        return Ok(configured(Some(s)));
+    }
+    if live.config.users.contains_key(user) {
+        return Ok(configured(None));
+    }
+    let Some(how) = auth_lookup(live, database) else {
+        return Ok(UserSecret {
+            known: false,
+            secret: None,
+            fetched: None,
+        });
+    };
+    let owned = OwnedLookup::new(how, user);
+    let answer = fetch(shared, live, how, &owned.lookup()).await?;
+    Ok(match answer {
+        Answer::NoSuchUser => UserSecret {
+            known: false,
+            secret: None,
+            fetched: None,
+        },
+        Answer::Found(secret) => UserSecret {
+            known: true,
+            secret,
+            fetched: Some(owned),
+        },
+    })
+}
+
+/// auth_query's answer for a lookup: kept, or asked of Postgres on a server of the
+/// (auth_dbname, auth_user) pool.
+async fn fetch(
+    shared: &Shared,
+    live: &Live,
+    how: AuthLookup<'_>,
+    l: &Lookup<'_>,
+) -> Result<Answer> {
+    let ttl = live.config.general.auth_query_cache_ttl.get();
+    if ttl.is_some() {
+        if let Some(a) = shared.auth_cache.get(l) {
+            return Ok(a);
+        }
+    }
+    let cache = &shared.auth_cache;
+    cache
+        .queries
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let res = run(shared, live, how, l.user).await;
+    if res.is_err() {
+        cache
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let answer = res?;
+    if let Some(ttl) = ttl {
+        cache.put(l, answer.clone(), ttl);
+    }
+    Ok(answer)
+}
+
+/// Run auth_query for `user` on a server of the (auth_dbname, auth_user) pool.
+async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> Result<Answer> {
+    let pool = shared
+        .registry
+        .pool(
+            &live.config,
+            &live.server_tls,
+            &live.secrets,
+            how.dbname,
+            how.user,
+            None,
+        )
+        .ok_or_else(|| {
+            Error::client(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("auth_dbname \"{}\" is not configured", how.dbname),
+            )
+        })?;
+    let mut server = Box::pin(pool.checkout()).await?;
+    let res = server.query_row(how.query, user).await;
+    match &res {
+        // Postgres answered, and the server is idle again.
+        Ok(_) | Err(Error::Server { .. }) => pool.release(server),
+        Err(_) => pool.close(server, true, "auth_query failed"),
+    }
+    let lookup_failed = |cause: String| {
+        tracing::warn!(db = %how.dbname, auth_user = %how.user, "auth_query: {cause}");
+        Error::client(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!(
+                "could not look up user \"{user}\": auth_query failed (the pgmux log says why)"
+            ),
+        )
+    };
+    match res {
+        Ok(row) => query::answer(user, row.as_deref()).map_err(lookup_failed),
+        Err(Error::Server { code, message, .. }) => {
+            Err(lookup_failed(format!("Postgres said {code}: {message}")))
+        }
+        Err(e) => Err(e),
+    }
+}
