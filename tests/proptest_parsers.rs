@@ -164,3 +164,46 @@ proptest! {
         }
     }
 }
+
+/// A DataRow body as Postgres writes it.
+fn data_row_body(cols: &[Option<Vec<u8>>]) -> Vec<u8> {
+    let mut b = (cols.len() as i16).to_be_bytes().to_vec();
+    for c in cols {
+        match c {
+            None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            Some(v) => {
+                b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                b.extend_from_slice(v);
+            }
+        }
+    }
+    b
+}
+
+proptest! {
+    /// auth_query's rows: encode then parse is the identity, and no prefix parses.
+    #[test]
+    fn data_row_round_trip_and_prefixes(
+        cols in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)), 0..6)
+    ) {
+        let body = data_row_body(&cols);
+        let parsed = pgmux::proto::data_row(&body).expect("a whole row");
+        let parsed: Vec<Option<Vec<u8>>> = parsed.into_iter().map(|c| c.map(<[u8]>::to_vec)).collect();
+        prop_assert_eq!(parsed, cols);
+        for n in 0..body.len() {
+            prop_assert!(pgmux::proto::data_row(&body[..n]).is_none());
+        }
+    }
+
+    /// Any bytes as a row, then as auth_query's answer: an answer or an error, never a panic.
+    #[test]
+    fn auth_query_rows_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+        if let Some(cols) = pgmux::proto::data_row(&bytes) {
+            let row: Vec<Option<String>> = cols
+                .into_iter()
+                .map(|c| c.map(|v| String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            let _ = pgmux::auth::query::answer("user", Some(&row));
+        }
+    }
+}
