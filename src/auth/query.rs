@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -56,6 +57,9 @@ type Key = (String, String, String, String);
 #[derive(Default)]
 pub struct Cache {
     entries: Mutex<HashMap<Key, (Answer, Instant)>>,
+    /// One gate per lookup being asked of Postgres: logins of the same user wait for the
+    /// first one's answer instead of each running the query.
+    gates: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
     /// Logins answered from the cache.
     pub hits: AtomicU64,
     /// Queries run.
@@ -119,6 +123,20 @@ impl Cache {
         entries.insert(l.key(), (answer, now + ttl));
     }
 
+    /// Wait until no other login is asking Postgres for this lookup; the guard lets others
+    /// in when dropped. Look in the cache again once through.
+    pub async fn gate(&self, l: &Lookup<'_>) -> Gate<'_> {
+        let key = l.key();
+        let gate = self.gates.lock().entry(key.clone()).or_default().clone();
+        let guard = gate.clone().lock_owned().await;
+        Gate {
+            cache: self,
+            key,
+            gate,
+            _guard: guard,
+        }
+    }
+
     /// Drop the answer for a lookup (its secret failed an authentication: it may be stale).
     pub fn forget(&self, l: &Lookup) {
         self.entries.lock().remove(&l.key());
@@ -137,6 +155,24 @@ impl Cache {
     /// Whether no answer is kept.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Held while one login asks Postgres for a lookup (see [`Cache::gate`]).
+pub struct Gate<'a> {
+    cache: &'a Cache,
+    key: Key,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.cache.gates.lock();
+        // Clones are taken under this lock: two (the map's and ours) means nobody waits.
+        if Arc::strong_count(&self.gate) == 2 {
+            gates.remove(&self.key);
+        }
     }
 }
 

@@ -111,12 +111,21 @@ async fn fetch(
     l: &Lookup<'_>,
 ) -> Result<Answer> {
     let ttl = live.config.general.auth_query_cache_ttl.get();
-    if ttl.is_some() {
-        if let Some(a) = shared.auth_cache.get(l) {
-            return Ok(a);
-        }
-    }
     let cache = &shared.auth_cache;
+    let _gate = match ttl {
+        Some(_) => {
+            if let Some(a) = cache.get(l) {
+                return Ok(a);
+            }
+            // Many logins of one user at once (say after a restart) ask Postgres once.
+            let gate = cache.gate(l).await;
+            if let Some(a) = cache.get(l) {
+                return Ok(a);
+            }
+            Some(gate)
+        }
+        None => None,
+    };
     cache
         .queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -241,3 +241,36 @@ async fn failing_auth_query_is_28000_and_leaves_the_auth_server_clean() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_logins_of_one_user_at_once_ask_postgres_once() {
+    lookup_function("aq5", "aq5_auth").await;
+    sql_super("postgres", "CREATE ROLE aq5_user LOGIN PASSWORD 'aq5_pw'").await;
+    let config = ConfigBuilder::new()
+        .general(
+            "auth_user = \"aq5_auth\"\nauth_query = \"SELECT * FROM aq5.lookup($1)\"\n\
+             max_client_conn = 100",
+        )
+        .shared_databases()
+        .user("aq5_auth", Some("aq5_auth_pw"))
+        .build();
+    let mux = Mux::start(config).await;
+    let port = mux.port();
+    let logins: Vec<_> = (0..20)
+        .map(|_| {
+            tokio::spawn(async move {
+                let (c, h) = connect_ok(port, "aq5_user", "aq5_pw", "appdb").await;
+                assert_eq!(one(&c, "SELECT current_user").await, "aq5_user");
+                drop(c);
+                let _ = h.await;
+            })
+        })
+        .collect();
+    for l in logins {
+        l.await.unwrap();
+    }
+    assert_eq!(calls("aq5").await, 1);
+    let cache = &mux.running.shared.auth_cache;
+    assert_eq!(cache.queries.load(Ordering::Relaxed), 1);
+    assert_eq!(cache.hits.load(Ordering::Relaxed), 19);
+}
