@@ -273,6 +273,25 @@ impl Shared {
         Ok(())
     }
 
+    /// The pool for (database, user) under `live`'s config, created on first use (see
+    /// [`Registry::pool`]; `fetched`: the user's secret from auth_query).
+    pub fn pool(
+        &self,
+        live: &Live,
+        database: &str,
+        user: &str,
+        fetched: Option<&Secret>,
+    ) -> Option<Arc<crate::pool::Pool>> {
+        self.registry.pool(
+            &live.config,
+            &live.server_tls,
+            &live.secrets,
+            database,
+            user,
+            fetched,
+        )
+    }
+
     /// Count a failed login.
     pub fn login_failed(&self, why: LoginFailure) {
         let i = LoginFailure::ALL

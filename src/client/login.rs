@@ -233,20 +233,11 @@ async fn login_inner(
         ));
     }
     *why = LoginFailure::Server;
-    let pool = shared
-        .registry
-        .pool(
-            &live.config,
-            &live.server_tls,
-            &live.secrets,
-            database,
-            user,
-            found.fetched.as_ref().and(found.secret.as_ref()),
-        )
-        .ok_or_else(|| {
-            *why = LoginFailure::UnknownDatabase;
-            no_such_db()
-        })?;
+    let fetched = found.fetched.as_ref().and(found.secret.as_ref());
+    let pool = shared.pool(&live, database, user, fetched).ok_or_else(|| {
+        *why = LoginFailure::UnknownDatabase;
+        no_such_db()
+    })?;
     if let Some(key) = client_key {
         pool.remember_client_key(user, key);
     }

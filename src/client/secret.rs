@@ -145,15 +145,7 @@ async fn fetch(
 /// Run auth_query for `user` on a server of the (auth_dbname, auth_user) pool.
 async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> Result<Answer> {
     let pool = shared
-        .registry
-        .pool(
-            &live.config,
-            &live.server_tls,
-            &live.secrets,
-            how.dbname,
-            how.user,
-            None,
-        )
+        .pool(live, how.dbname, how.user, None)
         .ok_or_else(|| {
             Error::client(
                 sqlstate::INVALID_CATALOG_NAME,
