@@ -177,9 +177,13 @@ impl Pool {
         if t.user != self.user || t.secret.as_ref().is_some_and(|s| s.same_as(secret)) {
             return;
         }
-        let mut new = Target::clone(&t);
-        new.secret = Some(secret.clone());
-        self.target.store(Arc::new(new));
+        drop(t);
+        // rcu: a reload storing a new target meanwhile is not undone.
+        self.target.rcu(|t| {
+            let mut new = Target::clone(t);
+            new.secret = Some(secret.clone());
+            new
+        });
     }
 
     /// Keep the SCRAM ClientKey a client proved for `user`, if `user` is the one servers log
