@@ -152,8 +152,18 @@ async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> R
                 format!("auth_dbname \"{}\" is not configured", how.dbname),
             )
         })?;
-    let mut server = Box::pin(pool.checkout()).await?;
-    let res = server.query_row(how.query, user).await;
+    let server = Box::pin(pool.checkout()).await?;
+    let mut held = Held {
+        pool: &pool,
+        server: Some(server),
+    };
+    let res = held
+        .server
+        .as_mut()
+        .expect("held")
+        .query_row(how.query, user)
+        .await;
+    let server = held.server.take().expect("held");
     match &res {
         // Postgres answered, and the server is idle again.
         Ok(_) | Err(Error::Server { .. }) => pool.release(server),
@@ -174,5 +184,21 @@ async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> R
             Err(lookup_failed(format!("Postgres said {code}: {message}")))
         }
         Err(e) => Err(e),
+    }
+}
+
+/// A server checked out for auth_query: closed (and its slot given back) if the login gives
+/// up before the query ends (client_login_timeout), since its state is unknown then.
+struct Held<'a> {
+    pool: &'a crate::pool::Pool,
+    server: Option<crate::server::Server>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            self.pool
+                .close(s, true, "the login ended during auth_query");
+        }
     }
 }

@@ -440,7 +440,14 @@ impl Pool {
         let generation = self.generation.load(Ordering::Relaxed);
         self.logins.fetch_add(1, Ordering::Relaxed);
         let key = *self.client_key.lock();
+        // Whoever awaits this may give up (a login timeout, a client leaving): the slot
+        // taken for the server must be given back then too.
+        let mut opening = Opening {
+            pool: self,
+            done: false,
+        };
         let res = Server::connect(id, self.target(), generation, key).await;
+        opening.done = true;
         self.logins.fetch_sub(1, Ordering::Relaxed);
         match res {
             Ok(mut s) => {
@@ -610,6 +617,22 @@ impl Pool {
                 Ok(s) => self.release(s),
                 Err(_) => return,
             }
+        }
+    }
+}
+
+/// A server being opened: if the opening is dropped before it ends, its login count and slot
+/// are given back.
+struct Opening<'a> {
+    pool: &'a Pool,
+    done: bool,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.pool.logins.fetch_sub(1, Ordering::Relaxed);
+            self.pool.slot_freed(true);
         }
     }
 }

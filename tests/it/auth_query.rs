@@ -274,3 +274,22 @@ async fn many_logins_of_one_user_at_once_ask_postgres_once() {
     assert_eq!(cache.queries.load(Ordering::Relaxed), 1);
     assert_eq!(cache.hits.load(Ordering::Relaxed), 19);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_timeout_during_auth_query_closes_its_server() {
+    sql_super("postgres", "CREATE ROLE aq6_user LOGIN PASSWORD 'aq6_pw'").await;
+    let config = ConfigBuilder::new()
+        .general(
+            "auth_user = \"postgres\"\nclient_login_timeout = 0.5\n\
+             auth_query = \"SELECT usename, passwd FROM pg_shadow, pg_sleep(3) WHERE usename=$1\"",
+        )
+        .shared_databases()
+        .build();
+    let mux = Mux::start(config).await;
+    let (code, message) = login_error(mux.port(), "aq6_user", "aq6_pw", "appdb").await;
+    assert_eq!(code, "08P01", "{message}");
+    assert!(message.contains("client_login_timeout"), "{message}");
+    // The server in the middle of the query is closed, not kept: its slot is free again.
+    let counts = mux.pool("appdb", "postgres").unwrap().counts();
+    assert_eq!((counts.open, counts.active), (0, 0), "{counts:?}");
+}

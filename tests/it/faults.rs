@@ -849,3 +849,47 @@ async fn server_down_at_first_login_gets_an_error() {
     // pgmux keeps serving other databases.
     still_serving(&mux, "appdb").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_timeout_while_a_server_is_opening_frees_its_slot() {
+    // A "server" that accepts and never answers: the first client's server login hangs.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_port = stall.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = stall.accept().await {
+            keep.lock().await.push(s);
+        }
+    });
+    let mux = Mux::start(
+        ConfigBuilder::new()
+            .general(
+                "auth_type = \"trust\"\nclient_login_timeout = 0.5\nserver_connect_timeout = 30",
+            )
+            .database("stalled", stall_port, "pool_size = 1")
+            .user("app", None)
+            .build(),
+    )
+    .await;
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(("127.0.0.1", mux.port())).await.unwrap();
+        raw::send(
+            &mut s,
+            &pgmux::proto::startup::build(&[("user", "app"), ("database", "stalled")]),
+        )
+        .await;
+        let _ = read_to_close(&mut s).await;
+    }
+    // Both logins gave up; neither left a slot counted as open or checked out.
+    eventually(5, "slots freed", || {
+        let c = mux.counts("stalled", "app").unwrap();
+        c.open == 0 && c.active == 0 && c.waiting == 0
+    })
+    .await;
+    assert_eq!(
+        held.lock().await.len(),
+        2,
+        "each login tried its own server"
+    );
+}
