@@ -158,7 +158,7 @@ fn pools(shared: &Shared) -> Table {
             s.login.into(),
             (c.max_wait_us / 1_000_000).into(),
             (c.max_wait_us % 1_000_000).into(),
-            v.pool.settings().mode.as_str().into(),
+            v.pool.settings().mode_label.into(),
             V::NULL,
             c.idle.into(),
             v.pool.settings().pool_size.into(),

@@ -133,7 +133,7 @@ impl Cache {
             cache: self,
             key,
             gate,
-            _guard: guard,
+            guard: Some(guard),
         }
     }
 
@@ -163,11 +163,12 @@ pub struct Gate<'a> {
     cache: &'a Cache,
     key: Key,
     gate: Arc<tokio::sync::Mutex<()>>,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Drop for Gate<'_> {
     fn drop(&mut self) {
+        drop(self.guard.take()); // the guard holds a clone of the gate too
         let mut gates = self.cache.gates.lock();
         // Clones are taken under this lock: two (the map's and ours) means nobody waits.
         if Arc::strong_count(&self.gate) == 2 {
@@ -231,6 +232,33 @@ mod tests {
         let expires = c.entries.lock().values().next().unwrap().1;
         assert!(expires <= Instant::now() + NO_SUCH_USER_TTL);
         assert_eq!(c.hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn gates_let_one_through_and_are_removed_when_unused() {
+        let c = Arc::new(Cache::default());
+        let l = Lookup {
+            dbname: "db",
+            auth_user: "a",
+            query: "q",
+            user: "bob",
+        };
+        let first = c.gate(&l).await;
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move {
+            let l = Lookup {
+                dbname: "db",
+                auth_user: "a",
+                query: "q",
+                user: "bob",
+            };
+            let _g = c2.gate(&l).await;
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "the second waits for the first");
+        drop(first);
+        waiter.await.unwrap();
+        assert!(c.gates.lock().is_empty(), "no gate left behind");
     }
 
     #[test]

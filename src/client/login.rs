@@ -486,8 +486,9 @@ fn auth_method(
     }
 }
 
-/// A secret from auth_query failed an authentication: it may be stale (the password
-/// changed), so the next login asks Postgres again.
+/// An answer from auth_query failed an authentication: it may be stale (the password
+/// changed), so the next login asks Postgres again. "No such user" is forgotten too, so a
+/// wrong password costs the same whether or not the user exists.
 fn forget_fetched(shared: &Shared, found: &UserSecret) {
     if let Some(l) = &found.fetched {
         l.forget(shared);
@@ -554,6 +555,15 @@ async fn authenticate(
                 md5(stream, buf, out, Some(&stored), user)
                     .await
                     .map(|()| None)
+            }
+            // No secret (unknown user, or one without a password): a mock exchange of the
+            // kind most known users get, so the challenge does not tell whether the user
+            // exists (as Postgres, which follows password_encryption). Secrets from
+            // auth_query are mostly SCRAM (Postgres' default since 14); configured ones MD5
+            // or plaintext under this auth_type.
+            None if found.fetched.is_some() => {
+                let fake = shared.fake_scram_secret(user);
+                scram(stream, buf, out, &fake, user, false).await
             }
             None => md5(stream, buf, out, None, user).await.map(|()| None),
         },

@@ -1,5 +1,6 @@
 //! The secret a logging-in user has: from `[users]` or auth_file, else from auth_query run on
-//! the (auth_dbname, auth_user) pool and kept for auth_query_cache_ttl.
+//! the (auth_dbname, auth_user) auth_query pool (servers no client holds) and kept for
+//! auth_query_cache_ttl.
 
 use crate::auth::query::{self, Answer, Lookup};
 use crate::auth::Secret;
@@ -13,7 +14,7 @@ pub struct UserSecret {
     pub known: bool,
     /// Its secret, if it has one.
     pub secret: Option<Secret>,
-    /// The lookup that gave it, when it came from auth_query (forgotten if it fails).
+    /// The lookup that answered, when auth_query did (forgotten if authentication fails).
     pub fetched: Option<OwnedLookup>,
 }
 
@@ -92,7 +93,7 @@ pub async fn user_secret(
         Answer::NoSuchUser => UserSecret {
             known: false,
             secret: None,
-            fetched: None,
+            fetched: Some(owned),
         },
         Answer::Found(secret) => UserSecret {
             known: true,
@@ -145,14 +146,32 @@ async fn fetch(
 /// Run auth_query for `user` on a server of the (auth_dbname, auth_user) pool.
 async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> Result<Answer> {
     let pool = shared
-        .pool(live, how.dbname, how.user, None)
+        .registry
+        .auth_pool(
+            &live.config,
+            &live.server_tls,
+            &live.secrets,
+            how.dbname,
+            how.user,
+        )
         .ok_or_else(|| {
             Error::client(
                 sqlstate::INVALID_CATALOG_NAME,
                 format!("auth_dbname \"{}\" is not configured", how.dbname),
             )
         })?;
-    let server = Box::pin(pool.checkout()).await?;
+    let lookup_failed = |cause: String| {
+        tracing::warn!(db = %how.dbname, auth_user = %how.user, "auth_query: {cause}");
+        Error::client(
+            sqlstate::INVALID_AUTHORIZATION,
+            format!(
+                "could not look up user \"{user}\": auth_query failed (the pgmux log says why)"
+            ),
+        )
+    };
+    let server = Box::pin(pool.checkout())
+        .await
+        .map_err(|e| lookup_failed(format!("no server for the lookup: {e}")))?;
     let mut held = Held {
         pool: &pool,
         server: Some(server),
@@ -169,21 +188,12 @@ async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> R
         Ok(_) | Err(Error::Server { .. }) => pool.release(server),
         Err(_) => pool.close(server, true, "auth_query failed"),
     }
-    let lookup_failed = |cause: String| {
-        tracing::warn!(db = %how.dbname, auth_user = %how.user, "auth_query: {cause}");
-        Error::client(
-            sqlstate::INVALID_AUTHORIZATION,
-            format!(
-                "could not look up user \"{user}\": auth_query failed (the pgmux log says why)"
-            ),
-        )
-    };
     match res {
         Ok(row) => query::answer(user, row.as_deref()).map_err(lookup_failed),
         Err(Error::Server { code, message, .. }) => {
             Err(lookup_failed(format!("Postgres said {code}: {message}")))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(lookup_failed(e.to_string())),
     }
 }
 

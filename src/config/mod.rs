@@ -236,7 +236,8 @@ pub struct General {
     /// database the client asked for. Also lets the admin console use auth_query.
     pub auth_dbname: Option<String>,
     /// Seconds an auth_query answer (a secret, or "no such user") is kept; a failed
-    /// authentication forgets it at once. Default 60; 0 = ask on every login. pgmux's own key.
+    /// authentication forgets it at once. A changed or revoked password still works this long
+    /// for new logins. Default 10; 0 = ask on every login, as PgBouncer. pgmux's own key.
     pub auth_query_cache_ttl: Secs,
     /// Seconds a failed authentication waits before its error is sent (slows password
     /// guessing). Default 0.5; 0 = none.
@@ -315,7 +316,7 @@ impl Default for General {
             auth_user: None,
             auth_query: DEFAULT_AUTH_QUERY.into(),
             auth_dbname: None,
-            auth_query_cache_ttl: Secs(60.0),
+            auth_query_cache_ttl: Secs(10.0),
             auth_failure_delay: Secs(0.5),
             client_tls_sslmode: SslMode::Disable,
             client_tls_cert_file: None,

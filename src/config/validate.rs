@@ -1154,7 +1154,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.general.auth_query, super::super::DEFAULT_AUTH_QUERY);
-        assert_eq!(c.general.auth_query_cache_ttl, Secs(60.0));
+        assert_eq!(c.general.auth_query_cache_ttl, Secs(10.0));
         let l = c.auth_lookup(&c.databases["other"], "other").unwrap();
         assert_eq!(
             (l.user, l.query, l.dbname),

@@ -231,7 +231,7 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
     for v in snapshot::pools(shared) {
         let pool = &v.pool;
         let settings = pool.settings();
-        let mode = settings.mode.as_str();
+        let mode = settings.mode_label;
         let labels = [pool.database.as_str(), pool.user.as_str(), mode];
         let with = |state: &'static str| [labels[0], labels[1], labels[2], state];
         clients

@@ -78,7 +78,7 @@ impl Pool {
     /// the old one as they are released.
     pub fn reconfigure(self: &Arc<Self>, mut settings: PoolSettings, target: Target) {
         let old = self.settings();
-        if old.mode == settings.mode {
+        if old.mode_label == settings.mode_label {
             settings.hist = old.hist.clone();
         }
         drop(old);

@@ -31,6 +31,9 @@ pub use stats::{Histograms, PoolStats};
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     pub mode: PoolMode,
+    /// What SHOW POOLS and the metrics call the mode: the mode's name, or "auth_query" for a
+    /// pool that only runs auth_query.
+    pub mode_label: &'static str,
     pub pool_size: usize,
     pub min_pool_size: usize,
     pub reserve_pool_size: usize,

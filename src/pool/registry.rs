@@ -25,10 +25,17 @@ pub struct DbFlags {
 /// Users' secrets by name (from `[users]` and auth_file).
 pub type Secrets = std::collections::HashMap<String, Secret>;
 
+/// Servers an auth_query pool opens at most.
+pub const AUTH_POOL_SIZE: usize = 2;
+
+/// A pool's key: (database, user, runs auth_query only). An auth_query pool has servers of
+/// its own, which no client ever holds, so no client's session state can change a lookup.
+type Key = (String, String, bool);
+
 /// All pools of this process.
 #[derive(Default)]
 pub struct Registry {
-    pools: Mutex<HashMap<(String, String), Arc<Pool>>>,
+    pools: Mutex<HashMap<Key, Arc<Pool>>>,
     db_limits: Mutex<HashMap<String, Arc<Limit>>>,
     user_limits: Mutex<HashMap<String, Arc<Limit>>>,
     flags: Mutex<HashMap<String, DbFlags>>,
@@ -45,7 +52,8 @@ struct Resolved {
 }
 
 /// `fetched`: the user's secret from auth_query, used when the server user is the client's
-/// and neither `[users]` nor auth_file has a secret for it.
+/// and neither `[users]` nor auth_file has a secret for it. `auth`: the pool only runs
+/// auth_query (transaction mode, at most [`AUTH_POOL_SIZE`] servers, none kept open).
 fn resolve(
     config: &Config,
     tls: &ServerSide,
@@ -53,6 +61,7 @@ fn resolve(
     database: &str,
     user: &str,
     fetched: Option<&Secret>,
+    auth: bool,
 ) -> Option<Resolved> {
     let db = config.database(database)?;
     let g = &config.general;
@@ -65,7 +74,11 @@ fn resolve(
             .or(fetched.filter(|_| server_user == user))
             .cloned(),
     };
-    let mode = config.pool_mode(db, user_cfg);
+    let mode = match auth {
+        true => PoolMode::Transaction,
+        false => config.pool_mode(db, user_cfg),
+    };
+    let mode_label = if auth { "auth_query" } else { mode.as_str() };
     let target = Target {
         host: db.host.clone(),
         port: db.port,
@@ -83,11 +96,22 @@ fn resolve(
         },
         tls: tls.clone(),
     };
+    let pool_size = db.pool_size.unwrap_or(g.default_pool_size);
     let settings = PoolSettings {
         mode,
-        pool_size: db.pool_size.unwrap_or(g.default_pool_size),
-        min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
-        reserve_pool_size: db.reserve_pool_size.unwrap_or(g.reserve_pool_size),
+        mode_label,
+        pool_size: match auth {
+            true => pool_size.min(AUTH_POOL_SIZE),
+            false => pool_size,
+        },
+        min_pool_size: match auth {
+            true => 0,
+            false => db.min_pool_size.unwrap_or(g.min_pool_size),
+        },
+        reserve_pool_size: match auth {
+            true => 0,
+            false => db.reserve_pool_size.unwrap_or(g.reserve_pool_size),
+        },
         reserve_pool_timeout: g.reserve_pool_timeout.get(),
         query_wait_timeout: g.query_wait_timeout.get(),
         server_idle_timeout: g.server_idle_timeout.get(),
@@ -96,7 +120,7 @@ fn resolve(
         server_reset_query_always: g.server_reset_query_always,
         client_idle_timeout: g.client_idle_timeout.get(),
         idle_transaction_timeout: g.idle_transaction_timeout.get(),
-        hist: Arc::new(super::Histograms::new(database, user, mode.as_str())),
+        hist: Arc::new(super::Histograms::new(database, user, mode_label)),
     };
     Some(Resolved {
         settings,
@@ -131,7 +155,7 @@ impl Registry {
         user: &str,
         fetched: Option<&Secret>,
     ) -> Option<Arc<Pool>> {
-        let key = (database.to_string(), user.to_string());
+        let key = (database.to_string(), user.to_string(), false);
         let found = self.pools.lock().get(&key).cloned();
         if let Some(p) = found {
             if let Some(s) = fetched {
@@ -139,7 +163,30 @@ impl Registry {
             }
             return Some(p);
         }
-        let r = resolve(config, tls, secrets, database, user, fetched)?;
+        let r = resolve(config, tls, secrets, database, user, fetched, false)?;
+        Some(self.insert(key, r))
+    }
+
+    /// The pool that runs auth_query on `database` as `auth_user`, created on first use.
+    pub fn auth_pool(
+        &self,
+        config: &Config,
+        tls: &ServerSide,
+        secrets: &Secrets,
+        database: &str,
+        auth_user: &str,
+    ) -> Option<Arc<Pool>> {
+        let key = (database.to_string(), auth_user.to_string(), true);
+        if let Some(p) = self.pools.lock().get(&key) {
+            return Some(p.clone());
+        }
+        let r = resolve(config, tls, secrets, database, auth_user, None, true)?;
+        Some(self.insert(key, r))
+    }
+
+    /// Add a new pool, or return the one another login added meanwhile.
+    fn insert(&self, key: Key, r: Resolved) -> Arc<Pool> {
+        let (database, user) = (key.0.as_str(), key.1.as_str());
         let db_limit = self
             .db_limits
             .lock()
@@ -163,7 +210,7 @@ impl Registry {
         ));
         let mut pools = self.pools.lock();
         if let Some(p) = pools.get(&key) {
-            return Some(p.clone()); // another client created it meanwhile
+            return p.clone(); // another client created it meanwhile
         }
         if self.flags(database).paused {
             pool.pause();
@@ -171,13 +218,13 @@ impl Registry {
         pool.db_limit.add_member(&pool);
         pool.user_limit.add_member(&pool);
         pools.insert(key, pool.clone());
-        Some(pool)
+        pool
     }
 
     /// Every pool, for the janitor and the admin console.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         let mut v: Vec<_> = self.pools.lock().values().cloned().collect();
-        v.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
+        v.sort_by_key(|p| (p.database.clone(), p.user.clone(), p.settings().mode_label));
         v
     }
 
@@ -191,14 +238,22 @@ impl Registry {
     /// Apply a new config to every pool: sizes, timeouts, modes, targets and caps. Pools of
     /// a database no longer configured keep their old settings until their clients leave.
     pub fn reconfigure(&self, config: &Config, tls: &ServerSide, secrets: &Secrets) {
-        for pool in self.all() {
+        let pools: Vec<(bool, Arc<Pool>)> = self
+            .pools
+            .lock()
+            .iter()
+            .map(|(k, p)| (k.2, p.clone()))
+            .collect();
+        for (auth, pool) in pools {
             // A secret auth_query gave stays while the database still uses auth_query.
             let target = pool.target();
             let fetched = config
                 .database(&pool.database)
                 .and_then(|db| config.auth_lookup(db, &pool.database))
-                .and(target.secret.as_ref());
-            let Some(r) = resolve(config, tls, secrets, &pool.database, &pool.user, fetched) else {
+                .and(target.secret.as_ref())
+                .filter(|_| !auth);
+            let (db, user) = (&pool.database, &pool.user);
+            let Some(r) = resolve(config, tls, secrets, db, user, fetched, auth) else {
                 continue;
             };
             pool.db_limit.set_max(r.db_max);

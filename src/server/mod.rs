@@ -392,6 +392,10 @@ impl Server {
         sql: &str,
         param: &str,
     ) -> Result<Option<Vec<Option<String>>>> {
+        // The parameter and the answer are UTF-8 whatever the database's encoding.
+        let mut utf8 = Params::default();
+        utf8.set("client_encoding", "UTF8");
+        self.sync_params(&mut utf8).await?;
         let mut out = BytesMut::new();
         let bad = |e: std::io::Error| Error::Protocol(format!("cannot encode a query: {e}"));
         frontend::parse("", sql, [0u32], &mut out).map_err(bad)?;
@@ -435,9 +439,10 @@ impl Server {
                 }
                 b'Z' => {
                     if body.first() != Some(&b'I') {
-                        return Err(Error::Protocol(
-                            "a pgmux internal query left a transaction open".into(),
-                        ));
+                        let why = err.map(|e| format!(" ({e})")).unwrap_or_default();
+                        return Err(Error::Protocol(format!(
+                            "a pgmux internal query left a transaction open{why}"
+                        )));
                     }
                     return match err {
                         Some(e) => Err(e),

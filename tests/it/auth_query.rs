@@ -142,27 +142,33 @@ async fn lookup_function_in_auth_dbname_is_cached_and_forgotten_on_failure() {
     assert_eq!(one(&c2, "SELECT current_user").await, "aq2_user");
     c.batch_execute("COMMIT").await.unwrap();
 
-    // "No such user" is kept too (briefly): two attempts, one query.
+    // A failed login forgets the answer, whether or not the user exists: an unknown user
+    // costs a query on every attempt, and so does a known one once its kept answer failed.
+    let wrong = |user: &'static str| {
+        let port = mux.port();
+        async move {
+            let e = login_error(port, user, "x", "otherdb").await;
+            assert_eq!(e.0, "28P01");
+        }
+    };
     let before = calls("aq2").await;
-    for _ in 0..2 {
-        assert_eq!(
-            login_error(mux.port(), "aq2_nobody", "x", "otherdb")
-                .await
-                .0,
-            "28P01"
-        );
-    }
-    assert_eq!(calls("aq2").await, before + 1);
+    wrong("aq2_nobody").await;
+    wrong("aq2_nobody").await;
+    assert_eq!(calls("aq2").await, before + 2);
+    wrong("aq2_user").await; // answered from the cache, then forgotten
+    assert_eq!(calls("aq2").await, before + 2);
+    wrong("aq2_user").await;
+    wrong("aq2_user").await;
+    assert_eq!(calls("aq2").await, before + 4);
 
     // The admin console looks users up in auth_dbname too.
     let (a, _h) = connect_ok(mux.port(), "aq2_admin", "aq2_admin_pw", "pgmux").await;
     let pools = rows(&a, "SHOW POOLS").await;
-    assert!(
-        pools
-            .iter()
-            .any(|r| r[0].as_deref() == Some("appdb") && r[1].as_deref() == Some("aq2_auth")),
-        "{pools:?}"
-    );
+    let auth_pool = pools
+        .iter()
+        .find(|r| r[0].as_deref() == Some("appdb") && r[1].as_deref() == Some("aq2_auth"))
+        .unwrap_or_else(|| panic!("no auth_query pool in {pools:?}"));
+    assert_eq!(auth_pool[15].as_deref(), Some("auth_query"), "pool_mode");
     // A reload empties the cache.
     assert!(!cache.is_empty());
     a.simple_query("SET auth_query_cache_ttl = 30")
@@ -229,16 +235,20 @@ async fn failing_auth_query_is_28000_and_leaves_the_auth_server_clean() {
         let (code, message) = login_error(mux.port(), "aq4_user", "aq4_pw", "appdb").await;
         assert_eq!(code, "28000", "{message}");
         assert!(message.contains("auth_query failed"), "{message}");
-        // The auth pool's server is idle and reusable: the auth user itself logs in on it.
+        // The auth pool's server went back idle, and the next lookup reuses it.
         let pool = mux.pool("appdb", "aq4_auth").unwrap();
-        let before = pool.counts();
-        assert_eq!(before.active, 0, "{before:?}");
-        let (c, _h) = connect_ok(mux.port(), "aq4_auth", "aq4_auth_pw", "appdb").await;
-        assert_eq!(one(&c, "SELECT current_user").await, "aq4_auth");
-        assert_eq!(
-            mux.running.shared.auth_cache.errors.load(Ordering::Relaxed),
-            1
-        );
+        let c = pool.counts();
+        assert_eq!((c.open, c.idle, c.active), (1, 1, 0), "{c:?}");
+        let again = login_error(mux.port(), "aq4_user", "aq4_pw", "appdb").await;
+        assert_eq!(again.0, "28000");
+        let c = pool.counts();
+        assert_eq!((c.open, c.idle, c.active), (1, 1, 0), "{c:?}");
+        let errors = &mux.running.shared.auth_cache.errors;
+        assert_eq!(errors.load(Ordering::Relaxed), 2);
+        // A client of the auth user gets a pool of its own, apart from the lookups'.
+        let (cl, _h) = connect_ok(mux.port(), "aq4_auth", "aq4_auth_pw", "appdb").await;
+        assert_eq!(one(&cl, "SELECT current_user").await, "aq4_auth");
+        assert_eq!(pool.counts().open, 1);
     }
 }
 
@@ -292,4 +302,25 @@ async fn login_timeout_during_auth_query_closes_its_server() {
     // The server in the middle of the query is closed, not kept: its slot is free again.
     let counts = mux.pool("appdb", "postgres").unwrap().counts();
     assert_eq!((counts.open, counts.active), (0, 0), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_auth_type_challenges_unknown_users_like_known_ones() {
+    sql_super("postgres", "CREATE ROLE aq7_user LOGIN PASSWORD 'aq7_pw'").await;
+    let config = ConfigBuilder::new()
+        .general("auth_type = \"md5\"\nauth_user = \"postgres\"\nauth_failure_delay = 0")
+        .shared_databases()
+        .build();
+    let mux = Mux::start(config).await;
+    // aq7_user's secret is a SCRAM verifier: SCRAM even under md5, as Postgres does. An
+    // unknown user gets the same kind of challenge.
+    for user in ["aq7_user", "aq7_nobody"] {
+        let (_s, m) =
+            crate::support::raw::auth_request(mux.port(), &[("user", user), ("database", "appdb")])
+                .await;
+        assert_eq!(crate::support::raw::auth_code(&m), 10, "{user}");
+    }
+    // md5user's MD5 hash from pg_shadow: an MD5 challenge, and the login works.
+    let (c, _h) = connect_ok(mux.port(), "md5user", "md5_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "md5user");
 }
