@@ -234,25 +234,20 @@ mod tests {
         assert_eq!(c.hits.load(Ordering::Relaxed), 1);
     }
 
+    const BOB: Lookup<'static> = Lookup {
+        dbname: "db",
+        auth_user: "a",
+        query: "q",
+        user: "bob",
+    };
+
     #[tokio::test]
     async fn gates_let_one_through_and_are_removed_when_unused() {
         let c = Arc::new(Cache::default());
-        let l = Lookup {
-            dbname: "db",
-            auth_user: "a",
-            query: "q",
-            user: "bob",
-        };
-        let first = c.gate(&l).await;
+        let first = c.gate(&BOB).await;
         let c2 = c.clone();
         let waiter = tokio::spawn(async move {
-            let l = Lookup {
-                dbname: "db",
-                auth_user: "a",
-                query: "q",
-                user: "bob",
-            };
-            let _g = c2.gate(&l).await;
+            let _g = c2.gate(&BOB).await;
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished(), "the second waits for the first");
