@@ -74,11 +74,13 @@ fn resolve(
             .or(fetched.filter(|_| server_user == user))
             .cloned(),
     };
-    let mode = match auth {
-        true => PoolMode::Transaction,
-        false => config.pool_mode(db, user_cfg),
+    let (mode, mode_label) = match auth {
+        true => (PoolMode::Transaction, "auth_query"),
+        false => {
+            let mode = config.pool_mode(db, user_cfg);
+            (mode, mode.as_str())
+        }
     };
-    let mode_label = if auth { "auth_query" } else { mode.as_str() };
     let target = Target {
         host: db.host.clone(),
         port: db.port,
@@ -96,22 +98,12 @@ fn resolve(
         },
         tls: tls.clone(),
     };
-    let pool_size = db.pool_size.unwrap_or(g.default_pool_size);
-    let settings = PoolSettings {
+    let mut settings = PoolSettings {
         mode,
         mode_label,
-        pool_size: match auth {
-            true => pool_size.min(AUTH_POOL_SIZE),
-            false => pool_size,
-        },
-        min_pool_size: match auth {
-            true => 0,
-            false => db.min_pool_size.unwrap_or(g.min_pool_size),
-        },
-        reserve_pool_size: match auth {
-            true => 0,
-            false => db.reserve_pool_size.unwrap_or(g.reserve_pool_size),
-        },
+        pool_size: db.pool_size.unwrap_or(g.default_pool_size),
+        min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
+        reserve_pool_size: db.reserve_pool_size.unwrap_or(g.reserve_pool_size),
         reserve_pool_timeout: g.reserve_pool_timeout.get(),
         query_wait_timeout: g.query_wait_timeout.get(),
         server_idle_timeout: g.server_idle_timeout.get(),
@@ -122,6 +114,12 @@ fn resolve(
         idle_transaction_timeout: g.idle_transaction_timeout.get(),
         hist: Arc::new(super::Histograms::new(database, user, mode_label)),
     };
+    if auth {
+        // auth_query's own pool: a few servers, none kept open, no reserve.
+        settings.pool_size = settings.pool_size.min(AUTH_POOL_SIZE);
+        settings.min_pool_size = 0;
+        settings.reserve_pool_size = 0;
+    }
     Some(Resolved {
         settings,
         target,
