@@ -357,6 +357,28 @@ impl Server {
         let mut out = BytesMut::new();
         backend::query(&mut out, sql);
         self.stream.write_all(&out).await?;
+        let (status, err) = self
+            .read_internal(|s, tag, body| {
+                if tag == b'C' && drops_all_statements(body) {
+                    s.prepared.clear();
+                }
+                Ok(())
+            })
+            .await?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(status.unwrap_or(b'I')),
+        }
+    }
+
+    /// Read the answer to one of pgmux's own queries, up to ReadyForQuery: ParameterStatus
+    /// is recorded, the first ErrorResponse kept, COPY refused, and every other message
+    /// handed to `each`. Returns the final transaction status (`None`: ReadyForQuery had
+    /// none) and Postgres' error, if any.
+    async fn read_internal(
+        &mut self,
+        mut each: impl FnMut(&mut Self, u8, &Bytes) -> Result<()>,
+    ) -> Result<(Option<u8>, Option<Error>)> {
         let mut err = None;
         loop {
             let (tag, body) = self.read_message().await?;
@@ -367,18 +389,11 @@ impl Server {
                     }
                 }
                 b'E' if err.is_none() => err = Some(server_error(body)),
-                b'C' if drops_all_statements(&body) => self.prepared.clear(),
-                b'Z' => {
-                    let status = body.first().copied().unwrap_or(b'I');
-                    return match err {
-                        Some(e) => Err(e),
-                        None => Ok(status),
-                    };
-                }
+                b'Z' => return Ok((body.first().copied(), err)),
                 b'G' | b'H' | b'W' => {
                     return Err(Error::Protocol("COPY in a pgmux internal query".into()))
                 }
-                _ => {}
+                _ => each(self, tag, &body)?,
             }
         }
     }
@@ -418,12 +433,11 @@ impl Server {
         frontend::execute("", 0, &mut out).map_err(bad)?;
         frontend::sync(&mut out);
         self.stream.write_all(&out).await?;
-        let (mut row, mut err) = (None, None);
-        loop {
-            let (tag, body) = self.read_message().await?;
-            match tag {
-                b'D' if row.is_none() && err.is_none() => {
-                    let cols = proto::data_row(&body)
+        let mut row = None;
+        let (status, err) = self
+            .read_internal(|_, tag, body| {
+                if tag == b'D' && row.is_none() {
+                    let cols = proto::data_row(body)
                         .ok_or_else(|| Error::Protocol("malformed DataRow".into()))?;
                     row = Some(
                         cols.into_iter()
@@ -431,29 +445,18 @@ impl Server {
                             .collect(),
                     );
                 }
-                b'E' if err.is_none() => err = Some(server_error(body)),
-                b'S' => {
-                    if let Some((k, v)) = params::parse_parameter_status(&body) {
-                        self.params.set(k, v);
-                    }
-                }
-                b'Z' => {
-                    if body.first() != Some(&b'I') {
-                        let why = err.map(|e| format!(" ({e})")).unwrap_or_default();
-                        return Err(Error::Protocol(format!(
-                            "a pgmux internal query left a transaction open{why}"
-                        )));
-                    }
-                    return match err {
-                        Some(e) => Err(e),
-                        None => Ok(row),
-                    };
-                }
-                b'G' | b'H' | b'W' => {
-                    return Err(Error::Protocol("COPY in a pgmux internal query".into()))
-                }
-                _ => {}
-            }
+                Ok(())
+            })
+            .await?;
+        if status != Some(b'I') {
+            let why = err.map(|e| format!(" ({e})")).unwrap_or_default();
+            return Err(Error::Protocol(format!(
+                "a pgmux internal query left a transaction open{why}"
+            )));
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(row),
         }
     }
 
