@@ -208,23 +208,19 @@ async fn login_inner(
         return Err(no_such_db());
     };
     application_name(&mut wanted, db_entry, &live, info.addr);
-    *why = LoginFailure::Auth;
-    let method = auth_method(&live, info, stream.is_tls(), database, user)?;
-    *why = LoginFailure::Server;
-    let found = secret::user_secret(shared, &live, database, user).await?;
-    *why = LoginFailure::Auth;
-    let client_key = authenticate(
+    let (client_key, found) = authenticate(
         stream,
         &mut buf,
         &mut out,
         shared,
-        &found,
+        &live,
+        info,
+        database,
         user,
-        method,
         cert_cn.as_deref(),
+        why,
     )
-    .await
-    .inspect_err(|_| forget_fetched(shared, &found))?;
+    .await?;
     if shared.registry.flags(database).disabled {
         *why = LoginFailure::NotAccepting;
         return Err(Error::client(
@@ -312,14 +308,10 @@ async fn admin_login(
     cert_cn: Option<&str>,
     why: &mut LoginFailure,
 ) -> Result<Option<LoggedIn>> {
-    *why = LoginFailure::Auth;
-    let method = auth_method(live, info, stream.is_tls(), database, user)?;
-    *why = LoginFailure::Server;
-    let found = secret::user_secret(shared, live, database, user).await?;
-    *why = LoginFailure::Auth;
-    authenticate(stream, buf, &mut out, shared, &found, user, method, cert_cn)
-        .await
-        .inspect_err(|_| forget_fetched(shared, &found))?;
+    authenticate(
+        stream, buf, &mut out, shared, live, info, database, user, cert_cn, why,
+    )
+    .await?;
     let g = &live.config.general;
     let admin = g.admin_users.iter().any(|u| u == user);
     if !admin && !g.stats_users.iter().any(|u| u == user) {
@@ -486,6 +478,33 @@ fn auth_method(
     }
 }
 
+/// Check a client's credentials for `database`: how it must authenticate (auth_type or the
+/// hba rule), its secret ([users], auth_file or auth_query), then the exchange. Returns the
+/// SCRAM ClientKey it proved, if any, and the secret found. `why` says which step failed.
+#[allow(clippy::too_many_arguments)]
+async fn authenticate(
+    stream: &mut Conn,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    shared: &Shared,
+    live: &crate::shared::Live,
+    info: &ClientInfo,
+    database: &str,
+    user: &str,
+    cert_cn: Option<&str>,
+    why: &mut LoginFailure,
+) -> Result<(Option<[u8; 32]>, UserSecret)> {
+    *why = LoginFailure::Auth;
+    let method = auth_method(live, info, stream.is_tls(), database, user)?;
+    *why = LoginFailure::Server;
+    let found = secret::user_secret(shared, live, database, user).await?;
+    *why = LoginFailure::Auth;
+    let client_key = exchange(stream, buf, out, shared, &found, user, method, cert_cn)
+        .await
+        .inspect_err(|_| forget_fetched(shared, &found))?;
+    Ok((client_key, found))
+}
+
 /// An answer from auth_query failed an authentication: it may be stale (the password
 /// changed), so the next login asks Postgres again. "No such user" is forgotten too, so a
 /// wrong password costs the same whether or not the user exists.
@@ -495,10 +514,10 @@ fn forget_fetched(shared: &Shared, found: &UserSecret) {
     }
 }
 
-/// Authenticate `user` by `method` (auth_type, or the hba rule's). An unknown user goes through the same
+/// The authentication exchange: `user` by `method` (auth_type, or the hba rule's). An unknown user goes through the same
 /// exchange as a known one and fails the same way, so users cannot be enumerated.
 #[allow(clippy::too_many_arguments)]
-async fn authenticate(
+async fn exchange(
     stream: &mut Conn,
     buf: &mut BytesMut,
     out: &mut BytesMut,
