@@ -4,6 +4,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY tests ./tests
+# Cargo.toml declares the benches: cargo cannot read the manifest without them.
+COPY benches ./benches
 RUN cargo build --release --locked --bin pgmux
 
 FROM debian:bookworm-slim
