@@ -9,13 +9,14 @@ pub mod messages;
 pub mod queue;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use sha2::{Digest, Sha256};
 
 /// A statement as pgmux knows it: its text and parameter types. Clients that prepare the same
 /// text with the same types share one server-side statement, whatever they call it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Statement {
     /// Identity: SHA-256 of the text and types, first 16 bytes.
     pub key: [u8; 16],
@@ -24,6 +25,16 @@ pub struct Statement {
     /// The text, in the client's encoding.
     pub query: Box<[u8]>,
     pub param_types: Box<[u32]>,
+    /// A server of the pool accepted a Parse of it, and none has refused one since: a client's
+    /// Parse of it alone (then Sync) can be answered without a server (see
+    /// `client::relay::prepare_alone`).
+    parsed: AtomicBool,
+}
+
+impl PartialEq for Statement {
+    fn eq(&self, other: &Statement) -> bool {
+        self.key == other.key
+    }
 }
 
 impl Statement {
@@ -35,7 +46,18 @@ impl Statement {
             server_name: server_name(&key),
             query: query.into(),
             param_types: param_types.into(),
+            parsed: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a server of the pool accepted it last time one was asked to parse it.
+    pub fn known_good(&self) -> bool {
+        self.parsed.load(Ordering::Relaxed)
+    }
+
+    /// A server accepted (`true`) or refused (`false`) a Parse of it.
+    pub fn set_parsed(&self, ok: bool) {
+        self.parsed.store(ok, Ordering::Relaxed);
     }
 }
 

@@ -68,10 +68,10 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub enum Undo {
     None,
-    /// A Parse of statement `key`: the server does not have it after all (when the Parse was
-    /// `sent`), nor the client under its name (when the client sent it).
+    /// A Parse of `stmt`: the server does not have it after all (when the Parse was `sent`),
+    /// nor the client under its name (when the client sent it).
     Parse {
-        key: [u8; 16],
+        stmt: Arc<Statement>,
         client: Option<Box<[u8]>>,
         sent: bool,
     },
@@ -180,6 +180,13 @@ impl Queue {
                 return Ok(Verdict::Forward);
             }
             let failed = self.q.pop_front().expect("checked");
+            if let Undo::Parse {
+                stmt, sent: true, ..
+            } = &failed.undo
+            {
+                // Refused (not skipped): the next Parse of it needs a server to answer.
+                stmt.set_parsed(false);
+            }
             let verdict = match failed.action {
                 Action::ReplaceError(e) => Verdict::Replace(e),
                 _ => Verdict::Forward,
@@ -207,7 +214,15 @@ impl Queue {
             _ => Verdict::Forward,
         };
         if front.kind.ends(tag) {
-            self.q.pop_front();
+            if let Some(Expect {
+                undo: Undo::Parse {
+                    stmt, sent: true, ..
+                },
+                ..
+            }) = self.q.pop_front()
+            {
+                stmt.set_parsed(true);
+            }
         }
         Ok(verdict)
     }
@@ -248,6 +263,10 @@ mod tests {
         Expect::forward(kind)
     }
 
+    fn stmt(n: u32) -> Arc<Statement> {
+        Arc::new(Statement::new(format!("SELECT {n}").as_bytes(), &[]))
+    }
+
     fn run(q: &mut Queue, tags: &[u8]) -> Vec<Verdict> {
         let mut undo = Vec::new();
         tags.iter()
@@ -262,7 +281,7 @@ mod tests {
             kind: Kind::Parse,
             action: Action::Swallow,
             undo: Undo::Parse {
-                key: [1; 16],
+                stmt: stmt(1),
                 client: None,
                 sent: true,
             },
@@ -285,7 +304,7 @@ mod tests {
             kind: Kind::Parse,
             action: Action::Forward,
             undo: Undo::Parse {
-                key: [2; 16],
+                stmt: stmt(2),
                 client: Some(b"s1"[..].into()),
                 sent: true,
             },
@@ -294,7 +313,7 @@ mod tests {
             kind: Kind::Parse,
             action: Action::Fake,
             undo: Undo::Parse {
-                key: [3; 16],
+                stmt: stmt(3),
                 client: Some(b"s2"[..].into()),
                 sent: false,
             },

@@ -14,6 +14,7 @@ use crate::net::Conn;
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
 
+mod alone;
 mod finish;
 mod prepared;
 mod scan;
@@ -317,6 +318,15 @@ impl Relay {
         };
         if tag == b'X' {
             return Some("client closed (Terminate)".into());
+        }
+        if tag == b'P' {
+            if let Some(answer) = self.prepare_alone(cbuf) {
+                PoolStats::add(&self.sess.pool.stats.bytes_sent, answer.len() as u64);
+                if let Err(e) = self.client.write_all(&answer).await {
+                    return Some(format!("client connection error: {e}"));
+                }
+                return None;
+            }
         }
         self.handle.info.waiting();
         let server = match self.checkout_watching(cbuf).await {

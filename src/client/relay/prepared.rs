@@ -23,6 +23,7 @@ use crate::prepared::{server_name, Statement};
 use crate::proto::backend;
 use crate::server::Server;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 /// The prepared-statement state of one attached request.
 #[derive(Default)]
@@ -74,7 +75,7 @@ fn ensure_on_server(
     cache: &mut StatementCache,
     queue: &mut Queue,
     stats: &PoolStats,
-    stmt: &Statement,
+    stmt: &Arc<Statement>,
     out: &mut BytesMut,
 ) {
     if cache.touch(&stmt.key) {
@@ -90,7 +91,7 @@ fn prepare_on_server(
     cache: &mut StatementCache,
     queue: &mut Queue,
     stats: &PoolStats,
-    stmt: &Statement,
+    stmt: &Arc<Statement>,
     out: &mut BytesMut,
     action: Action,
     client: Option<Box<[u8]>>,
@@ -116,7 +117,7 @@ fn prepare_on_server(
         kind: Kind::Parse,
         action,
         undo: Undo::Parse {
-            key: stmt.key,
+            stmt: stmt.clone(),
             client,
             sent: true,
         },
@@ -230,7 +231,7 @@ impl Relay {
                             kind: Kind::Parse,
                             action: Action::Fake,
                             undo: Undo::Parse {
-                                key: stmt.key,
+                                stmt: stmt.clone(),
                                 client: Some(name),
                                 sent: false,
                             },
@@ -443,7 +444,8 @@ fn undo_all(
     while let Some(u) = undo.pop() {
         match u {
             Undo::None => {}
-            Undo::Parse { key, client, sent } => {
+            Undo::Parse { stmt, client, sent } => {
+                let key = stmt.key;
                 if sent {
                     server.prepared.remove(&key);
                 }
