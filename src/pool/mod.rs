@@ -7,6 +7,7 @@
 mod control;
 mod janitor;
 mod limit;
+mod reap;
 mod registry;
 pub mod stats;
 
@@ -509,6 +510,15 @@ impl Pool {
 
     /// Close a server (checked out if `active`, else already out of the idle list), logging why.
     pub fn close(&self, s: Server, active: bool, reason: &str) {
+        self.forget(&s, reason);
+        // Terminate is 5 bytes: a non-blocking write always fits an idle socket.
+        let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
+        drop(s);
+        self.slot_freed(active);
+    }
+
+    /// A server is being closed: log why, count it, and take it off the server list.
+    fn forget(&self, s: &Server, reason: &str) {
         tracing::info!(server = s.id, db = %self.database, user = %self.user, pid = s.pid,
             "server close: {reason}");
         self.stats.servers_closed.fetch_add(1, Ordering::Relaxed);
@@ -516,10 +526,6 @@ impl Pool {
             .server_lifetime_us
             .fetch_add(s.created.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.servers.lock().remove(&s.id);
-        // Terminate is 5 bytes: a non-blocking write always fits an idle socket.
-        let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
-        drop(s);
-        self.slot_freed(active);
     }
 
     /// A server is gone (closed or failed to open): pass its room to the oldest waiter.

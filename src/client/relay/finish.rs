@@ -79,10 +79,17 @@ impl Relay {
         if !quiet || unknown.is_some() {
             let reason = if cancelled {
                 "a cancel request was sent to it"
+            } else if !quiet {
+                "its client left in the middle of a request"
             } else {
-                unknown.unwrap_or("its client left in the middle of a request")
+                unknown.unwrap_or("its prepared statements are not known")
             };
-            pool.close(t.server, true, reason);
+            if quiet {
+                pool.close(t.server, true, reason);
+            } else {
+                // A request may still run there: cancel it, wait for Postgres to end it.
+                pool.close_busy(t.server, reason);
+            }
             return why.to_string();
         }
         t.server.rbuf.clear();
@@ -137,7 +144,7 @@ impl Relay {
         self.sess.key.slot.detach();
         self.sess
             .pool
-            .close(t.server, true, "its client broke the protocol");
+            .close_busy(t.server, "its client broke the protocol");
         format!("protocol violation: {e}")
     }
 

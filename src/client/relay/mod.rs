@@ -244,6 +244,9 @@ struct Txn {
     status: u8,
     /// The client sent Terminate.
     terminating: bool,
+    /// The server is in COPY FROM STDIN: it waits for the client's data (CopyInResponse seen,
+    /// no CopyDone, CopyFail or ReadyForQuery since).
+    copy_in: bool,
     /// Stopped just after a ReadyForQuery that ends the transaction (transaction/statement mode).
     at_boundary: bool,
     /// Statement mode saw a transaction block open.
@@ -418,6 +421,7 @@ impl Relay {
             syncs_since_exec: 0,
             status: b'I',
             terminating: false,
+            copy_in: false,
             at_boundary: false,
             stmt_violation: false,
             last_client_activity: now,
@@ -488,10 +492,19 @@ impl Relay {
             if t.terminating && t.pending == 0 && t.c_ready == 0 && t.c_skip == 0 {
                 return Some(self.client_lost(t, "client closed (Terminate)").await);
             }
+            // A request the client sent before Terminate runs to its end, as on a direct
+            // connection, unless it waits for data only the client could send.
+            if t.terminating && t.copy_in {
+                return Some(
+                    self.client_lost(t, "client closed (Terminate) during COPY FROM STDIN")
+                        .await,
+                );
+            }
 
+            // A batch without its Sync holds an implicit transaction (and its locks) open.
             let timer = if t.pending > 0 || t.c_ready > 0 {
                 None
-            } else if t.status != b'I' {
+            } else if t.status != b'I' || t.unsynced {
                 t.settings.idle_transaction_timeout
             } else if t.settings.mode == PoolMode::Session {
                 t.settings.client_idle_timeout
@@ -550,7 +563,7 @@ impl Relay {
                     return Some(self.client_lost(t, msg).await);
                 }
                 Ok(Event::Timer) => {
-                    let (code, what) = if t.status != b'I' {
+                    let (code, what) = if t.status != b'I' || t.unsynced {
                         (
                             sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
                             "idle_transaction_timeout",

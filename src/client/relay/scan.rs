@@ -103,6 +103,7 @@ impl Relay {
                 // arrives in copy-in mode, and only an Execute (or Query) starts that mode:
                 // the Syncs sent between the Execute and here get no ReadyForQuery.
                 b'c' | b'f' => {
+                    t.copy_in = false;
                     t.pending = t.pending.saturating_sub(t.syncs_since_exec);
                     if t.syncs_since_exec > 0 {
                         // The batch that started the COPY is open again until its next Sync.
@@ -194,6 +195,7 @@ impl Relay {
                         }
                     } else {
                         t.status = *body.first().ok_or("empty ReadyForQuery")?;
+                        t.copy_in = false;
                         t.s_ready += len;
                         if self.ready_for_query(t) {
                             return Ok(());
@@ -201,6 +203,7 @@ impl Relay {
                         continue;
                     }
                 }
+                b'G' => t.copy_in = true,
                 b'W' => return Err("CopyBoth (replication) is not supported".into()),
                 _ => {}
             }
