@@ -33,12 +33,12 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn scripts() -> PathBuf {
+pub(crate) fn scripts() -> PathBuf {
     root().join("tests/drivers")
 }
 
 /// The python of the venv that tests/drivers/setup.sh makes.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     root().join("target/driver-venv/bin/python")
 }
 
@@ -128,15 +128,15 @@ impl Driver {
 }
 
 /// How a script run ended.
-struct Outcome {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-    took: Duration,
+pub(crate) struct Outcome {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
 }
 
 /// Run `cmd`, killing it (and failing) after `limit`.
-fn run_limited(mut cmd: Command, limit: Duration, what: &str) -> Outcome {
+pub(crate) fn run_limited(mut cmd: Command, limit: Duration, what: &str) -> Outcome {
     let start = Instant::now();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod abandon;
 mod admin;
 mod auth_query;
 mod basic;

@@ -489,22 +489,19 @@ impl Relay {
                         .await,
                 );
             }
-            if t.terminating && t.pending == 0 && t.c_ready == 0 && t.c_skip == 0 {
+            // Terminate: the client will read nothing more. A request still in flight is
+            // cancelled with its server (`client_lost`), as when the socket closes: nobody waits
+            // for it, and it may wait forever itself (COPY FROM STDIN, a batch without Sync).
+            if t.terminating {
                 return Some(self.client_lost(t, "client closed (Terminate)").await);
             }
-            // A request the client sent before Terminate runs to its end, as on a direct
-            // connection, unless it waits for data only the client could send.
-            if t.terminating && t.copy_in {
-                return Some(
-                    self.client_lost(t, "client closed (Terminate) during COPY FROM STDIN")
-                        .await,
-                );
-            }
 
-            // A batch without its Sync holds an implicit transaction (and its locks) open.
-            let timer = if t.pending > 0 || t.c_ready > 0 {
+            // The server waits for the client: in a transaction, in a batch without its Sync
+            // (an implicit transaction, with its locks), or in COPY FROM STDIN.
+            let client_awaited = t.status != b'I' || t.unsynced || t.copy_in;
+            let timer = if (t.pending > 0 && !t.copy_in) || t.c_ready > 0 {
                 None
-            } else if t.status != b'I' || t.unsynced {
+            } else if client_awaited {
                 t.settings.idle_transaction_timeout
             } else if t.settings.mode == PoolMode::Session {
                 t.settings.client_idle_timeout
@@ -563,7 +560,7 @@ impl Relay {
                     return Some(self.client_lost(t, msg).await);
                 }
                 Ok(Event::Timer) => {
-                    let (code, what) = if t.status != b'I' || t.unsynced {
+                    let (code, what) = if client_awaited {
                         (
                             sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
                             "idle_transaction_timeout",
