@@ -174,7 +174,8 @@ pub struct General {
     pub client_idle_timeout: Secs,
     /// Clients that do not finish login in time are closed. Default 60.
     pub client_login_timeout: Secs,
-    /// A client idle inside a transaction longer than this is disconnected; 0 = never.
+    /// A client idle inside a transaction longer than this is disconnected; 0 = never. Also a
+    /// client whose server waits for it in a batch without Sync or in COPY FROM STDIN.
     pub idle_transaction_timeout: Secs,
     /// Run on a server before another client gets it in session mode. Default "DISCARD ALL".
     pub server_reset_query: String,

@@ -66,7 +66,10 @@ async fn reap(mut s: Server) {
             }
         }
         if Instant::now() >= deadline {
-            tracing::warn!(pid = s.pid, "a closed server did not end within {REAP_LIMIT:?}");
+            tracing::warn!(
+                pid = s.pid,
+                "a closed server did not end within {REAP_LIMIT:?}"
+            );
             return;
         }
     }

@@ -339,12 +339,19 @@ async fn psycopg_copy_abandoned_leaves_no_lock() {
     sql_super("postgres", &format!("CREATE DATABASE {db} OWNER app")).await;
     let script = |port: u16, what: &str| {
         let mut cmd = Command::new(python());
-        cmd.arg(scripts().join("psycopg_copy_abandon.py"))
-            .args(["127.0.0.1", &port.to_string(), "app", "app_pw", db]);
+        cmd.arg(scripts().join("psycopg_copy_abandon.py")).args([
+            "127.0.0.1",
+            &port.to_string(),
+            "app",
+            "app_pw",
+            db,
+        ]);
         let what = what.to_string();
         tokio::task::spawn_blocking(move || run_limited(cmd, Duration::from_secs(60), &what))
     };
-    let direct = script(pg().port, "psycopg COPY against Postgres").await.unwrap();
+    let direct = script(pg().port, "psycopg COPY against Postgres")
+        .await
+        .unwrap();
     assert!(direct.ok, "directly: {}{}", direct.stdout, direct.stderr);
     for mode in ["session", "transaction"] {
         let extra = database_section(db, pg().port, "pool_size = 2");

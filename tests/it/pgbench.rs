@@ -92,7 +92,10 @@ async fn pgbench_prepared_tpcb_12_clients_on_pool_of_5_does_not_hang() {
         .unwrap();
         clean_run(&format!("round {round}: -c 12 -M prepared, pool 5"), r);
         let counts = mux.counts("tpcb12", "app").unwrap();
-        assert!(counts.open <= 7, "pool grew past size + reserve: {counts:?}");
+        assert!(
+            counts.open <= 7,
+            "pool grew past size + reserve: {counts:?}"
+        );
     }
 }
 
@@ -133,7 +136,10 @@ async fn pgbench_prepared_tpcb_50_and_500_clients_pools_of_5_and_20_with_evictio
         );
         clean_run(&what, r);
         let counts = mux.counts("tpcbmx", "app").unwrap();
-        assert!(counts.open <= pool, "{what}: pool grew past its size: {counts:?}");
+        assert!(
+            counts.open <= pool,
+            "{what}: pool grew past its size: {counts:?}"
+        );
         // Every server went back clean: none is left in a transaction or holding a lock.
         let stuck = pg().psql_super(
             "postgres",

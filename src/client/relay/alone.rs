@@ -30,8 +30,7 @@ impl Relay {
     /// would give (ParseComplete for each, ReadyForQuery idle). `None`: it needs a server.
     pub(super) fn prepare_alone(&mut self, cbuf: &mut BytesMut) -> Option<BytesMut> {
         let pool = &self.sess.pool;
-        if pool.settings().mode == PoolMode::Session || pool.target().max_prepared_statements == 0
-        {
+        if pool.settings().mode == PoolMode::Session || pool.target().max_prepared_statements == 0 {
             return None;
         }
         let mut at = 0;
