@@ -166,6 +166,10 @@ pub struct General {
     pub query_wait_timeout: Secs,
     /// Default 15.
     pub server_connect_timeout: Secs,
+    /// While no server can be opened (Postgres down, restarting, refusing), clients wait and
+    /// pgmux retries, first after 50 ms, then doubling up to this. Default 0.5. PgBouncer's
+    /// name; there it is a fixed pause (default 15) during which clients get errors.
+    pub server_login_retry: Secs,
     /// Idle servers older than this are closed. Default 600.
     pub server_idle_timeout: Secs,
     /// Servers older than this are closed when next idle. Default 3600.
@@ -289,6 +293,7 @@ impl Default for General {
             max_user_connections: 0,
             query_wait_timeout: Secs(120.0),
             server_connect_timeout: Secs(15.0),
+            server_login_retry: Secs(0.5),
             server_idle_timeout: Secs(600.0),
             server_lifetime: Secs(3600.0),
             client_idle_timeout: Secs(0.0),

@@ -436,6 +436,7 @@ section_reader!(
         max_user_connections,
         query_wait_timeout,
         server_connect_timeout,
+        server_login_retry,
         server_idle_timeout,
         server_lifetime,
         client_idle_timeout,

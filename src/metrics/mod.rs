@@ -127,6 +127,10 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
          max_db_connections / max_user_connections when smaller.",
     );
     let paused = g("pgmux_pool_paused", "1 while PAUSE or KILL holds the pool.");
+    let outage = g(
+        "pgmux_pool_outage",
+        "1 while no server can be opened: clients wait and pgmux retries (server_login_retry).",
+    );
     let saturation = gauge_vec(
         &r,
         "pgmux_pool_saturation",
@@ -226,6 +230,21 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
             ),
             12,
         ),
+        (
+            c(
+                "pgmux_pool_outages_total",
+                "Times the pool found it could not open servers and began holding its clients.",
+            ),
+            13,
+        ),
+        (
+            c(
+                "pgmux_pool_requests_resent_total",
+                "Requests re-sent on another server because their first answer was FATAL 57P01 \
+                 (the request never ran).",
+            ),
+            14,
+        ),
     ];
     let mut hists: Vec<prometheus::proto::MetricFamily> = Vec::new();
     for v in snapshot::pools(shared) {
@@ -263,6 +282,9 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
         paused
             .with_label_values(&labels)
             .set(i64::from(pool.is_paused()));
+        outage
+            .with_label_values(&labels)
+            .set(i64::from(pool.in_outage()));
         saturation.with_label_values(&labels).set(v.saturation());
         max_wait
             .with_label_values(&labels)
@@ -282,6 +304,8 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
             &st.ps_hits,
             &st.ps_server_parses,
             &st.ps_evictions,
+            &st.outages,
+            &st.resent,
         ];
         for (counter, i) in &counters {
             counter

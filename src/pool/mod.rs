@@ -7,6 +7,7 @@
 mod control;
 mod janitor;
 mod limit;
+mod outage;
 mod reap;
 mod registry;
 pub mod stats;
@@ -25,6 +26,7 @@ use crate::error::{sqlstate, Error, Result};
 use crate::server::{Params, Server, ServerInfo, ServerState, Target};
 pub use janitor::run_janitor;
 pub use limit::Limit;
+pub use outage::passes as connect_error_passes;
 pub use registry::{DbFlags, Registry};
 pub use stats::{Histograms, PoolStats};
 
@@ -48,6 +50,8 @@ pub struct PoolSettings {
     pub client_idle_timeout: Option<Duration>,
     /// Clients idle inside a transaction this long are disconnected.
     pub idle_transaction_timeout: Option<Duration>,
+    /// Longest wait between two attempts to open a server during an outage.
+    pub server_login_retry: Duration,
     /// The pool's latency histograms (labelled with its mode: a reload that changes the mode
     /// starts new ones; otherwise they carry over).
     pub hist: Arc<Histograms>,
@@ -72,6 +76,8 @@ struct State {
     active: usize,
     waiters: VecDeque<(u64, oneshot::Sender<Grant>, Instant)>,
     next_waiter: u64,
+    /// No server can be opened now: clients wait, a retrier tries (`outage.rs`).
+    outage: Option<outage::Outage>,
 }
 
 /// The servers of one (database, user).
@@ -150,6 +156,7 @@ impl Pool {
                 active: 0,
                 waiters: VecDeque::new(),
                 next_waiter: 0,
+                outage: None,
             }),
             db_limit,
             user_limit,
@@ -258,6 +265,8 @@ impl Pool {
     /// Check out a server: an idle one, a new one under pool_size, or wait first-in first-out.
     pub async fn checkout(self: &Arc<Self>) -> Result<Server> {
         let started = Instant::now();
+        // Its connect failed in an outage: it waits again, at the front of the queue.
+        let mut held = false;
         loop {
             if self.paused.load(Ordering::Acquire) {
                 self.wait_resumed(started).await?;
@@ -272,14 +281,22 @@ impl Pool {
                 if let Some(s) = st.idle.pop() {
                     st.active += 1;
                     Ok(Grant::Server(s))
-                } else if st.waiters.is_empty() && self.try_slot(&mut st, pool_size) {
+                } else if !held
+                    && st.waiters.is_empty()
+                    && st.outage.is_none()
+                    && self.try_slot(&mut st, pool_size)
+                {
                     st.active += 1;
                     Ok(Grant::Slot { reserve: false })
                 } else {
                     let id = st.next_waiter;
                     st.next_waiter += 1;
                     let (tx, rx) = oneshot::channel();
-                    st.waiters.push_back((id, tx, started));
+                    if held {
+                        st.waiters.push_front((id, tx, started));
+                    } else {
+                        st.waiters.push_back((id, tx, started));
+                    }
                     Err((id, rx))
                 }
             };
@@ -296,13 +313,15 @@ impl Pool {
                     }
                     self.close(s, true, "closed by the server while idle");
                 }
-                Grant::Slot { reserve } => {
-                    let s = self.open_server(reserve).await;
-                    if s.is_ok() {
+                Grant::Slot { reserve } => match self.open_server(reserve).await {
+                    Ok(s) => {
                         self.note_checkout(started, &settings.hist);
+                        return Ok(s);
                     }
-                    return s;
-                }
+                    // Postgres is down or restarting: wait for the retrier's server.
+                    Err(e) if self.connect_failed(&e) => held = true,
+                    Err(e) => return Err(e),
+                },
             }
         }
     }
@@ -390,8 +409,9 @@ impl Pool {
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Err(Error::client(sqlstate::QUERY_CANCELED,
-                        "query_wait_timeout: no server became free in time"));
+                    return Err(self.outage_timeout().unwrap_or_else(|| Error::client(
+                        sqlstate::QUERY_CANCELED,
+                        "query_wait_timeout: no server became free in time")));
                 }
             }
         }
@@ -403,6 +423,9 @@ impl Pool {
             return None;
         }
         let mut st = self.state.lock();
+        if st.outage.is_some() {
+            return None; // the retrier opens the next server
+        }
         let pos = st.waiters.iter().position(|w| w.0 == id)?;
         // Reserve servers go to the oldest waiter; the cap poll only to the first too.
         if pos != 0 || !self.try_slot(&mut st, cap) {
@@ -543,7 +566,7 @@ impl Pool {
 
     /// Give waiters room to open servers while the pool size and caps allow.
     fn grant_slots(&self, st: &mut State) {
-        if self.paused.load(Ordering::Acquire) {
+        if self.paused.load(Ordering::Acquire) || st.outage.is_some() {
             return;
         }
         let pool_size = self.settings().pool_size;
@@ -614,7 +637,11 @@ impl Pool {
             {
                 let min = self.settings().min_pool_size;
                 let mut st = self.state.lock();
-                if st.open >= min || !st.waiters.is_empty() || self.paused.load(Ordering::Acquire) {
+                if st.open >= min
+                    || !st.waiters.is_empty()
+                    || st.outage.is_some()
+                    || self.paused.load(Ordering::Acquire)
+                {
                     return;
                 }
                 if !self.try_slot(&mut st, min) {

@@ -112,6 +112,7 @@ fn resolve(
         server_reset_query_always: g.server_reset_query_always,
         client_idle_timeout: g.client_idle_timeout.get(),
         idle_transaction_timeout: g.idle_transaction_timeout.get(),
+        server_login_retry: g.server_login_retry.get().unwrap_or_default(),
         hist: Arc::new(super::Histograms::new(database, user, mode_label)),
     };
     if auth {

@@ -14,6 +14,10 @@ pub struct PoolStats {
     pub wait_timeouts: AtomicU64,
     pub reserve_opened: AtomicU64,
     pub connect_failures: AtomicU64,
+    /// Outages begun: connects failed for a reason that passes, clients held (`outage.rs`).
+    pub outages: AtomicU64,
+    /// Requests re-sent on another server after a FATAL 57P01 first answer.
+    pub resent: AtomicU64,
     pub servers_opened: AtomicU64,
     pub servers_closed: AtomicU64,
     /// Summed age of closed servers, µs.

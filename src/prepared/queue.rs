@@ -137,6 +137,14 @@ impl Queue {
         undo.append(&mut self.dropped);
     }
 
+    /// Forget every answer owed, appending their undo actions to `undo`, oldest first (the
+    /// messages were never run: their request goes to another server).
+    pub fn take_all(&mut self, undo: &mut Vec<Undo>) {
+        undo.extend(self.q.drain(..).map(|e| e.undo));
+        undo.append(&mut self.dropped);
+        self.skipping = false;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
     }

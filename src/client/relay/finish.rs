@@ -131,6 +131,8 @@ impl Relay {
             t.server.rbuf.clear();
         }
         self.sess.pool.close(t.server, true, why);
+        // Its siblings may have died with it (a restart): drop them before anyone gets one.
+        self.sess.pool.drop_dead_idle();
         self.fatal(
             sqlstate::CONNECTION_FAILURE,
             &format!("server connection lost: {why}"),

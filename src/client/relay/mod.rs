@@ -17,8 +17,10 @@ use tokio::io::AsyncWriteExt;
 mod alone;
 mod finish;
 mod prepared;
+mod resend;
 mod scan;
 
+use resend::{first_answer, FirstAnswer, Resend, MAX_RESENDS};
 use scan::advance_head;
 
 use super::login::Session;
@@ -221,8 +223,14 @@ pub struct Relay {
 /// Where a client and its server stand while attached.
 struct Txn {
     server: Server,
-    /// Client bytes at the front of the client buffer whose message headers were read, ready to write.
+    /// Client bytes at the front of the client buffer whose message headers were read: the
+    /// `kept` ones already sent, then the ones ready to write.
     c_ready: usize,
+    /// Bytes at the front of the client buffer already sent to the server and kept there, to
+    /// be re-sent to another server if this one never ran them (`resend.rs`).
+    kept: usize,
+    /// No answer has come back yet: the request may still be re-sent.
+    keeping: bool,
     /// Body bytes of the current client message not yet received.
     c_skip: usize,
     /// The client buffer must grow to this many bytes before scanning can go on (a message
@@ -331,39 +339,49 @@ impl Relay {
                 return None;
             }
         }
-        self.handle.info.waiting();
-        let server = match self.checkout_watching(cbuf).await {
-            Ok(Some(s)) => {
-                self.handle.info.active(s.id);
-                s.info.link_to(self.id, self.handle.info.request_us());
-                s
-            }
-            Ok(None) => {
-                return Some("client closed the connection while waiting for a server".into())
-            }
-            Err(e) => {
-                let (code, msg) = e.sqlstate();
-                let msg = msg.to_string();
-                match &e {
-                    Error::Server { raw, .. } => {
-                        let mut out = BytesMut::new();
-                        backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
-                        let _ = self.client.write_all(&out).await;
-                    }
-                    _ => self.fatal(code, &msg).await,
+        let mut resends = 0;
+        loop {
+            self.handle.info.waiting();
+            let server = match self.checkout_watching(cbuf).await {
+                Ok(Some(s)) => {
+                    self.handle.info.active(s.id);
+                    s.info.link_to(self.id, self.handle.info.request_us());
+                    s
                 }
-                return Some(format!("no server: {msg}"));
+                Ok(None) => {
+                    return Some("client closed the connection while waiting for a server".into())
+                }
+                Err(e) => {
+                    let (code, msg) = e.sqlstate();
+                    let msg = msg.to_string();
+                    match &e {
+                        Error::Server { raw, .. } => {
+                            let mut out = BytesMut::new();
+                            backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
+                            let _ = self.client.write_all(&out).await;
+                        }
+                        _ => self.fatal(code, &msg).await,
+                    }
+                    return Some(format!("no server: {msg}"));
+                }
+            };
+            let gone = match self.attached(server, cbuf, resends < MAX_RESENDS).await {
+                Ok(gone) => gone,
+                // The server died before it ran anything of the request: another one runs it.
+                Err(resend::Resend) => {
+                    resends += 1;
+                    continue;
+                }
+            };
+            if gone.is_none() {
+                let info = &self.handle.info;
+                info.idle();
+                let n = self.statements.as_ref().map_or(0, |m| m.len());
+                info.prepared
+                    .store(n as u32, std::sync::atomic::Ordering::Relaxed);
             }
-        };
-        let gone = self.attached(server, cbuf).await;
-        if gone.is_none() {
-            let info = &self.handle.info;
-            info.idle();
-            let n = self.statements.as_ref().map_or(0, |m| m.len());
-            info.prepared
-                .store(n as u32, std::sync::atomic::Ordering::Relaxed);
+            return gone;
         }
-        gone
     }
 
     /// Check out a server while watching the client: a client that leaves while waiting
@@ -396,21 +414,37 @@ impl Relay {
         }
     }
 
-    /// Relay one transaction (or session). `None`: the server went back and the client goes on.
-    async fn attached(&mut self, mut server: Server, cbuf: &mut BytesMut) -> Option<String> {
+    /// Relay one transaction (or session). `Ok(None)`: the server went back and the client goes
+    /// on. `Err(Resend)`: the server died before it ran any of the request, which is still
+    /// whole in `cbuf` for another server (only when `may_resend`).
+    async fn attached(
+        &mut self,
+        mut server: Server,
+        cbuf: &mut BytesMut,
+        may_resend: bool,
+    ) -> Result<Option<String>, Resend> {
         self.sess.key.slot.attach(&server);
         if let Err(e) = server.sync_params(&mut self.sess.params).await {
             self.sess.key.slot.detach();
-            self.sess.pool.close(server, true, "parameter sync failed");
+            let pool = &self.sess.pool;
+            // Nothing of the client's was sent: a server that died idle is replaced.
+            if may_resend && crate::pool::connect_error_passes(&e) {
+                pool.close(server, true, &format!("parameter sync failed: {e}"));
+                pool.drop_dead_idle();
+                return Err(Resend);
+            }
+            pool.close(server, true, "parameter sync failed");
             let (code, msg) = e.sqlstate();
             let msg = msg.to_string();
             self.fatal(code, &msg).await;
-            return Some(format!("parameter sync failed: {msg}"));
+            return Ok(Some(format!("parameter sync failed: {msg}")));
         }
         let now = Instant::now();
         let mut t = Txn {
             server,
             c_ready: 0,
+            kept: 0,
+            keeping: may_resend,
             c_skip: 0,
             c_want: 0,
             head_remaining: 0,
@@ -436,25 +470,26 @@ impl Relay {
             t.prep = Some(Default::default());
         }
         if let Err(e) = self.scan_client(&mut t, cbuf) {
-            return Some(self.client_protocol_error(t, e).await);
+            return Ok(Some(self.client_protocol_error(t, e).await));
         }
         loop {
             // Move whatever can move without waiting. At a transaction boundary only the rest
             // of a message already partly sent may go (stray COPY data the server ignores).
+            let unsent = t.c_ready - t.kept;
             let write_limit = if t.at_boundary {
-                t.head_remaining.min(t.c_ready)
+                t.head_remaining.min(unsent)
             } else {
-                t.c_ready
+                unsent
             };
             if write_limit > 0 {
-                match t.server.stream.try_write(&cbuf[..write_limit]) {
+                let from = t.kept;
+                match t.server.stream.try_write(&cbuf[from..from + write_limit]) {
                     Ok(n) => {
-                        t.head_remaining = advance_head(t.head_remaining, cbuf, n);
-                        cbuf.advance(n);
-                        t.c_ready -= n;
+                        t.head_remaining = advance_head(t.head_remaining, &cbuf[from..], n);
+                        t.sent(cbuf, n);
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Some(self.server_lost(t, &e.to_string()).await),
+                    Err(e) => return Ok(Some(self.server_lost(t, &e.to_string()).await)),
                 }
             }
             if t.s_ready > 0 {
@@ -466,17 +501,17 @@ impl Relay {
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                     Err(e) => {
-                        return Some(
+                        return Ok(Some(
                             self.client_lost(t, &format!("client connection error: {e}"))
                                 .await,
-                        )
+                        ))
                     }
                 }
             }
             // The server never sees a message cut in two: release once the write head is at a
             // message boundary. Unsent messages stay in `cbuf` for the next request.
             if t.at_boundary && t.head_remaining == 0 {
-                return self.release(t).await;
+                return Ok(self.release(t).await);
             }
             if t.stmt_violation {
                 self.fatal(
@@ -484,22 +519,22 @@ impl Relay {
                     "transaction blocks not allowed in statement pooling mode",
                 )
                 .await;
-                return Some(
+                return Ok(Some(
                     self.client_lost(t, "transaction block in statement pooling mode")
                         .await,
-                );
+                ));
             }
             // Terminate: the client will read nothing more. A request still in flight is
             // cancelled with its server (`client_lost`), as when the socket closes: nobody waits
             // for it, and it may wait forever itself (COPY FROM STDIN, a batch without Sync).
             if t.terminating {
-                return Some(self.client_lost(t, "client closed (Terminate)").await);
+                return Ok(Some(self.client_lost(t, "client closed (Terminate)").await));
             }
 
             // The server waits for the client: in a transaction, in a batch without its Sync
             // (an implicit transaction, with its locks), or in COPY FROM STDIN.
             let client_awaited = t.status != b'I' || t.unsynced || t.copy_in;
-            let timer = if (t.pending > 0 && !t.copy_in) || t.c_ready > 0 {
+            let timer = if (t.pending > 0 && !t.copy_in) || t.c_ready > t.kept {
                 None
             } else if client_awaited {
                 t.settings.idle_transaction_timeout
@@ -552,12 +587,12 @@ impl Relay {
             })
             .await;
             match ev {
-                Err(e) => return Some(self.server_lost(t, &e.to_string()).await),
+                Err(e) => return Ok(Some(self.server_lost(t, &e.to_string()).await)),
                 Ok(Event::Writable) => {}
                 Ok(Event::Stop) => {
                     let msg = stop_message(info.stopped());
                     self.fatal(sqlstate::ADMIN_SHUTDOWN, msg).await;
-                    return Some(self.client_lost(t, msg).await);
+                    return Ok(Some(self.client_lost(t, msg).await));
                 }
                 Ok(Event::Timer) => {
                     let (code, what) = if client_awaited {
@@ -569,50 +604,58 @@ impl Relay {
                         (sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
                     };
                     self.fatal(code, what).await;
-                    return Some(self.client_lost(t, what).await);
+                    return Ok(Some(self.client_lost(t, what).await));
                 }
                 Ok(Event::ServerReadable) => {
                     reserve(&mut t.server.rbuf, CHUNK);
                     match read_some(&t.server.stream, &mut t.server.rbuf) {
                         Ok(0) => {
-                            return Some(self.server_lost(t, "server closed the connection").await)
+                            return Ok(Some(self.server_lost(t, "server closed the connection").await))
                         }
                         Ok(_) => {
+                            if t.keeping {
+                                match first_answer(&t.server.rbuf) {
+                                    // Relay nothing before it is known.
+                                    FirstAnswer::Incomplete => continue,
+                                    FirstAnswer::NeverRan => return Err(self.resend(t, cbuf)),
+                                    FirstAnswer::Answered => t.stop_keeping(cbuf),
+                                }
+                            }
                             if let Err(e) = self.scan_server(&mut t) {
-                                return Some(self.server_protocol_error(t, e).await);
+                                return Ok(Some(self.server_protocol_error(t, e).await));
                             }
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(e) => return Some(self.server_lost(t, &e.to_string()).await),
+                        Err(e) => return Ok(Some(self.server_lost(t, &e.to_string()).await)),
                     }
                 }
                 Ok(Event::ClientReadable) => {
                     reserve(cbuf, CHUNK);
                     match read_some(&self.client, cbuf) {
                         Ok(0) => {
-                            return Some(self.client_lost(t, "client closed the connection").await)
+                            return Ok(Some(self.client_lost(t, "client closed the connection").await))
                         }
                         Ok(n) => {
                             PoolStats::add(&pool.stats.bytes_received, n as u64);
                             t.last_client_activity = Instant::now();
                             let was_boundary = t.at_boundary;
                             if let Err(e) = self.scan_client(&mut t, cbuf) {
-                                return Some(self.client_protocol_error(t, e).await);
+                                return Ok(Some(self.client_protocol_error(t, e).await));
                             }
                             // The client already sent its next request: keep this server and
                             // read on past the ReadyForQuery.
                             if was_boundary && !t.at_boundary {
                                 if let Err(e) = self.scan_server(&mut t) {
-                                    return Some(self.server_protocol_error(t, e).await);
+                                    return Ok(Some(self.server_protocol_error(t, e).await));
                                 }
                             }
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                         Err(e) => {
-                            return Some(
+                            return Ok(Some(
                                 self.client_lost(t, &format!("client connection error: {e}"))
                                     .await,
-                            )
+                            ))
                         }
                     }
                 }

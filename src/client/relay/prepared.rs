@@ -31,8 +31,48 @@ pub(super) struct Tracker {
     pub(super) queue: Queue,
     /// What the server holds is no longer known for sure: close it instead of pooling it.
     pub(super) dirty: bool,
+    /// While the request may be re-sent (`resend.rs`): what each rewrite replaced, to put the
+    /// client's own bytes back before another server gets them.
+    patches: Vec<Patch>,
     undo: Vec<Undo>,
     scratch: BytesMut,
+}
+
+/// A rewrite of the client buffer: at `at`, `inserted` bytes replaced the client's `original`.
+struct Patch {
+    at: usize,
+    inserted: usize,
+    original: Box<[u8]>,
+}
+
+impl Tracker {
+    /// Replace `remove` bytes at `at` in the client buffer with `insert`, remembering the
+    /// client's bytes if the request may be re-sent.
+    fn rewrite(&mut self, keeping: bool, cbuf: &mut BytesMut, at: usize, remove: usize) {
+        if keeping {
+            self.patches.push(Patch {
+                at,
+                inserted: self.scratch.len(),
+                original: cbuf[at..at + remove].into(),
+            });
+        }
+        splice(cbuf, at, remove, &self.scratch);
+    }
+
+    /// The request goes to another server: put back the bytes the client sent and the client's
+    /// statement names as they were before it.
+    pub(super) fn restore(&mut self, cbuf: &mut BytesMut, map: &mut ClientStatements, server: &mut Server) {
+        while let Some(p) = self.patches.pop() {
+            splice(cbuf, p.at, p.inserted, &p.original);
+        }
+        self.queue.take_all(&mut self.undo);
+        undo_all(&mut self.undo, map, server, &mut self.dirty);
+    }
+
+    /// The request can no longer be re-sent.
+    pub(super) fn forget_patches(&mut self) {
+        self.patches = Vec::new();
+    }
 }
 
 /// What scanning a client message decided.
@@ -176,6 +216,7 @@ impl Relay {
         len: usize,
     ) -> Track {
         let at = t.c_ready;
+        let keeping = t.keeping;
         let avail = cbuf.len() - at;
         let tr = t.prep.as_mut().expect("tracking");
         let stats = &self.sess.pool.stats;
@@ -248,7 +289,7 @@ impl Relay {
                         );
                     }
                 }
-                splice(cbuf, at, len, &tr.scratch);
+                tr.rewrite(keeping, cbuf, at, len);
                 Track::Go {
                     ready: tr.scratch.len(),
                     rest: 0,
@@ -283,7 +324,7 @@ impl Relay {
                 );
                 write_bind_head(&mut tr.scratch, &portal, stmt.server_name.as_bytes(), rest);
                 tr.queue.push(Expect::forward(Kind::Bind));
-                splice(cbuf, at, head, &tr.scratch);
+                tr.rewrite(keeping, cbuf, at, head);
                 Track::Go {
                     ready: tr.scratch.len(),
                     rest,
@@ -337,7 +378,7 @@ impl Relay {
                     write_target(&mut tr.scratch, b'D', b'S', stmt.server_name.as_bytes());
                     tr.queue.push(Expect::forward(Kind::DescribeStatement));
                 }
-                splice(cbuf, at, len, &tr.scratch);
+                tr.rewrite(keeping, cbuf, at, len);
                 Track::Go {
                     ready: tr.scratch.len(),
                     rest: 0,
@@ -362,16 +403,17 @@ impl Relay {
                     let Some((name, stmt)) = map.remove_entry(&name[..]) else {
                         return forward(tr, Kind::Query);
                     };
-                    tr.queue.push(Expect {
+                        tr.queue.push(Expect {
                         kind: Kind::Query,
                         action: Action::Fake,
                         undo: Undo::ClientRestore(name, stmt),
                     });
-                    splice(cbuf, at, len, &[]);
+                    tr.scratch.clear();
+                    tr.rewrite(keeping, cbuf, at, len);
                     return Track::Go { ready: 0, rest: 0 };
                 }
                 let undo = if is_drop_all_query(body) {
-                    Undo::ClientRestoreAll(Box::new(std::mem::take(map)))
+                        Undo::ClientRestoreAll(Box::new(std::mem::take(map)))
                 } else {
                     Undo::None
                 };

@@ -129,7 +129,12 @@ impl Relay {
             t.c_ready += n;
             t.c_skip = rest - n;
         }
+        let before = t.s_ready;
         self.emit_fakes(t);
+        if t.s_ready != before {
+            // The client has an answer from pgmux: the request can no longer be re-sent.
+            t.stop_keeping(cbuf);
+        }
         Ok(())
     }
 
