@@ -314,9 +314,13 @@ impl Pool {
                     self.close(s, true, "closed by the server while idle");
                 }
                 Grant::Slot { reserve } => match self.open_server(reserve).await {
-                    Ok(s) => {
-                        self.note_checkout(started, &settings.hist);
-                        return Ok(s);
+                    Ok(mut s) => {
+                        if s.looks_alive() {
+                            self.note_checkout(started, &settings.hist);
+                            return Ok(s);
+                        }
+                        // Terminated right after its login (its FATAL came with ReadyForQuery).
+                        self.close(s, true, "closed by the server right after login");
                     }
                     // Postgres is down or restarting: wait for the retrier's server.
                     Err(e) if self.connect_failed(&e) => held = true,

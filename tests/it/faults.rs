@@ -302,10 +302,11 @@ async fn client_leaving_while_waiting_for_a_server() {
 // 4. Postgres restart (a private cluster: the shared one serves tests running in parallel)
 // ---------------------------------------------------------------------------------------------
 
-/// A trust config for the private cluster's `postgres` database and user, pool size 3.
+/// A trust config for the private cluster's `postgres` database and user, pool size 3; a
+/// client waits at most 2 s for a server (also while Postgres is down).
 fn private_config(private: &PrivatePg) -> pgmux::config::Config {
     ConfigBuilder::new()
-        .general("auth_type = \"trust\"\ndefault_pool_size = 3")
+        .general("auth_type = \"trust\"\ndefault_pool_size = 3\nquery_wait_timeout = 2")
         .database("postgres", private.port, "")
         .user("postgres", None)
         .build()
@@ -359,21 +360,26 @@ async fn postgres_restart_without_restarting_pgmux() {
     })
     .await;
 
-    // Postgres stopped for good: a logged-in client's next query gets an error, not a hang
-    // (the pool knows its welcome parameters, so new logins succeed and fail on the query).
+    // Postgres stopped for good: a logged-in client's next query waits for a server until
+    // query_wait_timeout, then gets an error naming the connect error, not a hang.
     let private = tokio::task::spawn_blocking(move || {
         private.stop();
         private
     })
     .await
     .unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), a.simple_query("SELECT 1"))
+    let r = tokio::time::timeout(Duration::from_secs(10), a.simple_query("SELECT 1"))
         .await
         .expect("hang with Postgres down");
     let e = r.expect_err("Postgres is down");
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected an ErrorResponse, got: {e}"));
+    assert_eq!(db.code().code(), "08006", "{db:?}");
     assert!(
-        e.as_db_error().is_some(),
-        "expected an ErrorResponse, got: {e}"
+        db.message().contains("query_wait_timeout") && db.message().contains("refused"),
+        "{}",
+        db.message()
     );
     drop(private);
 }
@@ -832,7 +838,7 @@ async fn server_down_at_first_login_gets_an_error() {
     let extra =
         format!("[databases.deaddb]\nhost = \"127.0.0.1\"\nport = {dead}\ndbname = \"appdb\"\n");
     let mux = Mux::start(custom_config(
-        "auth_type = \"trust\"\nserver_connect_timeout = 2",
+        "auth_type = \"trust\"\nserver_connect_timeout = 2\nquery_wait_timeout = 1",
         &extra,
     ))
     .await;

@@ -6,6 +6,7 @@ mod abandon;
 mod admin;
 mod auth_query;
 mod basic;
+mod churn;
 mod cli;
 mod drivers;
 mod extended;

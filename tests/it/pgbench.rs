@@ -21,7 +21,7 @@ fn pgbench(port: u16, args: &[&str]) -> (bool, String, String) {
     pgbench_db(port, "benchdb", args)
 }
 
-fn pgbench_db(port: u16, db: &str, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn pgbench_db(port: u16, db: &str, args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new("sh");
     // pgbench opens one socket per client: make sure the open-files limit allows it.
     cmd.arg("-c")
@@ -35,7 +35,7 @@ fn pgbench_db(port: u16, db: &str, args: &[&str]) -> (bool, String, String) {
 
 /// Transactions processed, from pgbench's summary, when it reports no failure and no client
 /// aborted; the panic message says what went wrong otherwise.
-fn clean_run(what: &str, (ok, stdout, stderr): (bool, String, String)) -> u64 {
+pub(crate) fn clean_run(what: &str, (ok, stdout, stderr): (bool, String, String)) -> u64 {
     assert!(ok, "{what}: pgbench failed:\n{stdout}\n{stderr}");
     assert!(
         !stderr.contains("aborted"),

@@ -472,6 +472,15 @@ impl Relay {
         if let Err(e) = self.scan_client(&mut t, cbuf) {
             return Ok(Some(self.client_protocol_error(t, e).await));
         }
+        // A terminate request may have come with the answer to pgmux's own last query (its
+        // login, the parameter sync): nothing of the client's was sent yet.
+        if t.keeping && !t.server.rbuf.is_empty() {
+            match first_answer(&t.server.rbuf) {
+                FirstAnswer::NeverRan => return Err(self.resend(t, cbuf)),
+                FirstAnswer::Incomplete => {}
+                FirstAnswer::Answered => t.stop_keeping(cbuf),
+            }
+        }
         loop {
             // Move whatever can move without waiting. At a transaction boundary only the rest
             // of a message already partly sent may go (stray COPY data the server ignores).
@@ -610,7 +619,9 @@ impl Relay {
                     reserve(&mut t.server.rbuf, CHUNK);
                     match read_some(&t.server.stream, &mut t.server.rbuf) {
                         Ok(0) => {
-                            return Ok(Some(self.server_lost(t, "server closed the connection").await))
+                            return Ok(Some(
+                                self.server_lost(t, "server closed the connection").await,
+                            ))
                         }
                         Ok(_) => {
                             if t.keeping {
@@ -633,7 +644,9 @@ impl Relay {
                     reserve(cbuf, CHUNK);
                     match read_some(&self.client, cbuf) {
                         Ok(0) => {
-                            return Ok(Some(self.client_lost(t, "client closed the connection").await))
+                            return Ok(Some(
+                                self.client_lost(t, "client closed the connection").await,
+                            ))
                         }
                         Ok(n) => {
                             PoolStats::add(&pool.stats.bytes_received, n as u64);

@@ -34,6 +34,8 @@ pub(super) struct Tracker {
     /// While the request may be re-sent (`resend.rs`): what each rewrite replaced, to put the
     /// client's own bytes back before another server gets them.
     patches: Vec<Patch>,
+    /// A Bind of this request runs a statement that may commit as it runs: no re-send.
+    pub(super) commits: bool,
     undo: Vec<Undo>,
     scratch: BytesMut,
 }
@@ -61,7 +63,12 @@ impl Tracker {
 
     /// The request goes to another server: put back the bytes the client sent and the client's
     /// statement names as they were before it.
-    pub(super) fn restore(&mut self, cbuf: &mut BytesMut, map: &mut ClientStatements, server: &mut Server) {
+    pub(super) fn restore(
+        &mut self,
+        cbuf: &mut BytesMut,
+        map: &mut ClientStatements,
+        server: &mut Server,
+    ) {
         while let Some(p) = self.patches.pop() {
             splice(cbuf, p.at, p.inserted, &p.original);
         }
@@ -310,6 +317,9 @@ impl Relay {
                     _ => return forward(tr, Kind::Bind),
                 };
                 stats.ps_binds.fetch_add(1, Relaxed);
+                if keeping && super::resend::commits_as_it_runs(&stmt.query) {
+                    tr.commits = true;
+                }
                 let head = 5 + portal.len() + 1 + name.len() + 1;
                 let rest = len - head;
                 // Copied out: the buffer it lives in is about to change.
@@ -403,7 +413,7 @@ impl Relay {
                     let Some((name, stmt)) = map.remove_entry(&name[..]) else {
                         return forward(tr, Kind::Query);
                     };
-                        tr.queue.push(Expect {
+                    tr.queue.push(Expect {
                         kind: Kind::Query,
                         action: Action::Fake,
                         undo: Undo::ClientRestore(name, stmt),
@@ -413,7 +423,7 @@ impl Relay {
                     return Track::Go { ready: 0, rest: 0 };
                 }
                 let undo = if is_drop_all_query(body) {
-                        Undo::ClientRestoreAll(Box::new(std::mem::take(map)))
+                    Undo::ClientRestoreAll(Box::new(std::mem::take(map)))
                 } else {
                     Undo::None
                 };

@@ -34,8 +34,10 @@ use crate::proto::backend;
 /// Most bytes of a request kept for a re-send; larger requests are not re-sent.
 pub(super) const KEEP_MAX: usize = 16 * 1024;
 
-/// Most re-sends of one request (a database shutting down terminates every server).
-pub(super) const MAX_RESENDS: u32 = 3;
+/// Most servers one request is tried on (a database shutting down terminates every server;
+/// a server may also die between its checkout and the parameter sync, before anything of the
+/// request was sent).
+pub(super) const MAX_RESENDS: u32 = 10;
 
 /// What a server's first answer says about the request it answers.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,29 +50,87 @@ pub(super) enum FirstAnswer {
     Answered,
 }
 
-/// Read the first message of a server's answer.
+/// Answers Postgres gives before a statement runs: ParseComplete, BindComplete,
+/// ParameterDescription, RowDescription, NoData. They are held back (not relayed) while the
+/// request may be re-sent: Postgres sends them only with what follows, unless the client asked
+/// for a Flush, which ends the keeping (`scan_client`).
+fn before_running(tag: u8) -> bool {
+    matches!(tag, b'1' | b'2' | b't' | b'T' | b'n')
+}
+
+/// Read the start of a server's answer: answers that come before anything runs, then the
+/// first message that says more.
 pub(super) fn first_answer(rbuf: &[u8]) -> FirstAnswer {
-    match rbuf.first() {
-        None => return FirstAnswer::Incomplete,
-        Some(b'E') => {}
-        Some(_) => return FirstAnswer::Answered,
+    let mut at = 0;
+    loop {
+        let Some(&tag) = rbuf.get(at) else {
+            return FirstAnswer::Incomplete;
+        };
+        if tag != b'E' && !before_running(tag) {
+            return FirstAnswer::Answered;
+        }
+        if rbuf.len() < at + 5 {
+            return FirstAnswer::Incomplete;
+        }
+        let b = &rbuf[at + 1..at + 5];
+        let len = 1 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+        if len < 5 || at + len > KEEP_MAX {
+            return FirstAnswer::Answered;
+        }
+        if rbuf.len() < at + len {
+            return FirstAnswer::Incomplete;
+        }
+        if tag == b'E' {
+            let (code, _, severity) = backend::error_fields(&rbuf[at + 5..at + len]);
+            return if severity == "FATAL" && code == sqlstate::ADMIN_SHUTDOWN {
+                FirstAnswer::NeverRan
+            } else {
+                FirstAnswer::Answered
+            };
+        }
+        at += len;
     }
-    if rbuf.len() < 5 {
-        return FirstAnswer::Incomplete;
+}
+
+/// Whether a statement may commit while it runs, before its first answer: a procedure or DO
+/// block with COMMIT inside, VACUUM, and the CONCURRENTLY commands commit as they go, so a
+/// FATAL in their middle does not prove that nothing took effect. Looks at the first keyword
+/// (after blanks, semicolons and comments) and for CONCURRENTLY anywhere.
+pub(super) fn commits_as_it_runs(sql: &[u8]) -> bool {
+    let mut s = sql;
+    loop {
+        let before = s.len();
+        while let [c, rest @ ..] = s {
+            if c.is_ascii_whitespace() || *c == b';' || *c == b'(' {
+                s = rest;
+            } else {
+                break;
+            }
+        }
+        if let Some(rest) = s.strip_prefix(b"--") {
+            s = rest
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(&[][..], |i| &rest[i..]);
+        } else if let Some(rest) = s.strip_prefix(b"/*") {
+            s = rest
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(&[][..], |i| &rest[i + 2..]);
+        }
+        if s.len() == before {
+            break;
+        }
     }
-    let len = 1 + u32::from_be_bytes([rbuf[1], rbuf[2], rbuf[3], rbuf[4]]) as usize;
-    if !(5..=4096).contains(&len) {
-        return FirstAnswer::Answered;
-    }
-    if rbuf.len() < len {
-        return FirstAnswer::Incomplete;
-    }
-    let (code, _, severity) = backend::error_fields(&rbuf[5..len]);
-    if severity == "FATAL" && code == sqlstate::ADMIN_SHUTDOWN {
-        FirstAnswer::NeverRan
-    } else {
-        FirstAnswer::Answered
-    }
+    let word: Vec<u8> = s
+        .iter()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    matches!(&word[..], b"call" | b"do" | b"vacuum")
+        || sql
+            .windows(12)
+            .any(|w| w.eq_ignore_ascii_case(b"concurrently"))
 }
 
 /// The request was sent to a server that never ran it: check out another.
@@ -90,7 +150,11 @@ impl Relay {
         PoolStats::add(&pool.stats.resent, 1);
         tracing::info!(client = self.id, server = t.server.id, db = %pool.database,
             user = %pool.user, "request re-sent: its server was terminated (57P01) before running it");
-        pool.close(t.server, true, "terminated (57P01) before it ran its first request");
+        pool.close(
+            t.server,
+            true,
+            "terminated (57P01) before it ran its first request",
+        );
         // Its siblings are likely gone too (a shutdown, a mass pg_terminate_backend).
         pool.drop_dead_idle();
         Resend
@@ -98,6 +162,28 @@ impl Relay {
 }
 
 impl Txn {
+    /// A client message at `c_ready` (header `tag`, `len`) is scanned while the request may be
+    /// re-sent: stop keeping it if the message makes a re-send unsafe (a Flush, whose answers
+    /// the client may wait for before it sends more; a statement that commits as it runs, or
+    /// whose text is not whole in the buffer).
+    pub(super) fn keeps_after(&self, cbuf: &[u8], tag: u8, len: usize) -> bool {
+        let body = |skip_name: bool| {
+            let end = self.c_ready + len;
+            let b = cbuf.get(self.c_ready + 5..end)?;
+            if !skip_name {
+                return Some(b);
+            }
+            let nul = b.iter().position(|&c| c == 0)?;
+            Some(&b[nul + 1..])
+        };
+        match tag {
+            b'H' => false,
+            b'Q' => body(false).is_some_and(|q| !commits_as_it_runs(q)),
+            b'P' => body(true).is_some_and(|q| !commits_as_it_runs(q)),
+            _ => true,
+        }
+    }
+
     /// Stop keeping the request's bytes: they can no longer be re-sent.
     pub(super) fn stop_keeping(&mut self, cbuf: &mut BytesMut) {
         if !self.keeping {
@@ -117,7 +203,8 @@ impl Txn {
     /// `n` more bytes of the client buffer went to the server: keep them for a re-send if the
     /// request may still be re-sent, else let them go.
     pub(super) fn sent(&mut self, cbuf: &mut BytesMut, n: usize) {
-        if self.keeping && self.kept + n <= KEEP_MAX {
+        let commits = self.prep.as_ref().is_some_and(|p| p.commits);
+        if self.keeping && !commits && self.kept + n <= KEEP_MAX {
             self.kept += n;
             return;
         }
@@ -146,16 +233,65 @@ mod tests {
         more.extend_from_slice(b"Z\0\0\0\x05I");
         assert_eq!(first_answer(&more), FirstAnswer::NeverRan);
         for cut in 0..fatal.len() {
-            assert_eq!(first_answer(&fatal[..cut]), FirstAnswer::Incomplete, "{cut}");
+            assert_eq!(
+                first_answer(&fatal[..cut]),
+                FirstAnswer::Incomplete,
+                "{cut}"
+            );
         }
-        assert_eq!(first_answer(&error("FATAL", "57P02")), FirstAnswer::Answered);
-        assert_eq!(first_answer(&error("ERROR", "57P01")), FirstAnswer::Answered);
-        assert_eq!(first_answer(&error("FATAL", "57P03")), FirstAnswer::Answered);
+        assert_eq!(
+            first_answer(&error("FATAL", "57P02")),
+            FirstAnswer::Answered
+        );
+        assert_eq!(
+            first_answer(&error("ERROR", "57P01")),
+            FirstAnswer::Answered
+        );
+        assert_eq!(
+            first_answer(&error("FATAL", "57P03")),
+            FirstAnswer::Answered
+        );
         // A NoticeResponse with 57P01 (the synchronous-commit wait) may follow a commit.
         let mut notice = error("WARNING", "57P01");
         notice[0] = b'N';
         assert_eq!(first_answer(&notice), FirstAnswer::Answered);
-        assert_eq!(first_answer(b"C\0\0\0\x0bSELECT 1\0"), FirstAnswer::Answered);
-        assert_eq!(first_answer(b"E\0\0\x10\0"), FirstAnswer::Answered);
+        assert_eq!(
+            first_answer(b"C\0\0\0\x0bSELECT 1\0"),
+            FirstAnswer::Answered
+        );
+        assert_eq!(first_answer(b"E\x7f\0\0\0"), FirstAnswer::Answered);
+        // ParseComplete and BindComplete (sent before Execute runs), then the FATAL.
+        let mut ext = b"1\0\0\0\x042\0\0\0\x04".to_vec();
+        assert_eq!(first_answer(&ext), FirstAnswer::Incomplete);
+        ext.extend_from_slice(&fatal);
+        assert_eq!(first_answer(&ext), FirstAnswer::NeverRan);
+        // CommandComplete of a first statement: it may have committed.
+        let mut ran = b"C\0\0\0\x0bINSERT\0".to_vec();
+        ran.extend_from_slice(&fatal);
+        assert_eq!(first_answer(&ran), FirstAnswer::Answered);
+    }
+
+    #[test]
+    fn statements_that_commit_as_they_run() {
+        use super::commits_as_it_runs as c;
+        for sql in [
+            "CALL p()",
+            "  call p()",
+            "/* x */ -- y\n DO $$ begin commit; end $$",
+            ";VACUUM t",
+            "create index concurrently i on t (a)",
+            "REINDEX TABLE CONCURRENTLY t",
+        ] {
+            assert!(c(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "INSERT INTO calls VALUES (1)",
+            "",
+            "/* unterminated",
+            "docs",
+        ] {
+            assert!(!c(sql.as_bytes()), "{sql}");
+        }
     }
 }

@@ -53,6 +53,7 @@ impl Relay {
     /// Read client message headers in `cbuf` past `c_ready`.
     pub(super) fn scan_client(&mut self, t: &mut Txn, cbuf: &mut BytesMut) -> Result<(), String> {
         t.c_want = 0;
+        let mut stop_keeping = false;
         while t.c_ready < cbuf.len() {
             if t.c_skip > 0 {
                 let n = t.c_skip.min(cbuf.len() - t.c_ready);
@@ -63,6 +64,9 @@ impl Relay {
             let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], self.max_packet)? else {
                 break;
             };
+            if t.keeping && !t.keeps_after(cbuf, tag, len) {
+                stop_keeping = true;
+            }
             if t.pending == 0 && !t.unsynced {
                 // A new query starts (and a transaction, if none is open).
                 let now = Instant::now();
@@ -131,7 +135,7 @@ impl Relay {
         }
         let before = t.s_ready;
         self.emit_fakes(t);
-        if t.s_ready != before {
+        if stop_keeping || t.s_ready != before {
             // The client has an answer from pgmux: the request can no longer be re-sent.
             t.stop_keeping(cbuf);
         }

@@ -259,6 +259,22 @@ impl Pg {
         );
     }
 
+    /// Start Postgres again after [`Pg::stop`] (same port), waiting until it accepts logins.
+    pub fn start(&self) {
+        let st = self
+            .pg_ctl(&format!(
+                "-w -t 60 start -l {}/postgres.log",
+                self.dir.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "pg_ctl start failed, see {}/postgres.log",
+            self.dir.display()
+        );
+    }
+
     /// Stop Postgres (fast shutdown).
     pub fn stop(&self) {
         let st = self.pg_ctl("-m fast -w stop").status().unwrap();

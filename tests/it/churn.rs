@@ -1,0 +1,332 @@
+//! Database churn that must not reach clients: a request whose server was terminated before it
+//! ran is re-sent; idle servers killed over and over under load; Postgres stopped and started
+//! again under pgbench; clients waiting through an outage; configuration errors not held.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::pgbench::{clean_run, pgbench_db};
+use crate::support::client::{code, connect_ok, one, rows, sql_super, tp_config, tp_connect};
+use crate::support::{config, db_entry, eventually, pg, run, ConfigBuilder, Mux, PrivatePg};
+
+/// Wait until a query containing `marker` runs on Postgres, terminate its backend, and return
+/// its pid.
+async fn terminate_when_running(marker: &str) -> String {
+    let find = format!(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE '%{marker}%' AND state = 'active' \
+         AND pid <> pg_backend_pid()"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pid = sql_super("postgres", &find).await;
+        if !pid.is_empty() {
+            sql_super("postgres", &format!("SELECT pg_terminate_backend({pid})")).await;
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "{marker} never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn resent(mux: &Mux, db: &str) -> u64 {
+    mux.pool(db, "app")
+        .unwrap()
+        .stats
+        .resent
+        .load(Ordering::Relaxed)
+}
+
+/// A request terminated (57P01) while it ran, before any answer, runs again on another server,
+/// exactly once; with the simple protocol and with a named prepared statement (rewritten by the
+/// prepared-statement mapping, its client bytes put back). Once an answer came, or inside a
+/// transaction block, the error reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_terminated_before_answering_is_run_again() {
+    let mux = Mux::start(config("", &db_entry("churndb", "appdb", "pool_size = 2"))).await;
+    sql_super(
+        "appdb",
+        "DROP TABLE IF EXISTS churn_once; CREATE TABLE churn_once (id int); \
+         GRANT ALL ON churn_once TO app",
+    )
+    .await;
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "churndb").await;
+    let c = Arc::new(c);
+
+    // Simple protocol: an INSERT that was killed mid-run, re-sent, inserts once.
+    let q = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.simple_query("INSERT INTO churn_once SELECT 1 FROM pg_sleep(0.6) /* churn-a */")
+                .await
+        })
+    };
+    let killed = terminate_when_running("churn-a").await;
+    let r = tokio::time::timeout(Duration::from_secs(10), q)
+        .await
+        .expect("re-sent request hung")
+        .unwrap();
+    assert!(r.is_ok(), "terminated before answering: {r:?}");
+    assert_eq!(one(&c, "SELECT count(*) FROM churn_once").await, "1");
+    assert_ne!(one(&c, "SELECT pg_backend_pid()").await, killed);
+    assert_eq!(resent(&mux, "churndb"), 1);
+
+    // Extended protocol with a named statement (mapped across servers).
+    let q = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.query_one(
+                "SELECT 42::int4 FROM pg_sleep($1::float8) /* churn-b */",
+                &[&0.6f64],
+            )
+            .await
+            .map(|r| r.get::<_, i32>(0))
+        })
+    };
+    terminate_when_running("churn-b").await;
+    let r = tokio::time::timeout(Duration::from_secs(10), q)
+        .await
+        .expect("re-sent request hung")
+        .unwrap();
+    assert_eq!(r.expect("terminated before answering"), 42);
+    assert_eq!(resent(&mux, "churndb"), 2);
+
+    // An answer came first (the first statement's rows): the error goes to the client.
+    let (d, hd) = connect_ok(mux.port(), "app", "app_pw", "churndb").await;
+    let q = tokio::spawn(async move {
+        let r = d
+            .simple_query("SELECT 1; SELECT pg_sleep(0.6) /* churn-c */")
+            .await;
+        (r, d)
+    });
+    terminate_when_running("churn-c").await;
+    let (r, _d) = q.await.unwrap();
+    let e = r.expect_err("an answer had come back: no re-send");
+    assert_eq!(code(&e).as_deref(), Some("57P01"), "{e}");
+    drop(hd);
+
+    // Inside a transaction block: not the first request of the transaction.
+    let (e2, he) = connect_ok(mux.port(), "app", "app_pw", "churndb").await;
+    rows(&e2, "BEGIN").await;
+    let q = tokio::spawn(async move {
+        let r = e2.simple_query("SELECT pg_sleep(0.6) /* churn-d */").await;
+        (r, e2)
+    });
+    terminate_when_running("churn-d").await;
+    let (r, _e2) = q.await.unwrap();
+    assert!(r.is_err(), "a transaction cannot survive its server");
+    drop(he);
+    assert_eq!(resent(&mux, "churndb"), 2);
+    // The first client goes on.
+    assert_eq!(one(&c, "SELECT 7").await, "7");
+}
+
+/// Idle pooled servers terminated again and again while pgbench runs (simple, extended and
+/// prepared protocol): no client sees an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_servers_terminated_over_and_over_reach_no_client() {
+    let pg = pg();
+    pg.psql_super("postgres", "CREATE DATABASE churnbench OWNER app");
+    let mut init = Command::new("pgbench");
+    init.args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "app"])
+        .args(["-i", "-s", "1", "-q", "churnbench"])
+        .env("PGPASSWORD", "app_pw");
+    let (ok, out, err) = run(&mut init);
+    assert!(ok, "pgbench -i: {out}{err}");
+    let mux = Mux::start(config(
+        "",
+        &crate::support::database_section("churnbench", pg.port, "pool_size = 5"),
+    ))
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicU64::new(0));
+    let killer = {
+        let (stop, killed) = (stop.clone(), killed.clone());
+        let cfg = tp_config(pg.port, "postgres", "", "postgres");
+        tokio::spawn(async move {
+            let (k, _h) = tp_connect(&cfg).await.expect("killer connects");
+            while !stop.load(Ordering::Relaxed) {
+                let row = k
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE datname = 'churnbench' AND state = 'idle' \
+                         AND backend_type = 'client backend'",
+                        &[],
+                    )
+                    .await
+                    .expect("terminate");
+                killed.fetch_add(row.get::<_, i64>(0) as u64, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    let port = mux.port();
+    for mode in ["simple", "extended", "prepared"] {
+        let out = tokio::task::spawn_blocking(move || {
+            pgbench_db(
+                port,
+                "churnbench",
+                &[
+                    "-n", "-S", "-c", "20", "-j", "2", "-T", "4", "--rate", "400", "-M", mode,
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        clean_run(&format!("{mode}, idle servers terminated"), out);
+    }
+    stop.store(true, Ordering::Relaxed);
+    killer.await.unwrap();
+    let killed = killed.load(Ordering::Relaxed);
+    eprintln!(
+        "servers terminated: {killed}, requests re-sent: {}",
+        mux.pool("churnbench", "app")
+            .unwrap()
+            .stats
+            .resent
+            .load(Ordering::Relaxed)
+    );
+    assert!(killed >= 20, "only {killed} servers were terminated");
+}
+
+/// A trust config for a private cluster's `postgres` database and user.
+fn private_config(private: &PrivatePg, general: &str) -> pgmux::config::Config {
+    ConfigBuilder::new()
+        .general("auth_type = \"trust\"\nmax_client_conn = 500")
+        .general(general)
+        .database("postgres", private.port, "")
+        .user("postgres", None)
+        .build()
+}
+
+/// The issue's drill: pgbench select-only, 50 clients at 1,000 transactions per second through a
+/// pool of 10, Postgres stopped (fast) and started again 3 s later: no client aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_restart_under_pgbench_aborts_no_client() {
+    let private = tokio::task::spawn_blocking(|| PrivatePg::start("churn-restart"))
+        .await
+        .unwrap();
+    let mut init = Command::new("pgbench");
+    init.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &private.port.to_string(),
+        "-U",
+        "postgres",
+    ])
+    .args(["-i", "-s", "1", "-q", "postgres"]);
+    let (ok, out, err) = run(&mut init);
+    assert!(ok, "pgbench -i: {out}{err}");
+    let mux = Mux::start(private_config(&private, "default_pool_size = 10")).await;
+    let port = mux.port();
+    let bench = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "ulimit -n $(ulimit -Hn) 2>/dev/null; exec pgbench -h 127.0.0.1 -p {port} \
+             -U postgres -n -S -c 50 -j 2 --rate 1000 -T 12 postgres"
+        ));
+        run(&mut cmd)
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let private = tokio::task::spawn_blocking(move || {
+        private.stop();
+        std::thread::sleep(Duration::from_secs(3));
+        private.start();
+        private
+    })
+    .await
+    .unwrap();
+    let back = Instant::now();
+    let pool = mux.pool("postgres", "postgres").unwrap();
+    eventually(10, "the outage ends", || !pool.in_outage()).await;
+    let served_after = back.elapsed();
+    let processed = clean_run("fast restart", bench.await.unwrap());
+    let outages = pool.stats.outages.load(Ordering::Relaxed);
+    eprintln!(
+        "fast restart: {processed} transactions, 0 aborted; servers open again {served_after:?} \
+         after pg_ctl start returned; outages {outages}, requests re-sent {}",
+        pool.stats.resent.load(Ordering::Relaxed)
+    );
+    assert!(outages >= 1, "the pool never saw the outage");
+    drop(private);
+}
+
+/// While Postgres is down, a logged-in client's query waits, a new client logs in (the pool
+/// knows its server parameters) and waits too; both are served once Postgres is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_wait_through_an_outage() {
+    let private = tokio::task::spawn_blocking(|| PrivatePg::start("churn-outage"))
+        .await
+        .unwrap();
+    let mux = Mux::start(private_config(&private, "default_pool_size = 3")).await;
+    let cfg = tp_config(mux.port(), "postgres", "", "postgres");
+    let (a, _ha) = tp_connect(&cfg).await.unwrap();
+    assert_eq!(one(&a, "SELECT 1").await, "1");
+    let private = tokio::task::spawn_blocking(move || {
+        private.stop();
+        private
+    })
+    .await
+    .unwrap();
+    let qa = tokio::spawn(async move { a.simple_query("SELECT 'a'").await.map(|_| ()) });
+    let pool = mux.pool("postgres", "postgres").unwrap();
+    eventually(10, "the pool notices the outage", || pool.in_outage()).await;
+    let (b, _hb) = tp_connect(&cfg).await.expect("login during an outage");
+    let qb = tokio::spawn(async move { b.simple_query("SELECT 'b'").await.map(|_| ()) });
+    eventually(10, "both clients wait", || {
+        mux.counts("postgres", "postgres").unwrap().waiting == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !qa.is_finished() && !qb.is_finished(),
+        "a waiting client was failed"
+    );
+    let private = tokio::task::spawn_blocking(move || {
+        private.start();
+        private
+    })
+    .await
+    .unwrap();
+    for (name, q) in [("a", qa), ("b", qb)] {
+        let r = tokio::time::timeout(Duration::from_secs(10), q)
+            .await
+            .unwrap_or_else(|_| panic!("client {name} still waits"))
+            .unwrap();
+        assert!(r.is_ok(), "client {name}: {r:?}");
+    }
+    assert!(!pool.in_outage());
+    drop(private);
+}
+
+/// A connect that fails for a configuration reason (a database Postgres does not have, a wrong
+/// password) is not an outage: the client gets Postgres' error at once, not after
+/// query_wait_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_errors_are_not_held() {
+    let extra = format!(
+        "{}{}",
+        db_entry("nosuchdb", "no_such_database", ""),
+        db_entry("badpw", "appdb", "user = \"app\"\npassword = \"wrong\"")
+    );
+    let mux = Mux::start(config("query_wait_timeout = 60", &extra)).await;
+    for (db, want) in [("nosuchdb", "3D000"), ("badpw", "28P01")] {
+        let cfg = tp_config(mux.port(), "app", "app_pw", db);
+        let started = Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(20), async {
+            match tp_connect(&cfg).await {
+                Err(e) => Err(e),
+                Ok((c, _h)) => c.simple_query("SELECT 1").await.map(|_| ()),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{db}: held like an outage"));
+        let e = r.expect_err(db);
+        assert_eq!(code(&e).as_deref(), Some(want), "{db}: {e}");
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(!mux.pool(db, "app").unwrap().in_outage(), "{db}");
+    }
+}
