@@ -55,12 +55,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 fn spawn_client(stream: TcpStream, peer: std::net::SocketAddr, shared: &Arc<Shared>) {
     let handle = shared.clients.add(peer, stream.local_addr().ok());
     let config = shared.config();
-    if config.general.tcp_nodelay {
-        let _ = stream.set_nodelay(true);
-    }
-    if config.general.tcp_keepalive {
-        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
-    }
+    crate::net::tcp::TcpOptions::from_general(&config.general).apply(&stream);
     tokio::spawn(login_task(Conn::Tcp(stream), shared.clone(), handle));
 }
 

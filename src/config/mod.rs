@@ -201,6 +201,18 @@ pub struct General {
     pub tcp_keepalive: bool,
     /// Disable Nagle on both sides. Default true.
     pub tcp_nodelay: bool,
+    /// Seconds a connection is idle before the first keepalive probe; 0 = the kernel's
+    /// (usually 7200). Both sides. Default 0, as PgBouncer.
+    pub tcp_keepidle: usize,
+    /// Seconds between keepalive probes; 0 = the kernel's (usually 75). Default 0.
+    pub tcp_keepintvl: usize,
+    /// Unanswered probes before the connection is dropped; 0 = the kernel's (usually 9).
+    /// Default 0.
+    pub tcp_keepcnt: usize,
+    /// Milliseconds (PgBouncer's unit) that sent data may stay unacknowledged before the
+    /// connection is dropped (TCP_USER_TIMEOUT); 0 = the kernel's (about 15 minutes of
+    /// retransmissions). Both sides. Default 0.
+    pub tcp_user_timeout: usize,
     /// Append " - <client ip:port>" to each client's application_name. Default false.
     pub application_name_add_host: bool,
     /// Worker threads; 0 = one per core.
@@ -308,6 +320,10 @@ impl Default for General {
             max_packet_size: 1 << 30,
             tcp_keepalive: true,
             tcp_nodelay: true,
+            tcp_keepidle: 0,
+            tcp_keepintvl: 0,
+            tcp_keepcnt: 0,
+            tcp_user_timeout: 0,
             application_name_add_host: false,
             workers: 0,
             ignore_startup_parameters: vec!["extra_float_digits".into()],

@@ -2,6 +2,7 @@
 //! pair whose other end a bridge task pumps through rustls. Both give the non-blocking,
 //! readiness-based calls the relay is built on.
 
+pub mod tcp;
 pub mod tls;
 
 use std::io;

@@ -89,8 +89,7 @@ fn resolve(
         secret,
         connect_timeout: g.server_connect_timeout.get(),
         max_packet_size: g.max_packet_size,
-        tcp_keepalive: g.tcp_keepalive,
-        tcp_nodelay: g.tcp_nodelay,
+        tcp: crate::net::tcp::TcpOptions::from_general(g),
         // Session mode keeps a server per client: its statement names need no mapping.
         max_prepared_statements: match mode {
             PoolMode::Session => 0,

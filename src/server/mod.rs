@@ -33,8 +33,7 @@ pub struct Target {
     pub secret: Option<Secret>,
     pub connect_timeout: Option<Duration>,
     pub max_packet_size: usize,
-    pub tcp_keepalive: bool,
-    pub tcp_nodelay: bool,
+    pub tcp: crate::net::tcp::TcpOptions,
     /// Prepared statements each server keeps for clients (0: pgmux maps none).
     pub max_prepared_statements: usize,
     /// server_tls_sslmode and its rustls connector.
@@ -109,11 +108,7 @@ impl Server {
         client_key: Option<[u8; 32]>,
     ) -> Result<Server> {
         let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
-        tcp.set_nodelay(target.tcp_nodelay)?;
-        if target.tcp_keepalive {
-            let sock = socket2::SockRef::from(&tcp);
-            let _ = sock.set_keepalive(true);
-        }
+        target.tcp.apply(&tcp);
         let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
         let stream = Self::negotiate_tls(tcp, &target).await?;
         let now = Instant::now();

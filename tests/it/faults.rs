@@ -212,8 +212,10 @@ async fn server_terminated_during_query_errors_the_client() {
     let (c, h) = tp_connect_ok(&cfg).await;
     let pid = one(&c, "SELECT pg_backend_pid()").await;
     let started = Instant::now();
+    // An answer (the first statement's row) comes before the kill, so the request may have
+    // done something: it is not re-sent (see churn.rs for the requests that are).
     let q = tokio::spawn(async move {
-        let r = c.simple_query("SELECT pg_sleep(5)").await;
+        let r = c.simple_query("SELECT 1; SELECT pg_sleep(5)").await;
         (r.map(|_| ()), c)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
