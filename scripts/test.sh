@@ -19,6 +19,12 @@ if [ ! -x /usr/sbin/pgbouncer ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null
 fi
 [ -x /usr/sbin/pgbouncer ] || { echo "missing /usr/sbin/pgbouncer after install" >&2; exit 1; }
+# iproute2 (ip, tc): hosts of their own in network namespaces (tests/it/support/netns.rs).
+if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
+  echo "installing iproute2 (apt-get)..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
 # The real-driver tests (tests/it/drivers.rs): asyncpg, psycopg, node-postgres, JDBC.
 bash tests/drivers/setup.sh
 # Tests open many sockets (hundreds of pgbench clients).

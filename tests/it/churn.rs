@@ -330,3 +330,55 @@ async fn configuration_errors_are_not_held() {
         assert!(!mux.pool(db, "app").unwrap().in_outage(), "{db}");
     }
 }
+
+/// A database host that stops answering without a RST (every packet dropped, in a network
+/// namespace): a query sent to it fails once tcp_user_timeout passes, with an error naming
+/// the host, while clients of another database go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_host_is_noticed_within_tcp_user_timeout() {
+    // Dropped last: the cluster inside it stops first.
+    let host = crate::support::netns::NetHost::create();
+    let (ns, addr) = (host.ns.clone(), host.addr.clone());
+    let private =
+        tokio::task::spawn_blocking(move || PrivatePg::start_in("churn-stall", &ns, &addr))
+            .await
+            .unwrap();
+    let stalled = format!(
+        "[databases.stalled]\nhost = \"{}\"\nport = {}\ndbname = \"postgres\"\nuser = \"postgres\"\npassword = \"unused (trust)\"\n",
+        host.addr, private.port
+    );
+    let mux = Mux::start(
+        ConfigBuilder::new()
+            .general("auth_type = \"trust\"\ntcp_user_timeout = 1500\nserver_connect_timeout = 3")
+            .sections(&stalled)
+            .sections(&db_entry("elsewhere", "appdb", ""))
+            .user("app", Some("app_pw"))
+            .build(),
+    )
+    .await;
+    let (c, _hc) = connect_ok(mux.port(), "app", "", "stalled").await;
+    assert_eq!(one(&c, "SELECT 1").await, "1");
+    let (d, _hd) = connect_ok(mux.port(), "app", "", "elsewhere").await;
+    assert_eq!(one(&d, "SELECT 1").await, "1");
+
+    host.cut();
+    let started = Instant::now();
+    let q = tokio::spawn(async move { c.simple_query("SELECT 2").await.map(|_| ()) });
+    // Others go on meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(one(&d, "SELECT 3").await, "3");
+    let r = tokio::time::timeout(Duration::from_secs(30), q)
+        .await
+        .expect("a query to a stalled host hangs: tcp_user_timeout not applied")
+        .unwrap();
+    let waited = started.elapsed();
+    let e = r.expect_err("the host is cut off");
+    let text = format!("{e} {:?}", e.as_db_error());
+    assert!(
+        text.contains(&host.addr),
+        "the error names the host: {text}"
+    );
+    eprintln!("stalled host noticed after {waited:?}: {text}");
+    assert_eq!(one(&d, "SELECT 4").await, "4");
+    drop(private);
+}

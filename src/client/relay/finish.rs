@@ -130,15 +130,13 @@ impl Relay {
             .await;
             t.server.rbuf.clear();
         }
+        let at = format!("{}:{}", t.server.target.host, t.server.target.port);
         self.sess.pool.close(t.server, true, why);
         // Its siblings may have died with it (a restart): drop them before anyone gets one.
         self.sess.pool.drop_dead_idle();
-        self.fatal(
-            sqlstate::CONNECTION_FAILURE,
-            &format!("server connection lost: {why}"),
-        )
-        .await;
-        format!("server connection lost: {why}")
+        let why = format!("server connection lost ({at}): {why}");
+        self.fatal(sqlstate::CONNECTION_FAILURE, &why).await;
+        why
     }
 
     pub(super) async fn client_protocol_error(&mut self, t: Txn, e: String) -> String {

@@ -16,6 +16,9 @@ pub struct Pg {
     pub dir: PathBuf,
     /// The directory of the Postgres binaries.
     pub bin: PathBuf,
+    /// The network namespace it runs in (see `netns.rs`); the tests' own psql then reaches it
+    /// through its Unix socket, which namespaces do not separate.
+    pub netns: Option<String>,
 }
 
 /// What [`start_cluster`] sets up.
@@ -29,6 +32,8 @@ pub struct ClusterSpec<'a> {
     /// Create the roles `app`/`app_pw`, `other`/`other_pw` (SCRAM), `md5user`/`md5_pw`
     /// (stored as MD5), and the databases `appdb` and `otherdb` owned by `app`.
     pub create_roles: bool,
+    /// Run it in this network namespace (listen_addresses then set in `settings`).
+    pub netns: Option<&'a str>,
 }
 
 /// The shared test cluster: the roles and databases of [`ClusterSpec::create_roles`];
@@ -41,6 +46,7 @@ pub const SHARED: ClusterSpec<'static> = ClusterSpec {
          host all md5user 127.0.0.1/32 md5\nhost all all 127.0.0.1/32 scram-sha-256\n",
     ),
     create_roles: true,
+    netns: None,
 };
 
 static PG: OnceLock<Pg> = OnceLock::new();
@@ -83,8 +89,18 @@ pub fn is_root() -> bool {
 
 /// Run a shell command as the `postgres` user when we are root (initdb refuses root).
 pub fn as_pg(cmd: &str) -> Command {
+    as_pg_in(None, cmd)
+}
+
+/// [`as_pg`] inside network namespace `netns`, if given (root only).
+pub fn as_pg_in(netns: Option<&str>, cmd: &str) -> Command {
     let mut c;
-    if is_root() {
+    if let Some(ns) = netns {
+        c = Command::new("ip");
+        c.args([
+            "netns", "exec", ns, "runuser", "-u", "postgres", "--", "sh", "-c", cmd,
+        ]);
+    } else if is_root() {
         c = Command::new("runuser");
         c.args(["-u", "postgres", "--", "sh", "-c", cmd]);
     } else {
@@ -150,13 +166,17 @@ pub fn start_cluster(spec: &ClusterSpec) -> Pg {
         port,
         dir: base,
         bin,
+        netns: spec.netns.map(str::to_string),
     };
-    let st = as_pg(&format!(
-        "{}/pg_ctl -D {} -l {}/postgres.log -w -t 60 start >/dev/null 2>&1",
-        pg.bin.display(),
-        data.display(),
-        pg.dir.display()
-    ))
+    let st = as_pg_in(
+        spec.netns,
+        &format!(
+            "{}/pg_ctl -D {} -l {}/postgres.log -w -t 60 start >/dev/null 2>&1",
+            pg.bin.display(),
+            data.display(),
+            pg.dir.display()
+        ),
+    )
     .status()
     .unwrap();
     assert!(
@@ -203,6 +223,9 @@ impl Pg {
     /// psql as the superuser, with these arguments before `-c sql db`.
     fn psql(&self, args: &[&str], sql: &str, db: &str) -> Command {
         let mut c = psql(self.port, "postgres");
+        if self.netns.is_some() {
+            c.args(["-h", self.dir.to_str().unwrap()]);
+        }
         c.arg("-qAtX").args(args).args(["-c", sql, db]);
         c
     }
@@ -236,11 +259,14 @@ impl Pg {
 
     /// `pg_ctl ARGS` on this cluster's data directory, as the postgres user.
     fn pg_ctl(&self, args: &str) -> Command {
-        as_pg(&format!(
-            "{}/pg_ctl -D {} {args} >/dev/null 2>&1",
-            self.bin.display(),
-            self.data_dir().display()
-        ))
+        as_pg_in(
+            self.netns.as_deref(),
+            &format!(
+                "{}/pg_ctl -D {} {args} >/dev/null 2>&1",
+                self.bin.display(),
+                self.data_dir().display()
+            ),
+        )
     }
 
     /// Restart Postgres (fast shutdown, start again on the same port).
@@ -294,6 +320,18 @@ impl PrivatePg {
             settings: "",
             hba: None,
             create_roles: false,
+            netns: None,
+        }))
+    }
+
+    /// Start one in network namespace `netns`, listening on `addr` there, trusting everyone.
+    pub fn start_in(tag: &str, netns: &str, addr: &str) -> PrivatePg {
+        PrivatePg(start_cluster(&ClusterSpec {
+            suffix: &format!("-{tag}"),
+            settings: &format!("listen_addresses = '{addr}'\n"),
+            hba: Some("local all all trust\nhost all all 0.0.0.0/0 trust\n"),
+            create_roles: false,
+            netns: Some(netns),
         }))
     }
 }
