@@ -16,7 +16,7 @@ pub struct CancelSlot {
 
 #[derive(Default)]
 struct SlotState {
-    target: Option<(Arc<server::Target>, i32, i32)>,
+    target: Option<(Arc<server::HostPort>, i32, i32)>,
     /// A cancel was sent to the attached server during this attachment.
     cancelled: bool,
 }
@@ -25,7 +25,7 @@ impl CancelSlot {
     /// The client now holds `s`.
     pub fn attach(&self, s: &Server) {
         let mut st = self.state.lock();
-        st.target = Some((s.target.clone(), s.pid, s.secret));
+        st.target = Some((s.addr.clone(), s.pid, s.secret));
         st.cancelled = false;
     }
 

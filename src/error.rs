@@ -6,6 +6,9 @@ use std::io;
 pub mod sqlstate {
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const CONNECTION_FAILURE: &str = "08006";
+    /// No host of a database entry fits its target_session_attrs (libpq's code for a failed
+    /// connection attempt).
+    pub const NO_HOST_FITS: &str = "08001";
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const INVALID_CATALOG_NAME: &str = "3D000";
     pub const INVALID_PASSWORD: &str = "28P01";
@@ -53,6 +56,23 @@ impl Error {
         Error::Client {
             code,
             message: message.into(),
+        }
+    }
+
+    /// Whether a failed connect may work if tried again (Postgres down, restarting, refusing
+    /// for now, a host that does not fit `target_session_attrs` during a failover), rather
+    /// than a configuration error that will fail the same way (a wrong password, a missing
+    /// role or database, a TLS policy).
+    pub fn passes(&self) -> bool {
+        match self {
+            Error::Io(_) | Error::Timeout(_) => true,
+            // 57P01-03: shutting down, crash recovery, starting up; 53xxx: too many
+            // connections, out of memory or disk; 08xxx: the connection broke.
+            Error::Server { code, .. } => {
+                code.starts_with("57P") || code.starts_with("53") || code.starts_with("08")
+            }
+            Error::Client { code, .. } => *code == sqlstate::NO_HOST_FITS,
+            Error::Protocol(_) => false,
         }
     }
 

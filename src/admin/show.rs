@@ -517,7 +517,7 @@ fn databases(shared: &Shared) -> Table {
         t.row(vec![
             name.as_str().into(),
             db.host.as_str().into(),
-            db.port.into(),
+            db.port.first().into(),
             db.dbname.clone().unwrap_or_else(|| name.clone()).into(),
             db.user.clone().into(),
             db.pool_size.unwrap_or(g.default_pool_size).into(),

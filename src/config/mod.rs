@@ -29,6 +29,83 @@ impl Secs {
     }
 }
 
+/// A database entry's port: one for every host, or one per host (`"5432,5433"`), as libpq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Ports(pub Vec<u16>);
+
+impl<'de> Deserialize<'de> for Ports {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(u16),
+            List(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::One(p) => Ok(Ports(vec![p])),
+            Raw::List(s) => s
+                .split(',')
+                .map(|p| p.trim().parse::<u16>())
+                .collect::<Result<Vec<_>, _>>()
+                .map(Ports)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Ports {
+    /// The first port (what SHOW DATABASES shows).
+    pub fn first(&self) -> u16 {
+        self.0.first().copied().unwrap_or(5432)
+    }
+}
+
+/// Which servers a database entry accepts, with libpq's `target_session_attrs` meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionAttrs {
+    /// Any server.
+    #[default]
+    Any,
+    /// Not in recovery, and default_transaction_read_only off.
+    ReadWrite,
+    /// In recovery, or default_transaction_read_only on.
+    ReadOnly,
+    /// Not in recovery.
+    Primary,
+    /// In recovery (a hot standby).
+    Standby,
+    /// A standby if one answers, else any.
+    PreferStandby,
+}
+
+impl SessionAttrs {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::ReadWrite => "read-write",
+            SessionAttrs::ReadOnly => "read-only",
+            SessionAttrs::Primary => "primary",
+            SessionAttrs::Standby => "standby",
+            SessionAttrs::PreferStandby => "prefer-standby",
+        }
+    }
+
+    /// Whether a server in recovery (`standby`) or read-only by default (`read_only`) fits.
+    /// `prefer-standby` accepts only standbys here; its fallback is the caller's.
+    pub fn accepts(self, standby: bool, read_only: bool) -> bool {
+        let read_only = read_only || standby;
+        match self {
+            SessionAttrs::Any => true,
+            SessionAttrs::ReadWrite => !read_only,
+            SessionAttrs::ReadOnly => read_only,
+            SessionAttrs::Primary => !standby,
+            SessionAttrs::Standby | SessionAttrs::PreferStandby => standby,
+        }
+    }
+}
+
 /// How long a client keeps its server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -356,12 +433,16 @@ impl Default for General {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Database {
-    /// Server host. Default "127.0.0.1".
+    /// Server host, or several separated by commas (tried in order, as libpq). Default
+    /// "127.0.0.1".
     #[serde(default = "default_host")]
     pub host: String,
-    /// Server port. Default 5432.
+    /// Server port, or one per host ("5432,5433"). Default 5432.
     #[serde(default = "default_port")]
-    pub port: u16,
+    pub port: Ports,
+    /// Which of the hosts' servers to use: any (default), read-write, read-only, primary,
+    /// standby, prefer-standby (libpq's meanings).
+    pub target_session_attrs: Option<SessionAttrs>,
     /// Database name on the server; defaults to the key (for "*", the client's database name).
     pub dbname: Option<String>,
     /// Force this server user (PgBouncer's `user=`).
@@ -392,8 +473,23 @@ pub struct Database {
 fn default_host() -> String {
     "127.0.0.1".into()
 }
-fn default_port() -> u16 {
-    5432
+fn default_port() -> Ports {
+    Ports(vec![5432])
+}
+
+impl Database {
+    /// Its (host, port) pairs, in order: one port for all hosts, or one each.
+    pub fn hosts(&self) -> Vec<(String, u16)> {
+        let hosts: Vec<&str> = self.host.split(',').map(str::trim).collect();
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let p = self.port.0.get(i).or(self.port.0.first()).copied();
+                (h.to_string(), p.unwrap_or(5432))
+            })
+            .collect()
+    }
 }
 
 /// `[users.NAME]`: a user's secret and overrides.

@@ -14,7 +14,7 @@ use toml::{Table, Value};
 
 use super::{
     default_host, default_port, AuthType, Config, Database, General, LogFormat, Metrics, PoolMode,
-    Secs, SslMode, User,
+    Ports, Secs, SessionAttrs, SslMode, User,
 };
 use crate::auth::Secret;
 
@@ -65,6 +65,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
                             let mut db = Database {
                                 host: default_host(),
                                 port: default_port(),
+                                target_session_attrs: None,
                                 dbname: None,
                                 user: None,
                                 password: None,
@@ -323,6 +324,22 @@ impl Field for bool {
 impl Field for u16 {
     const EXPECTED: &'static str = "an integer from 0 to 65535";
 }
+impl Field for Ports {
+    const EXPECTED: &'static str =
+        "a port (5432), or one per host separated by commas (\"5432,5433\")";
+}
+impl Field for SessionAttrs {
+    const EXPECTED: &'static str =
+        r#"one of "any", "read-write", "read-only", "primary", "standby", "prefer-standby""#;
+    const CHOICES: &'static [&'static str] = &[
+        "any",
+        "read-write",
+        "read-only",
+        "primary",
+        "standby",
+        "prefer-standby",
+    ];
+}
 impl Field for usize {
     const EXPECTED: &'static str = "a non-negative integer";
 }
@@ -500,6 +517,7 @@ section_reader!(
     Database {
         host,
         port,
+        target_session_attrs,
         dbname,
         user,
         password,
@@ -667,11 +685,24 @@ fn check_databases(config: &Config, p: &mut Problems) {
                 format!("\"{name}\" is the admin console's name; choose another"),
             );
         }
-        if db.host.trim().is_empty() {
-            p.push(format!("{path}.host"), "must not be empty");
+        if db.host.split(',').any(|h| h.trim().is_empty()) {
+            p.push(
+                format!("{path}.host"),
+                "must not be empty (nor have an empty entry)",
+            );
         }
-        if db.port == 0 {
+        if db.port.0.contains(&0) || db.port.0.is_empty() {
             p.push(format!("{path}.port"), "must be a port from 1 to 65535");
+        }
+        let hosts = db.host.split(',').count();
+        if db.port.0.len() > 1 && db.port.0.len() != hosts {
+            p.push(
+                format!("{path}.port"),
+                format!(
+                    "{} ports for {hosts} hosts: give one port, or one per host",
+                    db.port.0.len()
+                ),
+            );
         }
         if db.dbname.as_deref().is_some_and(|d| d.is_empty()) {
             p.push(
@@ -820,7 +851,7 @@ mod tests {
         assert_eq!(g.admin_users, vec!["admin".to_string()]);
         let db = &c.databases["appdb"];
         assert_eq!(db.host, "127.0.0.1");
-        assert_eq!(db.port, 5432);
+        assert_eq!(db.port.first(), 5432);
         assert_eq!(c.users["app"].password.as_deref(), Some("app_pw"));
     }
 
@@ -975,7 +1006,7 @@ mod tests {
         let c = validate(&text).unwrap_or_else(|p| panic!("{p:#?}"));
         let db = c.database("anything").expect("falls back to *");
         assert_eq!(db.host, "10.0.0.5");
-        assert_eq!(db.port, 5432);
+        assert_eq!(db.port.first(), 5432);
         assert_eq!(db.dbname, None);
         assert_eq!(db.user.as_deref(), Some("app"));
 
@@ -1181,5 +1212,40 @@ mod tests {
         assert!(find(&p, "general.auth_dbname").message.contains("\"nope\""));
         find(&p, "general.auth_query_cache_ttl");
         find(&p, "databases.appdb.auth_dbname");
+    }
+
+    #[test]
+    fn several_hosts_and_target_session_attrs() {
+        let c = validate(
+            "[databases.a]\nhost = \"10.0.0.1, 10.0.0.2\"\nport = \"5432,5433\"\n\
+             target_session_attrs = \"read-write\"\n\
+             [databases.b]\nhost = \"h1,h2,h3\"\nport = 6000\n",
+        )
+        .unwrap_or_else(|p| panic!("{p:#?}"));
+        let a = &c.databases["a"];
+        assert_eq!(
+            a.hosts(),
+            [
+                ("10.0.0.1".to_string(), 5432),
+                ("10.0.0.2".to_string(), 5433)
+            ]
+        );
+        assert_eq!(a.target_session_attrs, Some(SessionAttrs::ReadWrite));
+        let b = &c.databases["b"];
+        assert_eq!(b.hosts().len(), 3);
+        assert!(b.hosts().iter().all(|(_, p)| *p == 6000));
+        assert_eq!(b.target_session_attrs, None);
+
+        let p = problems("[databases.a]\nhost = \"h1,h2\"\nport = \"1,2,3\"\n");
+        assert!(find(&p, "databases.a.port")
+            .message
+            .contains("3 ports for 2 hosts"));
+        let p = problems("[databases.a]\nhost = \"h1,,h2\"\n");
+        find(&p, "databases.a.host");
+        let p = problems("[databases.a]\nport = \"5432,x\"\n");
+        find(&p, "databases.a.port");
+        let p = problems("[databases.a]\ntarget_session_attrs = \"read_write\"\n");
+        let m = &find(&p, "databases.a.target_session_attrs").message;
+        assert!(m.contains("read-write"), "{m}");
     }
 }

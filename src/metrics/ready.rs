@@ -1,5 +1,5 @@
-//! Readiness: pgmux is listening, not shutting down, and every configured database's server
-//! answers a TCP connect (probed at most once a second per address).
+//! Readiness: pgmux is listening, not shutting down, and every configured database has a host
+//! that answers a TCP connect (probed at most once a second per address).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -67,24 +67,27 @@ pub async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
     let mut set = tokio::task::JoinSet::new();
     let now = Instant::now();
     for (name, db) in &config.databases {
-        let key = (db.host.clone(), db.port);
-        let cached = cache
-            .results
-            .lock()
-            .get(&key)
-            .filter(|(at, _)| now.duration_since(*at) < PROBE_TTL)
-            .map(|(_, r)| r.clone());
-        let name = name.clone();
-        set.spawn(async move {
-            match cached {
-                Some(r) => (name, key, r, false),
-                None => {
-                    let r = probe(&key.0, key.1).await;
-                    (name, key, r, true)
+        for key in db.hosts() {
+            let cached = cache
+                .results
+                .lock()
+                .get(&key)
+                .filter(|(at, _)| now.duration_since(*at) < PROBE_TTL)
+                .map(|(_, r)| r.clone());
+            let name = name.clone();
+            set.spawn(async move {
+                match cached {
+                    Some(r) => (name, key, r, false),
+                    None => {
+                        let r = probe(&key.0, key.1).await;
+                        (name, key, r, true)
+                    }
                 }
-            }
-        });
+            });
+        }
     }
+    // A database is ready when one of its hosts answers.
+    let mut by_db: HashMap<String, (bool, Vec<String>)> = HashMap::new();
     while let Some(Ok((name, key, r, fresh))) = set.join_next().await {
         // Only a new probe restarts the TTL: re-stamping cached results would keep a stale
         // answer forever under polls more frequent than PROBE_TTL.
@@ -94,8 +97,16 @@ pub async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
                 .lock()
                 .insert(key, (Instant::now(), r.clone()));
         }
-        if let Some(why) = r {
-            problems.push((format!("database {name}"), why));
+        let e = by_db.entry(name).or_default();
+        match r {
+            None => e.0 = true,
+            Some(why) => e.1.push(why),
+        }
+    }
+    for (name, (any_up, mut whys)) in by_db {
+        if !any_up {
+            whys.sort();
+            problems.push((format!("database {name}"), whys.join("; ")));
         }
     }
     problems.sort();

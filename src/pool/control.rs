@@ -84,8 +84,8 @@ impl Pool {
         drop(old);
         let moved = {
             let t = self.target.load();
-            t.host != target.host
-                || t.port != target.port
+            t.hosts != target.hosts
+                || t.session_attrs != target.session_attrs
                 || t.dbname != target.dbname
                 || t.user != target.user
                 || match (&t.secret, &target.secret) {

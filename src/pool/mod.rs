@@ -517,6 +517,9 @@ impl Pool {
         if self.paused.load(Ordering::Acquire) {
             return self.close(s, true, "the database is paused");
         }
+        if !s.still_fits() {
+            return self.close(s, true, "its host no longer fits target_session_attrs");
+        }
         s.idle_since = now;
         s.info.link_to(0, 0);
         s.info.set_state(ServerState::Idle);

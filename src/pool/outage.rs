@@ -31,15 +31,7 @@ pub(super) struct Outage {
 /// Whether a failed connect is an outage (it may work if tried again) rather than a
 /// configuration error (it will fail the same way).
 pub fn passes(e: &Error) -> bool {
-    match e {
-        Error::Io(_) | Error::Timeout(_) => true,
-        // 57P01-03: shutting down, crash recovery, starting up; 53xxx: too many connections,
-        // out of memory or disk; 08xxx: the connection broke.
-        Error::Server { code, .. } => {
-            code.starts_with("57P") || code.starts_with("53") || code.starts_with("08")
-        }
-        Error::Client { .. } | Error::Protocol(_) => false,
-    }
+    e.passes()
 }
 
 impl Pool {

@@ -11,7 +11,7 @@ use super::{Limit, Pool, PoolSettings};
 use crate::auth::Secret;
 use crate::config::{Config, PoolMode};
 use crate::net::tls::ServerSide;
-use crate::server::Target;
+use crate::server::{HostPort, Target};
 
 /// What the admin console set on a database.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +82,12 @@ fn resolve(
         }
     };
     let target = Target {
-        host: db.host.clone(),
-        port: db.port,
+        hosts: db
+            .hosts()
+            .into_iter()
+            .map(|(host, port)| Arc::new(HostPort { host, port }))
+            .collect(),
+        session_attrs: db.target_session_attrs.unwrap_or_default(),
         dbname: db.dbname.clone().unwrap_or_else(|| database.to_string()),
         user: server_user.clone(),
         secret,

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::{ScramKeysClient, Secret};
-use crate::config::SslMode;
+use crate::config::{SessionAttrs, SslMode};
 use crate::error::{sqlstate, Error, Result};
 use crate::net::Conn;
 use crate::prepared::{cache::StatementCache, drops_all_statements};
@@ -23,11 +23,25 @@ pub use info::{unix_us, ServerInfo, ServerState};
 pub use params::Params;
 use rustls::pki_types::ServerName;
 
+/// One host of a database entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
 /// Where and as whom a pool's servers log in.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub host: String,
-    pub port: u16,
+    /// Tried in order until one logs in and fits `session_attrs`.
+    pub hosts: Vec<Arc<HostPort>>,
+    pub session_attrs: SessionAttrs,
     pub dbname: String,
     pub user: String,
     pub secret: Option<Secret>,
@@ -61,6 +75,8 @@ pub struct Server {
     pub created: Instant,
     pub idle_since: Instant,
     pub target: Arc<Target>,
+    /// The host it is connected to.
+    pub addr: Arc<HostPort>,
     /// Opened from the reserve pool.
     pub reserve: bool,
     /// The pgmux-named prepared statements this server has (transaction and statement mode).
@@ -86,31 +102,161 @@ impl Server {
     /// `generation`: the pool's, recorded in its info.
     /// `client_key`: a SCRAM ClientKey a client proved for the target's user, used when pgmux
     /// holds only a verifier for it.
+    ///
+    /// Hosts are tried in order (each within server_connect_timeout) until one logs in and fits
+    /// the target's session attributes. When none does, the error is the first configuration
+    /// error met (it will not pass), else a mismatch (`08001`, a failover may be under way),
+    /// else the last host's.
     pub async fn connect(
         id: u64,
         target: Arc<Target>,
         generation: u64,
         client_key: Option<[u8; 32]>,
     ) -> Result<Server> {
-        let open = Self::open(id, target.clone(), generation, client_key);
-        match target.connect_timeout {
-            Some(t) => tokio::time::timeout(t, open)
-                .await
-                .map_err(|_| Error::Timeout("server_connect_timeout"))?,
-            None => open.await,
+        let attrs = target.session_attrs;
+        let mut config_error = None;
+        let mut mismatches = Vec::new();
+        let mut last = None;
+        // prefer-standby: the first other server that logs in, if no standby does.
+        let mut fallback = None;
+        for addr in &target.hosts {
+            let open = Self::open(id, target.clone(), addr.clone(), generation, client_key);
+            let res = match target.connect_timeout {
+                Some(t) => tokio::time::timeout(t, open)
+                    .await
+                    .unwrap_or(Err(Error::Timeout("server_connect_timeout"))),
+                None => open.await,
+            };
+            let mut s = match res {
+                Ok(s) => s,
+                Err(e) => {
+                    if target.hosts.len() > 1 {
+                        tracing::warn!(server = id, host = %addr, "server connect failed: {e}");
+                    }
+                    if !e.passes() && config_error.is_none() {
+                        config_error = Some(e);
+                    } else {
+                        last = Some(e);
+                    }
+                    continue;
+                }
+            };
+            if attrs == SessionAttrs::Any {
+                return Ok(s);
+            }
+            match s.session_kind().await {
+                Ok((standby, read_only)) if attrs.accepts(standby, read_only) => {
+                    if let Some(f) = fallback.take() {
+                        Server::terminate(f).await;
+                    }
+                    return Ok(s);
+                }
+                Ok((standby, _)) => {
+                    let what = if standby { "a standby" } else { "read-write" };
+                    mismatches.push(format!("{addr} is {what}"));
+                    if attrs == SessionAttrs::PreferStandby && fallback.is_none() {
+                        fallback = Some(s);
+                    } else {
+                        s.terminate().await;
+                    }
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        if let Some(s) = fallback {
+            return Ok(s);
+        }
+        if let Some(e) = config_error {
+            return Err(e);
+        }
+        if !mismatches.is_empty() {
+            return Err(Error::client(
+                sqlstate::NO_HOST_FITS,
+                format!(
+                    "no host fits target_session_attrs = {}: {}{}",
+                    attrs.as_str(),
+                    mismatches.join(", "),
+                    last.map(|e| format!("; {e}")).unwrap_or_default()
+                ),
+            ));
+        }
+        Err(last.unwrap_or_else(|| Error::Protocol("a database entry without hosts".into())))
+    }
+
+    /// Whether the server still fits its target's session attributes, by what it reported
+    /// since (Postgres 14 and later report `in_hot_standby` and `default_transaction_read_only`
+    /// as they change: a promoted standby says so). Unknown counts as fitting.
+    pub fn still_fits(&self) -> bool {
+        let attrs = self.target.session_attrs;
+        if attrs == SessionAttrs::Any || attrs == SessionAttrs::PreferStandby {
+            return true;
+        }
+        let (Some(standby), Some(read_only)) = (
+            self.params.get("in_hot_standby"),
+            self.params.get("default_transaction_read_only"),
+        ) else {
+            return true;
+        };
+        attrs.accepts(standby == "on", read_only == "on")
+    }
+
+    /// Whether the server is in recovery (a hot standby) and read-only by default: from the
+    /// ParameterStatus Postgres 14 and later report, else asked.
+    async fn session_kind(&mut self) -> Result<(bool, bool)> {
+        let standby = match self.params.get("in_hot_standby") {
+            Some(v) => v == "on",
+            None => {
+                self.simple_value("SELECT pg_is_in_recovery()")
+                    .await?
+                    .as_deref()
+                    == Some("t")
+            }
+        };
+        let read_only = match self.params.get("default_transaction_read_only") {
+            Some(v) => v == "on",
+            None => {
+                self.simple_value("SHOW default_transaction_read_only")
+                    .await?
+                    .as_deref()
+                    == Some("on")
+            }
+        };
+        Ok((standby, read_only))
+    }
+
+    /// Run a simple query of pgmux's own and return its first row's first column.
+    async fn simple_value(&mut self, sql: &str) -> Result<Option<String>> {
+        let mut out = BytesMut::new();
+        backend::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut value = None;
+        let (_, err) = self
+            .read_internal(|_, tag, body| {
+                if tag == b'D' && value.is_none() {
+                    value = proto::data_row(body)
+                        .and_then(|cols| cols.into_iter().next().flatten())
+                        .map(|v| String::from_utf8_lossy(v).into_owned());
+                }
+                Ok(())
+            })
+            .await?;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(value),
         }
     }
 
     async fn open(
         id: u64,
         target: Arc<Target>,
+        addr: Arc<HostPort>,
         generation: u64,
         client_key: Option<[u8; 32]>,
     ) -> Result<Server> {
-        let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+        let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
         target.tcp.apply(&tcp);
         let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
-        let stream = Self::negotiate_tls(tcp, &target).await?;
+        let stream = Self::negotiate_tls(tcp, &target, &addr).await?;
         let now = Instant::now();
         let mut server = Server {
             id,
@@ -123,6 +269,7 @@ impl Server {
             idle_since: now,
             prepared: StatementCache::new(target.max_prepared_statements),
             target,
+            addr,
             reserve: false,
             info: Arc::new(ServerInfo::new(id, peer, local, generation)),
         };
@@ -134,7 +281,7 @@ impl Server {
     /// server_tls_sslmode: ask for TLS (SSLRequest) unless disabled or "allow" (which tries
     /// plaintext, the server's answer decides); a server that declines is refused when TLS is
     /// required.
-    async fn negotiate_tls(mut tcp: TcpStream, target: &Target) -> Result<Conn> {
+    async fn negotiate_tls(mut tcp: TcpStream, target: &Target, addr: &HostPort) -> Result<Conn> {
         let tls = &target.tls;
         let Some(connector) = tls
             .connector
@@ -148,13 +295,13 @@ impl Server {
         tcp.read_exact(&mut answer).await?;
         match answer[0] {
             b'S' => {
-                let name = ServerName::try_from(target.host.clone()).map_err(|e| {
-                    Error::Protocol(format!("server_tls: bad host name {}: {e}", target.host))
+                let name = ServerName::try_from(addr.host.clone()).map_err(|e| {
+                    Error::Protocol(format!("server_tls: bad host name {}: {e}", addr.host))
                 })?;
                 let stream = connector.connect(name, tcp).await.map_err(|e| {
                     Error::client(
                         sqlstate::CONNECTION_FAILURE,
-                        format!("TLS to {}:{} failed: {e}", target.host, target.port),
+                        format!("TLS to {addr} failed: {e}"),
                     )
                 })?;
                 Ok(crate::net::tls::bridge(stream)?)
@@ -163,9 +310,7 @@ impl Server {
             b'N' => Err(Error::client(
                 sqlstate::CONNECTION_FAILURE,
                 format!(
-                    "server {}:{} does not accept TLS and server_tls_sslmode = {}",
-                    target.host,
-                    target.port,
+                    "server {addr} does not accept TLS and server_tls_sslmode = {}",
                     tls.mode.as_str()
                 ),
             )),
@@ -498,8 +643,8 @@ impl Server {
     /// Where to send a CancelRequest for the query running here.
     pub fn cancel_target(&self) -> CancelTarget {
         CancelTarget {
-            host: self.target.host.clone(),
-            port: self.target.port,
+            host: self.addr.host.clone(),
+            port: self.addr.port,
             pid: self.pid,
             secret: self.secret,
         }

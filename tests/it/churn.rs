@@ -382,3 +382,135 @@ async fn stalled_host_is_noticed_within_tcp_user_timeout() {
     assert_eq!(one(&d, "SELECT 4").await, "4");
     drop(private);
 }
+
+/// A `[databases.NAME]` entry for user postgres on several local ports, with extra settings.
+fn hosts_entry(name: &str, ports: &[u16], settings: &str) -> String {
+    let hosts = vec!["127.0.0.1"; ports.len()].join(",");
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(
+        "[databases.{name}]\nhost = \"{hosts}\"\nport = \"{}\"\ndbname = \"postgres\"\n{settings}\n",
+        ports.join(",")
+    )
+}
+
+/// Failover: a primary and its streaming standby as one entry's two hosts, with
+/// target_session_attrs = "read-write". Each entry's servers go where its attributes say, in
+/// any host order. Under pgbench and a writer, the primary is stopped and the standby
+/// promoted: no client aborts, every acknowledged write is on the new primary, and servers of
+/// a "standby" entry whose host was promoted are closed when their client is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_to_a_promoted_standby_aborts_no_client() {
+    let (primary, standby) = tokio::task::spawn_blocking(|| {
+        let primary = PrivatePg::start("churn-primary");
+        let mut init = Command::new("pgbench");
+        init.args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+            .args(["-U", "postgres", "-i", "-s", "1", "-q", "postgres"]);
+        let (ok, out, err) = run(&mut init);
+        assert!(ok, "pgbench -i: {out}{err}");
+        primary.psql_super("postgres", "CREATE TABLE acked (n int)");
+        let standby = PrivatePg::standby_of(&primary, "churn-standby");
+        (primary, standby)
+    })
+    .await
+    .unwrap();
+    let (p, s) = (primary.port, standby.port);
+    let sections = [
+        hosts_entry("rw", &[p, s], "target_session_attrs = \"read-write\""),
+        hosts_entry("rw2", &[s, p], "target_session_attrs = \"read-write\""),
+        hosts_entry("ro", &[p, s], "target_session_attrs = \"standby\""),
+        hosts_entry("any", &[s, p], ""),
+    ]
+    .concat();
+    let mux = Mux::start(
+        ConfigBuilder::new()
+            .general("auth_type = \"trust\"\nmax_client_conn = 500\ndefault_pool_size = 10")
+            .sections(&sections)
+            .user("postgres", None)
+            .build(),
+    )
+    .await;
+    let port_of = |db: &'static str| {
+        let cfg = tp_config(mux.port(), "postgres", "", db);
+        async move {
+            let (c, h) = tp_connect(&cfg).await.unwrap();
+            let port = one(&c, "SELECT current_setting('port')").await;
+            (c, h, port)
+        }
+    };
+    for (db, want) in [("rw", p), ("rw2", p), ("ro", s), ("any", s)] {
+        assert_eq!(port_of(db).await.2, want.to_string(), "{db}");
+    }
+    // A client of the standby entry, kept for after the promotion.
+    let (ro, _hro, _) = port_of("ro").await;
+
+    let port = mux.port();
+    let bench = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!(
+            "ulimit -n $(ulimit -Hn) 2>/dev/null; exec pgbench -h 127.0.0.1 -p {port} \
+             -U postgres -n -S -c 20 -j 2 --rate 500 -T 10 rw"
+        ));
+        run(&mut cmd)
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let cfg = tp_config(port, "postgres", "", "rw");
+        tokio::spawn(async move {
+            let (c, _h) = tp_connect(&cfg).await.unwrap();
+            let mut acked = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                c.simple_query(&format!("INSERT INTO acked VALUES ({acked})"))
+                    .await
+                    .unwrap_or_else(|e| panic!("write {acked} failed: {e}"));
+                acked += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (c, acked)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (primary, standby) = tokio::task::spawn_blocking(move || {
+        primary.stop();
+        std::thread::sleep(Duration::from_secs(1));
+        standby.promote();
+        (primary, standby)
+    })
+    .await
+    .unwrap();
+    let promoted = Instant::now();
+    let pool = mux.pool("rw", "postgres").unwrap();
+    eventually(10, "the rw pool serves again", || !pool.in_outage()).await;
+    let served_after = promoted.elapsed();
+    let processed = clean_run("failover", bench.await.unwrap());
+    stop.store(true, Ordering::Relaxed);
+    let (w, acked) = writer.await.unwrap();
+    assert_eq!(
+        one(&w, "SELECT current_setting('port')").await,
+        s.to_string()
+    );
+    assert_eq!(
+        one(&w, "SELECT count(*) FROM acked").await,
+        acked.to_string(),
+        "acknowledged writes lost or doubled"
+    );
+    eprintln!(
+        "failover: {processed} transactions and {acked} writes, none failed; rw served again \
+         {served_after:?} after pg_ctl promote returned; requests re-sent {}",
+        pool.stats.resent.load(Ordering::Relaxed)
+    );
+
+    // The standby entry's server now talks to a primary: it says so (in_hot_standby off) at the
+    // end of the next request, and is closed then; no other host fits, so the next one waits.
+    assert_eq!(one(&ro, "SELECT pg_is_in_recovery()::text").await, "false");
+    let ro_pool = mux.pool("ro", "postgres").unwrap();
+    eventually(10, "the promoted server is closed", || {
+        mux.counts("ro", "postgres").unwrap().open == 0
+    })
+    .await;
+    let q = tokio::spawn(async move { ro.simple_query("SELECT 1").await.map(|_| ()) });
+    eventually(10, "the ro pool finds no standby", || ro_pool.in_outage()).await;
+    assert!(!q.is_finished(), "served by a primary");
+    q.abort();
+    drop((primary, standby));
+}

@@ -121,11 +121,7 @@ fn chown_to_pg(args: &[&str]) {
     }
 }
 
-/// Create and start a cluster as `spec` says. A watchdog stops it (and removes its directory)
-/// when this test process exits or the data directory disappears; it follows the data
-/// directory, not a pid, so a restart does not end it.
-// The watchdog process outlives this function on purpose.
-#[allow(clippy::zombie_processes)]
+/// Create and start a cluster as `spec` says, with a [`watch`]dog.
 pub fn start_cluster(spec: &ClusterSpec) -> Pg {
     let bin = pg_bindir();
     let base = std::env::temp_dir().join(format!("pgmux-it-{}{}", std::process::id(), spec.suffix));
@@ -184,7 +180,29 @@ pub fn start_cluster(spec: &ClusterSpec) -> Pg {
         "pg_ctl start failed, see {}/postgres.log",
         pg.dir.display()
     );
+    watch(&pg);
+    wait_accepting(&pg);
+    if spec.create_roles {
+        pg.psql_super(
+            "postgres",
+            "CREATE ROLE app LOGIN PASSWORD 'app_pw'; \
+             CREATE ROLE other LOGIN PASSWORD 'other_pw'; \
+             SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'md5_pw';",
+        );
+        pg.psql_super("postgres", "CREATE DATABASE appdb OWNER app");
+        pg.psql_super("postgres", "CREATE DATABASE otherdb OWNER app");
+    }
+    pg
+}
+
+/// A watchdog that stops `pg` (and removes its directory) when this test process exits or
+/// the data directory disappears; it follows the data directory, not a pid, so a restart does
+/// not end it.
+// The watchdog process outlives this function on purpose.
+#[allow(clippy::zombie_processes)]
+fn watch(pg: &Pg) {
     let me = std::process::id();
+    let data = pg.data_dir();
     as_pg(&format!(
         "while [ -d /proc/{me} ] && [ -d {data} ]; do sleep 0.5; done; \
          {bin}/pg_ctl -D {data} -m immediate -w stop >/dev/null 2>&1; rm -rf {base}",
@@ -197,6 +215,10 @@ pub fn start_cluster(spec: &ClusterSpec) -> Pg {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
+}
+
+/// Wait until `pg` runs queries.
+fn wait_accepting(pg: &Pg) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !pg.psql_ok("postgres", "SELECT 1") {
         assert!(
@@ -206,16 +228,50 @@ pub fn start_cluster(spec: &ClusterSpec) -> Pg {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    if spec.create_roles {
-        pg.psql_super(
-            "postgres",
-            "CREATE ROLE app LOGIN PASSWORD 'app_pw'; \
-             CREATE ROLE other LOGIN PASSWORD 'other_pw'; \
-             SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'md5_pw';",
-        );
-        pg.psql_super("postgres", "CREATE DATABASE appdb OWNER app");
-        pg.psql_super("postgres", "CREATE DATABASE otherdb OWNER app");
-    }
+}
+
+/// A streaming hot standby of `primary` (pg_basebackup -R), in `pgmux-it-PID-SUFFIX`, on a
+/// port of its own, started and accepting queries.
+pub fn start_standby(primary: &Pg, suffix: &str) -> Pg {
+    assert!(primary.netns.is_none(), "standbys of namespaced clusters");
+    let base = std::env::temp_dir().join(format!("pgmux-it-{}-{suffix}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    chown_to_pg(&[base.to_str().unwrap()]);
+    let data = base.join("data");
+    let st = as_pg(&format!(
+        "{}/pg_basebackup -h 127.0.0.1 -p {} -U postgres -D {} -R -X stream -c fast \
+         >{}/basebackup.log 2>&1",
+        primary.bin.display(),
+        primary.port,
+        data.display(),
+        base.display()
+    ))
+    .status()
+    .unwrap();
+    assert!(
+        st.success(),
+        "pg_basebackup failed, see {}/basebackup.log",
+        base.display()
+    );
+    let port = free_port();
+    // Later lines win: the primary's port and socket directory came with the copy.
+    let mut auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    auto.push_str(&format!(
+        "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n",
+        base.display()
+    ));
+    std::fs::write(data.join("postgresql.auto.conf"), auto).unwrap();
+    chown_to_pg(&["-R", data.to_str().unwrap()]);
+    let pg = Pg {
+        port,
+        dir: base,
+        bin: primary.bin.clone(),
+        netns: None,
+    };
+    pg.start();
+    watch(&pg);
+    wait_accepting(&pg);
     pg
 }
 
@@ -301,6 +357,12 @@ impl Pg {
         );
     }
 
+    /// Promote a standby (`pg_ctl promote`, waiting until it accepts writes).
+    pub fn promote(&self) {
+        let st = self.pg_ctl("-w -t 60 promote").status().unwrap();
+        assert!(st.success(), "pg_ctl promote failed");
+    }
+
     /// Stop Postgres (fast shutdown).
     pub fn stop(&self) {
         let st = self.pg_ctl("-m fast -w stop").status().unwrap();
@@ -313,6 +375,11 @@ impl Pg {
 pub struct PrivatePg(Pg);
 
 impl PrivatePg {
+    /// A streaming standby of `primary` (see [`start_standby`]).
+    pub fn standby_of(primary: &Pg, tag: &str) -> PrivatePg {
+        PrivatePg(start_standby(primary, tag))
+    }
+
     /// Start one in `pgmux-it-PID-TAG`.
     pub fn start(tag: &str) -> PrivatePg {
         PrivatePg(start_cluster(&ClusterSpec {
