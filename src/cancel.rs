@@ -16,7 +16,7 @@ pub struct CancelSlot {
 
 #[derive(Default)]
 struct SlotState {
-    target: Option<(Arc<server::HostPort>, i32, i32)>,
+    target: Option<(Arc<server::Host>, Option<std::net::SocketAddr>, i32, i32)>,
     /// A cancel was sent to the attached server during this attachment.
     cancelled: bool,
 }
@@ -25,7 +25,7 @@ impl CancelSlot {
     /// The client now holds `s`.
     pub fn attach(&self, s: &Server) {
         let mut st = self.state.lock();
-        st.target = Some((s.addr.clone(), s.pid, s.secret));
+        st.target = Some(((*s.host).clone(), s.info.addr, s.pid, s.secret));
         st.cancelled = false;
     }
 
@@ -40,10 +40,11 @@ impl CancelSlot {
 
     fn take_for_cancel(&self) -> Option<CancelTarget> {
         let mut st = self.state.lock();
-        let (t, pid, secret) = st.target.as_ref()?;
+        let (t, peer, pid, secret) = st.target.as_ref()?;
         let target = CancelTarget {
-            host: t.host.clone(),
+            host: t.name.clone(),
             port: t.port,
+            peer: *peer,
             pid: *pid,
             secret: *secret,
         };

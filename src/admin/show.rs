@@ -322,6 +322,8 @@ fn connections(shared: &Shared, clients: bool, servers: bool, sockets: bool) -> 
         ("application_name", Text),
         ("prepared_statements", Int4),
         ("id", Int8),
+        // pgmux's: the configured host:port a server went to (NULL for clients).
+        ("host", Text),
     ];
     if sockets {
         for c in [
@@ -417,6 +419,7 @@ fn client_row(c: &ClientInfo, now: u64) -> Vec<V> {
         login.map(|l| l.application_name()).into(),
         c.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),
         c.id.into(),
+        V::NULL,
     ]
 }
 
@@ -459,6 +462,7 @@ fn server_row(
         app.into(),
         s.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),
         s.id.into(),
+        s.host.to_string().into(),
     ]
 }
 

@@ -30,9 +30,21 @@ impl Secs {
 }
 
 /// A database entry's port: one for every host, or one per host (`"5432,5433"`), as libpq.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ports(pub Vec<u16>);
+
+/// Written back as it is read: an integer, or a string of several.
+impl Serialize for Ports {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => s.serialize_u16(*one),
+            many => {
+                let v: Vec<String> = many.iter().map(u16::to_string).collect();
+                s.serialize_str(&v.join(","))
+            }
+        }
+    }
+}
 
 impl<'de> Deserialize<'de> for Ports {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -102,6 +114,28 @@ impl SessionAttrs {
             SessionAttrs::ReadOnly => read_only,
             SessionAttrs::Primary => !standby,
             SessionAttrs::Standby | SessionAttrs::PreferStandby => standby,
+        }
+    }
+}
+
+/// `load_balance_hosts`: how new servers pick among a database entry's hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LoadBalance {
+    /// One host further along for each new server (PgBouncer's default).
+    RoundRobin,
+    /// The host with the fewest open servers.
+    LeastConnections,
+    /// In the order listed.
+    Disable,
+}
+
+impl LoadBalance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadBalance::RoundRobin => "round-robin",
+            LoadBalance::LeastConnections => "least-connections",
+            LoadBalance::Disable => "disable",
         }
     }
 }
@@ -247,6 +281,17 @@ pub struct General {
     /// pgmux retries, first after 50 ms, then doubling up to this. Default 0.5. PgBouncer's
     /// name; there it is a fixed pause (default 15) during which clients get errors.
     pub server_login_retry: Secs,
+    /// A host that failed to connect or to answer server_check_query is tried only after the
+    /// others for this long (the others first; all of them when all are banned). Default 30.
+    pub host_ban_time: Secs,
+    /// A server idle longer than this runs server_check_query before a client gets it;
+    /// 0 = always. Default 30 (PgBouncer's).
+    pub server_check_delay: Secs,
+    /// Query that checks an idle server; empty = no check. Default "select 1".
+    pub server_check_query: String,
+    /// How long a host name's addresses are kept before it is looked up again; servers to
+    /// an address the name no longer has close when released. Default 15 (PgBouncer's).
+    pub dns_max_ttl: Secs,
     /// Idle servers older than this are closed. Default 600.
     pub server_idle_timeout: Secs,
     /// Servers older than this are closed when next idle. Default 3600.
@@ -383,6 +428,10 @@ impl Default for General {
             query_wait_timeout: Secs(120.0),
             server_connect_timeout: Secs(15.0),
             server_login_retry: Secs(0.5),
+            host_ban_time: Secs(30.0),
+            server_check_delay: Secs(30.0),
+            server_check_query: "select 1".into(),
+            dns_max_ttl: Secs(15.0),
             server_idle_timeout: Secs(600.0),
             server_lifetime: Secs(3600.0),
             client_idle_timeout: Secs(0.0),
@@ -443,6 +492,9 @@ pub struct Database {
     /// Which of the hosts' servers to use: any (default), read-write, read-only, primary,
     /// standby, prefer-standby (libpq's meanings).
     pub target_session_attrs: Option<SessionAttrs>,
+    /// How new servers pick among the hosts: round-robin, least-connections, or disable (in
+    /// order). Default: in order for read-write and primary, else round-robin.
+    pub load_balance_hosts: Option<LoadBalance>,
     /// Database name on the server; defaults to the key (for "*", the client's database name).
     pub dbname: Option<String>,
     /// Force this server user (PgBouncer's `user=`).
@@ -478,6 +530,17 @@ fn default_port() -> Ports {
 }
 
 impl Database {
+    /// Its load_balance_hosts, or the default for its target_session_attrs: in order where
+    /// one host fits (read-write, primary: the list says which to try first), else
+    /// round-robin.
+    pub fn load_balance(&self) -> LoadBalance {
+        self.load_balance_hosts
+            .unwrap_or(match self.target_session_attrs {
+                Some(SessionAttrs::ReadWrite | SessionAttrs::Primary) => LoadBalance::Disable,
+                _ => LoadBalance::RoundRobin,
+            })
+    }
+
     /// Its (host, port) pairs, in order: one port for all hosts, or one each.
     pub fn hosts(&self) -> Vec<(String, u16)> {
         let hosts: Vec<&str> = self.host.split(',').map(str::trim).collect();

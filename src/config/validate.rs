@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use toml::{Table, Value};
 
 use super::{
-    default_host, default_port, AuthType, Config, Database, General, LogFormat, Metrics, PoolMode,
-    Ports, Secs, SessionAttrs, SslMode, User,
+    default_host, default_port, AuthType, Config, Database, General, LoadBalance, LogFormat,
+    Metrics, PoolMode, Ports, Secs, SessionAttrs, SslMode, User,
 };
 use crate::auth::Secret;
 
@@ -66,6 +66,7 @@ pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
                                 host: default_host(),
                                 port: default_port(),
                                 target_session_attrs: None,
+                                load_balance_hosts: None,
                                 dbname: None,
                                 user: None,
                                 password: None,
@@ -328,6 +329,10 @@ impl Field for Ports {
     const EXPECTED: &'static str =
         "a port (5432), or one per host separated by commas (\"5432,5433\")";
 }
+impl Field for LoadBalance {
+    const EXPECTED: &'static str = r#"one of "round-robin", "least-connections", "disable""#;
+    const CHOICES: &'static [&'static str] = &["round-robin", "least-connections", "disable"];
+}
 impl Field for SessionAttrs {
     const EXPECTED: &'static str =
         r#"one of "any", "read-write", "read-only", "primary", "standby", "prefer-standby""#;
@@ -454,6 +459,10 @@ section_reader!(
         query_wait_timeout,
         server_connect_timeout,
         server_login_retry,
+        host_ban_time,
+        server_check_delay,
+        server_check_query,
+        dns_max_ttl,
         server_idle_timeout,
         server_lifetime,
         client_idle_timeout,
@@ -518,6 +527,7 @@ section_reader!(
         host,
         port,
         target_session_attrs,
+        load_balance_hosts,
         dbname,
         user,
         password,
@@ -1235,6 +1245,12 @@ mod tests {
         assert_eq!(b.hosts().len(), 3);
         assert!(b.hosts().iter().all(|(_, p)| *p == 6000));
         assert_eq!(b.target_session_attrs, None);
+
+        // Written out and read back (SET and RELOAD do), ports keep their form.
+        let text = toml::to_string(&c).unwrap();
+        let again = validate(&text).unwrap_or_else(|p| panic!("{p:#?}\n{text}"));
+        assert_eq!(again.databases["a"].port, a.port);
+        assert_eq!(again.databases["b"].port, b.port);
 
         let p = problems("[databases.a]\nhost = \"h1,h2\"\nport = \"1,2,3\"\n");
         assert!(find(&p, "databases.a.port")

@@ -245,6 +245,13 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
             ),
             14,
         ),
+        (
+            c(
+                "pgmux_pool_server_check_failures_total",
+                "Idle servers closed because server_check_query failed on them.",
+            ),
+            15,
+        ),
     ];
     let mut hists: Vec<prometheus::proto::MetricFamily> = Vec::new();
     for v in snapshot::pools(shared) {
@@ -306,6 +313,7 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
             &st.ps_evictions,
             &st.outages,
             &st.resent,
+            &st.check_failures,
         ];
         for (counter, i) in &counters {
             counter
@@ -321,6 +329,34 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
                 }
             }
         }
+    }
+    // Hosts, shared by the pools that list them.
+    let hl = &["host"];
+    let host_servers = int_gauge_vec(
+        &r,
+        "pgmux_host_servers",
+        "Servers open to the host (host:port as configured), from every pool.",
+        hl,
+    );
+    let host_banned = int_gauge_vec(
+        &r,
+        "pgmux_host_banned",
+        "1 while the host is banned (host_ban_time after a failed connect or check): new \
+         servers try it only after the other hosts.",
+        hl,
+    );
+    let host_failures = counter_vec(
+        &r,
+        "pgmux_host_failures_total",
+        "Connects to the host and server_check_query runs on it that failed.",
+        hl,
+    );
+    for h in shared.registry.hosts.all() {
+        let l = [h.to_string()];
+        let l = [l[0].as_str()];
+        host_servers.with_label_values(&l).set(h.servers() as i64);
+        host_banned.with_label_values(&l).set(i64::from(h.banned()));
+        host_failures.with_label_values(&l).inc_by(h.failures());
     }
     let mut families = r.gather();
     families.extend(hists);

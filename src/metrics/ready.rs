@@ -1,5 +1,6 @@
 //! Readiness: pgmux is listening, not shutting down, and every configured database has a host
-//! that answers a TCP connect (probed at most once a second per address).
+//! that answers a TCP connect (probed at most once a second per address). The answer lists
+//! every host too: up or not, banned or not, servers open.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,6 +30,22 @@ pub struct Readiness {
     pub ready: bool,
     /// (what, why) for each failing part.
     pub problems: Vec<(String, String)>,
+    /// Each database entry's hosts.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// One host of a database entry, as /ready shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostStatus {
+    pub database: String,
+    /// host:port as configured.
+    pub host: String,
+    /// It answered a TCP connect.
+    pub up: bool,
+    /// Banned (host_ban_time) after a failed connect or server_check_query.
+    pub banned: bool,
+    /// Servers open to it, from every pool.
+    pub servers: usize,
 }
 
 impl Readiness {
@@ -39,9 +56,18 @@ impl Readiness {
             .iter()
             .map(|(what, why)| serde_json::json!({"name": what, "problem": why}))
             .collect();
+        let hosts: Vec<_> = self
+            .hosts
+            .iter()
+            .map(|h| {
+                serde_json::json!({"database": h.database, "host": h.host, "up": h.up,
+                    "banned": h.banned, "servers": h.servers})
+            })
+            .collect();
         serde_json::json!({
             "status": if self.ready { "ready" } else { "not ready" },
             "problems": problems,
+            "hosts": hosts,
         })
         .to_string()
     }
@@ -88,7 +114,9 @@ pub async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
     }
     // A database is ready when one of its hosts answers.
     let mut by_db: HashMap<String, (bool, Vec<String>)> = HashMap::new();
+    let mut hosts = Vec::new();
     while let Some(Ok((name, key, r, fresh))) = set.join_next().await {
+        let h = shared.registry.hosts.get(&key.0, key.1);
         // Only a new probe restarts the TTL: re-stamping cached results would keep a stale
         // answer forever under polls more frequent than PROBE_TTL.
         if fresh {
@@ -97,6 +125,13 @@ pub async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
                 .lock()
                 .insert(key, (Instant::now(), r.clone()));
         }
+        hosts.push(HostStatus {
+            database: name.clone(),
+            host: h.to_string(),
+            up: r.is_none(),
+            banned: h.banned(),
+            servers: h.servers(),
+        });
         let e = by_db.entry(name).or_default();
         match r {
             None => e.0 = true,
@@ -110,9 +145,11 @@ pub async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
         }
     }
     problems.sort();
+    hosts.sort_by(|a: &HostStatus, b| (&a.database, &a.host).cmp(&(&b.database, &b.host)));
     Readiness {
         ready: problems.is_empty(),
         problems,
+        hosts,
     }
 }
 
@@ -125,9 +162,18 @@ mod tests {
         let r = Readiness {
             ready: false,
             problems: vec![("database a".into(), "cannot \"x\"".into())],
+            hosts: vec![HostStatus {
+                database: "a".into(),
+                host: "h:5432".into(),
+                up: false,
+                banned: true,
+                servers: 0,
+            }],
         };
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
         assert_eq!(v["status"], "not ready");
         assert_eq!(v["problems"][0]["problem"], "cannot \"x\"");
+        assert_eq!(v["hosts"][0]["host"], "h:5432");
+        assert_eq!(v["hosts"][0]["banned"], true);
     }
 }

@@ -52,6 +52,9 @@ pub struct PoolSettings {
     pub idle_transaction_timeout: Option<Duration>,
     /// Longest wait between two attempts to open a server during an outage.
     pub server_login_retry: Duration,
+    /// Run on a server idle at least `server_check_delay` before a client gets it.
+    pub server_check_query: Option<Arc<str>>,
+    pub server_check_delay: Duration,
     /// The pool's latency histograms (labelled with its mode: a reload that changes the mode
     /// starts new ones; otherwise they carry over).
     pub hist: Arc<Histograms>,
@@ -306,12 +309,24 @@ impl Pool {
             };
             match grant {
                 Grant::Server(mut s) => {
-                    if s.looks_alive() {
-                        s.info.set_state(ServerState::Active);
-                        self.note_checkout(started, &settings.hist);
-                        return Ok(s);
+                    if !s.looks_alive() {
+                        self.close(s, true, "closed by the server while idle");
+                        continue;
                     }
-                    self.close(s, true, "closed by the server while idle");
+                    let check = settings
+                        .server_check_query
+                        .clone()
+                        .filter(|_| s.idle_since.elapsed() >= settings.server_check_delay);
+                    let s = match check {
+                        None => s,
+                        Some(q) => match self.check_idle(s, &q).await {
+                            Some(s) => s,
+                            None => continue,
+                        },
+                    };
+                    s.info.set_state(ServerState::Active);
+                    self.note_checkout(started, &self.settings().hist);
+                    return Ok(s);
                 }
                 Grant::Slot { reserve } => match self.open_server(reserve).await {
                     Ok(mut s) => {
@@ -326,6 +341,32 @@ impl Pool {
                     Err(e) if self.connect_failed(&e) => held = true,
                     Err(e) => return Err(e),
                 },
+            }
+        }
+    }
+
+    /// Run server_check_query on an idle server before a client gets it. A failure closes
+    /// it and bans its host (None); so does the client leaving meanwhile.
+    async fn check_idle(&self, s: Server, query: &str) -> Option<Server> {
+        let mut checking = Checking {
+            pool: self,
+            server: Some(s),
+        };
+        let s = checking.server.as_mut()?;
+        s.info.set_state(ServerState::Tested);
+        let t = s.target.connect_timeout.unwrap_or(Duration::from_secs(15));
+        let r = tokio::time::timeout(t, s.check(query))
+            .await
+            .unwrap_or(Err(Error::Timeout("server_check_query")));
+        let s = checking.server.take()?;
+        match r {
+            Ok(()) => Some(s),
+            Err(e) => {
+                s.host.failed(s.target.ban_time);
+                self.stats.check_failures.fetch_add(1, Ordering::Relaxed);
+                let why = format!("server_check_query failed on {}: {e}", *s.host);
+                self.close(s, true, &why);
+                None
             }
         }
     }
@@ -520,6 +561,9 @@ impl Pool {
         if !s.still_fits() {
             return self.close(s, true, "its host no longer fits target_session_attrs");
         }
+        if !s.host.still_points_at(s.info.addr, s.target.dns_ttl) {
+            return self.close(s, true, "its host name points elsewhere now (dns_max_ttl)");
+        }
         s.idle_since = now;
         s.info.link_to(0, 0);
         s.info.set_state(ServerState::Idle);
@@ -676,6 +720,21 @@ impl Drop for Opening<'_> {
         if !self.done {
             self.pool.logins.fetch_sub(1, Ordering::Relaxed);
             self.pool.slot_freed(true);
+        }
+    }
+}
+
+/// A server running server_check_query for a client: closed if the client leaves first.
+struct Checking<'a> {
+    pool: &'a Pool,
+    server: Option<Server>,
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            self.pool
+                .close(s, true, "its client left during server_check_query");
         }
     }
 }

@@ -9,9 +9,9 @@ use parking_lot::Mutex;
 
 use super::{Limit, Pool, PoolSettings};
 use crate::auth::Secret;
-use crate::config::{Config, PoolMode};
+use crate::config::{Config, LoadBalance, PoolMode};
 use crate::net::tls::ServerSide;
-use crate::server::{HostPort, Target};
+use crate::server::{Balance, HostTable, Target};
 
 /// What the admin console set on a database.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub struct Registry {
     user_limits: Mutex<HashMap<String, Arc<Limit>>>,
     flags: Mutex<HashMap<String, DbFlags>>,
     server_ids: Arc<AtomicU64>,
+    /// Every host servers go to, shared by the pools that list it.
+    pub hosts: HostTable,
 }
 
 /// A pool's configuration, resolved from the config for one (database, user).
@@ -54,7 +56,9 @@ struct Resolved {
 /// `fetched`: the user's secret from auth_query, used when the server user is the client's
 /// and neither `[users]` nor auth_file has a secret for it. `auth`: the pool only runs
 /// auth_query (transaction mode, at most [`AUTH_POOL_SIZE`] servers, none kept open).
+#[allow(clippy::too_many_arguments)]
 fn resolve(
+    hosts: &HostTable,
     config: &Config,
     tls: &ServerSide,
     secrets: &Secrets,
@@ -85,9 +89,17 @@ fn resolve(
         hosts: db
             .hosts()
             .into_iter()
-            .map(|(host, port)| Arc::new(HostPort { host, port }))
+            .map(|(host, port)| hosts.get(&host, port))
             .collect(),
         session_attrs: db.target_session_attrs.unwrap_or_default(),
+        balance: match db.load_balance() {
+            LoadBalance::RoundRobin => Balance::RoundRobin,
+            LoadBalance::LeastConnections => Balance::LeastConnections,
+            LoadBalance::Disable => Balance::InOrder,
+        },
+        turn: Default::default(),
+        ban_time: g.host_ban_time.get().unwrap_or_default(),
+        dns_ttl: g.dns_max_ttl.get().unwrap_or_default(),
         dbname: db.dbname.clone().unwrap_or_else(|| database.to_string()),
         user: server_user.clone(),
         secret,
@@ -116,6 +128,10 @@ fn resolve(
         client_idle_timeout: g.client_idle_timeout.get(),
         idle_transaction_timeout: g.idle_transaction_timeout.get(),
         server_login_retry: g.server_login_retry.get().unwrap_or_default(),
+        server_check_query: Some(g.server_check_query.trim())
+            .filter(|q| !q.is_empty())
+            .map(Into::into),
+        server_check_delay: g.server_check_delay.get().unwrap_or_default(),
         hist: Arc::new(super::Histograms::new(database, user, mode_label)),
     };
     if auth {
@@ -165,7 +181,16 @@ impl Registry {
             }
             return Some(p);
         }
-        let r = resolve(config, tls, secrets, database, user, fetched, false)?;
+        let r = resolve(
+            &self.hosts,
+            config,
+            tls,
+            secrets,
+            database,
+            user,
+            fetched,
+            false,
+        )?;
         Some(self.insert(key, r))
     }
 
@@ -182,7 +207,16 @@ impl Registry {
         if let Some(p) = self.pools.lock().get(&key) {
             return Some(p.clone());
         }
-        let r = resolve(config, tls, secrets, database, auth_user, None, true)?;
+        let r = resolve(
+            &self.hosts,
+            config,
+            tls,
+            secrets,
+            database,
+            auth_user,
+            None,
+            true,
+        )?;
         Some(self.insert(key, r))
     }
 
@@ -255,7 +289,8 @@ impl Registry {
                 .and(target.secret.as_ref())
                 .filter(|_| !auth);
             let (db, user) = (&pool.database, &pool.user);
-            let Some(r) = resolve(config, tls, secrets, db, user, fetched, auth) else {
+            let Some(r) = resolve(&self.hosts, config, tls, secrets, db, user, fetched, auth)
+            else {
                 continue;
             };
             pool.db_limit.set_max(r.db_max);

@@ -18,6 +18,8 @@ pub struct PoolStats {
     pub outages: AtomicU64,
     /// Requests re-sent on another server after a FATAL 57P01 first answer.
     pub resent: AtomicU64,
+    /// Idle servers closed because server_check_query failed on them.
+    pub check_failures: AtomicU64,
     pub servers_opened: AtomicU64,
     pub servers_closed: AtomicU64,
     /// Summed age of closed servers, µs.

@@ -30,6 +30,8 @@ impl ServerState {
 #[derive(Debug)]
 pub struct ServerInfo {
     pub id: u64,
+    /// The configured host it went to.
+    pub host: std::sync::Arc<super::Host>,
     /// The backend's process id (known once it has logged in).
     pid: AtomicI32,
     /// The server's address.
@@ -61,12 +63,14 @@ impl ServerInfo {
     /// A server that is logging in.
     pub fn new(
         id: u64,
+        host: std::sync::Arc<super::Host>,
         addr: Option<SocketAddr>,
         local: Option<SocketAddr>,
         generation: u64,
     ) -> ServerInfo {
         ServerInfo {
             id,
+            host,
             pid: AtomicI32::new(0),
             addr,
             local,

@@ -1,9 +1,11 @@
 //! A server connection: connect and authenticate to Postgres, keep its parameters, run
 //! pgmux's own small queries (parameter sync, reset, rollback) and check its health.
 
+pub mod host;
 pub mod info;
 pub mod params;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,29 +21,25 @@ use crate::error::{sqlstate, Error, Result};
 use crate::net::Conn;
 use crate::prepared::{cache::StatementCache, drops_all_statements};
 use crate::proto::{self, backend};
+pub use host::{Balance, Host, HostLease, HostTable};
 pub use info::{unix_us, ServerInfo, ServerState};
 pub use params::Params;
 use rustls::pki_types::ServerName;
 
-/// One host of a database entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostPort {
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::fmt::Display for HostPort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
-
 /// Where and as whom a pool's servers log in.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Tried in order until one logs in and fits `session_attrs`.
-    pub hosts: Vec<Arc<HostPort>>,
+    /// Tried in `balance` order (banned ones last) until one logs in and fits
+    /// `session_attrs`.
+    pub hosts: Vec<Arc<Host>>,
     pub session_attrs: SessionAttrs,
+    pub balance: Balance,
+    /// New servers so far, for round-robin.
+    pub turn: Arc<AtomicUsize>,
+    /// How long a host that failed is tried only after the others (host_ban_time).
+    pub ban_time: Duration,
+    /// How long a host name's addresses are kept (dns_max_ttl).
+    pub dns_ttl: Duration,
     pub dbname: String,
     pub user: String,
     pub secret: Option<Secret>,
@@ -59,6 +57,8 @@ pub struct Target {
 pub struct CancelTarget {
     pub host: String,
     pub port: u16,
+    /// The address the server's connection went to (where its name pointed then).
+    pub peer: Option<std::net::SocketAddr>,
     pub pid: i32,
     pub secret: i32,
 }
@@ -75,8 +75,8 @@ pub struct Server {
     pub created: Instant,
     pub idle_since: Instant,
     pub target: Arc<Target>,
-    /// The host it is connected to.
-    pub addr: Arc<HostPort>,
+    /// The host it is connected to (counted there while the server lives).
+    pub host: HostLease,
     /// Opened from the reserve pool.
     pub reserve: bool,
     /// The pgmux-named prepared statements this server has (transaction and statement mode).
@@ -103,10 +103,11 @@ impl Server {
     /// `client_key`: a SCRAM ClientKey a client proved for the target's user, used when pgmux
     /// holds only a verifier for it.
     ///
-    /// Hosts are tried in order (each within server_connect_timeout) until one logs in and fits
-    /// the target's session attributes. When none does, the error is the first configuration
-    /// error met (it will not pass), else a mismatch (`08001`, a failover may be under way),
-    /// else the last host's.
+    /// Hosts are tried in the target's order (each within server_connect_timeout; banned ones
+    /// last) until one logs in and fits the target's session attributes. A host that fails for
+    /// a reason that passes (down, refused, timeout, starting up) is banned for host_ban_time.
+    /// When none fits, the error is the first configuration error met (it will not pass),
+    /// else a mismatch (`08001`, a failover may be under way), else the last host's.
     pub async fn connect(
         id: u64,
         target: Arc<Target>,
@@ -119,8 +120,14 @@ impl Server {
         let mut last = None;
         // prefer-standby: the first other server that logs in, if no standby does.
         let mut fallback = None;
-        for addr in &target.hosts {
-            let open = Self::open(id, target.clone(), addr.clone(), generation, client_key);
+        let turn = match target.balance {
+            Balance::RoundRobin if target.hosts.len() > 1 => {
+                target.turn.fetch_add(1, Ordering::Relaxed)
+            }
+            _ => 0,
+        };
+        for host in host::order(&target.hosts, target.balance, turn) {
+            let open = Self::open(id, target.clone(), &host, generation, client_key);
             let res = match target.connect_timeout {
                 Some(t) => tokio::time::timeout(t, open)
                     .await
@@ -131,16 +138,19 @@ impl Server {
                 Ok(s) => s,
                 Err(e) => {
                     if target.hosts.len() > 1 {
-                        tracing::warn!(server = id, host = %addr, "server connect failed: {e}");
+                        tracing::warn!(server = id, host = %host, "server connect failed: {e}");
                     }
-                    if !e.passes() && config_error.is_none() {
-                        config_error = Some(e);
+                    if !e.passes() {
+                        host.failed(Duration::ZERO);
+                        config_error.get_or_insert(e);
                     } else {
+                        host.failed(target.ban_time);
                         last = Some(e);
                     }
                     continue;
                 }
             };
+            host.worked();
             if attrs == SessionAttrs::Any {
                 return Ok(s);
             }
@@ -153,14 +163,17 @@ impl Server {
                 }
                 Ok((standby, _)) => {
                     let what = if standby { "a standby" } else { "read-write" };
-                    mismatches.push(format!("{addr} is {what}"));
+                    mismatches.push(format!("{host} is {what}"));
                     if attrs == SessionAttrs::PreferStandby && fallback.is_none() {
                         fallback = Some(s);
                     } else {
                         s.terminate().await;
                     }
                 }
-                Err(e) => last = Some(e),
+                Err(e) => {
+                    host.failed(target.ban_time);
+                    last = Some(e);
+                }
             }
         }
         if let Some(s) = fallback {
@@ -224,6 +237,11 @@ impl Server {
         Ok((standby, read_only))
     }
 
+    /// Run `sql` (server_check_query): an error or a broken connection fails.
+    pub async fn check(&mut self, sql: &str) -> Result<()> {
+        self.simple_value(sql).await.map(|_| ())
+    }
+
     /// Run a simple query of pgmux's own and return its first row's first column.
     async fn simple_value(&mut self, sql: &str) -> Result<Option<String>> {
         let mut out = BytesMut::new();
@@ -249,14 +267,15 @@ impl Server {
     async fn open(
         id: u64,
         target: Arc<Target>,
-        addr: Arc<HostPort>,
+        host: &Arc<Host>,
         generation: u64,
         client_key: Option<[u8; 32]>,
     ) -> Result<Server> {
-        let tcp = TcpStream::connect((addr.host.as_str(), addr.port)).await?;
+        let addrs = host.addrs(target.dns_ttl).await?;
+        let tcp = TcpStream::connect(&addrs[..]).await?;
         target.tcp.apply(&tcp);
         let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
-        let stream = Self::negotiate_tls(tcp, &target, &addr).await?;
+        let stream = Self::negotiate_tls(tcp, &target, host).await?;
         let now = Instant::now();
         let mut server = Server {
             id,
@@ -269,9 +288,9 @@ impl Server {
             idle_since: now,
             prepared: StatementCache::new(target.max_prepared_statements),
             target,
-            addr,
+            host: host.lease(),
             reserve: false,
-            info: Arc::new(ServerInfo::new(id, peer, local, generation)),
+            info: Arc::new(ServerInfo::new(id, host.clone(), peer, local, generation)),
         };
         server.login(client_key).await?;
         server.info.set_pid(server.pid);
@@ -281,7 +300,7 @@ impl Server {
     /// server_tls_sslmode: ask for TLS (SSLRequest) unless disabled or "allow" (which tries
     /// plaintext, the server's answer decides); a server that declines is refused when TLS is
     /// required.
-    async fn negotiate_tls(mut tcp: TcpStream, target: &Target, addr: &HostPort) -> Result<Conn> {
+    async fn negotiate_tls(mut tcp: TcpStream, target: &Target, addr: &Host) -> Result<Conn> {
         let tls = &target.tls;
         let Some(connector) = tls
             .connector
@@ -295,8 +314,8 @@ impl Server {
         tcp.read_exact(&mut answer).await?;
         match answer[0] {
             b'S' => {
-                let name = ServerName::try_from(addr.host.clone()).map_err(|e| {
-                    Error::Protocol(format!("server_tls: bad host name {}: {e}", addr.host))
+                let name = ServerName::try_from(addr.name.clone()).map_err(|e| {
+                    Error::Protocol(format!("server_tls: bad host name {}: {e}", addr.name))
                 })?;
                 let stream = connector.connect(name, tcp).await.map_err(|e| {
                     Error::client(
@@ -643,8 +662,9 @@ impl Server {
     /// Where to send a CancelRequest for the query running here.
     pub fn cancel_target(&self) -> CancelTarget {
         CancelTarget {
-            host: self.addr.host.clone(),
-            port: self.addr.port,
+            host: self.host.name.clone(),
+            port: self.host.port,
+            peer: self.info.addr,
             pid: self.pid,
             secret: self.secret,
         }
@@ -670,12 +690,15 @@ pub fn server_error(body: Bytes) -> Error {
 
 /// Send a CancelRequest for `target` on a new connection.
 pub async fn send_cancel(target: &CancelTarget) -> Result<()> {
-    let mut stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        TcpStream::connect((target.host.as_str(), target.port)),
-    )
-    .await
-    .map_err(|_| Error::Timeout("cancel connect"))??;
+    let connect = async {
+        match target.peer {
+            Some(a) => TcpStream::connect(a).await,
+            None => TcpStream::connect((target.host.as_str(), target.port)).await,
+        }
+    };
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| Error::Timeout("cancel connect"))??;
     let mut out = BytesMut::new();
     frontend::cancel_request(target.pid, target.secret, &mut out);
     stream.write_all(&out).await?;

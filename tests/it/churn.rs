@@ -514,3 +514,52 @@ async fn failover_to_a_promoted_standby_aborts_no_client() {
     q.abort();
     drop((primary, standby));
 }
+
+/// A Parse+Sync that had to wait for a server, for a statement that became known while it
+/// waited (another client prepared it on the server it then gets), is answered by pgmux
+/// without using that server: sent, it would get a ParseComplete from pgmux, after which a
+/// FATAL from a terminated server could not be re-sent (`pgbench -M prepared` met this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parse_that_waited_for_a_known_statement_needs_no_server() {
+    use crate::extended::{exchange, login};
+    use crate::support::raw::{parse, send, sync};
+    let mux = Mux::start(config("", "")).await;
+    let pool_queries = |mux: &Mux| {
+        mux.pool("appdb", "app")
+            .unwrap()
+            .stats
+            .queries
+            .load(Ordering::Relaxed)
+    };
+    let sql = "SELECT 'known while waiting'::text";
+    let mut a = login(mux.port()).await;
+    exchange(&mut a, &crate::support::raw::query("BEGIN"), 1).await;
+    // pool_size is 5: hold them all, so the next client waits.
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        let mut h = login(mux.port()).await;
+        exchange(&mut h, &crate::support::raw::query("BEGIN"), 1).await;
+        holders.push(h);
+    }
+    let mut b = login(mux.port()).await;
+    send(&mut b, &[parse("b1", sql), sync()].concat()).await;
+    eventually(10, "b waits", || {
+        mux.counts("appdb", "app").unwrap().waiting == 1
+    })
+    .await;
+    // A prepares it on its server, then commits: that server goes to b.
+    let got = exchange(&mut a, &[parse("a1", sql), sync()].concat(), 1).await;
+    assert_eq!(crate::support::raw::tags(&got), "1Z");
+    let before = pool_queries(&mux);
+    exchange(&mut a, &crate::support::raw::query("COMMIT"), 1).await;
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::support::raw::read_through_ready(&mut b),
+    )
+    .await
+    .expect("b is answered");
+    assert_eq!(crate::support::raw::tags(&got), "1Z");
+    // Only a's COMMIT reached a server.
+    assert_eq!(pool_queries(&mux) - before, 1, "b's Sync went to a server");
+    drop(holders);
+}

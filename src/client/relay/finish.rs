@@ -130,7 +130,7 @@ impl Relay {
             .await;
             t.server.rbuf.clear();
         }
-        let at = t.server.addr.to_string();
+        let at = t.server.host.to_string();
         self.sess.pool.close(t.server, true, why);
         // Its siblings may have died with it (a restart): drop them before anyone gets one.
         self.sess.pool.drop_dead_idle();

@@ -365,6 +365,20 @@ impl Relay {
                     return Some(format!("no server: {msg}"));
                 }
             };
+            // The statements may have become known while this client waited: then its
+            // Parse+Sync needs no server after all. (Sent, it would get a ParseComplete from
+            // pgmux, after which a terminated server's FATAL could not be re-sent.)
+            if tag == b'P' {
+                if let Some(answer) = self.prepare_alone(cbuf) {
+                    self.sess.pool.release(server);
+                    self.handle.info.idle();
+                    PoolStats::add(&self.sess.pool.stats.bytes_sent, answer.len() as u64);
+                    if let Err(e) = self.client.write_all(&answer).await {
+                        return Some(format!("client connection error: {e}"));
+                    }
+                    return None;
+                }
+            }
             let gone = match self.attached(server, cbuf, resends < MAX_RESENDS).await {
                 Ok(gone) => gone,
                 // The server died before it ran anything of the request: another one runs it.
