@@ -27,15 +27,15 @@ const APPDB: [(&str, &str); 3] = [
 // ---------------------------------------------------------------------------------------------
 
 /// An HTTP response.
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     /// The header lines, lowercased.
-    headers: String,
-    body: String,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 /// `METHOD path` on the metrics endpoint; the whole response (read to EOF).
-async fn http(addr: SocketAddr, method: &str, path: &str) -> Response {
+pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str) -> Response {
     let exchange = async {
         let mut s = TcpStream::connect(addr).await.expect("connect to /metrics");
         let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

@@ -19,6 +19,9 @@ pub struct Pg {
     /// The network namespace it runs in (see `netns.rs`); the tests' own psql then reaches it
     /// through its Unix socket, which namespaces do not separate.
     pub netns: Option<String>,
+    /// The tests' own psql reaches it through its Unix socket (in a namespace, or listening
+    /// elsewhere than 127.0.0.1).
+    pub socket_only: bool,
 }
 
 /// What [`start_cluster`] sets up.
@@ -34,6 +37,10 @@ pub struct ClusterSpec<'a> {
     pub create_roles: bool,
     /// Run it in this network namespace (listen_addresses then set in `settings`).
     pub netns: Option<&'a str>,
+    /// Listen on this port rather than a free one.
+    pub port: Option<u16>,
+    /// It does not listen on 127.0.0.1: the tests' own psql uses its Unix socket.
+    pub socket_only: bool,
 }
 
 /// The shared test cluster: the roles and databases of [`ClusterSpec::create_roles`];
@@ -47,6 +54,8 @@ pub const SHARED: ClusterSpec<'static> = ClusterSpec {
     ),
     create_roles: true,
     netns: None,
+    port: None,
+    socket_only: false,
 };
 
 static PG: OnceLock<Pg> = OnceLock::new();
@@ -142,7 +151,7 @@ pub fn start_cluster(spec: &ClusterSpec) -> Pg {
         "initdb failed, see {}/initdb.log",
         base.display()
     );
-    let port = free_port();
+    let port = spec.port.unwrap_or_else(free_port);
     std::fs::write(
         data.join("postgresql.auto.conf"),
         format!(
@@ -163,6 +172,7 @@ pub fn start_cluster(spec: &ClusterSpec) -> Pg {
         dir: base,
         bin,
         netns: spec.netns.map(str::to_string),
+        socket_only: spec.socket_only || spec.netns.is_some(),
     };
     let st = as_pg_in(
         spec.netns,
@@ -268,6 +278,7 @@ pub fn start_standby(primary: &Pg, suffix: &str) -> Pg {
         dir: base,
         bin: primary.bin.clone(),
         netns: None,
+        socket_only: false,
     };
     pg.start();
     watch(&pg);
@@ -279,7 +290,7 @@ impl Pg {
     /// psql as the superuser, with these arguments before `-c sql db`.
     fn psql(&self, args: &[&str], sql: &str, db: &str) -> Command {
         let mut c = psql(self.port, "postgres");
-        if self.netns.is_some() {
+        if self.socket_only {
             c.args(["-h", self.dir.to_str().unwrap()]);
         }
         c.arg("-qAtX").args(args).args(["-c", sql, db]);
@@ -388,6 +399,22 @@ impl PrivatePg {
             hba: None,
             create_roles: false,
             netns: None,
+            port: None,
+            socket_only: false,
+        }))
+    }
+
+    /// Start one listening on `addr:port` only (several clusters can share a port on
+    /// different loopback addresses), trusting everyone.
+    pub fn start_at(tag: &str, addr: &str, port: u16) -> PrivatePg {
+        PrivatePg(start_cluster(&ClusterSpec {
+            suffix: &format!("-{tag}"),
+            settings: &format!("listen_addresses = '{addr}'\n"),
+            hba: Some("local all all trust\nhost all all 0.0.0.0/0 trust\n"),
+            create_roles: false,
+            netns: None,
+            port: Some(port),
+            socket_only: true,
         }))
     }
 
@@ -399,6 +426,8 @@ impl PrivatePg {
             hba: Some("local all all trust\nhost all all 0.0.0.0/0 trust\n"),
             create_roles: false,
             netns: Some(netns),
+            port: None,
+            socket_only: true,
         }))
     }
 }
