@@ -419,6 +419,11 @@ async fn failover_to_a_promoted_standby_aborts_no_client() {
         hosts_entry("rw2", &[s, p], "target_session_attrs = \"read-write\""),
         hosts_entry("ro", &[p, s], "target_session_attrs = \"standby\""),
         hosts_entry("any", &[s, p], ""),
+        hosts_entry(
+            "prefer",
+            &[p, s],
+            "target_session_attrs = \"prefer-standby\"",
+        ),
     ]
     .concat();
     let mux = Mux::start(
@@ -437,7 +442,7 @@ async fn failover_to_a_promoted_standby_aborts_no_client() {
             (c, h, port)
         }
     };
-    for (db, want) in [("rw", p), ("rw2", p), ("ro", s), ("any", s)] {
+    for (db, want) in [("rw", p), ("rw2", p), ("ro", s), ("any", s), ("prefer", s)] {
         assert_eq!(port_of(db).await.2, want.to_string(), "{db}");
     }
     // A client of the standby entry, kept for after the promotion.
@@ -499,6 +504,9 @@ async fn failover_to_a_promoted_standby_aborts_no_client() {
          {served_after:?} after pg_ctl promote returned; requests re-sent {}",
         pool.stats.resent.load(Ordering::Relaxed)
     );
+
+    // prefer-standby with no standby left: the promoted server, rather than nothing.
+    assert_eq!(port_of("prefer").await.2, s.to_string());
 
     // The standby entry's server now talks to a primary: it says so (in_hot_standby off) at the
     // end of the next request, and is closed then; no other host fits, so the next one waits.

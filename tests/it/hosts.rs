@@ -86,21 +86,39 @@ async fn reads_leave_a_stopped_replica_and_come_back_to_it() {
     .await
     .unwrap();
     let (p1, p2) = (r1.port, r2.port);
-    let mux = mux_with(
-        "host_ban_time = 2\nserver_lifetime = 1",
-        &local_hosts(
+    let sections = [
+        local_hosts(
             "reads",
             &[p1, p2],
             "target_session_attrs = \"standby\"\npool_size = 4",
         ),
-    )
-    .await;
+        local_hosts(
+            "fewest",
+            &[p1, p2],
+            "target_session_attrs = \"read-only\"\nload_balance_hosts = \"least-connections\"",
+        ),
+    ]
+    .concat();
+    let mux = mux_with("host_ban_time = 2\nserver_lifetime = 1", &sections).await;
     let cfg = tp_config(mux.port(), "postgres", "", "reads");
 
-    // Four servers at once: two on each replica.
+    // Four servers at once: two on each replica (round-robin). After the third (r1, r2, r1),
+    // a least-connections entry, which counts every pool's servers, goes to r2 first, then
+    // (two each) to the first listed.
+    let few = tp_config(mux.port(), "postgres", "", "fewest");
     let mut held = Vec::new();
+    let mut fewest = Vec::new();
     let mut ports = Vec::new();
-    for _ in 0..4 {
+    for i in 0..4 {
+        if i == 3 {
+            for want in [p2, p1] {
+                let (c, h) = tp_connect(&few).await.unwrap();
+                c.simple_query("BEGIN").await.unwrap();
+                let got = one(&c, "SELECT current_setting('port')").await;
+                assert_eq!(got, want.to_string(), "least-connections");
+                fewest.push((c, h));
+            }
+        }
         let (c, h) = tp_connect(&cfg).await.unwrap();
         c.simple_query("BEGIN").await.unwrap();
         ports.push(one(&c, "SELECT current_setting('port')").await);
@@ -126,8 +144,9 @@ async fn reads_leave_a_stopped_replica_and_come_back_to_it() {
                 .or_default() += 1;
         }
     }
-    assert_eq!(by_host[&format!("127.0.0.1:{p1}")], 2, "{by_host:?}");
-    assert_eq!(by_host[&format!("127.0.0.1:{p2}")], 2, "{by_host:?}");
+    assert_eq!(by_host[&format!("127.0.0.1:{p1}")], 3, "{by_host:?}");
+    assert_eq!(by_host[&format!("127.0.0.1:{p2}")], 3, "{by_host:?}");
+    drop(fewest);
     for (c, _) in &held {
         c.simple_query("COMMIT").await.unwrap();
     }
@@ -179,7 +198,9 @@ async fn reads_leave_a_stopped_replica_and_come_back_to_it() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let h = ready_hosts(&mux, "reads").await;
-        if h.get(&r1_host) == Some(&(false, true, 0)) {
+        if h.get(&r1_host)
+            .is_some_and(|&(up, banned, _)| !up && banned)
+        {
             break;
         }
         assert!(Instant::now() < deadline, "r1 never banned: {h:?}");
