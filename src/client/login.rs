@@ -242,8 +242,9 @@ async fn login_inner(
         None => {
             // First client of this pool: log a server in to learn its parameters.
             let s = Box::pin(pool.checkout()).await?;
+            let w = pool.welcome_from(&s);
             pool.release(s);
-            pool.welcome().expect("set by the first server")
+            w
         }
     };
     let mut client_params = welcome.tracked_only();

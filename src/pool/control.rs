@@ -97,6 +97,8 @@ impl Pool {
         self.target.store(Arc::new(target));
         if moved {
             self.reconnect();
+            // The new server's parameters are not the old one's: the next login asks it.
+            *self.welcome.lock() = None;
         }
         // A larger pool serves its waiters now.
         let mut st = self.state.lock();

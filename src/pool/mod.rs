@@ -233,6 +233,15 @@ impl Pool {
         self.welcome.lock().clone()
     }
 
+    /// The welcome parameters, taken from `s` (a server of the current target) if none are
+    /// known yet.
+    pub fn welcome_from(&self, s: &Server) -> Arc<Params> {
+        self.welcome
+            .lock()
+            .get_or_insert_with(|| Arc::new(s.params.clone()))
+            .clone()
+    }
+
     /// Current counts.
     pub fn counts(&self) -> PoolCounts {
         let st = self.state.lock();
@@ -528,8 +537,10 @@ impl Pool {
                 self.stats.servers_opened.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(server = id, db = %self.database, user = %self.user,
                     pid = s.pid, reserve, "server connect");
+                // The first server of the current target says what new clients are told (one
+                // opened for a target a reload replaced says nothing).
                 let mut w = self.welcome.lock();
-                if w.is_none() {
+                if w.is_none() && generation == self.generation.load(Ordering::Acquire) {
                     *w = Some(Arc::new(s.params.clone()));
                 }
                 Ok(s)

@@ -4,6 +4,7 @@
 //!
 //! The relay's side of the mapping is in `client/relay/prepared.rs`.
 
+pub mod answer;
 pub mod cache;
 pub mod messages;
 pub mod queue;

@@ -19,4 +19,5 @@ mod modes;
 mod pgbench;
 mod pool;
 mod prepared;
+mod robust;
 mod tls;

@@ -14,6 +14,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::{Relay, Txn};
 use crate::pool::PoolStats;
+use crate::prepared::answer::{self, splice};
 use crate::prepared::messages::{read_bind, read_parse, read_target, write_bind_head};
 use crate::prepared::messages::{write_parse, write_target};
 use crate::prepared::queue::{Action, Expect, Kind, Queue, Undo, Verdict};
@@ -96,23 +97,6 @@ fn unchanged(len: usize) -> Track {
     Track::Go {
         ready: 0,
         rest: len,
-    }
-}
-
-/// Replace `remove` bytes at `at` with `insert`, moving what follows.
-pub(super) fn splice(buf: &mut BytesMut, at: usize, remove: usize, insert: &[u8]) {
-    if at == 0 && insert.is_empty() {
-        bytes::Buf::advance(buf, remove);
-        return;
-    }
-    let old_len = buf.len();
-    if insert.len() > remove {
-        buf.resize(old_len + insert.len() - remove, 0);
-    }
-    buf.copy_within(at + remove..old_len, at + insert.len());
-    buf[at..at + insert.len()].copy_from_slice(insert);
-    if insert.len() < remove {
-        buf.truncate(old_len - (remove - insert.len()));
     }
 }
 
@@ -457,8 +441,8 @@ impl Relay {
     ) -> Result<Option<Verdict>, String> {
         let avail = t.server.rbuf.len() - t.s_ready;
         // Messages pgmux may drop, replace or read are needed whole (they are small).
-        let whole =
-            matches!(tag, b'1' | b'2' | b'3' | b'E' | b'C' | b'Z' | b'S') && len <= super::CAP;
+        answer::check_len(tag, len)?;
+        let whole = answer::needs_whole(tag) && len <= super::CAP;
         if whole && avail < len {
             return Ok(None);
         }
@@ -474,14 +458,7 @@ impl Relay {
                 t.server.prepared.clear();
             }
         }
-        match &verdict {
-            Verdict::Forward => {}
-            Verdict::Drop => splice(&mut t.server.rbuf, t.s_ready, len, &[]),
-            Verdict::Replace(e) => {
-                splice(&mut t.server.rbuf, t.s_ready, len, e);
-                t.s_ready += e.len();
-            }
-        }
+        t.s_ready += answer::apply(&mut t.server.rbuf, t.s_ready, len, &verdict)?;
         Ok(Some(verdict))
     }
 }
@@ -565,26 +542,5 @@ impl Relay {
             over = self.ready_for_query(t);
         }
         over
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::splice;
-    use bytes::BytesMut;
-
-    #[test]
-    fn splice_grows_shrinks_and_removes() {
-        let mut b = BytesMut::from(&b"abcdef"[..]);
-        splice(&mut b, 2, 2, b"XYZW");
-        assert_eq!(&b[..], b"abXYZWef");
-        splice(&mut b, 2, 4, b"q");
-        assert_eq!(&b[..], b"abqef");
-        splice(&mut b, 0, 2, b"");
-        assert_eq!(&b[..], b"qef");
-        splice(&mut b, 3, 0, b"!!");
-        assert_eq!(&b[..], b"qef!!");
-        splice(&mut b, 1, 1, b"E");
-        assert_eq!(&b[..], b"qEf!!");
     }
 }
