@@ -58,8 +58,9 @@ type Key = (String, String, String, String);
 pub struct Cache {
     entries: Mutex<HashMap<Key, (Answer, Instant)>>,
     /// One gate per lookup being asked of Postgres: logins of the same user wait for the
-    /// first one's answer instead of each running the query.
-    gates: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
+    /// first one's answer instead of each running the query. With the number of logins
+    /// holding or waiting for it: the last to leave, however it leaves, removes it.
+    gates: Mutex<HashMap<Key, (Arc<tokio::sync::Mutex<()>>, usize)>>,
     /// Logins answered from the cache.
     pub hits: AtomicU64,
     /// Queries run.
@@ -124,16 +125,21 @@ impl Cache {
     }
 
     /// Wait until no other login is asking Postgres for this lookup; the guard lets others
-    /// in when dropped. Look in the cache again once through.
+    /// in when dropped. Look in the cache again once through. A login cancelled while it
+    /// waits leaves no gate behind.
     pub async fn gate(&self, l: &Lookup<'_>) -> Gate<'_> {
         let key = l.key();
-        let gate = self.gates.lock().entry(key.clone()).or_default().clone();
-        let guard = gate.clone().lock_owned().await;
+        let gate = {
+            let mut gates = self.gates.lock();
+            let e = gates.entry(key.clone()).or_default();
+            e.1 += 1;
+            e.0.clone()
+        };
+        let user = GateUser { cache: self, key };
+        let guard = gate.lock_owned().await;
         Gate {
-            cache: self,
-            key,
-            gate,
             guard: Some(guard),
+            _user: user,
         }
     }
 
@@ -160,19 +166,31 @@ impl Cache {
 
 /// Held while one login asks Postgres for a lookup (see [`Cache::gate`]).
 pub struct Gate<'a> {
-    cache: &'a Cache,
-    key: Key,
-    gate: Arc<tokio::sync::Mutex<()>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    _user: GateUser<'a>,
 }
 
 impl Drop for Gate<'_> {
     fn drop(&mut self) {
-        drop(self.guard.take()); // the guard holds a clone of the gate too
+        // Let the next one in before this login stops counting.
+        drop(self.guard.take());
+    }
+}
+
+/// One login holding or waiting for a gate: counted in the map while it lives.
+struct GateUser<'a> {
+    cache: &'a Cache,
+    key: Key,
+}
+
+impl Drop for GateUser<'_> {
+    fn drop(&mut self) {
         let mut gates = self.cache.gates.lock();
-        // Clones are taken under this lock: two (the map's and ours) means nobody waits.
-        if Arc::strong_count(&self.gate) == 2 {
-            gates.remove(&self.key);
+        if let Some(e) = gates.get_mut(&self.key) {
+            e.1 -= 1;
+            if e.1 == 0 {
+                gates.remove(&self.key);
+            }
         }
     }
 }
@@ -254,6 +272,36 @@ mod tests {
         drop(first);
         waiter.await.unwrap();
         assert!(c.gates.lock().is_empty(), "no gate left behind");
+    }
+
+    /// A login cancelled while it waits, just after the one before it left (defect 5: the
+    /// gate stayed in the map for good).
+    #[tokio::test]
+    async fn a_cancelled_waiter_leaves_no_gate() {
+        let c = Arc::new(Cache::default());
+        let first = c.gate(&BOB).await;
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move {
+            let _g = c2.gate(&BOB).await;
+            std::future::pending::<()>().await;
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // One thread: the waiter cannot run between these two.
+        drop(first);
+        waiter.abort();
+        let _ = waiter.await;
+        assert!(c.gates.lock().is_empty(), "a gate left behind");
+        // And one cancelled while the first still holds it.
+        let first = c.gate(&BOB).await;
+        let c3 = c.clone();
+        let waiter = tokio::spawn(async move {
+            let _g = c3.gate(&BOB).await;
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waiter.abort();
+        let _ = waiter.await;
+        drop(first);
+        assert!(c.gates.lock().is_empty(), "a gate left behind");
     }
 
     #[test]
