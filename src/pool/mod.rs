@@ -283,8 +283,9 @@ impl Pool {
             if self.paused.load(Ordering::Acquire) {
                 self.wait_resumed(started).await?;
             }
-            let settings = self.settings();
-            let pool_size = settings.pool_size;
+            // Settings are read where used, never held across an await (a reload may come
+            // while a client waits).
+            let pool_size = self.settings().pool_size;
             let grant = {
                 let mut st = self.state.lock();
                 if self.paused.load(Ordering::Acquire) {
@@ -322,10 +323,13 @@ impl Pool {
                         self.close(s, true, "closed by the server while idle");
                         continue;
                     }
-                    let check = settings
-                        .server_check_query
-                        .clone()
-                        .filter(|_| s.idle_since.elapsed() >= settings.server_check_delay);
+                    let check = {
+                        let settings = self.settings();
+                        settings
+                            .server_check_query
+                            .clone()
+                            .filter(|_| s.idle_since.elapsed() >= settings.server_check_delay)
+                    };
                     let s = match check {
                         None => s,
                         Some(q) => match self.check_idle(s, &q).await {
@@ -340,7 +344,7 @@ impl Pool {
                 Grant::Slot { reserve } => match self.open_server(reserve).await {
                     Ok(mut s) => {
                         if s.looks_alive() {
-                            self.note_checkout(started, &settings.hist);
+                            self.note_checkout(started, &self.settings().hist);
                             return Ok(s);
                         }
                         // Terminated right after its login (its FATAL came with ReadyForQuery).
