@@ -12,10 +12,11 @@ pub use scram::{ScramError, ScramKeysClient, ScramSecret, ScramServer};
 /// A user's stored secret, as written in `[users.NAME] password`.
 #[derive(Clone)]
 pub enum Secret {
-    /// Plaintext password; a SCRAM verifier is derived from it once, at load.
+    /// Plaintext password; a SCRAM verifier is derived from it (PBKDF2, 4096 rounds) on its
+    /// first SCRAM login, off the runtime ([`Secret::prepare_scram`]), and shared by clones.
     Plain {
         password: String,
-        scram: ScramSecret,
+        scram: std::sync::Arc<std::sync::OnceLock<ScramSecret>>,
     },
     /// "md5" + md5(password + username) in hex.
     Md5(String),
@@ -47,15 +48,42 @@ impl Secret {
         }
         Ok(Secret::Plain {
             password: text.to_string(),
-            scram: ScramSecret::derive(text, 4096),
+            scram: Default::default(),
         })
     }
 
-    /// The SCRAM verifier, if this secret can serve a SCRAM login.
+    /// Derive a plaintext password's SCRAM verifier on a blocking thread, if not done yet,
+    /// so a login (or a reload of many users) never runs PBKDF2 on a runtime thread.
+    pub async fn prepare_scram(&self) {
+        if let Secret::Plain { password, scram } = self {
+            if scram.get().is_none() {
+                let pw = password.clone();
+                if let Ok(d) =
+                    tokio::task::spawn_blocking(move || ScramSecret::derive(&pw, 4096)).await
+                {
+                    let _ = scram.set(d);
+                }
+            }
+        }
+    }
+
+    /// The SCRAM verifier, if this secret can serve a SCRAM login (derived here if
+    /// [`Secret::prepare_scram`] did not run).
     pub fn scram(&self) -> Option<&ScramSecret> {
         match self {
-            Secret::Plain { scram, .. } | Secret::Scram(scram) => Some(scram),
+            Secret::Plain { password, scram } => {
+                Some(scram.get_or_init(|| ScramSecret::derive(password, 4096)))
+            }
+            Secret::Scram(scram) => Some(scram),
             Secret::Md5(_) => None,
+        }
+    }
+
+    /// Whether a plaintext password's verifier was derived already.
+    pub fn scram_derived(&self) -> bool {
+        match self {
+            Secret::Plain { scram, .. } => scram.get().is_some(),
+            _ => true,
         }
     }
 
@@ -103,4 +131,24 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Loading a plaintext password derives nothing (defect 6: PBKDF2 ran for every user on
+    /// the runtime thread, twice per load); the first SCRAM login derives it once, off the
+    /// runtime, and clones share it.
+    #[tokio::test]
+    async fn plaintext_verifier_is_derived_once_on_first_use() {
+        let s = Secret::parse("pw").unwrap();
+        assert!(!s.scram_derived(), "derived at load");
+        let copy = s.clone();
+        s.prepare_scram().await;
+        assert!(s.scram_derived() && copy.scram_derived());
+        let a = s.scram().unwrap().salt.clone();
+        assert_eq!(copy.scram().unwrap().salt, a, "derived twice");
+        assert!(s.scram().unwrap().verify_password("pw"));
+    }
 }

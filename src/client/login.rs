@@ -590,6 +590,7 @@ async fn exchange(
         AuthType::ScramSha256 => match secret {
             Some(Secret::Md5(h)) => md5(stream, buf, out, Some(h), user).await.map(|()| None),
             Some(s) => {
+                s.prepare_scram().await;
                 scram(
                     stream,
                     buf,
