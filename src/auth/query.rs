@@ -53,6 +53,9 @@ pub const NO_SUCH_USER_TTL: Duration = Duration::from_secs(5);
 /// Which lookup an answer belongs to: (auth_dbname, auth_user, auth_query, user).
 type Key = (String, String, String, String);
 
+/// A lookup's gate and how many logins hold or wait for it.
+type GateEntry = (Arc<tokio::sync::Mutex<()>>, usize);
+
 /// auth_query answers, each kept until its expiry; and counters for the metrics.
 #[derive(Default)]
 pub struct Cache {
@@ -60,7 +63,7 @@ pub struct Cache {
     /// One gate per lookup being asked of Postgres: logins of the same user wait for the
     /// first one's answer instead of each running the query. With the number of logins
     /// holding or waiting for it: the last to leave, however it leaves, removes it.
-    gates: Mutex<HashMap<Key, (Arc<tokio::sync::Mutex<()>>, usize)>>,
+    gates: Mutex<HashMap<Key, GateEntry>>,
     /// Logins answered from the cache.
     pub hits: AtomicU64,
     /// Queries run.
