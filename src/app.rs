@@ -68,10 +68,14 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let shared = Arc::new(Shared::new(Arc::new(config)).map_err(std::io::Error::other)?);
     let accept = tokio::spawn(client::serve(listener, shared.clone()));
     let mut tasks = vec![
-        tokio::spawn(crate::pool::run_janitor(
-            shared.registry.clone(),
-            Duration::from_millis(500),
-        )),
+        tokio::spawn({
+            let s = shared.clone();
+            crate::pool::run_janitor(
+                shared.registry.clone(),
+                Duration::from_millis(500),
+                move || s.config(),
+            )
+        }),
         tokio::spawn(crate::stats_log::run(shared.clone())),
     ];
     let mut metrics_addr = None;

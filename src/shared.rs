@@ -281,7 +281,7 @@ impl Shared {
         database: &str,
         user: &str,
         fetched: Option<&Secret>,
-    ) -> Option<Arc<crate::pool::Pool>> {
+    ) -> crate::error::Result<Arc<crate::pool::Pool>> {
         self.registry.pool(
             &live.config,
             &live.server_tls,

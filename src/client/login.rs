@@ -230,10 +230,13 @@ async fn login_inner(
     }
     *why = LoginFailure::Server;
     let fetched = found.fetched.as_ref().and(found.secret.as_ref());
-    let pool = shared.pool(&live, database, user, fetched).ok_or_else(|| {
-        *why = LoginFailure::UnknownDatabase;
-        no_such_db()
-    })?;
+    let pool = shared
+        .pool(&live, database, user, fetched)
+        .inspect_err(|e| {
+            if e.sqlstate().0 == sqlstate::INVALID_CATALOG_NAME {
+                *why = LoginFailure::UnknownDatabase;
+            }
+        })?;
     if let Some(key) = client_key {
         pool.remember_client_key(user, key);
     }

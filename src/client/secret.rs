@@ -1,6 +1,6 @@
 //! The secret a logging-in user has: from `[users]` or auth_file, else from auth_query run on
-//! the (auth_dbname, auth_user) auth_query pool (servers no client holds) and kept for
-//! auth_query_cache_ttl.
+//! the (auth_dbname, auth_user) auth_query pool (servers no client holds), or on a one-off
+//! server for a database reached through "*", and kept for auth_query_cache_ttl.
 
 use crate::auth::query::{self, Answer, Lookup};
 use crate::auth::Secret;
@@ -87,8 +87,10 @@ pub async fn user_secret(
             fetched: None,
         });
     };
+    // The database named by the client itself (through "*", no auth_dbname) gets no pool.
+    let pooled = how.dbname != database || live.config.databases.contains_key(how.dbname);
     let owned = OwnedLookup::new(how, user);
-    let answer = fetch(shared, live, how, &owned.lookup()).await?;
+    let answer = fetch(shared, live, how, &owned.lookup(), pooled).await?;
     Ok(match answer {
         Answer::NoSuchUser => UserSecret {
             known: false,
@@ -110,6 +112,7 @@ async fn fetch(
     live: &Live,
     how: AuthLookup<'_>,
     l: &Lookup<'_>,
+    pooled: bool,
 ) -> Result<Answer> {
     let ttl = live.config.general.auth_query_cache_ttl.get();
     let cache = &shared.auth_cache;
@@ -130,7 +133,7 @@ async fn fetch(
     cache
         .queries
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let res = run(shared, live, how, l.user).await;
+    let res = run(shared, live, how, l.user, pooled).await;
     if res.is_err() {
         cache
             .errors
@@ -143,23 +146,19 @@ async fn fetch(
     Ok(answer)
 }
 
-/// Run auth_query for `user` on a server of the (auth_dbname, auth_user) pool.
-async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> Result<Answer> {
-    let pool = shared
-        .registry
-        .auth_pool(
-            &live.config,
-            &live.server_tls,
-            &live.secrets,
-            how.dbname,
-            how.user,
-        )
-        .ok_or_else(|| {
-            Error::client(
-                sqlstate::INVALID_CATALOG_NAME,
-                format!("auth_dbname \"{}\" is not configured", how.dbname),
-            )
-        })?;
+/// A row auth_query returned (`None`: no row), or why it could not run.
+type Row = Result<Option<Vec<Option<String>>>, Error>;
+
+/// Run auth_query for `user`: on a server of the (auth_dbname, auth_user) pool when
+/// `pooled`, else (the database is the one the client asked for, reached through "*") on a
+/// one-off server, so that a client that has not authenticated creates no pool.
+async fn run(
+    shared: &Shared,
+    live: &Live,
+    how: AuthLookup<'_>,
+    user: &str,
+    pooled: bool,
+) -> Result<Answer> {
     let lookup_failed = |cause: String| {
         tracing::warn!(db = %how.dbname, auth_user = %how.user, "auth_query: {cause}");
         Error::client(
@@ -169,9 +168,42 @@ async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> R
             ),
         )
     };
-    let server = Box::pin(pool.checkout())
-        .await
-        .map_err(|e| lookup_failed(format!("no server for the lookup: {e}")))?;
+    let res = match pooled {
+        true => on_pool(shared, live, how, user).await?,
+        false => on_one_off(shared, live, how, user).await?,
+    };
+    match res {
+        Ok(row) => query::answer(user, row.as_deref()).map_err(lookup_failed),
+        Err(Error::Server { code, message, .. }) => {
+            Err(lookup_failed(format!("Postgres said {code}: {message}")))
+        }
+        Err(e) => Err(lookup_failed(format!("no server for the lookup: {e}"))),
+    }
+}
+
+/// auth_query on a server of the (auth_dbname, auth_user) pool (its own servers, which no
+/// client holds).
+async fn on_pool(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> Result<Row> {
+    let pool = shared
+        .registry
+        .auth_pool(
+            &live.config,
+            &live.server_tls,
+            &live.secrets,
+            how.dbname,
+            how.user,
+        )
+        .map_err(|e| match e.sqlstate().0 {
+            sqlstate::INVALID_CATALOG_NAME => Error::client(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("auth_dbname \"{}\" is not configured", how.dbname),
+            ),
+            _ => e,
+        })?;
+    let server = match Box::pin(pool.checkout()).await {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
     let mut held = Held {
         pool: &pool,
         server: Some(server),
@@ -188,13 +220,34 @@ async fn run(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> R
         Ok(_) | Err(Error::Server { .. }) => pool.release(server),
         Err(_) => pool.close(server, true, "auth_query failed"),
     }
-    match res {
-        Ok(row) => query::answer(user, row.as_deref()).map_err(lookup_failed),
-        Err(Error::Server { code, message, .. }) => {
-            Err(lookup_failed(format!("Postgres said {code}: {message}")))
-        }
-        Err(e) => Err(lookup_failed(e.to_string())),
-    }
+    Ok(res)
+}
+
+/// auth_query on a server opened for it alone and closed after, [`AUTH_POOL_SIZE`] at most
+/// at once: no pool, limit or histogram is left behind for a name a client made up.
+///
+/// [`AUTH_POOL_SIZE`]: crate::pool::AUTH_POOL_SIZE
+async fn on_one_off(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) -> Result<Row> {
+    let (target, id) = shared.registry.one_off_target(
+        &live.config,
+        &live.server_tls,
+        &live.secrets,
+        how.dbname,
+        how.user,
+    )?;
+    let _room = shared
+        .registry
+        .one_off_lookups
+        .acquire()
+        .await
+        .expect("never closed");
+    let mut server = match crate::server::Server::connect(id, target, 0, None).await {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    let res = server.query_row(how.query, user).await;
+    server.terminate().await;
+    Ok(res)
 }
 
 /// A server checked out for auth_query: closed (and its slot given back) if the login gives

@@ -294,6 +294,10 @@ pub struct General {
     pub dns_max_ttl: Secs,
     /// Idle servers older than this are closed. Default 600.
     pub server_idle_timeout: Secs,
+    /// A pool of a database reached through "*" that no client has used for this long is
+    /// removed, with its servers; 0 = kept. One that never opened a server goes at once.
+    /// Default 3600 (PgBouncer's name and default).
+    pub autodb_idle_timeout: Secs,
     /// Servers older than this are closed when next idle. Default 3600.
     pub server_lifetime: Secs,
     /// Idle clients are disconnected after this; 0 = never.
@@ -433,6 +437,7 @@ impl Default for General {
             server_check_query: "select 1".into(),
             dns_max_ttl: Secs(15.0),
             server_idle_timeout: Secs(600.0),
+            autodb_idle_timeout: Secs(3600.0),
             server_lifetime: Secs(3600.0),
             client_idle_timeout: Secs(0.0),
             client_login_timeout: Secs(60.0),

@@ -464,6 +464,7 @@ section_reader!(
         server_check_query,
         dns_max_ttl,
         server_idle_timeout,
+        autodb_idle_timeout,
         server_lifetime,
         client_idle_timeout,
         client_login_timeout,

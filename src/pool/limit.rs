@@ -28,7 +28,9 @@ impl Limit {
 
     /// Count `pool` among the pools under this cap.
     pub fn add_member(&self, pool: &Arc<Pool>) {
-        self.members.lock().push(Arc::downgrade(pool));
+        let mut members = self.members.lock();
+        members.retain(|w| w.strong_count() > 0); // pools removed since
+        members.push(Arc::downgrade(pool));
     }
 
     /// The pools under this cap.

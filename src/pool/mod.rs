@@ -27,7 +27,7 @@ use crate::server::{Params, Server, ServerInfo, ServerState, Target};
 pub use janitor::run_janitor;
 pub use limit::Limit;
 pub use outage::passes as connect_error_passes;
-pub use registry::{DbFlags, Registry};
+pub use registry::{DbFlags, Registry, AUTH_POOL_SIZE, MAX_POOLS};
 pub use stats::{Histograms, PoolStats};
 
 /// A pool's limits and timeouts, resolved from the config.
@@ -651,6 +651,11 @@ impl Pool {
             self.db_limit.release();
             self.user_limit.release();
         }
+    }
+
+    /// Every idle server, removed from the idle list (a pool being removed).
+    pub(crate) fn take_all_idle(&self) -> Vec<Server> {
+        std::mem::take(&mut self.state.lock().idle)
     }
 
     /// Idle servers the janitor should close now, removed from the idle list.

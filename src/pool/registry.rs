@@ -1,15 +1,18 @@
-//! The registry of pools, one per (database, user), created at first login; the shared caps;
-//! and the per-database flags the admin console sets (paused, disabled).
+//! The registry of pools, one per (database, user), created once a client has logged in and
+//! bounded; pools of databases reached through "*" removed when unused (autodb_idle_timeout);
+//! the shared caps; and the per-database flags the admin console sets (paused, disabled).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use super::{Limit, Pool, PoolSettings};
 use crate::auth::Secret;
 use crate::config::{Config, LoadBalance, PoolMode};
+use crate::error::{sqlstate, Error};
 use crate::net::tls::ServerSide;
 use crate::server::{Balance, HostTable, Target};
 
@@ -25,17 +28,27 @@ pub struct DbFlags {
 /// Users' secrets by name (from `[users]` and auth_file).
 pub type Secrets = std::collections::HashMap<String, Secret>;
 
-/// Servers an auth_query pool opens at most.
+/// Servers an auth_query pool opens at most; and lookups on one-off servers (databases
+/// reached through "*" without auth_dbname) running at once.
 pub const AUTH_POOL_SIZE: usize = 2;
+
+/// Pools held at most: a login that would add one more is refused (53300). Pools are only
+/// made for clients that authenticated, and those of "*" go when unused, so reaching it means
+/// very many (database, user) pairs in use at once.
+pub const MAX_POOLS: usize = 10_000;
 
 /// A pool's key: (database, user, runs auth_query only). An auth_query pool has servers of
 /// its own, which no client ever holds, so no client's session state can change a lookup.
 type Key = (String, String, bool);
 
 /// All pools of this process.
-#[derive(Default)]
 pub struct Registry {
     pools: Mutex<HashMap<Key, Arc<Pool>>>,
+    /// Since when each pool of a database reached through "*" (or no longer configured) has
+    /// been held by nobody but the registry.
+    unused_since: Mutex<HashMap<Key, Instant>>,
+    /// Room for auth_query lookups on one-off servers.
+    pub(crate) one_off_lookups: tokio::sync::Semaphore,
     db_limits: Mutex<HashMap<String, Arc<Limit>>>,
     user_limits: Mutex<HashMap<String, Arc<Limit>>>,
     flags: Mutex<HashMap<String, DbFlags>>,
@@ -151,19 +164,30 @@ fn resolve(
     })
 }
 
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new()
+    }
+}
+
 impl Registry {
     /// An empty registry.
     pub fn new() -> Registry {
         Registry {
+            pools: Default::default(),
+            unused_since: Default::default(),
+            one_off_lookups: tokio::sync::Semaphore::new(AUTH_POOL_SIZE),
+            db_limits: Default::default(),
+            user_limits: Default::default(),
+            flags: Default::default(),
             server_ids: Arc::new(AtomicU64::new(1)),
-            ..Default::default()
+            hosts: Default::default(),
         }
     }
 
-    /// The pool for a client's (database, user), created on first use.
-    /// The caller has checked the database exists in `config`. `fetched`: the user's secret
-    /// from auth_query, which servers then log in with (a pool that exists takes it too:
-    /// the password may have changed).
+    /// The pool for a client's (database, user), created on first use: only for a client
+    /// that authenticated. `fetched`: the user's secret from auth_query, which servers then
+    /// log in with (a pool that exists takes it too: the password may have changed).
     pub fn pool(
         &self,
         config: &Config,
@@ -172,14 +196,14 @@ impl Registry {
         database: &str,
         user: &str,
         fetched: Option<&Secret>,
-    ) -> Option<Arc<Pool>> {
+    ) -> Result<Arc<Pool>, Error> {
         let key = (database.to_string(), user.to_string(), false);
         let found = self.pools.lock().get(&key).cloned();
         if let Some(p) = found {
             if let Some(s) = fetched {
                 p.take_fetched_secret(s);
             }
-            return Some(p);
+            return Ok(p);
         }
         let r = resolve(
             &self.hosts,
@@ -190,8 +214,9 @@ impl Registry {
             user,
             fetched,
             false,
-        )?;
-        Some(self.insert(key, r))
+        )
+        .ok_or_else(|| no_such_database(database))?;
+        self.insert(key, r)
     }
 
     /// The pool that runs auth_query on `database` as `auth_user`, created on first use.
@@ -202,10 +227,10 @@ impl Registry {
         secrets: &Secrets,
         database: &str,
         auth_user: &str,
-    ) -> Option<Arc<Pool>> {
+    ) -> Result<Arc<Pool>, Error> {
         let key = (database.to_string(), auth_user.to_string(), true);
         if let Some(p) = self.pools.lock().get(&key) {
-            return Some(p.clone());
+            return Ok(p.clone());
         }
         let r = resolve(
             &self.hosts,
@@ -216,12 +241,48 @@ impl Registry {
             auth_user,
             None,
             true,
-        )?;
-        Some(self.insert(key, r))
+        )
+        .ok_or_else(|| no_such_database(database))?;
+        self.insert(key, r)
     }
 
-    /// Add a new pool, or return the one another login added meanwhile.
-    fn insert(&self, key: Key, r: Resolved) -> Arc<Pool> {
+    /// Where a one-off auth_query server for `database` as `auth_user` goes, and a new server
+    /// id for it: no pool is made (the client asking has not authenticated yet).
+    pub fn one_off_target(
+        &self,
+        config: &Config,
+        tls: &ServerSide,
+        secrets: &Secrets,
+        database: &str,
+        auth_user: &str,
+    ) -> Result<(Arc<crate::server::Target>, u64), Error> {
+        let r = resolve(
+            &self.hosts,
+            config,
+            tls,
+            secrets,
+            database,
+            auth_user,
+            None,
+            true,
+        )
+        .ok_or_else(|| no_such_database(database))?;
+        let id = self
+            .server_ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok((Arc::new(r.target), id))
+    }
+
+    /// Add a new pool, or return the one another login added meanwhile; refused past
+    /// [`MAX_POOLS`].
+    fn insert(&self, key: Key, r: Resolved) -> Result<Arc<Pool>, Error> {
+        if self.pools.lock().len() >= MAX_POOLS {
+            tracing::warn!(db = %key.0, user = %key.1, "no new pool: {MAX_POOLS} pools exist");
+            return Err(Error::client(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                format!("no more pools allowed ({MAX_POOLS} (database, user) pools in use)"),
+            ));
+        }
         let (database, user) = (key.0.as_str(), key.1.as_str());
         let db_limit = self
             .db_limits
@@ -246,7 +307,7 @@ impl Registry {
         ));
         let mut pools = self.pools.lock();
         if let Some(p) = pools.get(&key) {
-            return p.clone(); // another client created it meanwhile
+            return Ok(p.clone()); // another client created it meanwhile
         }
         if self.flags(database).paused {
             pool.pause();
@@ -254,14 +315,77 @@ impl Registry {
         pool.db_limit.add_member(&pool);
         pool.user_limit.add_member(&pool);
         pools.insert(key, pool.clone());
-        pool
+        Ok(pool)
     }
 
-    /// Every pool, for the janitor and the admin console.
+    /// Every pool, in no order (the janitor).
+    pub fn each(&self) -> Vec<Arc<Pool>> {
+        self.pools.lock().values().cloned().collect()
+    }
+
+    /// Every pool by (database, user, mode), for the admin console.
     pub fn all(&self) -> Vec<Arc<Pool>> {
-        let mut v: Vec<_> = self.pools.lock().values().cloned().collect();
-        v.sort_by_key(|p| (p.database.clone(), p.user.clone(), p.settings().mode_label));
+        let mut v = self.each();
+        v.sort_by(|a, b| {
+            (&a.database, &a.user, a.settings().mode_label).cmp(&(
+                &b.database,
+                &b.user,
+                b.settings().mode_label,
+            ))
+        });
         v
+    }
+
+    /// Remove the pools nobody holds of databases reached through "*" or no longer
+    /// configured: once unused for `idle` (autodb_idle_timeout; `None`: never), or at once if
+    /// they never opened a server (a database name Postgres does not have). Their idle
+    /// servers are returned, to be closed.
+    pub fn remove_unused(
+        &self,
+        config: &Config,
+        idle: Option<std::time::Duration>,
+        now: Instant,
+    ) -> Vec<(Arc<Pool>, Vec<crate::server::Server>)> {
+        // Caps no pool counts against any more (their pools went on an earlier pass).
+        self.db_limits
+            .lock()
+            .retain(|_, l| Arc::strong_count(l) > 1);
+        self.user_limits
+            .lock()
+            .retain(|_, l| Arc::strong_count(l) > 1);
+        let mut removed = Vec::new();
+        let mut pools = self.pools.lock();
+        let mut since = self.unused_since.lock();
+        pools.retain(|key, pool| {
+            let removable = !config.databases.contains_key(&key.0);
+            // Nobody but the registry holds it: no client, no login, no admin command.
+            if !removable || Arc::strong_count(pool) > 1 {
+                since.remove(key);
+                return true;
+            }
+            let first = *since.entry(key.clone()).or_insert(now);
+            let never_connected = pool
+                .stats
+                .servers_opened
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0;
+            let expired = idle.is_some_and(|t| now.duration_since(first) >= t);
+            if !(never_connected || expired) {
+                return true;
+            }
+            since.remove(key);
+            removed.push(pool.clone());
+            false
+        });
+        drop((pools, since));
+        removed
+            .into_iter()
+            .map(|p| {
+                tracing::info!(db = %p.database, user = %p.user, "pool removed: unused");
+                let idle = p.take_all_idle();
+                (p, idle)
+            })
+            .collect()
     }
 
     /// The pools of one database, or of all when `database` is `None`.
@@ -323,6 +447,16 @@ impl Registry {
         }
     }
 
+    /// How many pools there are.
+    pub fn len(&self) -> usize {
+        self.pools.lock().len()
+    }
+
+    /// Whether there is no pool.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Servers open against a database's cap, and that cap (0: none).
     pub fn db_usage(&self, database: &str) -> (usize, usize) {
         self.db_limits
@@ -339,5 +473,57 @@ impl Registry {
             .get(user)
             .map(|l| (l.used(), l.max()))
             .unwrap_or((0, 0))
+    }
+}
+
+/// The error for a database `config` does not have.
+fn no_such_database(database: &str) -> Error {
+    Error::client(
+        sqlstate::INVALID_CATALOG_NAME,
+        format!("database \"{database}\" does not exist"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_bounded_and_unused_ones_of_the_star_entry_go() {
+        let config = Config::parse(
+            "[databases.\"*\"]\nhost = \"127.0.0.1\"\nport = 1\n\
+             [databases.fixed]\nhost = \"127.0.0.1\"\nport = 1\n",
+        )
+        .unwrap();
+        let tls = ServerSide {
+            mode: crate::config::SslMode::Disable,
+            connector: None,
+        };
+        let secrets = Secrets::default();
+        let r = Registry::new();
+        let fixed = r.pool(&config, &tls, &secrets, "fixed", "u", None).unwrap();
+        let held: Vec<_> = (1..MAX_POOLS)
+            .map(|i| {
+                r.pool(&config, &tls, &secrets, &format!("db{i}"), "u", None)
+                    .unwrap()
+            })
+            .collect();
+        let e = r
+            .pool(&config, &tls, &secrets, "one_more", "u", None)
+            .unwrap_err();
+        assert_eq!(e.sqlstate().0, sqlstate::TOO_MANY_CONNECTIONS);
+        // Held by their clients: none goes.
+        let now = Instant::now();
+        assert!(r.remove_unused(&config, None, now).is_empty());
+        // Let go: those of "*" (which never opened a server) go, the configured one stays.
+        drop((held, fixed));
+        assert_eq!(r.remove_unused(&config, None, now).len(), MAX_POOLS - 1);
+        assert_eq!(r.len(), 1);
+        assert!(r
+            .pool(&config, &tls, &secrets, "one_more", "u", None)
+            .is_ok());
+        // The caps of removed pools go on the next pass.
+        r.remove_unused(&config, None, now);
+        assert_eq!(r.db_limits.lock().len(), 2);
     }
 }

@@ -1,7 +1,8 @@
 //! Defects a review of the whole tree found (issue 13), each with the test that failed before
 //! its fix.
 
-use crate::support::client::{one, tp_config, tp_connect};
+use crate::support::client::{code, connect_ok, one, sql_super, tp_config, tp_connect};
+use crate::support::config::database_section;
 use crate::support::{pg, ConfigBuilder, Mux, PrivatePg};
 
 /// pgmux with trust logins for `postgres`, and entry `moving` on 127.0.0.1:`port`.
@@ -44,4 +45,116 @@ async fn reload_to_another_server_forgets_the_old_servers_parameters() {
         "the old server's TimeZone was pushed onto the new one"
     );
     drop(private);
+}
+
+/// Database names made up by clients that never authenticate, under a `"*"` entry with
+/// auth_user and no auth_dbname: no pool is made for any of them (defect 1: each name left an auth_query pool behind for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_to_made_up_databases_leave_no_pool() {
+    sql_super(
+        "postgres",
+        "CREATE ROLE rb1_user LOGIN PASSWORD 'rb1_pw'; GRANT CONNECT ON DATABASE appdb TO rb1_user",
+    )
+    .await;
+    let config = ConfigBuilder::new()
+        .general("auth_user = \"postgres\"\nauth_failure_delay = 0\nauth_query_cache_ttl = 0")
+        .sections(&database_section("\"*\"", pg().port, ""))
+        .build();
+    let mux = Mux::start(config).await;
+    for i in 0..20 {
+        let db = format!("rb1_made_up_{i}");
+        let e = tp_connect(&tp_config(mux.port(), "rb1_nobody", "x", &db))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a login to {db} should fail"));
+        assert!(code(&e).is_some(), "{e}");
+    }
+    // A wrong password to a real database: the lookup works, authentication fails.
+    let Err(e) = tp_connect(&tp_config(mux.port(), "rb1_user", "wrong", "appdb")).await else {
+        panic!("a wrong password");
+    };
+    assert_eq!(code(&e).as_deref(), Some("28P01"));
+    let registry = &mux.running.shared.registry;
+    let names: Vec<String> = registry
+        .all()
+        .iter()
+        .map(|p| format!("{}/{}", p.database, p.user))
+        .collect();
+    assert!(
+        names.is_empty(),
+        "pools made before authentication: {names:?}"
+    );
+    // Authenticated, the client gets its pool, and the lookup still left none.
+    let (c, _h) = connect_ok(mux.port(), "rb1_user", "rb1_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT current_user").await, "rb1_user");
+    assert_eq!(registry.all().len(), 1);
+    assert!(mux.pool("appdb", "rb1_user").is_some());
+}
+
+/// Pools of databases reached through `"*"` go once unused for autodb_idle_timeout, their
+/// servers closed; a pool in use stays; one that never opened a server goes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_pools_of_the_star_entry_are_removed() {
+    sql_super(
+        "postgres",
+        "CREATE ROLE rb2_user LOGIN PASSWORD 'rb2_pw'; GRANT CONNECT ON DATABASE appdb TO rb2_user;
+         GRANT CONNECT ON DATABASE otherdb TO rb2_user",
+    )
+    .await;
+    let config = ConfigBuilder::new()
+        .general("autodb_idle_timeout = 1.5\nauth_failure_delay = 0")
+        .sections(&database_section("\"*\"", pg().port, ""))
+        .user("rb2_user", Some("rb2_pw"))
+        .build();
+    let mux = Mux::start(config).await;
+    let (kept, _hk) = connect_ok(mux.port(), "rb2_user", "rb2_pw", "otherdb").await;
+    {
+        let (c, _h) = connect_ok(mux.port(), "rb2_user", "rb2_pw", "appdb").await;
+        assert_eq!(one(&c, "SELECT 1").await, "1");
+    }
+    // A database Postgres does not have: its pool never opened a server.
+    let Err(e) = tp_connect(&tp_config(mux.port(), "rb2_user", "rb2_pw", "rb2_nosuch")).await
+    else {
+        panic!("no such database");
+    };
+    assert_eq!(code(&e).as_deref(), Some("3D000"));
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    assert!(
+        mux.pool("rb2_nosuch", "rb2_user").is_none(),
+        "never connected"
+    );
+    assert!(
+        mux.pool("appdb", "rb2_user").is_some(),
+        "not yet idle long enough"
+    );
+    let servers = |db: &'static str| async move {
+        sql_super(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'rb2_user' AND datname = '{db}'"
+            ),
+        )
+        .await
+    };
+    assert_eq!(servers("appdb").await, "1");
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    assert!(
+        mux.pool("appdb", "rb2_user").is_none(),
+        "unused past autodb_idle_timeout"
+    );
+    assert!(mux.pool("otherdb", "rb2_user").is_some(), "in use");
+    assert_eq!(one(&kept, "SELECT 1").await, "1");
+    // Its server closed with it (the backend may take a moment to leave).
+    let mut left = String::new();
+    for _ in 0..50 {
+        left = servers("appdb").await;
+        if left == "0" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, "0");
+    // And a client coming back gets a new pool.
+    let (c, _h) = connect_ok(mux.port(), "rb2_user", "rb2_pw", "appdb").await;
+    assert_eq!(one(&c, "SELECT 1").await, "1");
 }
