@@ -91,6 +91,17 @@ async fn login_inner(
     why: &mut LoginFailure,
 ) -> Result<Option<LoggedIn>> {
     let live = shared.live().clone();
+    // Every connection counts, logged in or not (this one too): over max_client_conn, the
+    // first packet is answered with the error (no TLS handshake, no authentication), except
+    // a CancelRequest, which is served even then.
+    let full = shared.clients.count() > live.config.general.max_client_conn;
+    let too_many = |why: &mut LoginFailure| {
+        *why = LoginFailure::TooManyClients;
+        Err(Error::client(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "no more connections allowed (max_client_conn)",
+        ))
+    };
     let mut buf = BytesMut::with_capacity(512);
     // The Common Name of a verified client certificate (cert authentication).
     let mut cert_cn: Option<String> = None;
@@ -105,6 +116,13 @@ async fn login_inner(
             }
         };
         match packet {
+            // libpq and the other drivers read an ErrorResponse sent instead of the answer
+            // to SSLRequest, as Postgres sends one when it cannot start a backend.
+            StartupPacket::Ssl | StartupPacket::GssEnc | StartupPacket::Startup { .. }
+                if full =>
+            {
+                return too_many(why);
+            }
             StartupPacket::Ssl | StartupPacket::GssEnc => {
                 // Bytes sent before the answer would be read as if they had come through the
                 // encryption: refuse them (CVE-2021-23214 in Postgres, and PgBouncer's too).
@@ -146,13 +164,6 @@ async fn login_inner(
         ));
     }
     let g = &live.config.general;
-    if shared.clients.count() > g.max_client_conn {
-        *why = LoginFailure::TooManyClients;
-        return Err(Error::client(
-            sqlstate::TOO_MANY_CONNECTIONS,
-            "no more connections allowed (max_client_conn)",
-        ));
-    }
     let mut out = BytesMut::new();
     let unknown: Vec<&str> = params
         .iter()

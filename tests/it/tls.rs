@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
-use crate::support::{config, database_section, psql, run, Mux, PrivatePg};
+use crate::support::{config, custom_config, database_section, psql, run, Mux, PrivatePg};
 
 /// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate for `app`,
 /// as PEM files in a temporary directory.
@@ -366,4 +366,52 @@ async fn certificates_are_read_again_on_reload() {
     );
     let still = tokio::task::spawn_blocking(verify(&second)).await.unwrap();
     assert!(still.0, "{still:?}");
+}
+
+/// Connections that have not logged in count against max_client_conn, and the limit is
+/// checked before TLS: over it, an SSLRequest gets the 53300 error instead of a handshake
+/// (issue 13, defect 8: a flood of connections got TLS handshakes and logins without bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_max_client_conn_an_sslrequest_gets_the_error_not_a_handshake() {
+    let certs = Certs::new();
+    let general = format!("{}max_client_conn = 1\n", certs.client_tls("prefer"));
+    let mux = Mux::start(custom_config(&general, "")).await;
+    let port = mux.port();
+    tokio::task::spawn_blocking(move || {
+        // One connection that has sent nothing yet takes the only place.
+        let idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        assert_eq!(got.first(), Some(&b'E'), "not refused before TLS: {got:?}");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains("53300") && text.contains("max_client_conn"), "{text}");
+        // A CancelRequest is still served (and answered by a close, as Postgres does).
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut cancel = vec![0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+        cancel.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 2]);
+        c.write_all(&cancel).unwrap();
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        assert!(got.is_empty(), "a cancel got {got:?}");
+        drop(idle);
+    })
+    .await
+    .unwrap();
+    // The place is free again: psql logs in over TLS.
+    let mut ok = false;
+    for _ in 0..50 {
+        if psql_tls(port, "sslmode=require", "SELECT 1").0 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no login once the place was free");
 }
