@@ -693,3 +693,35 @@ async fn large_bind_and_parse_through_named_statements() {
         assert_eq!(n, 40_000);
     }
 }
+
+/// A client's named statements are bounded: a Parse past 10,000 fails like a duplicate name
+/// does (54000 here), the session goes on, and a statement closed makes room (issue 13,
+/// defect 8: the client's map of names grew without bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_statement_names_are_bounded() {
+    let _pg = pg();
+    let mux = Mux::start(config("", "")).await;
+    let mut c = mux_login(&mux, "appdb").await;
+    let mut b = Vec::new();
+    for i in 0..10_000 {
+        b.extend(parse(&format!("n{i}"), "SELECT 1"));
+    }
+    b.extend(sync());
+    let msgs = exchange(&mut c, &b, 1).await;
+    assert_eq!(msgs.len(), 10_001);
+    assert!(msgs[..10_000].iter().all(|m| m.0 == b'1'));
+    let over = exchange(&mut c, &[parse("one_more", "SELECT 2"), sync()].concat(), 1).await;
+    assert_eq!(crate::support::raw::tags(&over), "EZ");
+    let (code, message, _) = crate::support::raw::fields(&over[0].1);
+    assert_eq!(code, "54000", "{message}");
+    assert!(message.contains("too many prepared statements"), "{message}");
+    // The session is fine, and closing one makes room.
+    let closed = exchange(&mut c, &[close_statement("n0"), sync()].concat(), 1).await;
+    assert_eq!(crate::support::raw::tags(&closed), "3Z");
+    let again = exchange(&mut c, &[parse("one_more", "SELECT 2"), sync()].concat(), 1).await;
+    assert_eq!(crate::support::raw::tags(&again), "1Z");
+    let run = [bind("", "one_more"), execute(""), sync()].concat();
+    let msgs = exchange(&mut c, &run, 1).await;
+    assert_eq!(crate::support::raw::tags(&msgs), "2DCZ");
+    assert_eq!(crate::support::raw::data_row_first(&msgs[1].1), "2");
+}

@@ -166,6 +166,22 @@ fn duplicate_statement_error(name: &[u8]) -> Box<[u8]> {
     e.to_vec().into_boxed_slice()
 }
 
+/// Named statements one client may hold at once; a Parse of one more fails with 54000, as
+/// the duplicate-name error does (drivers cache a few hundred; a client past this is leaking
+/// names, and each one costs pgmux memory).
+pub(crate) const MAX_CLIENT_STATEMENTS: usize = 10_000;
+
+/// The ErrorResponse for a Parse past [`MAX_CLIENT_STATEMENTS`].
+fn too_many_statements_error() -> Box<[u8]> {
+    let mut e = BytesMut::new();
+    let msg = format!(
+        "too many prepared statements ({MAX_CLIENT_STATEMENTS}) for one client: \
+         DEALLOCATE some first"
+    );
+    backend::error_response(&mut e, "ERROR", "54000", &msg);
+    e.to_vec().into_boxed_slice()
+}
+
 /// Bytes of a message read to find the names it carries: longer names are not pgmux's
 /// (Postgres keeps 63 bytes of a name), and reading no further keeps a client from making
 /// pgmux buffer a huge message.
@@ -237,11 +253,17 @@ impl Relay {
                 stats.ps_client_parses.fetch_add(1, Relaxed);
                 let map = self.statements.get_or_insert_with(Default::default);
                 tr.scratch.clear();
-                if map.contains_key(p.name) {
+                let refused = match map.contains_key(p.name) {
+                    true => Some(duplicate_statement_error(p.name)),
+                    false if map.len() >= MAX_CLIENT_STATEMENTS => {
+                        Some(too_many_statements_error())
+                    }
+                    false => None,
+                };
+                if let Some(err) = refused {
                     // Postgres refuses the name and skips to Sync. pgmux makes the server fail
                     // the same way (a Describe of a statement no one has), so that its
                     // transaction state follows, and answers with Postgres' own error.
-                    let err = duplicate_statement_error(p.name);
                     write_target(&mut tr.scratch, b'D', b'S', NO_SUCH_STATEMENT);
                     tr.queue.push(Expect {
                         kind: Kind::DescribeStatement,
