@@ -1,13 +1,15 @@
 //! pgmux: a PostgreSQL connection pooler.
 //!
-//! Layout (dependencies point downward): `proto`, `auth`, `config` at the bottom; `server`
-//! and `pool` above them; `client` above those; `app` and the binary on top.
+//! Layout (dependencies point downward; docs/architecture.md has the whole map): `proto`,
+//! `auth`, `config` at the bottom; `server` and `pool` above them; `shared` and the state
+//! beside it; `admin` and `metrics`; `client` above those; `app` and the binary on top.
 //!
-//! Message flow: accept → `client::login` (SSLRequest answered 'N', StartupMessage, auth,
-//! ParameterStatus + BackendKeyData + ReadyForQuery) → `client::relay` loop: read a request,
-//! `Pool::checkout` (idle server, new server under pool_size, FIFO wait, reserve pool),
-//! sync tracked parameters, relay both ways parsing only headers, release at ReadyForQuery
-//! 'I' in transaction mode.
+//! Message flow: accept → `client::login` (SSLRequest answered 'S' and TLS when
+//! client_tls_sslmode allows it, else 'N'; StartupMessage, auth, ParameterStatus +
+//! BackendKeyData + ReadyForQuery) → `client::relay` loop: read a request, `Pool::checkout`
+//! (idle server, new server under pool_size, FIFO wait, reserve pool), sync tracked
+//! parameters, relay both ways parsing only headers, release at ReadyForQuery 'I' in
+//! transaction mode.
 pub mod admin;
 pub mod app;
 pub mod auth;

@@ -63,8 +63,8 @@ pub fn reload(shared: &Shared) -> Result<Reloaded, ReloadError> {
 /// Put a validated config in force. Keys that need a restart keep their running value.
 pub fn apply(shared: &Shared, mut new: Config) -> Result<Reloaded, ReloadError> {
     let old = shared.config();
-    let old_g = crate::admin::show::general_table(&old.general);
-    let new_g = crate::admin::show::general_table(&new.general);
+    let old_g = old.general.as_table();
+    let new_g = new.general.as_table();
     let mut out = Reloaded::default();
     for key in RESTART_KEYS {
         if old_g.get(*key) != new_g.get(*key) {
@@ -107,7 +107,7 @@ pub fn set(shared: &Shared, key: &str, value: &str) -> Result<Reloaded, ReloadEr
     let general = root
         .entry("general")
         .or_insert_with(|| toml::Value::Table(Default::default()));
-    let defaults = crate::admin::show::general_table(&crate::config::General::default());
+    let defaults = crate::config::General::default().as_table();
     let typed = typed_value(defaults.get(key), value);
     if let toml::Value::Table(t) = general {
         t.insert(key.to_string(), typed);

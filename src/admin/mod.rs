@@ -11,13 +11,23 @@ use crate::net::Conn;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::client::AdminSession;
+use crate::cancel::CancelKey;
 use crate::clients::{ClientHandle, Stop};
 use crate::error::sqlstate;
 use crate::proto::{self, backend};
 use crate::shared::{Request, Shared};
 use command::{Command, ShutdownMode};
 use rows::{command_complete, notice};
+
+/// A logged-in admin console client (made by the login).
+pub struct AdminSession {
+    pub user: String,
+    /// In admin_users (may change things), else only in stats_users (may only SHOW).
+    pub admin: bool,
+    pub key: CancelKey,
+    /// Bytes the client sent after its login messages.
+    pub leftover: BytesMut,
+}
 
 /// Largest query the console reads.
 const MAX_QUERY: usize = 64 * 1024;

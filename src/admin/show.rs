@@ -596,15 +596,10 @@ pub fn config_value(v: Option<&toml::Value>) -> String {
     }
 }
 
-/// The `[general]` keys and values of a config, as a TOML table.
-pub fn general_table(g: &General) -> toml::Table {
-    toml::Table::try_from(g).unwrap_or_default()
-}
-
 fn config(shared: &Shared) -> Table {
     let config = shared.config();
-    let now = general_table(&config.general);
-    let defaults = general_table(&General::default());
+    let now = config.general.as_table();
+    let defaults = General::default().as_table();
     let mut t = Table::new(&[
         ("key", Text),
         ("value", Text),

@@ -7,6 +7,7 @@ use bytes::{Buf, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::admin::AdminSession;
 use crate::auth::{verify_md5_response, ScramSecret, ScramServer, Secret};
 use crate::cancel::CancelKey;
 use crate::clients::{ClientInfo, Login};
@@ -29,16 +30,6 @@ pub struct Session {
     pub pool: Arc<Pool>,
     /// The tracked parameters this client wants (its start-up values, then its SETs).
     pub params: Params,
-    pub key: CancelKey,
-    /// Bytes the client sent after its login messages.
-    pub leftover: BytesMut,
-}
-
-/// A logged-in admin console client.
-pub struct AdminSession {
-    pub user: String,
-    /// In admin_users (may change things), else only in stats_users (may only SHOW).
-    pub admin: bool,
     pub key: CancelKey,
     /// Bytes the client sent after its login messages.
     pub leftover: BytesMut,
@@ -118,9 +109,7 @@ async fn login_inner(
         match packet {
             // libpq and the other drivers read an ErrorResponse sent instead of the answer
             // to SSLRequest, as Postgres sends one when it cannot start a backend.
-            StartupPacket::Ssl | StartupPacket::GssEnc | StartupPacket::Startup { .. }
-                if full =>
-            {
+            StartupPacket::Ssl | StartupPacket::GssEnc | StartupPacket::Startup { .. } if full => {
                 return too_many(why);
             }
             StartupPacket::Ssl | StartupPacket::GssEnc => {

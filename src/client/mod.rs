@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::net::Conn;
 use crate::proto::backend;
 use crate::shared::{LoginFailure, Shared};
-pub use login::{AdminSession, LoggedIn};
+pub use login::LoggedIn;
 
 /// Accept clients, one task each, until shutdown begins; then drain the connections already
 /// queued in the listener (so none is reset when it closes) and return, closing it.

@@ -600,6 +600,13 @@ pub fn is_restart_key(key: &str) -> bool {
 }
 
 /// Every `[general]` key, in the order of the model.
+impl General {
+    /// The `[general]` keys and values, as a TOML table (SHOW CONFIG, reload's diff).
+    pub fn as_table(&self) -> toml::Table {
+        toml::Table::try_from(self).unwrap_or_default()
+    }
+}
+
 pub fn general_keys() -> &'static [&'static str] {
     validate::GENERAL_KEYS
 }

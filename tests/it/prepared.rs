@@ -714,7 +714,10 @@ async fn one_clients_statement_names_are_bounded() {
     assert_eq!(crate::support::raw::tags(&over), "EZ");
     let (code, message, _) = crate::support::raw::fields(&over[0].1);
     assert_eq!(code, "54000", "{message}");
-    assert!(message.contains("too many prepared statements"), "{message}");
+    assert!(
+        message.contains("too many prepared statements"),
+        "{message}"
+    );
     // The session is fine, and closing one makes room.
     let closed = exchange(&mut c, &[close_statement("n0"), sync()].concat(), 1).await;
     assert_eq!(crate::support::raw::tags(&closed), "3Z");

@@ -389,7 +389,10 @@ async fn over_max_client_conn_an_sslrequest_gets_the_error_not_a_handshake() {
         let _ = s.read_to_end(&mut got);
         assert_eq!(got.first(), Some(&b'E'), "not refused before TLS: {got:?}");
         let text = String::from_utf8_lossy(&got);
-        assert!(text.contains("53300") && text.contains("max_client_conn"), "{text}");
+        assert!(
+            text.contains("53300") && text.contains("max_client_conn"),
+            "{text}"
+        );
         // A CancelRequest is still served (and answered by a close, as Postgres does).
         let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         c.set_read_timeout(Some(std::time::Duration::from_secs(5)))
