@@ -246,7 +246,7 @@ async fn login_inner(
             // First client of this pool: log a server in to learn its parameters.
             let s = Box::pin(pool.checkout()).await?;
             let w = pool.welcome_from(&s);
-            pool.release(s);
+            s.release();
             w
         }
     };

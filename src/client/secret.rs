@@ -200,25 +200,17 @@ async fn on_pool(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) 
             ),
             _ => e,
         })?;
-    let server = match Box::pin(pool.checkout()).await {
+    // Dropped unfinished (the login gave up: client_login_timeout), the server is closed,
+    // its state unknown.
+    let mut server = match Box::pin(pool.checkout()).await {
         Ok(s) => s,
         Err(e) => return Ok(Err(e)),
     };
-    let mut held = Held {
-        pool: &pool,
-        server: Some(server),
-    };
-    let res = held
-        .server
-        .as_mut()
-        .expect("held")
-        .query_row(how.query, user)
-        .await;
-    let server = held.server.take().expect("held");
+    let res = server.query_row(how.query, user).await;
     match &res {
         // Postgres answered, and the server is idle again.
-        Ok(_) | Err(Error::Server { .. }) => pool.release(server),
-        Err(_) => pool.close(server, true, "auth_query failed"),
+        Ok(_) | Err(Error::Server { .. }) => server.release(),
+        Err(_) => server.close("auth_query failed"),
     }
     Ok(res)
 }
@@ -248,20 +240,4 @@ async fn on_one_off(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &st
     let res = server.query_row(how.query, user).await;
     server.terminate().await;
     Ok(res)
-}
-
-/// A server checked out for auth_query: closed (and its slot given back) if the login gives
-/// up before the query ends (client_login_timeout), since its state is unknown then.
-struct Held<'a> {
-    pool: &'a crate::pool::Pool,
-    server: Option<crate::server::Server>,
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            self.pool
-                .close(s, true, "the login ended during auth_query");
-        }
-    }
 }

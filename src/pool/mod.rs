@@ -4,6 +4,7 @@
 //! the most recently used server has warm caches, and the ones at the bottom of the stack
 //! stay unused long enough for `server_idle_timeout` to close them when load drops.
 
+mod checked;
 mod control;
 mod janitor;
 mod limit;
@@ -24,6 +25,7 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, Error, Result};
 use crate::server::{Params, Server, ServerInfo, ServerState, Target};
+pub use checked::Checked;
 pub use janitor::run_janitor;
 pub use limit::Limit;
 pub use outage::passes as connect_error_passes;
@@ -275,7 +277,7 @@ impl Pool {
     }
 
     /// Check out a server: an idle one, a new one under pool_size, or wait first-in first-out.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Server> {
+    pub async fn checkout(self: &Arc<Self>) -> Result<Checked> {
         let started = Instant::now();
         // Its connect failed in an outage: it waits again, at the front of the queue.
         let mut held = false;
@@ -330,6 +332,7 @@ impl Pool {
                             .clone()
                             .filter(|_| s.idle_since.elapsed() >= settings.server_check_delay)
                     };
+                    let s = Checked::new(self.clone(), s);
                     let s = match check {
                         None => s,
                         Some(q) => match self.check_idle(s, &q).await {
@@ -345,7 +348,7 @@ impl Pool {
                     Ok(mut s) => {
                         if s.looks_alive() {
                             self.note_checkout(started, &self.settings().hist);
-                            return Ok(s);
+                            return Ok(Checked::new(self.clone(), s));
                         }
                         // Terminated right after its login (its FATAL came with ReadyForQuery).
                         self.close(s, true, "closed by the server right after login");
@@ -359,26 +362,20 @@ impl Pool {
     }
 
     /// Run server_check_query on an idle server before a client gets it. A failure closes
-    /// it and bans its host (None); so does the client leaving meanwhile.
-    async fn check_idle(&self, s: Server, query: &str) -> Option<Server> {
-        let mut checking = Checking {
-            pool: self,
-            server: Some(s),
-        };
-        let s = checking.server.as_mut()?;
+    /// it and bans its host (None); the client leaving meanwhile drops it (closed, as busy).
+    async fn check_idle(&self, mut s: Checked, query: &str) -> Option<Checked> {
         s.info.set_state(ServerState::Tested);
         let t = s.target.connect_timeout.unwrap_or(Duration::from_secs(15));
         let r = tokio::time::timeout(t, s.check(query))
             .await
             .unwrap_or(Err(Error::Timeout("server_check_query")));
-        let s = checking.server.take()?;
         match r {
             Ok(()) => Some(s),
             Err(e) => {
                 s.host.failed(s.target.ban_time);
                 self.stats.check_failures.fetch_add(1, Ordering::Relaxed);
                 let why = format!("server_check_query failed on {}: {e}", *s.host);
-                self.close(s, true, &why);
+                s.close(&why);
                 None
             }
         }
@@ -559,8 +556,9 @@ impl Pool {
         }
     }
 
-    /// Return a server a client is done with. Past server_lifetime it is closed instead.
-    pub fn release(&self, mut s: Server) {
+    /// Return a server a client is done with (see [`Checked::release`]). Past
+    /// server_lifetime it is closed instead.
+    fn release(&self, mut s: Server) {
         let now = Instant::now();
         if let Some(life) = self.settings().server_lifetime {
             if now.duration_since(s.created) >= life {
@@ -598,7 +596,7 @@ impl Pool {
     }
 
     /// Close a server (checked out if `active`, else already out of the idle list), logging why.
-    pub fn close(&self, s: Server, active: bool, reason: &str) {
+    fn close(&self, s: Server, active: bool, reason: &str) {
         self.forget(&s, reason);
         // Terminate is 5 bytes: a non-blocking write always fits an idle socket.
         let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
@@ -728,8 +726,8 @@ impl Pool {
     }
 }
 
-/// A server being opened: if the opening is dropped before it ends, its login count and slot
-/// are given back.
+/// A server being opened (pool-internal: the server becomes a [`Checked`] once open): if the
+/// opening is dropped before it ends, its login count and slot are given back.
 struct Opening<'a> {
     pool: &'a Pool,
     done: bool,
@@ -744,22 +742,8 @@ impl Drop for Opening<'_> {
     }
 }
 
-/// A server running server_check_query for a client: closed if the client leaves first.
-struct Checking<'a> {
-    pool: &'a Pool,
-    server: Option<Server>,
-}
-
-impl Drop for Checking<'_> {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            self.pool
-                .close(s, true, "its client left during server_check_query");
-        }
-    }
-}
-
-/// Removes a waiter from the queue when it stops waiting, handing back anything it was sent.
+/// A waiter's place in the queue (pool-internal: what it is granted becomes a [`Checked`]
+/// at once): removed when it stops waiting, handing back anything it was sent meanwhile.
 struct WaitGuard<'a> {
     pool: &'a Pool,
     id: u64,

@@ -36,7 +36,7 @@ impl Drop for Slot {
 
 impl Pool {
     /// Close a checked-out server that may be busy (see the module docs), logging why.
-    pub fn close_busy(self: &Arc<Self>, s: Server, reason: &str) {
+    pub(super) fn close_busy(self: &Arc<Self>, s: Server, reason: &str) {
         self.forget(&s, reason);
         let slot = Slot(self.clone());
         tokio::spawn(async move {

@@ -158,3 +158,52 @@ async fn unused_pools_of_the_star_entry_are_removed() {
     let (c, _h) = connect_ok(mux.port(), "rb2_user", "rb2_pw", "appdb").await;
     assert_eq!(one(&c, "SELECT 1").await, "1");
 }
+
+/// A panic in a client task while it holds a server ends that client only: it gets XX000,
+/// the server is closed with its slot given back (no ghost in SHOW SERVERS, no session left
+/// on Postgres), and the pool of one server serves the next client (defect 3: the slot and
+/// the server's row were lost for good). Debug builds carry the injected panic.
+#[cfg(debug_assertions)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_holding_a_server_closes_it_and_frees_its_slot() {
+    let config = ConfigBuilder::new()
+        .general("auth_type = \"trust\"\nquery_wait_timeout = 5")
+        .database(
+            "rb3",
+            pg().port,
+            "dbname = \"appdb\"\npool_size = 1\napplication_name = \"rb3\"",
+        )
+        .user("postgres", None)
+        .build();
+    let mux = Mux::start(config).await;
+    let cfg = tp_config(mux.port(), "postgres", "", "rb3");
+    let (a, _ha) = tp_connect(&cfg).await.unwrap();
+    let pid = one(&a, "SELECT pg_backend_pid()").await;
+    let e = a
+        .simple_query("SELECT 'pgmux: injected panic'")
+        .await
+        .expect_err("the injected panic");
+    assert_eq!(code(&e).as_deref(), Some("XX000"), "{e}");
+    assert!(a.is_closed() || a.simple_query("SELECT 1").await.is_err());
+    // The server it held is gone from the pool and from Postgres.
+    let pool = mux.pool("rb3", "postgres").unwrap();
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = sql_super(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"),
+        )
+        .await;
+        if left == "0" && pool.counts().open == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, "0", "its session is still on Postgres");
+    let c = pool.counts();
+    assert_eq!((c.open, c.active), (0, 0), "{c:?}");
+    assert!(pool.server_infos().is_empty(), "a ghost in SHOW SERVERS");
+    // The only slot is free: the next client is served.
+    let (b, _hb) = tp_connect(&cfg).await.unwrap();
+    assert_eq!(one(&b, "SELECT 1").await, "1");
+}

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 use super::{Relay, Txn};
 use crate::config::PoolMode;
 use crate::error::sqlstate;
-use crate::server::Server;
+use crate::pool::Checked;
 
 /// Why the server's prepared statements are not known for sure, if they are not: such a
 /// server is closed rather than pooled.
@@ -36,16 +36,15 @@ impl Relay {
         } else {
             BytesMut::new()
         };
-        let pool = self.sess.pool.clone();
         if cancelled {
-            pool.close(t.server, true, "a cancel request was sent to it");
+            t.server.close("a cancel request was sent to it");
         } else if let Some(why) = prepared_state_unknown(&t) {
-            pool.close(t.server, true, why);
+            t.server.close(why);
         } else if t.settings.server_reset_query_always && !t.settings.server_reset_query.is_empty()
         {
             self.reset_and_release(t.server).await;
         } else {
-            pool.release(t.server);
+            t.server.release();
         }
         if !rest.is_empty() {
             if let Err(e) = self.client.write_all(&rest).await {
@@ -55,20 +54,18 @@ impl Relay {
         None
     }
 
-    pub(super) async fn reset_and_release(&self, mut server: Server) {
-        let pool = &self.sess.pool;
-        let q = pool.settings().server_reset_query.clone();
+    pub(super) async fn reset_and_release(&self, mut server: Checked) {
+        let q = server.pool().settings().server_reset_query.clone();
         server.info.set_state(crate::server::ServerState::Tested);
         match tokio::time::timeout(Duration::from_secs(10), server.run_hidden(&q)).await {
-            Ok(Ok(b'I')) => pool.release(server),
-            _ => pool.close(server, true, "server_reset_query failed"),
+            Ok(Ok(b'I')) => server.release(),
+            _ => server.close("server_reset_query failed"),
         }
     }
 
     /// The client is gone or must go: return its server clean, or close it.
     pub(super) async fn client_lost(&mut self, mut t: Txn, why: &str) -> String {
         let cancelled = self.sess.key.slot.detach();
-        let pool = self.sess.pool.clone();
         let quiet = !cancelled
             && t.pending == 0
             && !t.unsynced
@@ -85,10 +82,10 @@ impl Relay {
                 unknown.unwrap_or("its prepared statements are not known")
             };
             if quiet {
-                pool.close(t.server, true, reason);
+                t.server.close(reason);
             } else {
                 // A request may still run there: cancel it, wait for Postgres to end it.
-                pool.close_busy(t.server, reason);
+                t.server.close_busy(reason);
             }
             return why.to_string();
         }
@@ -101,19 +98,19 @@ impl Relay {
             {
                 Ok(Ok(b'I')) => {}
                 _ => {
-                    pool.close(t.server, true, "rollback after its client left failed");
+                    t.server.close("rollback after its client left failed");
                     return why.to_string();
                 }
             }
         }
         if t.settings.mode == PoolMode::Session || t.settings.server_reset_query_always {
             if t.settings.server_reset_query.is_empty() {
-                pool.release(t.server);
+                t.server.release();
             } else {
                 self.reset_and_release(t.server).await;
             }
         } else {
-            pool.release(t.server);
+            t.server.release();
         }
         why.to_string()
     }
@@ -131,7 +128,7 @@ impl Relay {
             t.server.rbuf.clear();
         }
         let at = t.server.host.to_string();
-        self.sess.pool.close(t.server, true, why);
+        t.server.close(why);
         // Its siblings may have died with it (a restart): drop them before anyone gets one.
         self.sess.pool.drop_dead_idle();
         let why = format!("server connection lost ({at}): {why}");
@@ -142,9 +139,7 @@ impl Relay {
     pub(super) async fn client_protocol_error(&mut self, t: Txn, e: String) -> String {
         self.fatal(sqlstate::PROTOCOL_VIOLATION, &e).await;
         self.sess.key.slot.detach();
-        self.sess
-            .pool
-            .close_busy(t.server, "its client broke the protocol");
+        t.server.close_busy("its client broke the protocol");
         format!("protocol violation: {e}")
     }
 

@@ -27,10 +27,15 @@ use super::login::Session;
 use crate::clients::{ClientHandle, Stop};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, Error, Result};
+use crate::pool::Checked;
 use crate::pool::PoolStats;
 use crate::proto::{self, backend};
-use crate::server::Server;
 use crate::shared::Shared;
+
+/// A simple query that panics the client task while it holds a server, in debug builds only
+/// (tests/it/robust.rs checks the panic is contained and the server closed).
+#[cfg(debug_assertions)]
+const INJECTED_PANIC: &[u8] = b"SELECT 'pgmux: injected panic'";
 
 /// Bytes asked of the kernel per read.
 const CHUNK: usize = 16 * 1024;
@@ -108,9 +113,21 @@ async fn serve(r: &mut Relay) -> Result<String> {
             }
         }
         // Everything past the idle wait lives in one boxed future, freed when the request ends,
-        // so an idle client's task keeps only the small state above.
-        if let Some(reason) = boxed_request(r, &mut cbuf).await {
-            return Ok(reason);
+        // so an idle client's task keeps only the small state above. A panic in it ends this
+        // client only: the future is dropped (a server it held is closed by its `Checked`)
+        // and the client told.
+        let res = CatchUnwind(boxed_request(r, &mut cbuf)).await;
+        match res {
+            Ok(Some(reason)) => return Ok(reason),
+            Ok(None) => {}
+            Err(panic) => {
+                let what = panic_message(&*panic);
+                tracing::error!(client = r.id, db = %r.sess.pool.database,
+                    user = %r.sess.pool.user, "client task panicked: {what}");
+                let msg = "internal error in pgmux: this connection is closed (its log says why)";
+                boxed_fatal(r, sqlstate::INTERNAL_ERROR, msg).await;
+                return Ok(format!("internal error: {what}"));
+            }
         }
     }
 }
@@ -123,6 +140,39 @@ fn boxed_request<'a>(r: &'a mut Relay, cbuf: &'a mut BytesMut) -> BoxFuture<'a, 
 }
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A future whose panic is caught and returned instead of ending the task.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let f = &mut self.0;
+        // The future is never polled again after a panic: the caller drops it.
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(&mut *f).poll(cx)
+        })) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".into()
+    }
+}
 
 /// An idle client: ready when it sent something (`Stop::None`) or when it is asked to stop
 /// (the task's waker is registered for that too).
@@ -222,7 +272,7 @@ pub struct Relay {
 
 /// Where a client and its server stand while attached.
 struct Txn {
-    server: Server,
+    server: Checked,
     /// Client bytes at the front of the client buffer whose message headers were read: the
     /// `kept` ones already sent, then the ones ready to write.
     c_ready: usize,
@@ -370,7 +420,7 @@ impl Relay {
             // pgmux, after which a terminated server's FATAL could not be re-sent.)
             if tag == b'P' {
                 if let Some(answer) = self.prepare_alone(cbuf) {
-                    self.sess.pool.release(server);
+                    server.release();
                     self.handle.info.idle();
                     PoolStats::add(&self.sess.pool.stats.bytes_sent, answer.len() as u64);
                     if let Err(e) = self.client.write_all(&answer).await {
@@ -401,7 +451,7 @@ impl Relay {
     /// Check out a server while watching the client: a client that leaves while waiting
     /// leaves the queue at once, and its request never runs. Bytes it sends meanwhile
     /// (pipelined requests) are kept in `cbuf`, up to `CAP`. `Ok(None)`: the client left.
-    async fn checkout_watching(&mut self, cbuf: &mut BytesMut) -> Result<Option<Server>> {
+    async fn checkout_watching(&mut self, cbuf: &mut BytesMut) -> Result<Option<Checked>> {
         let pool = self.sess.pool.clone();
         let info = self.handle.info.clone();
         let checkout = pool.checkout();
@@ -433,7 +483,7 @@ impl Relay {
     /// whole in `cbuf` for another server (only when `may_resend`).
     async fn attached(
         &mut self,
-        mut server: Server,
+        mut server: Checked,
         cbuf: &mut BytesMut,
         may_resend: bool,
     ) -> Result<Option<String>, Resend> {
@@ -443,11 +493,11 @@ impl Relay {
             let pool = &self.sess.pool;
             // Nothing of the client's was sent: a server that died idle is replaced.
             if may_resend && crate::pool::connect_error_passes(&e) {
-                pool.close(server, true, &format!("parameter sync failed: {e}"));
+                server.close(&format!("parameter sync failed: {e}"));
                 pool.drop_dead_idle();
                 return Err(Resend);
             }
-            pool.close(server, true, "parameter sync failed");
+            server.close("parameter sync failed");
             let (code, msg) = e.sqlstate();
             let msg = msg.to_string();
             self.fatal(code, &msg).await;
@@ -480,6 +530,11 @@ impl Relay {
         };
         let pool = self.sess.pool.clone();
         let info = self.handle.info.clone();
+        // Debug builds only: a panic while a server is held, for the test of its containment.
+        #[cfg(debug_assertions)]
+        if cbuf.get(5..).is_some_and(|b| b.starts_with(INJECTED_PANIC)) {
+            panic!("injected panic (debug builds only)");
+        }
         if t.server.target.max_prepared_statements > 0 {
             t.prep = Some(Default::default());
         }
@@ -630,8 +685,9 @@ impl Relay {
                     return Ok(Some(self.client_lost(t, what).await));
                 }
                 Ok(Event::ServerReadable) => {
-                    reserve(&mut t.server.rbuf, CHUNK);
-                    match read_some(&t.server.stream, &mut t.server.rbuf) {
+                    let server = &mut *t.server;
+                    reserve(&mut server.rbuf, CHUNK);
+                    match read_some(&server.stream, &mut server.rbuf) {
                         Ok(0) => {
                             return Ok(Some(
                                 self.server_lost(t, "server closed the connection").await,

@@ -150,11 +150,8 @@ impl Relay {
         PoolStats::add(&pool.stats.resent, 1);
         tracing::info!(client = self.id, server = t.server.id, db = %pool.database,
             user = %pool.user, "request re-sent: its server was terminated (57P01) before running it");
-        pool.close(
-            t.server,
-            true,
-            "terminated (57P01) before it ran its first request",
-        );
+        t.server
+            .close("terminated (57P01) before it ran its first request");
         // Its siblings are likely gone too (a shutdown, a mass pg_terminate_backend).
         pool.drop_dead_idle();
         Resend

@@ -194,13 +194,14 @@ impl Relay {
                     if avail < len {
                         break; // wait for the whole message
                     }
-                    let body = &t.server.rbuf[t.s_ready + 5..t.s_ready + len];
+                    let server = &mut *t.server;
+                    let body = &server.rbuf[t.s_ready + 5..t.s_ready + len];
                     if tag == b'S' {
                         if let Some((k, v)) = parse_parameter_status(body) {
                             if tracked_index(k).is_some() {
                                 self.sess.params.set(k, v);
                             }
-                            t.server.params.set(k, v);
+                            server.params.set(k, v);
                         }
                     } else {
                         t.status = *body.first().ok_or("empty ReadyForQuery")?;
