@@ -5,17 +5,106 @@
 mod http;
 mod ready;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus::core::Collector;
 use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+use crate::pool::PoolStats;
 use crate::shared::Shared;
 use crate::snapshot;
 pub use http::serve;
 pub use ready::{readiness, Readiness};
 
 const POOL_LABELS: &[&str] = &["database", "user", "pool_mode"];
+
+/// Which of a pool's totals a counter shows.
+type Total = fn(&PoolStats) -> &AtomicU64;
+
+/// Every per-pool counter: name, help, and the total it reads.
+const POOL_COUNTERS: &[(&str, &str, Total)] = &[
+    (
+        "pgmux_pool_transactions_total",
+        "Transactions completed.",
+        |s| &s.xacts,
+    ),
+    (
+        "pgmux_pool_queries_total",
+        "Queries completed (ReadyForQuery messages).",
+        |s| &s.queries,
+    ),
+    (
+        "pgmux_pool_received_bytes_total",
+        "Bytes received from clients.",
+        |s| &s.bytes_received,
+    ),
+    (
+        "pgmux_pool_sent_bytes_total",
+        "Bytes sent to clients.",
+        |s| &s.bytes_sent,
+    ),
+    (
+        "pgmux_pool_server_assignments_total",
+        "Times a server was given to a client.",
+        |s| &s.checkouts,
+    ),
+    (
+        "pgmux_pool_query_wait_timeouts_total",
+        "Clients that hit query_wait_timeout.",
+        |s| &s.wait_timeouts,
+    ),
+    (
+        "pgmux_pool_reserve_servers_opened_total",
+        "Servers opened from the reserve pool.",
+        |s| &s.reserve_opened,
+    ),
+    (
+        "pgmux_pool_server_connect_failures_total",
+        "Server connections or logins that failed.",
+        |s| &s.connect_failures,
+    ),
+    (
+        "pgmux_pool_servers_opened_total",
+        "Server connections opened.",
+        |s| &s.servers_opened,
+    ),
+    (
+        "pgmux_pool_servers_closed_total",
+        "Server connections closed.",
+        |s| &s.servers_closed,
+    ),
+    (
+        "pgmux_pool_prepared_hits_total",
+        "Uses of a prepared statement the server already had.",
+        |s| &s.ps_hits,
+    ),
+    (
+        "pgmux_pool_prepared_misses_total",
+        "Prepared statements pgmux had to prepare on a server.",
+        |s| &s.ps_server_parses,
+    ),
+    (
+        "pgmux_pool_prepared_evictions_total",
+        "Prepared statements closed on a server to make room.",
+        |s| &s.ps_evictions,
+    ),
+    (
+        "pgmux_pool_outages_total",
+        "Times the pool found it could not open servers and began holding its clients.",
+        |s| &s.outages,
+    ),
+    (
+        "pgmux_pool_requests_resent_total",
+        "Requests re-sent on another server because their first answer was FATAL 57P01 \
+         (the request never ran).",
+        |s| &s.resent,
+    ),
+    (
+        "pgmux_pool_server_check_failures_total",
+        "Idle servers closed because server_check_query failed on them.",
+        |s| &s.check_failures,
+    ),
+];
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -143,116 +232,10 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
         "How long the oldest waiting client has waited for a server.",
         POOL_LABELS,
     );
-    let c = |name: &str, help: &str| counter_vec(&r, name, help, POOL_LABELS);
-    let counters = [
-        (
-            c("pgmux_pool_transactions_total", "Transactions completed."),
-            0,
-        ),
-        (
-            c(
-                "pgmux_pool_queries_total",
-                "Queries completed (ReadyForQuery messages).",
-            ),
-            1,
-        ),
-        (
-            c(
-                "pgmux_pool_received_bytes_total",
-                "Bytes received from clients.",
-            ),
-            2,
-        ),
-        (
-            c("pgmux_pool_sent_bytes_total", "Bytes sent to clients."),
-            3,
-        ),
-        (
-            c(
-                "pgmux_pool_server_assignments_total",
-                "Times a server was given to a client.",
-            ),
-            4,
-        ),
-        (
-            c(
-                "pgmux_pool_query_wait_timeouts_total",
-                "Clients that hit query_wait_timeout.",
-            ),
-            5,
-        ),
-        (
-            c(
-                "pgmux_pool_reserve_servers_opened_total",
-                "Servers opened from the reserve pool.",
-            ),
-            6,
-        ),
-        (
-            c(
-                "pgmux_pool_server_connect_failures_total",
-                "Server connections or logins that failed.",
-            ),
-            7,
-        ),
-        (
-            c(
-                "pgmux_pool_servers_opened_total",
-                "Server connections opened.",
-            ),
-            8,
-        ),
-        (
-            c(
-                "pgmux_pool_servers_closed_total",
-                "Server connections closed.",
-            ),
-            9,
-        ),
-        (
-            c(
-                "pgmux_pool_prepared_hits_total",
-                "Uses of a prepared statement the server already had.",
-            ),
-            10,
-        ),
-        (
-            c(
-                "pgmux_pool_prepared_misses_total",
-                "Prepared statements pgmux had to prepare on a server.",
-            ),
-            11,
-        ),
-        (
-            c(
-                "pgmux_pool_prepared_evictions_total",
-                "Prepared statements closed on a server to make room.",
-            ),
-            12,
-        ),
-        (
-            c(
-                "pgmux_pool_outages_total",
-                "Times the pool found it could not open servers and began holding its clients.",
-            ),
-            13,
-        ),
-        (
-            c(
-                "pgmux_pool_requests_resent_total",
-                "Requests re-sent on another server because their first answer was FATAL 57P01 \
-                 (the request never ran).",
-            ),
-            14,
-        ),
-        (
-            c(
-                "pgmux_pool_server_check_failures_total",
-                "Idle servers closed because server_check_query failed on them.",
-            ),
-            15,
-        ),
-    ];
+    let counters: Vec<_> = POOL_COUNTERS
+        .iter()
+        .map(|(name, help, get)| (counter_vec(&r, name, help, POOL_LABELS), get))
+        .collect();
     let mut hists: Vec<prometheus::proto::MetricFamily> = Vec::new();
     for v in snapshot::pools(shared) {
         let pool = &v.pool;
@@ -296,29 +279,10 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
         max_wait
             .with_label_values(&labels)
             .set(v.clients.max_wait_us as f64 / 1e6);
-        let st = &pool.stats;
-        let values = [
-            &st.xacts,
-            &st.queries,
-            &st.bytes_received,
-            &st.bytes_sent,
-            &st.checkouts,
-            &st.wait_timeouts,
-            &st.reserve_opened,
-            &st.connect_failures,
-            &st.servers_opened,
-            &st.servers_closed,
-            &st.ps_hits,
-            &st.ps_server_parses,
-            &st.ps_evictions,
-            &st.outages,
-            &st.resent,
-            &st.check_failures,
-        ];
-        for (counter, i) in &counters {
+        for (counter, get) in &counters {
             counter
                 .with_label_values(&labels)
-                .inc_by(values[*i].load(Ordering::Relaxed));
+                .inc_by(get(&pool.stats).load(Ordering::Relaxed));
         }
         let h = pool.histograms();
         for hist in [&h.wait, &h.xact, &h.query] {
