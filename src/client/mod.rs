@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument;
 
 use crate::clients::ClientHandle;
 use crate::error::Error;
@@ -56,20 +57,22 @@ fn spawn_client(stream: TcpStream, peer: std::net::SocketAddr, shared: &Arc<Shar
     let handle = shared.clients.add(peer, stream.local_addr().ok());
     let config = shared.config();
     crate::net::tcp::TcpOptions::from_general(&config.general).apply(&stream);
-    tokio::spawn(login_task(Conn::Tcp(stream), shared.clone(), handle));
+    // Every line the client's tasks log carries its id and address, and once it has logged
+    // in its database and user.
+    let span = tracing::info_span!("client", id = handle.info.id, %peer,
+        db = tracing::field::Empty, user = tracing::field::Empty);
+    tokio::spawn(login_task(Conn::Tcp(stream), shared.clone(), handle).instrument(span));
 }
 
 /// Log a client in, then hand it to a task of its own for the request loop: the login's
 /// larger state is freed, and an idle client's task holds only the request loop's state.
 async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle) {
-    let id = handle.info.id;
-    let peer = handle.info.addr;
     let logged_in = match login::login(&mut stream, &shared, &handle.info).await {
         Ok(Some(s)) => s,
         Ok(None) => return, // cancel request, or the client left before logging in
         Err((e, why)) => {
             shared.login_failed(why);
-            tracing::info!(client = id, %peer, "client login failed: {e}");
+            tracing::info!("client login failed: {e}");
             // Slow down password guessing: the answer to a failed authentication waits.
             if why == LoginFailure::Auth {
                 if let Some(d) = shared.config().general.auth_failure_delay.get() {
@@ -82,18 +85,23 @@ async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle)
     };
     match logged_in {
         LoggedIn::Pool(session) => {
+            let span = tracing::Span::current();
+            span.record("db", session.pool.database.as_str());
+            span.record("user", session.pool.user.as_str());
             if shared.config().general.log_connections {
-                tracing::info!(client = id, %peer, db = %session.pool.database,
-                    user = %session.pool.user, "client login");
+                tracing::info!("client login");
             }
             // The request loop's future is spawned as it is (no wrapping async block, which
             // would hold a second copy of it): an idle client costs one small task.
             let relay = relay::Relay::new(stream, session, handle, shared);
-            tokio::spawn(relay::run(relay));
+            tokio::spawn(relay::run(relay).instrument(span));
         }
         LoggedIn::Admin(admin) => {
-            tracing::info!(client = id, %peer, user = %admin.user, "admin console login");
-            tokio::spawn(crate::admin::run(stream, shared, handle, admin));
+            let span = tracing::Span::current();
+            span.record("db", "pgbouncer");
+            span.record("user", admin.user.as_str());
+            tracing::info!("admin console login");
+            tokio::spawn(crate::admin::run(stream, shared, handle, admin).instrument(span));
         }
     }
 }

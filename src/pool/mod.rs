@@ -536,8 +536,11 @@ impl Pool {
                 s.reserve = reserve;
                 self.servers.lock().insert(s.id, s.info.clone());
                 self.stats.servers_opened.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(server = id, db = %self.database, user = %self.user,
-                    pid = s.pid, reserve, "server connect");
+                // Its own root: a server outlives the client whose checkout opened it.
+                s.span = tracing::info_span!(parent: None, "server", id, db = %self.database,
+                    user = %self.user, pid = s.pid, host = %*s.host);
+                s.span
+                    .in_scope(|| tracing::info!(reserve, "server connect"));
                 // The first server of the current target says what new clients are told (one
                 // opened for a target a reload replaced says nothing).
                 let mut w = self.welcome.lock();
@@ -606,8 +609,7 @@ impl Pool {
 
     /// A server is being closed: log why, count it, and take it off the server list.
     fn forget(&self, s: &Server, reason: &str) {
-        tracing::info!(server = s.id, db = %self.database, user = %self.user, pid = s.pid,
-            "server close: {reason}");
+        s.span.in_scope(|| tracing::info!("server close: {reason}"));
         self.stats.servers_closed.fetch_add(1, Ordering::Relaxed);
         self.stats
             .server_lifetime_us

@@ -83,6 +83,8 @@ pub struct Server {
     pub prepared: StatementCache,
     /// What the admin console and metrics see of it.
     pub info: Arc<ServerInfo>,
+    /// Lines logged about it carry its id, pool and pid (set by its pool once it is open).
+    pub span: tracing::Span,
 }
 
 impl std::fmt::Debug for Server {
@@ -291,6 +293,7 @@ impl Server {
             host: host.lease(),
             reserve: false,
             info: Arc::new(ServerInfo::new(id, host.clone(), peer, local, generation)),
+            span: tracing::Span::none(),
         };
         server.login(client_key).await?;
         server.info.set_pid(server.pid);

@@ -54,10 +54,8 @@ pub async fn run(mut r: Relay) {
         Ok(reason) => reason,
         Err(e) => e.to_string(),
     };
-    let pool = &r.sess.pool;
     if r.shared.config().general.log_disconnections {
-        tracing::info!(client = r.id, db = %pool.database, user = %pool.user,
-            "client logout: {reason}");
+        tracing::info!("client logout: {reason}");
     }
 }
 
@@ -122,8 +120,7 @@ async fn serve(r: &mut Relay) -> Result<String> {
             Ok(None) => {}
             Err(panic) => {
                 let what = panic_message(&*panic);
-                tracing::error!(client = r.id, db = %r.sess.pool.database,
-                    user = %r.sess.pool.user, "client task panicked: {what}");
+                tracing::error!("client task panicked: {what}");
                 let msg = "internal error in pgmux: this connection is closed (its log says why)";
                 boxed_fatal(r, sqlstate::INTERNAL_ERROR, msg).await;
                 return Ok(format!("internal error: {what}"));

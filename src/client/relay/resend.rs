@@ -148,8 +148,10 @@ impl Relay {
         }
         let pool = &self.sess.pool;
         PoolStats::add(&pool.stats.resent, 1);
-        tracing::info!(client = self.id, server = t.server.id, db = %pool.database,
-            user = %pool.user, "request re-sent: its server was terminated (57P01) before running it");
+        tracing::info!(
+            server = t.server.id,
+            "request re-sent: its server was terminated (57P01) before running it"
+        );
         t.server
             .close("terminated (57P01) before it ran its first request");
         // Its siblings are likely gone too (a shutdown, a mass pg_terminate_backend).
