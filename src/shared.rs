@@ -22,7 +22,8 @@ use crate::pool::Registry;
 /// reload (certificates are read again then).
 pub struct Live {
     pub config: Arc<Config>,
-    /// Users' secrets, parsed once per load (plaintext passwords get their SCRAM keys here).
+    /// Users' secrets, parsed once per load (plaintext passwords' SCRAM verifiers are
+    /// derived after it, off the runtime: [`Live::derive_verifiers`]).
     pub secrets: HashMap<String, Secret>,
     /// TLS toward clients.
     pub client_tls: tls::ClientSide,
@@ -30,6 +31,29 @@ pub struct Live {
     pub server_tls: tls::ServerSide,
     /// auth_hba_file's rules, when auth_type = "hba".
     pub hba: Vec<crate::auth::hba::Rule>,
+}
+
+impl Live {
+    /// Derive every plaintext password's SCRAM verifier (PBKDF2) on one blocking thread, in
+    /// the background, so the first SCRAM logins find them ready and no runtime thread runs
+    /// them; a login that comes first derives its own off the runtime too
+    /// (`Secret::prepare_scram`). Without a runtime (a config checked offline) nothing runs.
+    fn derive_verifiers(self) -> Live {
+        let plain: Vec<Secret> = self
+            .secrets
+            .values()
+            .filter(|s| !s.scram_derived())
+            .cloned()
+            .collect();
+        if !plain.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::spawn_blocking(move || {
+                for s in plain {
+                    s.scram();
+                }
+            });
+        }
+        self
+    }
 }
 
 /// Why the files a config names (certificates, auth_file) could not be used.
@@ -238,7 +262,7 @@ impl Shared {
     /// Build the shared state from a validated config (its certificates are read here).
     pub fn new(config: Arc<Config>) -> Result<Shared, LoadError> {
         Ok(Shared {
-            live: ArcSwap::from_pointee(Live::new(config)?),
+            live: ArcSwap::from_pointee(Live::new(config)?.derive_verifiers()),
             config_path: Mutex::new(None),
             registry: Arc::new(Registry::new()),
             cancels: Arc::new(CancelMap::default()),
@@ -265,7 +289,7 @@ impl Shared {
     /// Put a new config in force (validated by the caller) and apply it to the pools. Its
     /// certificates are read first: if they cannot be, nothing changes.
     pub fn set_config(&self, config: Arc<Config>) -> Result<(), LoadError> {
-        let live = Live::new(config)?;
+        let live = Live::new(config)?.derive_verifiers();
         self.registry
             .reconfigure(&live.config, &live.server_tls, &live.secrets);
         self.live.store(Arc::new(live));

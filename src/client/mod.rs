@@ -18,6 +18,7 @@ use crate::net::Conn;
 use crate::proto::backend;
 use crate::shared::{LoginFailure, Shared};
 pub use login::LoggedIn;
+pub use relay::state::{Ready, Sent, TxnState};
 
 /// Accept clients, one task each, until shutdown begins; then drain the connections already
 /// queued in the listener (so none is reset when it closes) and return, closing it.

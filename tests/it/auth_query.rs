@@ -299,9 +299,24 @@ async fn login_timeout_during_auth_query_closes_its_server() {
     let (code, message) = login_error(mux.port(), "aq6_user", "aq6_pw", "appdb").await;
     assert_eq!(code, "08P01", "{message}");
     assert!(message.contains("client_login_timeout"), "{message}");
-    // The server in the middle of the query is closed, not kept: its slot is free again.
-    let counts = mux.pool("appdb", "postgres").unwrap().counts();
+    // The server in the middle of the query is closed, not kept: its query is cancelled,
+    // and its slot is free again once Postgres has ended the session (well before the 3 s
+    // the query would take).
+    let pool = mux.pool("appdb", "postgres").unwrap();
+    let started = std::time::Instant::now();
+    while pool.counts().open > 0 && started.elapsed() < std::time::Duration::from_secs(2) {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let counts = pool.counts();
     assert_eq!((counts.open, counts.active), (0, 0), "{counts:?}");
+    assert!(pool.server_infos().is_empty(), "a ghost in SHOW SERVERS");
+    let sleeping = sql_super(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_shadow, pg_sleep(3)%' \
+         AND pid <> pg_backend_pid()",
+    )
+    .await;
+    assert_eq!(sleeping, "0", "the lookup still runs on Postgres");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,8 +67,7 @@ impl Relay {
     pub(super) async fn client_lost(&mut self, mut t: Txn, why: &str) -> String {
         let cancelled = self.sess.key.slot.detach();
         let quiet = !cancelled
-            && t.pending == 0
-            && !t.unsynced
+            && t.state.idle()
             && t.c_skip == 0
             && t.s_skip == 0
             && t.s_ready == t.server.rbuf.len();
@@ -90,7 +89,7 @@ impl Relay {
             return why.to_string();
         }
         t.server.rbuf.clear();
-        if t.status != b'I' {
+        if t.state.status() != b'I' {
             // Never hand an open transaction to the next client.
             t.server.info.set_state(crate::server::ServerState::Tested);
             match tokio::time::timeout(Duration::from_secs(10), t.server.run_hidden("ROLLBACK"))

@@ -19,9 +19,11 @@ mod finish;
 mod prepared;
 mod resend;
 mod scan;
+pub mod state;
 
 use resend::{first_answer, FirstAnswer, Resend, MAX_RESENDS};
 use scan::advance_head;
+use state::TxnState;
 
 use super::login::Session;
 use crate::clients::{ClientHandle, Stop};
@@ -289,23 +291,8 @@ struct Txn {
     /// Server bytes at the front of `server.rbuf` ready to relay.
     s_ready: usize,
     s_skip: usize,
-    /// Queries, FunctionCalls and Syncs sent whose ReadyForQuery has not come back.
-    pending: u32,
-    /// Extended-protocol messages sent since the last Sync.
-    unsynced: bool,
-    /// Syncs sent since the last Execute or Query (see COPY handling in `scan_client`).
-    syncs_since_exec: u32,
-    /// Last transaction status the server reported.
-    status: u8,
-    /// The client sent Terminate.
-    terminating: bool,
-    /// The server is in COPY FROM STDIN: it waits for the client's data (CopyInResponse seen,
-    /// no CopyDone, CopyFail or ReadyForQuery since).
-    copy_in: bool,
-    /// Stopped just after a ReadyForQuery that ends the transaction (transaction/statement mode).
-    at_boundary: bool,
-    /// Statement mode saw a transaction block open.
-    stmt_violation: bool,
+    /// Where the transaction stands (what is owed, whether it may end here).
+    state: TxnState,
     last_client_activity: Instant,
     /// When the running query and transaction started (for their durations).
     query_start: Instant,
@@ -501,6 +488,7 @@ impl Relay {
             return Ok(Some(format!("parameter sync failed: {msg}")));
         }
         let now = Instant::now();
+        let settings = self.sess.pool.settings_arc();
         let mut t = Txn {
             server,
             c_ready: 0,
@@ -511,19 +499,12 @@ impl Relay {
             head_remaining: 0,
             s_ready: 0,
             s_skip: 0,
-            pending: 0,
-            unsynced: false,
-            syncs_since_exec: 0,
-            status: b'I',
-            terminating: false,
-            copy_in: false,
-            at_boundary: false,
-            stmt_violation: false,
+            state: TxnState::new(settings.mode),
             last_client_activity: now,
             query_start: now,
             xact_start: now,
             prep: None,
-            settings: self.sess.pool.settings_arc(),
+            settings,
         };
         let pool = self.sess.pool.clone();
         let info = self.handle.info.clone();
@@ -551,7 +532,7 @@ impl Relay {
             // Move whatever can move without waiting. At a transaction boundary only the rest
             // of a message already partly sent may go (stray COPY data the server ignores).
             let unsent = t.c_ready - t.kept;
-            let write_limit = if t.at_boundary {
+            let write_limit = if t.state.at_boundary() {
                 t.head_remaining.min(unsent)
             } else {
                 unsent
@@ -585,10 +566,10 @@ impl Relay {
             }
             // The server never sees a message cut in two: release once the write head is at a
             // message boundary. Unsent messages stay in `cbuf` for the next request.
-            if t.at_boundary && t.head_remaining == 0 {
+            if t.state.at_boundary() && t.head_remaining == 0 {
                 return Ok(self.release(t).await);
             }
-            if t.stmt_violation {
+            if t.state.violation() {
                 self.fatal(
                     sqlstate::FEATURE_NOT_SUPPORTED,
                     "transaction blocks not allowed in statement pooling mode",
@@ -602,14 +583,14 @@ impl Relay {
             // Terminate: the client will read nothing more. A request still in flight is
             // cancelled with its server (`client_lost`), as when the socket closes: nobody waits
             // for it, and it may wait forever itself (COPY FROM STDIN, a batch without Sync).
-            if t.terminating {
+            if t.state.terminating() {
                 return Ok(Some(self.client_lost(t, "client closed (Terminate)").await));
             }
 
             // The server waits for the client: in a transaction, in a batch without its Sync
             // (an implicit transaction, with its locks), or in COPY FROM STDIN.
-            let client_awaited = t.status != b'I' || t.unsynced || t.copy_in;
-            let timer = if (t.pending > 0 && !t.copy_in) || t.c_ready > t.kept {
+            let client_awaited = t.state.client_awaited();
+            let timer = if t.state.server_owes() || t.c_ready > t.kept {
                 None
             } else if client_awaited {
                 t.settings.idle_transaction_timeout
@@ -619,8 +600,8 @@ impl Relay {
                 None
             };
             let deadline = timer.map(|d| t.last_client_activity + d);
-            let c_can_read = !t.terminating && (cbuf.len() < CAP || cbuf.len() < t.c_want);
-            let s_can_read = !t.at_boundary && t.server.rbuf.len() < CAP;
+            let c_can_read = !t.state.terminating() && (cbuf.len() < CAP || cbuf.len() < t.c_want);
+            let s_can_read = !t.state.at_boundary() && t.server.rbuf.len() < CAP;
             // Wait on the sockets' readiness directly (poll_*_ready): no per-wait future or
             // waiter-list registration on the hot path.
             let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
@@ -718,13 +699,13 @@ impl Relay {
                         Ok(n) => {
                             PoolStats::add(&pool.stats.bytes_received, n as u64);
                             t.last_client_activity = Instant::now();
-                            let was_boundary = t.at_boundary;
+                            let was_boundary = t.state.at_boundary();
                             if let Err(e) = self.scan_client(&mut t, cbuf) {
                                 return Ok(Some(self.client_protocol_error(t, e).await));
                             }
                             // The client already sent its next request: keep this server and
                             // read on past the ReadyForQuery.
-                            if was_boundary && !t.at_boundary {
+                            if was_boundary && !t.state.at_boundary() {
                                 if let Err(e) = self.scan_server(&mut t) {
                                     return Ok(Some(self.server_protocol_error(t, e).await));
                                 }

@@ -445,7 +445,7 @@ impl Relay {
             b'E' => forward(tr, Kind::Execute),
             b'S' => forward(tr, Kind::Sync),
             b'c' | b'f' => {
-                tr.queue.forget_syncs_in_copy(t.syncs_since_exec);
+                tr.queue.forget_syncs_in_copy(t.state.syncs_since_exec());
                 unchanged(len)
             }
             _ => unchanged(len),
@@ -538,9 +538,9 @@ impl Relay {
                 Kind::Close => backend::message(&mut m, b'3', |_| {}),
                 // In a failed transaction Postgres refuses the DEALLOCATE: so does pgmux, and
                 // the client keeps its statement.
-                Kind::Query if t.status == b'E' => {
+                Kind::Query if t.state.status() == b'E' => {
                     backend::error_response(&mut m, "ERROR", "25P02", ABORTED);
-                    backend::ready_for_query(&mut m, t.status);
+                    backend::ready_for_query(&mut m, b'E');
                     ready += 1;
                     tr.undo.push(e.undo);
                     let map = self.statements.get_or_insert_with(Default::default);
@@ -548,7 +548,7 @@ impl Relay {
                 }
                 Kind::Query => {
                     backend::message(&mut m, b'C', |b| b.put_slice(b"DEALLOCATE\0"));
-                    backend::ready_for_query(&mut m, t.status);
+                    backend::ready_for_query(&mut m, t.state.status());
                     ready += 1;
                 }
                 _ => backend::message(&mut m, b'1', |_| {}),
@@ -561,7 +561,7 @@ impl Relay {
         t.s_ready += m.len();
         let mut over = false;
         for _ in 0..ready {
-            over = self.ready_for_query(t);
+            over = self.answered(t, None);
         }
         over
     }

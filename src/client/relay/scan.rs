@@ -7,8 +7,8 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::prepared::Track;
+use super::state::{Ready, Sent};
 use super::{Relay, Txn, CAP};
-use crate::config::PoolMode;
 use crate::pool::PoolStats;
 use crate::prepared::queue::Verdict;
 use crate::proto;
@@ -42,7 +42,7 @@ impl Relay {
         PoolStats::add(&pool.stats.queries, 1);
         PoolStats::add(&pool.stats.query_us, q.as_micros() as u64);
         hist.query.observe(q.as_secs_f64());
-        if t.status == b'I' && t.pending == 0 {
+        if t.state.transaction_ended() {
             let x = now.saturating_duration_since(t.xact_start);
             PoolStats::add(&pool.stats.xacts, 1);
             PoolStats::add(&pool.stats.xact_us, x.as_micros() as u64);
@@ -67,11 +67,11 @@ impl Relay {
             if t.keeping && !t.keeps_after(cbuf, tag, len) {
                 stop_keeping = true;
             }
-            if t.pending == 0 && !t.unsynced {
+            if t.state.idle() {
                 // A new query starts (and a transaction, if none is open).
                 let now = Instant::now();
                 t.query_start = now;
-                if t.status == b'I' {
+                if t.state.status() == b'I' {
                     t.xact_start = now;
                 }
             }
@@ -88,45 +88,10 @@ impl Relay {
             } else {
                 (0, len)
             };
-            match tag {
-                // FunctionCall (libpq's fast path, large objects) is answered like a Query.
-                b'Q' | b'S' | b'F' => {
-                    t.pending += 1;
-                    t.unsynced = false;
-                    if tag != b'S' {
-                        t.syncs_since_exec = 0;
-                    } else {
-                        t.syncs_since_exec += 1;
-                    }
-                }
-                b'E' => {
-                    t.unsynced = true;
-                    t.syncs_since_exec = 0;
-                }
-                // CopyDone / CopyFail end a COPY FROM STDIN. Postgres ignores a Sync that
-                // arrives in copy-in mode, and only an Execute (or Query) starts that mode:
-                // the Syncs sent between the Execute and here get no ReadyForQuery.
-                b'c' | b'f' => {
-                    t.copy_in = false;
-                    t.pending = t.pending.saturating_sub(t.syncs_since_exec);
-                    if t.syncs_since_exec > 0 {
-                        // The batch that started the COPY is open again until its next Sync.
-                        t.unsynced = true;
-                    }
-                    t.syncs_since_exec = 0;
-                }
-                b'X' => {
-                    // Terminate is never forwarded to a pooled server.
-                    t.terminating = true;
-                    cbuf.truncate(t.c_ready);
-                    break;
-                }
-                // Flush and COPY data do not start a new request.
-                b'H' | b'd' => {}
-                _ => t.unsynced = true,
-            }
-            if t.pending > 0 || t.unsynced {
-                t.at_boundary = false;
+            if t.state.client(tag) == Sent::Terminate {
+                // Terminate is never forwarded to a pooled server.
+                cbuf.truncate(t.c_ready);
+                break;
             }
             t.c_ready += ready;
             let n = rest.min(cbuf.len() - t.c_ready);
@@ -142,23 +107,16 @@ impl Relay {
         Ok(())
     }
 
-    /// A ReadyForQuery (the server's, or pgmux's own) was relayed with status `t.status`.
-    /// Returns whether the transaction is over and the server may go back to the pool.
-    pub(super) fn ready_for_query(&self, t: &mut Txn) -> bool {
-        t.pending = t.pending.saturating_sub(1);
+    /// A ReadyForQuery was relayed: the server's with its status, or pgmux's own (`None`:
+    /// the status last reported). Returns whether the transaction is over and the server may
+    /// go back to the pool.
+    pub(super) fn answered(&self, t: &mut Txn, status: Option<u8>) -> bool {
+        let ready = match status {
+            Some(s) => t.state.server_ready(s),
+            None => t.state.answered(),
+        };
         self.count_query(t);
-        if t.pending == 0 && !t.terminating && !t.unsynced {
-            match t.settings.mode {
-                PoolMode::Session => {}
-                PoolMode::Statement if t.status != b'I' => t.stmt_violation = true,
-                _ if t.status == b'I' => {
-                    t.at_boundary = true;
-                    return true;
-                }
-                _ => {}
-            }
-        }
-        false
+        ready == Ready::Boundary
     }
 
     /// Read server message headers past `s_ready`, acting on the few that matter.
@@ -204,16 +162,15 @@ impl Relay {
                             server.params.set(k, v);
                         }
                     } else {
-                        t.status = *body.first().ok_or("empty ReadyForQuery")?;
-                        t.copy_in = false;
+                        let status = *body.first().ok_or("empty ReadyForQuery")?;
                         t.s_ready += len;
-                        if self.ready_for_query(t) {
+                        if self.answered(t, Some(status)) {
                             return Ok(());
                         }
                         continue;
                     }
                 }
-                b'G' => t.copy_in = true,
+                b'G' => t.state.copy_in_started(),
                 b'W' => return Err("CopyBoth (replication) is not supported".into()),
                 _ => {}
             }
