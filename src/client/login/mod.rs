@@ -1,0 +1,434 @@
+//! Client login in phases sharing one context (`Ctx`): encryption and cancel, admission,
+//! route, authenticate (`authenticate.rs`), welcome; or the admin console's.
+
+use std::sync::Arc;
+
+mod authenticate;
+
+use crate::net::{tls, Conn};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::admin::AdminSession;
+use crate::cancel::CancelKey;
+use crate::clients::{ClientInfo, Login};
+use crate::config::is_admin_db;
+use crate::error::{sqlstate, Error, Result};
+use crate::pool::Pool;
+use crate::proto::backend;
+use crate::proto::startup::{self, StartupPacket};
+use crate::server::params::tracked_index;
+use crate::server::Params;
+use crate::shared::{Live, LoginFailure, Shared};
+
+use super::secret::UserSecret;
+
+/// Largest message accepted during login (password and SASL messages are small).
+const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
+
+/// A logged-in client, ready for its request loop.
+pub struct Session {
+    pub pool: Arc<Pool>,
+    /// The tracked parameters this client wants (its start-up values, then its SETs).
+    pub params: Params,
+    pub key: CancelKey,
+    /// Bytes the client sent after its login messages.
+    pub leftover: BytesMut,
+}
+
+/// Where a logged-in client goes.
+pub enum LoggedIn {
+    Pool(Session),
+    Admin(AdminSession),
+}
+
+/// Log a client in. `Ok(None)` when the connection carried a CancelRequest or closed early.
+/// A failure says why, for the login failure counter.
+pub async fn login(
+    stream: &mut Conn,
+    shared: &Arc<Shared>,
+    info: &ClientInfo,
+) -> std::result::Result<Option<LoggedIn>, (Error, LoginFailure)> {
+    let mut why = LoginFailure::Other;
+    let fut = login_inner(stream, shared, info, &mut why);
+    let res = match shared.config().general.client_login_timeout.get() {
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err((
+                    Error::client(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        "client_login_timeout: login took too long",
+                    ),
+                    LoginFailure::Timeout,
+                ))
+            }
+        },
+        None => fut.await,
+    };
+    res.map_err(|e| {
+        let why = match &e {
+            Error::Protocol(_) | Error::Io(_) => LoginFailure::Protocol,
+            Error::Server { .. } | Error::Timeout(_) => LoginFailure::Server,
+            _ => why,
+        };
+        (e, why)
+    })
+}
+
+async fn login_inner(
+    stream: &mut Conn,
+    shared: &Arc<Shared>,
+    info: &ClientInfo,
+    why: &mut LoginFailure,
+) -> Result<Option<LoggedIn>> {
+    let mut l = Ctx {
+        stream,
+        shared,
+        live: shared.live().clone(),
+        info,
+        why,
+        buf: BytesMut::with_capacity(512),
+        out: BytesMut::new(),
+        cert_cn: None,
+    };
+    let Some((minor, params)) = l.encryption_and_cancel().await? else {
+        return Ok(None);
+    };
+    let (user, database) = l.admission(minor, &params)?;
+    if is_admin_db(database) {
+        return l.admin(user, database).await;
+    }
+    let wanted = l.route(database, &params)?;
+    let (client_key, found) = l.authenticate(database, user).await?;
+    l.welcome(database, user, wanted, client_key, found).await
+}
+
+/// What the phases of one login share: the connection, its buffers, and what the earlier
+/// phases learnt. `why` always names the phase under way, for the failure counter.
+struct Ctx<'a> {
+    stream: &'a mut Conn,
+    shared: &'a Arc<Shared>,
+    live: Arc<Live>,
+    info: &'a ClientInfo,
+    why: &'a mut LoginFailure,
+    /// Bytes read from the client and not yet used.
+    buf: BytesMut,
+    /// Messages for the client, sent with the next write.
+    out: BytesMut,
+    /// The Common Name of a verified client certificate (cert authentication).
+    cert_cn: Option<String>,
+}
+
+/// A start-up packet's protocol minor version and parameters.
+type Startup = (u16, Vec<(String, String)>);
+
+impl Ctx<'_> {
+    /// Phase 1, encryption and cancel: read start-up packets, answering SSLRequest (TLS
+    /// when client_tls_sslmode allows it) and GSSENCRequest, serving a CancelRequest, until
+    /// the StartupMessage. Over max_client_conn the first packet gets the error instead.
+    /// `None`: a cancel request, or the client left.
+    async fn encryption_and_cancel(&mut self) -> Result<Option<Startup>> {
+        // Every connection counts, logged in or not (this one too): over max_client_conn, the
+        // first packet is answered with the error (no TLS handshake, no authentication),
+        // except a CancelRequest, which is served even then.
+        let full = self.shared.clients.count() > self.live.config.general.max_client_conn;
+        loop {
+            let packet = loop {
+                if let Some((p, used)) = startup::parse(&self.buf).map_err(Error::Protocol)? {
+                    self.buf.advance(used);
+                    break p;
+                }
+                if self.stream.read_buf(&mut self.buf).await? == 0 {
+                    return Ok(None);
+                }
+            };
+            match packet {
+                // libpq and the other drivers read an ErrorResponse sent instead of the answer
+                // to SSLRequest, as Postgres sends one when it cannot start a backend.
+                StartupPacket::Ssl | StartupPacket::GssEnc | StartupPacket::Startup { .. }
+                    if full =>
+                {
+                    *self.why = LoginFailure::TooManyClients;
+                    return Err(Error::client(
+                        sqlstate::TOO_MANY_CONNECTIONS,
+                        "no more connections allowed (max_client_conn)",
+                    ));
+                }
+                StartupPacket::Ssl | StartupPacket::GssEnc => self.encryption(&packet).await?,
+                StartupPacket::Cancel { pid, secret } => {
+                    self.shared.cancels.cancel(pid, secret).await;
+                    return Ok(None);
+                }
+                StartupPacket::Startup { minor, params } => return Ok(Some((minor, params))),
+            }
+        }
+    }
+
+    /// Answer SSLRequest or GSSENCRequest: 'S' and the TLS handshake when TLS is set up for
+    /// clients, else 'N'.
+    async fn encryption(&mut self, packet: &StartupPacket) -> Result<()> {
+        // Bytes sent before the answer would be read as if they had come through the
+        // encryption: refuse them (CVE-2021-23214 in Postgres, and PgBouncer's too).
+        if !self.buf.is_empty() {
+            return Err(Error::Protocol(
+                "data sent before the encryption answer".into(),
+            ));
+        }
+        match (packet, &self.live.client_tls.acceptor, &*self.stream) {
+            (StartupPacket::Ssl, Some(acceptor), Conn::Tcp(_)) => {
+                self.stream.write_all(b"S").await?;
+                let Conn::Tcp(tcp) = std::mem::replace(self.stream, Conn::Closed) else {
+                    unreachable!("matched above");
+                };
+                let tls = acceptor
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
+                self.cert_cn = tls::client_cert_cn(&tls);
+                *self.stream = tls::bridge(tls)?;
+            }
+            _ => self.stream.write_all(b"N").await?,
+        }
+        Ok(())
+    }
+
+    /// Phase 2, admission: TLS where required, the protocol version, who the client says it
+    /// is and which database it wants; replication refused. Returns (user, database).
+    fn admission<'p>(
+        &mut self,
+        minor: u16,
+        params: &'p [(String, String)],
+    ) -> Result<(&'p str, &'p str)> {
+        let tls = &self.live.client_tls;
+        if tls.mode.required() && !self.stream.is_tls() {
+            return Err(Error::client(
+                sqlstate::INVALID_AUTHORIZATION,
+                format!("SSL required (client_tls_sslmode = {})", tls.mode.as_str()),
+            ));
+        }
+        let unknown: Vec<&str> = params
+            .iter()
+            .filter(|(k, _)| k.starts_with("_pq_."))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if minor > 0 || !unknown.is_empty() {
+            backend::negotiate_protocol_version(&mut self.out, &unknown);
+        }
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let user = get("user").filter(|u| !u.is_empty()).ok_or_else(|| {
+            Error::client(
+                sqlstate::INVALID_AUTHORIZATION,
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?;
+        let database = get("database").filter(|d| !d.is_empty()).unwrap_or(user);
+        if get("replication").is_some_and(|r| r != "false" && r != "0" && r != "off" && r != "no") {
+            return Err(Error::client(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "replication connections are not supported by pgmux",
+            ));
+        }
+        Ok((user, database))
+    }
+
+    /// Phase 3, route: the database entry the client reaches, and the parameters it wants
+    /// (start-up values, `options=-c`, the entry's application_name).
+    fn route(&mut self, database: &str, params: &[(String, String)]) -> Result<Params> {
+        let live = self.live.clone();
+        let mut wanted = wanted_params(params, &live.config.general.ignore_startup_parameters)?;
+        let Some(db_entry) = live.config.database(database) else {
+            *self.why = LoginFailure::UnknownDatabase;
+            return Err(Error::client(
+                sqlstate::INVALID_CATALOG_NAME,
+                format!("database \"{database}\" does not exist"),
+            ));
+        };
+        application_name(&mut wanted, db_entry, &live, self.info.addr);
+        Ok(wanted)
+    }
+
+    /// Phase 5 (after [`authenticate`](Ctx::authenticate)), welcome: the pool (made now, for
+    /// an authenticated client), its server parameters, ParameterStatus, BackendKeyData and
+    /// ReadyForQuery.
+    async fn welcome(
+        mut self,
+        database: &str,
+        user: &str,
+        wanted: Params,
+        client_key: Option<[u8; 32]>,
+        found: UserSecret,
+    ) -> Result<Option<LoggedIn>> {
+        let shared = self.shared;
+        if shared.registry.flags(database).disabled {
+            *self.why = LoginFailure::NotAccepting;
+            return Err(Error::client(
+                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("database \"{database}\" is not currently accepting connections (DISABLE)"),
+            ));
+        }
+        *self.why = LoginFailure::Server;
+        let fetched = found.fetched.as_ref().and(found.secret.as_ref());
+        let why = &mut *self.why;
+        let pool = shared
+            .pool(&self.live, database, user, fetched)
+            .inspect_err(|e| {
+                if e.sqlstate().0 == sqlstate::INVALID_CATALOG_NAME {
+                    *why = LoginFailure::UnknownDatabase;
+                }
+            })?;
+        if let Some(key) = client_key {
+            pool.remember_client_key(user, key);
+        }
+        let welcome = match pool.welcome() {
+            Some(w) => w,
+            None => {
+                // First client of this pool: log a server in to learn its parameters.
+                let s = Box::pin(pool.checkout()).await?;
+                let w = pool.welcome_from(&s);
+                s.release();
+                w
+            }
+        };
+        let mut client_params = welcome.tracked_only();
+        for (k, v) in wanted.iter() {
+            client_params.set(k, v);
+        }
+        let key = shared.cancels.register();
+        let out = &mut self.out;
+        backend::auth_ok(out);
+        for (k, v) in welcome.iter() {
+            let v = client_params.get(k).unwrap_or(v);
+            backend::parameter_status(out, k, v);
+        }
+        for (k, v) in client_params.iter() {
+            if welcome.get(k).is_none() {
+                backend::parameter_status(out, k, v);
+            }
+        }
+        let login = Login::Pool {
+            application_name: client_params
+                .get("application_name")
+                .unwrap_or_default()
+                .into(),
+            pool: pool.clone(),
+        };
+        self.welcome_end(&key, login).await?;
+        Ok(Some(LoggedIn::Pool(Session {
+            pool,
+            params: client_params,
+            key,
+            leftover: self.buf,
+        })))
+    }
+
+    /// End the welcome (BackendKeyData, ReadyForQuery), send it, and record who logged in.
+    async fn welcome_end(&mut self, key: &CancelKey, login: Login) -> Result<()> {
+        backend::backend_key_data(&mut self.out, key.pid, key.secret);
+        backend::ready_for_query(&mut self.out, b'I');
+        self.stream.write_all(&self.out).await?;
+        let _ = self.info.login.set(login);
+        self.info.idle();
+        Ok(())
+    }
+
+    /// The admin console's phases 4 and 5: authenticated like any user, then allowed only if
+    /// listed in admin_users or stats_users; welcomed with pgmux's own parameters.
+    async fn admin(mut self, user: &str, database: &str) -> Result<Option<LoggedIn>> {
+        self.authenticate(database, user).await?;
+        let g = &self.live.config.general;
+        let admin = g.admin_users.iter().any(|u| u == user);
+        if !admin && !g.stats_users.iter().any(|u| u == user) {
+            *self.why = LoginFailure::AdminDenied;
+            return Err(Error::client(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                format!("user \"{user}\" is not in admin_users or stats_users: the admin console is closed to it"),
+            ));
+        }
+        let key = self.shared.cancels.register();
+        backend::auth_ok(&mut self.out);
+        let version = format!("{}/pgmux", env!("CARGO_PKG_VERSION"));
+        for (k, v) in [
+            ("server_version", version.as_str()),
+            ("server_encoding", "UTF8"),
+            ("client_encoding", "UTF8"),
+            ("DateStyle", "ISO"),
+            ("TimeZone", "UTC"),
+            ("standard_conforming_strings", "on"),
+            ("integer_datetimes", "on"),
+            ("is_superuser", "off"),
+        ] {
+            backend::parameter_status(&mut self.out, k, v);
+        }
+        let login = Login::Admin {
+            user: user.into(),
+            database: database.into(),
+        };
+        self.welcome_end(&key, login).await?;
+        Ok(Some(LoggedIn::Admin(AdminSession {
+            user: user.to_string(),
+            admin,
+            key,
+            leftover: self.buf,
+        })))
+    }
+}
+
+/// The database entry's `application_name` when the client gives none, and with
+/// `application_name_add_host` the client's address appended (as PgBouncer does).
+fn application_name(
+    wanted: &mut Params,
+    db: &crate::config::Database,
+    live: &crate::shared::Live,
+    peer: std::net::SocketAddr,
+) {
+    let mut name = wanted
+        .get("application_name")
+        .or(db.application_name.as_deref())
+        .map(str::to_string);
+    if live.config.general.application_name_add_host {
+        name = Some(format!("{} - {peer}", name.unwrap_or_default()));
+    }
+    if let Some(name) = name {
+        wanted.set("application_name", &name);
+    }
+}
+
+/// The tracked parameters a client asked for at start-up (directly or in `options`).
+fn wanted_params(params: &[(String, String)], ignored: &[String]) -> Result<Params> {
+    let is_ignored = |k: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(k));
+    let mut wanted = Params::default();
+    let unsupported = |k: &str| {
+        Error::client(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("unsupported startup parameter: {k}"),
+        )
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => {
+                let settings = startup::parse_options(v).ok_or_else(|| unsupported("options"))?;
+                for (k, v) in settings {
+                    if tracked_index(&k).is_some() {
+                        wanted.set(&k, &v);
+                    } else if !is_ignored(&k) {
+                        return Err(unsupported(&format!("options: {k}")));
+                    }
+                }
+            }
+            k if k.starts_with("_pq_.") => {}
+            k if tracked_index(k).is_some() => {
+                wanted.set(k, v);
+            }
+            k if is_ignored(k) => {}
+            k => return Err(unsupported(k)),
+        }
+    }
+    Ok(wanted)
+}
