@@ -125,6 +125,8 @@ impl TxnState {
     /// A ReadyForQuery reached the client, the server's or one pgmux made in its place (with
     /// the status last reported).
     pub fn answered(&mut self) -> Ready {
+        // A boundary holds only right after the ReadyForQuery that ends a transaction.
+        self.at_boundary = false;
         self.pending = self.pending.saturating_sub(1);
         if self.pending > 0 || self.terminating || self.unsynced {
             return Ready::More;
@@ -325,6 +327,16 @@ mod tests {
         s.client(b'Q');
         assert!(!s.at_boundary());
         assert_eq!(s.server_ready(b'I'), Boundary);
+    }
+
+    #[test]
+    fn a_ready_for_query_that_ends_nothing_is_no_boundary() {
+        // Found by the txn_state fuzz target: a boundary, then a ReadyForQuery in a
+        // transaction block with nothing sent in between.
+        let (mut s, _) = run(PoolMode::Transaction, &["Q", "ZI"]);
+        assert_eq!(s.server_ready(b'T'), More);
+        assert!(!s.at_boundary());
+        s.check().unwrap();
     }
 
     #[test]
