@@ -108,27 +108,29 @@ def rss_kb(pid):
 class Load:
     """pgbench in 60-second runs until stopped; counts transactions and aborted clients."""
 
-    def __init__(self, db, clients):
-        self.db, self.clients = db, clients
-        self.stop = threading.Event()
+    def __init__(self, db, clients, deadline):
+        self.db, self.clients, self.deadline = db, clients, deadline
         self.runs = self.tx = self.aborted = self.failed_runs = 0
+        self.reasons = {}
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
-        while not self.stop.is_set():
+        while (left := int(self.deadline - time.time())) >= 1:
             cmd = ["pgbench", "-h", "127.0.0.1", "-p", str(MUX_PORT), "-U", "bench", "-n",
-                   "-M", "extended", "-c", str(self.clients), "-j", "2", "-T", "60", self.db]
-            p = subprocess.Popen(cmd, env=dict(ENV, PGPASSWORD="bench"), stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-            while p.poll() is None:
-                if self.stop.wait(0.5):
-                    p.send_signal(signal.SIGINT)
-            out, err = p.communicate()
+                   "-M", "extended", "-c", str(self.clients), "-j", "2", "-T",
+                   str(min(60, left)), self.db]
+            p = subprocess.run(cmd, env=dict(ENV, PGPASSWORD="bench"), capture_output=True,
+                               text=True)
+            out, err = p.stdout, p.stderr
             self.runs += 1
             m = re.search(r"number of transactions actually processed: (\d+)", out)
             self.tx += int(m.group(1)) if m else 0
             self.aborted += len(re.findall(r"aborted in command", err))
-            if p.returncode not in (0, 2) and not self.stop.is_set():
+            for line in err.splitlines():
+                if "aborted in command" in line or line.startswith("pgbench: error"):
+                    why = re.sub(r"client \d+ |\d+", "N", line)[:120]
+                    self.reasons[why] = self.reasons.get(why, 0) + 1
+            if p.returncode not in (0, 2):
                 self.failed_runs += 1
 
 
@@ -231,10 +233,11 @@ def main():
         if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(MUX_PORT)]).returncode == 0:
             break
         time.sleep(0.1)
-    main_load, side_load = Load("bench", CLIENTS), Load("side", 4)
+    started = time.time()
+    deadline = started + DURATION
+    main_load, side_load = Load("bench", CLIENTS, deadline), Load("side", 4, deadline)
     faults = Faults(mux.pid, conf)
     samples = []
-    started = time.time()
     try:
         main_load.thread.start()
         side_load.thread.start()
@@ -243,11 +246,9 @@ def main():
             time.sleep(min(30, max(1, DURATION - (time.time() - started))))
             t = time.time() - started
             samples.append((t, rss_kb(mux.pid)))
-            print(f"{t:6.0f} s: rss {samples[-1][1]} kB, {main_load.tx} tx, "
+            print(f"{t:6.0f} s: rss {samples[-1][1]} kB, {main_load.tx} tx in finished runs, "
                   f"faults {sum(faults.done.values())}", flush=True)
         faults.stop.set()
-        main_load.stop.set()
-        side_load.stop.set()
         faults.thread.join()
         main_load.thread.join()
         side_load.thread.join()
@@ -277,6 +278,9 @@ def main():
     print(f"| pgbench clients aborted by faults (main / side) | {main_load.aborted} / {side_load.aborted} |")
     for name, n in sorted(faults.done.items()):
         print(f"| fault {name} | {n} |")
+    for load in (main_load, side_load):
+        for why, n in sorted(load.reasons.items(), key=lambda kv: -kv[1])[:4]:
+            print(f"| {load.db}: {n} x | {why} |")
     if faults.errors:
         print(f"| faults that failed to run | {len(faults.errors)}: {faults.errors[:3]} |")
     print(f"| RSS after warm-up ({WARMUP} s) / peak after / end | {warm_rss} / {peak_after} / {end_rss} kB "
