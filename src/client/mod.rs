@@ -71,8 +71,10 @@ async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle)
     let logged_in = match login::login(&mut stream, &shared, &handle.info).await {
         Ok(Some(s)) => s,
         Ok(None) => return, // cancel request, or the client left before logging in
-        Err((e, why)) => {
+        Err(e) => {
+            let why = e.reason();
             shared.login_failed(why);
+            let e = e.into_error();
             tracing::info!("client login failed: {e}");
             // Slow down password guessing: the answer to a failed authentication waits.
             if why == LoginFailure::Auth {
@@ -110,9 +112,9 @@ async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle)
 /// Send a FATAL ErrorResponse for `e` (the server's own body when it came from Postgres).
 pub(crate) async fn send_fatal(stream: &mut Conn, e: &Error) {
     let mut out = BytesMut::new();
-    match e {
-        Error::Server { raw, .. } => backend::message(&mut out, b'E', |b| b.extend_from_slice(raw)),
-        _ => {
+    match e.raw_postgres() {
+        Some(raw) => backend::message(&mut out, b'E', |b| b.extend_from_slice(raw)),
+        None => {
             let (code, msg) = e.sqlstate();
             backend::error_response(&mut out, "FATAL", code, &msg);
         }

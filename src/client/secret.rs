@@ -235,7 +235,7 @@ async fn on_one_off(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &st
         .expect("never closed");
     let mut server = match crate::server::Server::connect(id, target, 0, None).await {
         Ok(s) => s,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Err(e.into())),
     };
     let res = server.query_row(how.query, user).await;
     server.terminate().await;

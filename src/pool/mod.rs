@@ -554,7 +554,7 @@ impl Pool {
                 tracing::warn!(server = id, db = %self.database, user = %self.user,
                     "server connect failed: {e}");
                 self.slot_freed(true);
-                Err(e)
+                Err(e.into())
             }
         }
     }

@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::{ScramKeysClient, Secret};
 use crate::config::{SessionAttrs, SslMode};
-use crate::error::{sqlstate, Error, Result};
+use crate::error::{ConnectError, Error, Result};
 use crate::net::Conn;
 use crate::prepared::{cache::StatementCache, drops_all_statements};
 use crate::proto::{self, backend};
@@ -115,7 +115,7 @@ impl Server {
         target: Arc<Target>,
         generation: u64,
         client_key: Option<[u8; 32]>,
-    ) -> Result<Server> {
+    ) -> Result<Server, ConnectError> {
         let attrs = target.session_attrs;
         let mut config_error = None;
         let mut mismatches = Vec::new();
@@ -133,7 +133,7 @@ impl Server {
             let res = match target.connect_timeout {
                 Some(t) => tokio::time::timeout(t, open)
                     .await
-                    .unwrap_or(Err(Error::Timeout("server_connect_timeout"))),
+                    .unwrap_or(Err(ConnectError::Timeout)),
                 None => open.await,
             };
             let mut s = match res {
@@ -174,7 +174,7 @@ impl Server {
                 }
                 Err(e) => {
                     host.failed(target.ban_time);
-                    last = Some(e);
+                    last = Some(e.into());
                 }
             }
         }
@@ -185,17 +185,14 @@ impl Server {
             return Err(e);
         }
         if !mismatches.is_empty() {
-            return Err(Error::client(
-                sqlstate::NO_HOST_FITS,
-                format!(
-                    "no host fits target_session_attrs = {}: {}{}",
-                    attrs.as_str(),
-                    mismatches.join(", "),
-                    last.map(|e| format!("; {e}")).unwrap_or_default()
-                ),
-            ));
+            return Err(ConnectError::NoHostFits(format!(
+                "no host fits target_session_attrs = {}: {}{}",
+                attrs.as_str(),
+                mismatches.join(", "),
+                last.map(|e| format!("; {e}")).unwrap_or_default()
+            )));
         }
-        Err(last.unwrap_or_else(|| Error::Protocol("a database entry without hosts".into())))
+        Err(last.unwrap_or_else(|| ConnectError::Protocol("a database entry without hosts".into())))
     }
 
     /// Whether the server still fits its target's session attributes, by what it reported
@@ -272,7 +269,7 @@ impl Server {
         host: &Arc<Host>,
         generation: u64,
         client_key: Option<[u8; 32]>,
-    ) -> Result<Server> {
+    ) -> Result<Server, ConnectError> {
         let addrs = host.addrs(target.dns_ttl).await?;
         let tcp = TcpStream::connect(&addrs[..]).await?;
         target.tcp.apply(&tcp);
@@ -303,7 +300,11 @@ impl Server {
     /// server_tls_sslmode: ask for TLS (SSLRequest) unless disabled or "allow" (which tries
     /// plaintext, the server's answer decides); a server that declines is refused when TLS is
     /// required.
-    async fn negotiate_tls(mut tcp: TcpStream, target: &Target, addr: &Host) -> Result<Conn> {
+    async fn negotiate_tls(
+        mut tcp: TcpStream,
+        target: &Target,
+        addr: &Host,
+    ) -> Result<Conn, ConnectError> {
         let tls = &target.tls;
         let Some(connector) = tls
             .connector
@@ -317,32 +318,34 @@ impl Server {
         tcp.read_exact(&mut answer).await?;
         match answer[0] {
             b'S' => {
-                let name = ServerName::try_from(addr.name.clone()).map_err(|e| {
-                    Error::Protocol(format!("server_tls: bad host name {}: {e}", addr.name))
+                let name = ServerName::try_from(addr.name.clone()).map_err(|source| {
+                    ConnectError::BadHostName {
+                        name: addr.name.clone(),
+                        source,
+                    }
                 })?;
-                let stream = connector.connect(name, tcp).await.map_err(|e| {
-                    Error::client(
-                        sqlstate::CONNECTION_FAILURE,
-                        format!("TLS to {addr} failed: {e}"),
-                    )
-                })?;
+                let stream =
+                    connector
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|source| ConnectError::Tls {
+                            server: addr.to_string(),
+                            source,
+                        })?;
                 Ok(crate::net::tls::bridge(stream)?)
             }
             b'N' if !tls.mode.required() => Ok(Conn::Tcp(tcp)),
-            b'N' => Err(Error::client(
-                sqlstate::CONNECTION_FAILURE,
-                format!(
-                    "server {addr} does not accept TLS and server_tls_sslmode = {}",
-                    tls.mode.as_str()
-                ),
-            )),
-            other => Err(Error::Protocol(format!(
+            b'N' => Err(ConnectError::TlsDeclined {
+                server: addr.to_string(),
+                mode: tls.mode.as_str(),
+            }),
+            other => Err(ConnectError::Protocol(format!(
                 "unexpected answer {other:#04x} to SSLRequest"
             ))),
         }
     }
 
-    async fn login(&mut self, client_key: Option<[u8; 32]>) -> Result<()> {
+    async fn login(&mut self, client_key: Option<[u8; 32]>) -> Result<(), ConnectError> {
         let target = self.target.clone();
         let mut out = BytesMut::new();
         frontend::startup_message(
@@ -361,7 +364,9 @@ impl Server {
                 b'R' => {
                     let mut b = &body[..];
                     if b.len() < 4 {
-                        return Err(Error::Protocol("short authentication message".into()));
+                        return Err(ConnectError::Protocol(
+                            "short authentication message".into(),
+                        ));
                     }
                     let code = b.get_i32();
                     out.clear();
@@ -373,7 +378,7 @@ impl Server {
                         }
                         5 => {
                             if b.len() < 4 {
-                                return Err(Error::Protocol("short md5 salt".into()));
+                                return Err(ConnectError::Protocol("short md5 salt".into()));
                             }
                             let salt = [b[0], b[1], b[2], b[3]];
                             let hash = match &target.secret {
@@ -417,37 +422,28 @@ impl Server {
                             if let Some(k) = keys.as_mut() {
                                 let fin = k
                                     .server_first(b)
-                                    .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                                    .map_err(|e| ConnectError::ScramKeys(e.into()))?;
                                 frontend::sasl_response(&fin, &mut out)?;
                             } else {
                                 let s = scram.as_mut().ok_or_else(|| {
-                                    Error::Protocol("unexpected SASL continue".into())
+                                    ConnectError::Protocol("unexpected SASL continue".into())
                                 })?;
-                                s.update(b)
-                                    .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                                s.update(b).map_err(ConnectError::Scram)?;
                                 frontend::sasl_response(s.message(), &mut out)?;
                             }
                         }
                         12 => {
                             if let Some(k) = keys.as_ref() {
                                 k.server_final(b)
-                                    .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                                    .map_err(|e| ConnectError::ScramKeys(e.into()))?;
                             } else {
                                 let s = scram.as_mut().ok_or_else(|| {
-                                    Error::Protocol("unexpected SASL final".into())
+                                    ConnectError::Protocol("unexpected SASL final".into())
                                 })?;
-                                s.finish(b)
-                                    .map_err(|e| Error::Protocol(format!("SCRAM: {e}")))?;
+                                s.finish(b).map_err(ConnectError::Scram)?;
                             }
                         }
-                        other => {
-                            return Err(Error::client(
-                                sqlstate::FEATURE_NOT_SUPPORTED,
-                                format!(
-                                    "server asked for unsupported authentication method {other}"
-                                ),
-                            ))
-                        }
+                        other => return Err(ConnectError::UnsupportedMethod(other)),
                     }
                     if !out.is_empty() {
                         self.stream.write_all(&out).await?;
@@ -463,10 +459,10 @@ impl Server {
                     self.secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
                 }
                 b'Z' => return Ok(()),
-                b'E' => return Err(server_error(body)),
+                b'E' => return Err(server_error(body).into()),
                 b'N' | b'v' => {}
                 t => {
-                    return Err(Error::Protocol(format!(
+                    return Err(ConnectError::Protocol(format!(
                         "unexpected message '{}' during server login",
                         t as char
                     )))
@@ -475,21 +471,18 @@ impl Server {
         }
     }
 
-    fn plaintext(&self, method: &str) -> Result<&str> {
+    fn plaintext(&self, method: &'static str) -> Result<&str, ConnectError> {
         match &self.target.secret {
             Some(Secret::Plain { password, .. }) => Ok(password),
             _ => Err(self.no_password(method)),
         }
     }
 
-    fn no_password(&self, method: &str) -> Error {
-        Error::client(
-            sqlstate::INVALID_PASSWORD,
-            format!(
-                "server asked for {method} authentication for user \"{}\" and pgmux has no usable password for it",
-                self.target.user
-            ),
-        )
+    fn no_password(&self, method: &'static str) -> ConnectError {
+        ConnectError::NoPassword {
+            method,
+            user: self.target.user.clone(),
+        }
     }
 
     /// Read one whole message (tag, body) from the server.

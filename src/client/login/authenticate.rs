@@ -6,7 +6,7 @@ use bytes::{Buf, BytesMut};
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{Ctx, MAX_LOGIN_MESSAGE};
+use super::{Ctx, LoginError, MAX_LOGIN_MESSAGE};
 use crate::auth::{verify_md5_response, ScramSecret, ScramServer, Secret};
 use crate::client::secret::{self, UserSecret};
 use crate::clients::ClientInfo;
@@ -14,7 +14,7 @@ use crate::config::AuthType;
 use crate::error::{sqlstate, Error, Result};
 use crate::net::Conn;
 use crate::proto::{self, backend};
-use crate::shared::{LoginFailure, Shared};
+use crate::shared::Shared;
 
 impl Ctx<'_> {
     /// Send the authentication request in `out`, then read the client's answer: a 'p' message
@@ -37,17 +37,18 @@ impl Ctx<'_> {
         &mut self,
         database: &str,
         user: &str,
-    ) -> Result<(Option<[u8; 32]>, UserSecret)> {
-        *self.why = LoginFailure::Auth;
-        let method = auth_method(&self.live, self.info, self.stream.is_tls(), database, user)?;
-        *self.why = LoginFailure::Server;
+    ) -> Result<(Option<[u8; 32]>, UserSecret), LoginError> {
+        let method = auth_method(&self.live, self.info, self.stream.is_tls(), database, user)
+            .map_err(LoginError::auth)?;
         let shared = self.shared;
-        let found = secret::user_secret(shared, &self.live, database, user).await?;
-        *self.why = LoginFailure::Auth;
+        let found = secret::user_secret(shared, &self.live, database, user)
+            .await
+            .map_err(LoginError::Server)?;
         let client_key = self
             .exchange(&found, user, method)
             .await
-            .inspect_err(|_| forget_fetched(shared, &found))?;
+            .inspect_err(|_| forget_fetched(shared, &found))
+            .map_err(LoginError::auth)?;
         Ok((client_key, found))
     }
 

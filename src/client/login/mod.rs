@@ -4,6 +4,9 @@
 use std::sync::Arc;
 
 mod authenticate;
+mod error;
+
+pub use error::LoginError;
 
 use crate::net::{tls, Conn};
 use bytes::{Buf, BytesMut};
@@ -19,7 +22,7 @@ use crate::proto::backend;
 use crate::proto::startup::{self, StartupPacket};
 use crate::server::params::tracked_index;
 use crate::server::Params;
-use crate::shared::{Live, LoginFailure, Shared};
+use crate::shared::{Live, Shared};
 
 use super::secret::UserSecret;
 
@@ -43,51 +46,30 @@ pub enum LoggedIn {
 }
 
 /// Log a client in. `Ok(None)` when the connection carried a CancelRequest or closed early.
-/// A failure says why, for the login failure counter.
 pub async fn login(
     stream: &mut Conn,
     shared: &Arc<Shared>,
     info: &ClientInfo,
-) -> std::result::Result<Option<LoggedIn>, (Error, LoginFailure)> {
-    let mut why = LoginFailure::Other;
-    let fut = login_inner(stream, shared, info, &mut why);
-    let res = match shared.config().general.client_login_timeout.get() {
-        Some(t) => match tokio::time::timeout(t, fut).await {
-            Ok(r) => r,
-            Err(_) => {
-                return Err((
-                    Error::client(
-                        sqlstate::PROTOCOL_VIOLATION,
-                        "client_login_timeout: login took too long",
-                    ),
-                    LoginFailure::Timeout,
-                ))
-            }
-        },
+) -> Result<Option<LoggedIn>, LoginError> {
+    let fut = login_inner(stream, shared, info);
+    match shared.config().general.client_login_timeout.get() {
+        Some(t) => tokio::time::timeout(t, fut)
+            .await
+            .unwrap_or(Err(LoginError::Timeout)),
         None => fut.await,
-    };
-    res.map_err(|e| {
-        let why = match &e {
-            Error::Protocol(_) | Error::Io(_) => LoginFailure::Protocol,
-            Error::Server { .. } | Error::Timeout(_) => LoginFailure::Server,
-            _ => why,
-        };
-        (e, why)
-    })
+    }
 }
 
 async fn login_inner(
     stream: &mut Conn,
     shared: &Arc<Shared>,
     info: &ClientInfo,
-    why: &mut LoginFailure,
-) -> Result<Option<LoggedIn>> {
+) -> Result<Option<LoggedIn>, LoginError> {
     let mut l = Ctx {
         stream,
         shared,
         live: shared.live().clone(),
         info,
-        why,
         buf: BytesMut::with_capacity(512),
         out: BytesMut::new(),
         cert_cn: None,
@@ -105,13 +87,12 @@ async fn login_inner(
 }
 
 /// What the phases of one login share: the connection, its buffers, and what the earlier
-/// phases learnt. `why` always names the phase under way, for the failure counter.
+/// phases learnt.
 struct Ctx<'a> {
     stream: &'a mut Conn,
     shared: &'a Arc<Shared>,
     live: Arc<Live>,
     info: &'a ClientInfo,
-    why: &'a mut LoginFailure,
     /// Bytes read from the client and not yet used.
     buf: BytesMut,
     /// Messages for the client, sent with the next write.
@@ -128,7 +109,7 @@ impl Ctx<'_> {
     /// when client_tls_sslmode allows it) and GSSENCRequest, serving a CancelRequest, until
     /// the StartupMessage. Over max_client_conn the first packet gets the error instead.
     /// `None`: a cancel request, or the client left.
-    async fn encryption_and_cancel(&mut self) -> Result<Option<Startup>> {
+    async fn encryption_and_cancel(&mut self) -> Result<Option<Startup>, LoginError> {
         // Every connection counts, logged in or not (this one too): over max_client_conn, the
         // first packet is answered with the error (no TLS handshake, no authentication),
         // except a CancelRequest, which is served even then.
@@ -149,11 +130,7 @@ impl Ctx<'_> {
                 StartupPacket::Ssl | StartupPacket::GssEnc | StartupPacket::Startup { .. }
                     if full =>
                 {
-                    *self.why = LoginFailure::TooManyClients;
-                    return Err(Error::client(
-                        sqlstate::TOO_MANY_CONNECTIONS,
-                        "no more connections allowed (max_client_conn)",
-                    ));
+                    return Err(LoginError::TooManyClients);
                 }
                 StartupPacket::Ssl | StartupPacket::GssEnc => self.encryption(&packet).await?,
                 StartupPacket::Cancel { pid, secret } => {
@@ -239,15 +216,11 @@ impl Ctx<'_> {
 
     /// Phase 3, route: the database entry the client reaches, and the parameters it wants
     /// (start-up values, `options=-c`, the entry's application_name).
-    fn route(&mut self, database: &str, params: &[(String, String)]) -> Result<Params> {
+    fn route(&mut self, database: &str, params: &[(String, String)]) -> Result<Params, LoginError> {
         let live = self.live.clone();
         let mut wanted = wanted_params(params, &live.config.general.ignore_startup_parameters)?;
         let Some(db_entry) = live.config.database(database) else {
-            *self.why = LoginFailure::UnknownDatabase;
-            return Err(Error::client(
-                sqlstate::INVALID_CATALOG_NAME,
-                format!("database \"{database}\" does not exist"),
-            ));
+            return Err(LoginError::UnknownDatabase(database.into()));
         };
         application_name(&mut wanted, db_entry, &live, self.info.addr);
         Ok(wanted)
@@ -263,24 +236,17 @@ impl Ctx<'_> {
         wanted: Params,
         client_key: Option<[u8; 32]>,
         found: UserSecret,
-    ) -> Result<Option<LoggedIn>> {
+    ) -> Result<Option<LoggedIn>, LoginError> {
         let shared = self.shared;
         if shared.registry.flags(database).disabled {
-            *self.why = LoginFailure::NotAccepting;
-            return Err(Error::client(
-                sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("database \"{database}\" is not currently accepting connections (DISABLE)"),
-            ));
+            return Err(LoginError::NotAccepting(database.into()));
         }
-        *self.why = LoginFailure::Server;
         let fetched = found.fetched.as_ref().and(found.secret.as_ref());
-        let why = &mut *self.why;
         let pool = shared
             .pool(&self.live, database, user, fetched)
-            .inspect_err(|e| {
-                if e.sqlstate().0 == sqlstate::INVALID_CATALOG_NAME {
-                    *why = LoginFailure::UnknownDatabase;
-                }
+            .map_err(|e| match e.sqlstate().0 {
+                sqlstate::INVALID_CATALOG_NAME => LoginError::UnknownDatabase(database.into()),
+                _ => LoginError::Server(e),
             })?;
         if let Some(key) = client_key {
             pool.remember_client_key(user, key);
@@ -289,7 +255,9 @@ impl Ctx<'_> {
             Some(w) => w,
             None => {
                 // First client of this pool: log a server in to learn its parameters.
-                let s = Box::pin(pool.checkout()).await?;
+                let s = Box::pin(pool.checkout())
+                    .await
+                    .map_err(LoginError::Server)?;
                 let w = pool.welcome_from(&s);
                 s.release();
                 w
@@ -339,16 +307,12 @@ impl Ctx<'_> {
 
     /// The admin console's phases 4 and 5: authenticated like any user, then allowed only if
     /// listed in admin_users or stats_users; welcomed with pgmux's own parameters.
-    async fn admin(mut self, user: &str, database: &str) -> Result<Option<LoggedIn>> {
+    async fn admin(mut self, user: &str, database: &str) -> Result<Option<LoggedIn>, LoginError> {
         self.authenticate(database, user).await?;
         let g = &self.live.config.general;
         let admin = g.admin_users.iter().any(|u| u == user);
         if !admin && !g.stats_users.iter().any(|u| u == user) {
-            *self.why = LoginFailure::AdminDenied;
-            return Err(Error::client(
-                sqlstate::INSUFFICIENT_PRIVILEGE,
-                format!("user \"{user}\" is not in admin_users or stats_users: the admin console is closed to it"),
-            ));
+            return Err(LoginError::AdminDenied(user.into()));
         }
         let key = self.shared.cancels.register();
         backend::auth_ok(&mut self.out);

@@ -388,13 +388,13 @@ impl Relay {
                 Err(e) => {
                     let (code, msg) = e.sqlstate();
                     let msg = msg.to_string();
-                    match &e {
-                        Error::Server { raw, .. } => {
+                    match e.raw_postgres() {
+                        Some(raw) => {
                             let mut out = BytesMut::new();
                             backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
                             let _ = self.client.write_all(&out).await;
                         }
-                        _ => self.fatal(code, &msg).await,
+                        None => self.fatal(code, &msg).await,
                     }
                     return Some(format!("no server: {msg}"));
                 }

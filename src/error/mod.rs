@@ -1,6 +1,12 @@
-//! Errors pgmux reports to clients, and their SQLSTATE codes.
+//! Errors pgmux reports to clients, and their SQLSTATE codes: what a client is sent for any
+//! error is decided in one place ([`Error::sqlstate`]). Errors of one layer have their own
+//! type, keeping their cause: opening a server ([`ConnectError`]).
+
+mod connect;
 
 use std::io;
+
+pub use connect::{Cause, ConnectError};
 
 /// SQLSTATE codes pgmux uses (as Postgres would).
 pub mod sqlstate {
@@ -48,6 +54,9 @@ pub enum Error {
     },
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    /// A server could not be opened.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
 impl Error {
@@ -59,24 +68,30 @@ impl Error {
         }
     }
 
-    /// Whether a failed connect may work if tried again (Postgres down, restarting, refusing
-    /// for now, a host that does not fit `target_session_attrs` during a failover), rather
-    /// than a configuration error that will fail the same way (a wrong password, a missing
-    /// role or database, a TLS policy).
+    /// Whether a failed connect may work if tried again (see [`ConnectError::passes`]).
     pub fn passes(&self) -> bool {
         match self {
+            Error::Connect(c) => c.passes(),
             Error::Io(_) | Error::Timeout(_) => true,
-            // 57P01-03: shutting down, crash recovery, starting up; 53xxx: too many
-            // connections, out of memory or disk; 08xxx: the connection broke.
             Error::Server { code, .. } => {
                 code.starts_with("57P") || code.starts_with("53") || code.starts_with("08")
             }
-            Error::Client { code, .. } => *code == sqlstate::NO_HOST_FITS,
+            Error::Client { .. } => false,
             Error::Protocol(_) => false,
         }
     }
 
-    /// The SQLSTATE and message to send to a client.
+    /// Postgres' own ErrorResponse body, when the error is one: relayed to a client as is.
+    pub fn raw_postgres(&self) -> Option<&bytes::Bytes> {
+        match self {
+            Error::Server { raw, .. } | Error::Connect(ConnectError::Postgres { raw, .. }) => {
+                Some(raw)
+            }
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE and message to send to a client: the one place that decides them.
     pub fn sqlstate(&self) -> (&str, String) {
         match self {
             Error::Client { code, message } => (code, message.clone()),
@@ -90,6 +105,23 @@ impl Error {
                 sqlstate::CONNECTION_FAILURE,
                 format!("connection failure: {e}"),
             ),
+            Error::Connect(c) => {
+                let code = match c {
+                    ConnectError::Postgres { code, message, .. } => return (code, message.clone()),
+                    ConnectError::NoHostFits(_) => sqlstate::NO_HOST_FITS,
+                    ConnectError::NoPassword { .. } => sqlstate::INVALID_PASSWORD,
+                    ConnectError::UnsupportedMethod(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+                    ConnectError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
+                    ConnectError::Io(_)
+                    | ConnectError::Timeout
+                    | ConnectError::Tls { .. }
+                    | ConnectError::TlsDeclined { .. }
+                    | ConnectError::BadHostName { .. }
+                    | ConnectError::ScramKeys(_)
+                    | ConnectError::Scram(_) => sqlstate::CONNECTION_FAILURE,
+                };
+                (code, c.to_string())
+            }
         }
     }
 }
