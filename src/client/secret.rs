@@ -204,7 +204,7 @@ async fn on_pool(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) 
     // its state unknown.
     let mut server = match Box::pin(pool.checkout()).await {
         Ok(s) => s,
-        Err(e) => return Ok(Err(e)),
+        Err(e) => return Ok(Err(e.into())),
     };
     let res = server.query_row(how.query, user).await;
     match &res {

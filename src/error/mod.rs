@@ -1,11 +1,14 @@
 //! Errors pgmux reports to clients, and their SQLSTATE codes: what a client is sent for any
 //! error is decided in one place ([`Error::sqlstate`]). Errors of one layer have their own
-//! type, keeping their cause: opening a server ([`ConnectError`]).
+//! type, keeping their cause: opening a server ([`ConnectError`]), checking one out of a
+//! pool ([`CheckoutError`]); a login's is the client's (`client::login::LoginError`).
 
+mod checkout;
 mod connect;
 
 use std::io;
 
+pub use checkout::CheckoutError;
 pub use connect::{Cause, ConnectError};
 
 /// SQLSTATE codes pgmux uses (as Postgres would).
@@ -57,6 +60,9 @@ pub enum Error {
     /// A server could not be opened.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// A client got no server from its pool.
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
 }
 
 impl Error {
@@ -71,7 +77,8 @@ impl Error {
     /// Whether a failed connect may work if tried again (see [`ConnectError::passes`]).
     pub fn passes(&self) -> bool {
         match self {
-            Error::Connect(c) => c.passes(),
+            Error::Connect(c) | Error::Checkout(CheckoutError::Connect(c)) => c.passes(),
+            Error::Checkout(_) => false,
             Error::Io(_) | Error::Timeout(_) => true,
             Error::Server { code, .. } => {
                 code.starts_with("57P") || code.starts_with("53") || code.starts_with("08")
@@ -84,7 +91,9 @@ impl Error {
     /// Postgres' own ErrorResponse body, when the error is one: relayed to a client as is.
     pub fn raw_postgres(&self) -> Option<&bytes::Bytes> {
         match self {
-            Error::Server { raw, .. } | Error::Connect(ConnectError::Postgres { raw, .. }) => {
+            Error::Server { raw, .. }
+            | Error::Connect(ConnectError::Postgres { raw, .. })
+            | Error::Checkout(CheckoutError::Connect(ConnectError::Postgres { raw, .. })) => {
                 Some(raw)
             }
             _ => None,
@@ -105,24 +114,35 @@ impl Error {
                 sqlstate::CONNECTION_FAILURE,
                 format!("connection failure: {e}"),
             ),
-            Error::Connect(c) => {
-                let code = match c {
-                    ConnectError::Postgres { code, message, .. } => return (code, message.clone()),
-                    ConnectError::NoHostFits(_) => sqlstate::NO_HOST_FITS,
-                    ConnectError::NoPassword { .. } => sqlstate::INVALID_PASSWORD,
-                    ConnectError::UnsupportedMethod(_) => sqlstate::FEATURE_NOT_SUPPORTED,
-                    ConnectError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
-                    ConnectError::Io(_)
-                    | ConnectError::Timeout
-                    | ConnectError::Tls { .. }
-                    | ConnectError::TlsDeclined { .. }
-                    | ConnectError::BadHostName { .. }
-                    | ConnectError::ScramKeys(_)
-                    | ConnectError::Scram(_) => sqlstate::CONNECTION_FAILURE,
-                };
-                (code, c.to_string())
-            }
+            Error::Checkout(c) => match c {
+                CheckoutError::Connect(c) => Error::connect_sqlstate(c),
+                CheckoutError::WaitTimeout | CheckoutError::PausedTimeout => {
+                    (sqlstate::QUERY_CANCELED, c.to_string())
+                }
+                CheckoutError::Outage { .. } => (sqlstate::CONNECTION_FAILURE, c.to_string()),
+                CheckoutError::Closed => (sqlstate::ADMIN_SHUTDOWN, c.to_string()),
+            },
+            Error::Connect(c) => Error::connect_sqlstate(c),
         }
+    }
+
+    /// A failed connect's SQLSTATE (Postgres' own, when it refused the login).
+    fn connect_sqlstate(c: &ConnectError) -> (&str, String) {
+        let code = match c {
+            ConnectError::Postgres { code, message, .. } => return (code, message.clone()),
+            ConnectError::NoHostFits(_) => sqlstate::NO_HOST_FITS,
+            ConnectError::NoPassword { .. } => sqlstate::INVALID_PASSWORD,
+            ConnectError::UnsupportedMethod(_) => sqlstate::FEATURE_NOT_SUPPORTED,
+            ConnectError::Protocol(_) => sqlstate::PROTOCOL_VIOLATION,
+            ConnectError::Io(_)
+            | ConnectError::Timeout
+            | ConnectError::Tls { .. }
+            | ConnectError::TlsDeclined { .. }
+            | ConnectError::BadHostName { .. }
+            | ConnectError::ScramKeys(_)
+            | ConnectError::Scram(_) => sqlstate::CONNECTION_FAILURE,
+        };
+        (code, c.to_string())
     }
 }
 

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::config::PoolMode;
-use crate::error::{sqlstate, Error, Result};
+use crate::error::{CheckoutError, ConnectError, Error, Result};
 use crate::server::{Params, Server, ServerInfo, ServerState, Target};
 pub use checked::Checked;
 pub use janitor::run_janitor;
@@ -277,7 +277,7 @@ impl Pool {
     }
 
     /// Check out a server: an idle one, a new one under pool_size, or wait first-in first-out.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Checked> {
+    pub async fn checkout(self: &Arc<Self>) -> Result<Checked, CheckoutError> {
         let started = Instant::now();
         // Its connect failed in an outage: it waits again, at the front of the queue.
         let mut held = false;
@@ -355,7 +355,7 @@ impl Pool {
                     }
                     // Postgres is down or restarting: wait for the retrier's server.
                     Err(e) if self.connect_failed(&e) => held = true,
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 },
             }
         }
@@ -391,7 +391,7 @@ impl Pool {
     }
 
     /// Wait while the pool is paused (within query_wait_timeout).
-    async fn wait_resumed(&self, started: Instant) -> Result<()> {
+    async fn wait_resumed(&self, started: Instant) -> Result<(), CheckoutError> {
         loop {
             let resumed = self.resumed.notified();
             tokio::pin!(resumed);
@@ -406,10 +406,7 @@ impl Pool {
                         .is_err()
                     {
                         self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                        return Err(Error::client(
-                            sqlstate::QUERY_CANCELED,
-                            "query_wait_timeout: the database stayed paused",
-                        ));
+                        return Err(CheckoutError::PausedTimeout);
                     }
                 }
                 None => resumed.await,
@@ -422,7 +419,7 @@ impl Pool {
         id: u64,
         rx: oneshot::Receiver<Grant>,
         started: Instant,
-    ) -> Result<Grant> {
+    ) -> Result<Grant, CheckoutError> {
         let mut guard = WaitGuard {
             pool: self,
             id,
@@ -443,7 +440,7 @@ impl Pool {
             tokio::select! {
                 g = rx => {
                     guard.rx = None;
-                    return g.map_err(|_| Error::client(sqlstate::ADMIN_SHUTDOWN, "pool closed"));
+                    return g.map_err(|_| CheckoutError::Closed);
                 }
                 _ = tokio::time::sleep_until(reserve_at.unwrap_or(far).into()), if reserve_at.is_some() => {
                     if let Some(g) = self.take_slot_for(id, s.pool_size + s.reserve_pool_size, true) {
@@ -464,9 +461,7 @@ impl Pool {
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Err(self.outage_timeout().unwrap_or_else(|| Error::client(
-                        sqlstate::QUERY_CANCELED,
-                        "query_wait_timeout: no server became free in time")));
+                    return Err(self.outage_timeout().unwrap_or(CheckoutError::WaitTimeout));
                 }
             }
         }
@@ -517,7 +512,7 @@ impl Pool {
         }
     }
 
-    async fn open_server(self: &Arc<Self>, reserve: bool) -> Result<Server> {
+    async fn open_server(self: &Arc<Self>, reserve: bool) -> Result<Server, ConnectError> {
         let id = self.server_ids.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.load(Ordering::Relaxed);
         self.logins.fetch_add(1, Ordering::Relaxed);
@@ -554,7 +549,7 @@ impl Pool {
                 tracing::warn!(server = id, db = %self.database, user = %self.user,
                     "server connect failed: {e}");
                 self.slot_freed(true);
-                Err(e.into())
+                Err(e)
             }
         }
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Pool;
-use crate::error::{sqlstate, Error};
+use crate::error::{CheckoutError, ConnectError, Error};
 use crate::server::Server;
 
 /// The retrier's first wait.
@@ -38,8 +38,8 @@ impl Pool {
     /// A connect failed with `e`. Returns whether it is an outage: the pool then holds its
     /// clients and retries (a retrier starts if none runs), and idle servers that died with
     /// the database are dropped now, so nobody is handed one.
-    pub(super) fn connect_failed(self: &Arc<Self>, e: &Error) -> bool {
-        if !passes(e) {
+    pub(super) fn connect_failed(self: &Arc<Self>, e: &ConnectError) -> bool {
+        if !e.passes() {
             return false;
         }
         let start = {
@@ -139,7 +139,7 @@ impl Pool {
                 Err(e) => {
                     let mut st = self.state.lock();
                     let cap = self.settings().server_login_retry;
-                    match (&mut st.outage, passes(&e)) {
+                    match (&mut st.outage, e.passes()) {
                         (Some(o), true) => {
                             o.last_error = e.to_string().into();
                             o.backoff = (o.backoff * 2).min(cap.max(FIRST_BACKOFF));
@@ -157,17 +157,13 @@ impl Pool {
     }
 
     /// The error for a client that waited past query_wait_timeout during an outage.
-    pub(super) fn outage_timeout(&self) -> Option<Error> {
+    pub(super) fn outage_timeout(&self) -> Option<CheckoutError> {
         let st = self.state.lock();
         let o = st.outage.as_ref()?;
-        Some(Error::client(
-            sqlstate::CONNECTION_FAILURE,
-            format!(
-                "query_wait_timeout: no server could be opened for {:?} (down for {:.1} s): {}",
-                self.database,
-                o.since.elapsed().as_secs_f64(),
-                o.last_error
-            ),
-        ))
+        Some(CheckoutError::Outage {
+            database: self.database.clone(),
+            down: o.since.elapsed().as_secs_f64(),
+            last: o.last_error.clone(),
+        })
     }
 }

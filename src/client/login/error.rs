@@ -58,9 +58,10 @@ impl LoginError {
             LoginError::Auth(_) => LoginFailure::Auth,
             LoginError::Server(e) | LoginError::Other(e) => match e {
                 Error::Protocol(_) | Error::Io(_) => LoginFailure::Protocol,
-                Error::Server { .. } | Error::Timeout(_) | Error::Connect(_) => {
-                    LoginFailure::Server
-                }
+                Error::Server { .. }
+                | Error::Timeout(_)
+                | Error::Connect(_)
+                | Error::Checkout(_) => LoginFailure::Server,
                 Error::Client { .. } if matches!(self, LoginError::Server(_)) => {
                     LoginFailure::Server
                 }

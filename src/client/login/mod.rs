@@ -257,7 +257,7 @@ impl Ctx<'_> {
                 // First client of this pool: log a server in to learn its parameters.
                 let s = Box::pin(pool.checkout())
                     .await
-                    .map_err(LoginError::Server)?;
+                    .map_err(|e| LoginError::Server(e.into()))?;
                 let w = pool.welcome_from(&s);
                 s.release();
                 w

@@ -444,7 +444,7 @@ impl Relay {
             let watch = cbuf.len() < CAP;
             tokio::select! {
                 biased;
-                s = &mut checkout => return s.map(Some),
+                s = &mut checkout => return Ok(Some(s?)),
                 why = info.stop_requested() => {
                     return Err(Error::client(sqlstate::ADMIN_SHUTDOWN, stop_message(why)));
                 }
