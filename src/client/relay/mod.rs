@@ -311,6 +311,35 @@ enum Event {
     Stop,
 }
 
+/// How an attached request ends; acted on by `Relay::exit`, which owns the `Txn`.
+enum Exit {
+    /// The transaction is over: the server goes back.
+    Release,
+    /// The client is gone or must go (told why already, when it must be).
+    ClientLost(String),
+    /// The server broke.
+    ServerLost(String),
+    ClientProtocol(String),
+    ServerProtocol(String),
+    /// The server never ran the request: another one runs it.
+    Resend,
+}
+
+/// How long the client may keep its server waiting now, if a timer applies: in a
+/// transaction, a batch without its Sync (an implicit transaction, with its locks) or COPY
+/// FROM STDIN, idle_transaction_timeout; idle in session mode, client_idle_timeout.
+fn idle_timer(t: &Txn) -> Option<Duration> {
+    if t.state.server_owes() || t.c_ready > t.kept {
+        None
+    } else if t.state.client_awaited() {
+        t.settings.idle_transaction_timeout
+    } else if t.settings.mode == PoolMode::Session {
+        t.settings.client_idle_timeout
+    } else {
+        None
+    }
+}
+
 impl Relay {
     /// Send a FATAL error (boxed: rare, and its timer would otherwise enlarge every client task).
     async fn fatal(&mut self, code: &str, msg: &str) {
@@ -529,196 +558,213 @@ impl Relay {
             }
         }
         loop {
-            // Move whatever can move without waiting. At a transaction boundary only the rest
-            // of a message already partly sent may go (stray COPY data the server ignores).
-            let unsent = t.c_ready - t.kept;
-            let write_limit = if t.state.at_boundary() {
-                t.head_remaining.min(unsent)
-            } else {
-                unsent
+            let step = match self.pump(&mut t, cbuf).await {
+                Ok(write_limit) => {
+                    let ev = self.wait(&t, cbuf, write_limit, &info).await;
+                    self.dispatch(ev, &mut t, cbuf, &pool).await
+                }
+                Err(exit) => Err(exit),
             };
-            if write_limit > 0 {
-                let from = t.kept;
-                match t.server.stream.try_write(&cbuf[from..from + write_limit]) {
-                    Ok(n) => {
-                        t.head_remaining = advance_head(t.head_remaining, &cbuf[from..], n);
-                        t.sent(cbuf, n);
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Ok(Some(self.server_lost(t, &e.to_string()).await)),
-                }
+            if let Err(exit) = step {
+                return self.exit(t, cbuf, exit).await;
             }
-            if t.s_ready > 0 {
-                match self.client.try_write(&t.server.rbuf[..t.s_ready]) {
-                    Ok(n) => {
-                        PoolStats::add(&pool.stats.bytes_sent, n as u64);
-                        t.server.rbuf.advance(n);
-                        t.s_ready -= n;
-                    }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        return Ok(Some(
-                            self.client_lost(t, &format!("client connection error: {e}"))
-                                .await,
-                        ))
-                    }
-                }
-            }
-            // The server never sees a message cut in two: release once the write head is at a
-            // message boundary. Unsent messages stay in `cbuf` for the next request.
-            if t.state.at_boundary() && t.head_remaining == 0 {
-                return Ok(self.release(t).await);
-            }
-            if t.state.violation() {
-                self.fatal(
-                    sqlstate::FEATURE_NOT_SUPPORTED,
-                    "transaction blocks not allowed in statement pooling mode",
-                )
-                .await;
-                return Ok(Some(
-                    self.client_lost(t, "transaction block in statement pooling mode")
-                        .await,
-                ));
-            }
-            // Terminate: the client will read nothing more. A request still in flight is
-            // cancelled with its server (`client_lost`), as when the socket closes: nobody waits
-            // for it, and it may wait forever itself (COPY FROM STDIN, a batch without Sync).
-            if t.state.terminating() {
-                return Ok(Some(self.client_lost(t, "client closed (Terminate)").await));
-            }
+        }
+    }
 
-            // The server waits for the client: in a transaction, in a batch without its Sync
-            // (an implicit transaction, with its locks), or in COPY FROM STDIN.
-            let client_awaited = t.state.client_awaited();
-            let timer = if t.state.server_owes() || t.c_ready > t.kept {
-                None
-            } else if client_awaited {
-                t.settings.idle_transaction_timeout
-            } else if t.settings.mode == PoolMode::Session {
-                t.settings.client_idle_timeout
-            } else {
-                None
-            };
-            let deadline = timer.map(|d| t.last_client_activity + d);
-            let c_can_read = !t.state.terminating() && (cbuf.len() < CAP || cbuf.len() < t.c_want);
-            let s_can_read = !t.state.at_boundary() && t.server.rbuf.len() < CAP;
-            // Wait on the sockets' readiness directly (poll_*_ready): no per-wait future or
-            // waiter-list registration on the hot path.
-            let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
-            let (server, client) = (&t.server.stream, &self.client);
-            let c_write = write_limit > 0;
-            let s_write = t.s_ready > 0;
-            let ev = std::future::poll_fn(|cx| {
-                if s_can_read {
-                    if let Poll::Ready(r) = server.poll_read_ready(cx) {
-                        return Poll::Ready(r.map(|_| Event::ServerReadable));
-                    }
+    /// Act on how the request ended, with the `Txn` (its server) given up for good.
+    async fn exit(
+        &mut self,
+        t: Txn,
+        cbuf: &mut BytesMut,
+        exit: Exit,
+    ) -> Result<Option<String>, Resend> {
+        Ok(match exit {
+            Exit::Release => self.release(t).await,
+            Exit::ClientLost(why) => Some(self.client_lost(t, &why).await),
+            Exit::ServerLost(why) => Some(self.server_lost(t, &why).await),
+            Exit::ClientProtocol(e) => Some(self.client_protocol_error(t, e).await),
+            Exit::ServerProtocol(e) => Some(self.server_protocol_error(t, e).await),
+            Exit::Resend => return Err(self.resend(t, cbuf)),
+        })
+    }
+
+    /// Move whatever can move without waiting, both ways; then end the request where it is
+    /// over. Returns how many client bytes may go to the server once it is writable.
+    async fn pump(&mut self, t: &mut Txn, cbuf: &mut BytesMut) -> Result<usize, Exit> {
+        // At a transaction boundary only the rest of a message already partly sent may go
+        // (stray COPY data the server ignores).
+        let unsent = t.c_ready - t.kept;
+        let write_limit = if t.state.at_boundary() {
+            t.head_remaining.min(unsent)
+        } else {
+            unsent
+        };
+        if write_limit > 0 {
+            let from = t.kept;
+            match t.server.stream.try_write(&cbuf[from..from + write_limit]) {
+                Ok(n) => {
+                    t.head_remaining = advance_head(t.head_remaining, &cbuf[from..], n);
+                    t.sent(cbuf, n);
                 }
-                if c_can_read {
-                    if let Poll::Ready(r) = client.poll_read_ready(cx) {
-                        return Poll::Ready(r.map(|_| Event::ClientReadable));
-                    }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Exit::ServerLost(e.to_string())),
+            }
+        }
+        if t.s_ready > 0 {
+            match self.client.try_write(&t.server.rbuf[..t.s_ready]) {
+                Ok(n) => {
+                    PoolStats::add(&self.sess.pool.stats.bytes_sent, n as u64);
+                    t.server.rbuf.advance(n);
+                    t.s_ready -= n;
                 }
-                if c_write {
-                    if let Poll::Ready(r) = server.poll_write_ready(cx) {
-                        return Poll::Ready(r.map(|_| Event::Writable));
-                    }
-                }
-                if s_write {
-                    if let Poll::Ready(r) = client.poll_write_ready(cx) {
-                        return Poll::Ready(r.map(|_| Event::Writable));
-                    }
-                }
-                if let Some(timer) = timer.as_mut() {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Ok(Event::Timer));
-                    }
-                }
-                // The task's waker was registered for stop requests while it waited for this
-                // server (`checkout_watching`): checking the flag is enough here.
-                if info.stopped() != Stop::None {
-                    return Poll::Ready(Ok(Event::Stop));
-                }
-                Poll::Pending
-            })
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(Exit::ClientLost(format!("client connection error: {e}"))),
+            }
+        }
+        // The server never sees a message cut in two: release once the write head is at a
+        // message boundary. Unsent messages stay in `cbuf` for the next request.
+        if t.state.at_boundary() && t.head_remaining == 0 {
+            return Err(Exit::Release);
+        }
+        if t.state.violation() {
+            self.fatal(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "transaction blocks not allowed in statement pooling mode",
+            )
             .await;
-            match ev {
-                Err(e) => return Ok(Some(self.server_lost(t, &e.to_string()).await)),
-                Ok(Event::Writable) => {}
-                Ok(Event::Stop) => {
-                    let msg = stop_message(info.stopped());
-                    self.fatal(sqlstate::ADMIN_SHUTDOWN, msg).await;
-                    return Ok(Some(self.client_lost(t, msg).await));
+            return Err(Exit::ClientLost(
+                "transaction block in statement pooling mode".into(),
+            ));
+        }
+        // Terminate: the client will read nothing more. A request still in flight is
+        // cancelled with its server (`client_lost`), as when the socket closes: nobody waits
+        // for it, and it may wait forever itself (COPY FROM STDIN, a batch without Sync).
+        if t.state.terminating() {
+            return Err(Exit::ClientLost("client closed (Terminate)".into()));
+        }
+        Ok(write_limit)
+    }
+
+    /// Wait for what can happen next: either socket readable or writable as needed, the
+    /// idle timer, or a stop request.
+    async fn wait(
+        &self,
+        t: &Txn,
+        cbuf: &BytesMut,
+        write_limit: usize,
+        info: &crate::clients::ClientInfo,
+    ) -> std::io::Result<Event> {
+        let deadline = idle_timer(t).map(|d| t.last_client_activity + d);
+        let c_can_read = !t.state.terminating() && (cbuf.len() < CAP || cbuf.len() < t.c_want);
+        let s_can_read = !t.state.at_boundary() && t.server.rbuf.len() < CAP;
+        // Wait on the sockets' readiness directly (poll_*_ready): no per-wait future or
+        // waiter-list registration on the hot path.
+        let mut timer = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+        let (server, client) = (&t.server.stream, &self.client);
+        let c_write = write_limit > 0;
+        let s_write = t.s_ready > 0;
+        std::future::poll_fn(|cx| {
+            if s_can_read {
+                if let Poll::Ready(r) = server.poll_read_ready(cx) {
+                    return Poll::Ready(r.map(|_| Event::ServerReadable));
                 }
-                Ok(Event::Timer) => {
-                    let (code, what) = if client_awaited {
-                        (
-                            sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
-                            "idle_transaction_timeout",
-                        )
-                    } else {
-                        (sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
-                    };
-                    self.fatal(code, what).await;
-                    return Ok(Some(self.client_lost(t, what).await));
+            }
+            if c_can_read {
+                if let Poll::Ready(r) = client.poll_read_ready(cx) {
+                    return Poll::Ready(r.map(|_| Event::ClientReadable));
                 }
-                Ok(Event::ServerReadable) => {
-                    let server = &mut *t.server;
-                    reserve(&mut server.rbuf, CHUNK);
-                    match read_some(&server.stream, &mut server.rbuf) {
-                        Ok(0) => {
-                            return Ok(Some(
-                                self.server_lost(t, "server closed the connection").await,
-                            ))
-                        }
-                        Ok(_) => {
-                            if t.keeping {
-                                match first_answer(&t.server.rbuf) {
-                                    // Relay nothing before it is known.
-                                    FirstAnswer::Incomplete => continue,
-                                    FirstAnswer::NeverRan => return Err(self.resend(t, cbuf)),
-                                    FirstAnswer::Answered => t.stop_keeping(cbuf),
-                                }
+            }
+            if c_write {
+                if let Poll::Ready(r) = server.poll_write_ready(cx) {
+                    return Poll::Ready(r.map(|_| Event::Writable));
+                }
+            }
+            if s_write {
+                if let Poll::Ready(r) = client.poll_write_ready(cx) {
+                    return Poll::Ready(r.map(|_| Event::Writable));
+                }
+            }
+            if let Some(timer) = timer.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Event::Timer));
+                }
+            }
+            // The task's waker was registered for stop requests while it waited for this
+            // server (`checkout_watching`): checking the flag is enough here.
+            if info.stopped() != Stop::None {
+                return Poll::Ready(Ok(Event::Stop));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Act on what happened: read what came and scan it, or end the request.
+    async fn dispatch(
+        &mut self,
+        ev: std::io::Result<Event>,
+        t: &mut Txn,
+        cbuf: &mut BytesMut,
+        pool: &crate::pool::Pool,
+    ) -> Result<(), Exit> {
+        match ev {
+            Err(e) => Err(Exit::ServerLost(e.to_string())),
+            Ok(Event::Writable) => Ok(()),
+            Ok(Event::Stop) => {
+                let msg = stop_message(self.handle.info.stopped());
+                self.fatal(sqlstate::ADMIN_SHUTDOWN, msg).await;
+                Err(Exit::ClientLost(msg.into()))
+            }
+            Ok(Event::Timer) => {
+                let (code, what) = if t.state.client_awaited() {
+                    (
+                        sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+                        "idle_transaction_timeout",
+                    )
+                } else {
+                    (sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
+                };
+                self.fatal(code, what).await;
+                Err(Exit::ClientLost(what.into()))
+            }
+            Ok(Event::ServerReadable) => {
+                let server = &mut *t.server;
+                reserve(&mut server.rbuf, CHUNK);
+                match read_some(&server.stream, &mut server.rbuf) {
+                    Ok(0) => Err(Exit::ServerLost("server closed the connection".into())),
+                    Ok(_) => {
+                        if t.keeping {
+                            match first_answer(&t.server.rbuf) {
+                                // Relay nothing before it is known.
+                                FirstAnswer::Incomplete => return Ok(()),
+                                FirstAnswer::NeverRan => return Err(Exit::Resend),
+                                FirstAnswer::Answered => t.stop_keeping(cbuf),
                             }
-                            if let Err(e) = self.scan_server(&mut t) {
-                                return Ok(Some(self.server_protocol_error(t, e).await));
-                            }
                         }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(e) => return Ok(Some(self.server_lost(t, &e.to_string()).await)),
+                        self.scan_server(t).map_err(Exit::ServerProtocol)
                     }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+                    Err(e) => Err(Exit::ServerLost(e.to_string())),
                 }
-                Ok(Event::ClientReadable) => {
-                    reserve(cbuf, CHUNK);
-                    match read_some(&self.client, cbuf) {
-                        Ok(0) => {
-                            return Ok(Some(
-                                self.client_lost(t, "client closed the connection").await,
-                            ))
+            }
+            Ok(Event::ClientReadable) => {
+                reserve(cbuf, CHUNK);
+                match read_some(&self.client, cbuf) {
+                    Ok(0) => Err(Exit::ClientLost("client closed the connection".into())),
+                    Ok(n) => {
+                        PoolStats::add(&pool.stats.bytes_received, n as u64);
+                        t.last_client_activity = Instant::now();
+                        let was_boundary = t.state.at_boundary();
+                        self.scan_client(t, cbuf).map_err(Exit::ClientProtocol)?;
+                        // The client already sent its next request: keep this server and
+                        // read on past the ReadyForQuery.
+                        if was_boundary && !t.state.at_boundary() {
+                            self.scan_server(t).map_err(Exit::ServerProtocol)?;
                         }
-                        Ok(n) => {
-                            PoolStats::add(&pool.stats.bytes_received, n as u64);
-                            t.last_client_activity = Instant::now();
-                            let was_boundary = t.state.at_boundary();
-                            if let Err(e) = self.scan_client(&mut t, cbuf) {
-                                return Ok(Some(self.client_protocol_error(t, e).await));
-                            }
-                            // The client already sent its next request: keep this server and
-                            // read on past the ReadyForQuery.
-                            if was_boundary && !t.state.at_boundary() {
-                                if let Err(e) = self.scan_server(&mut t) {
-                                    return Ok(Some(self.server_protocol_error(t, e).await));
-                                }
-                            }
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(e) => {
-                            return Ok(Some(
-                                self.client_lost(t, &format!("client connection error: {e}"))
-                                    .await,
-                            ))
-                        }
+                        Ok(())
                     }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+                    Err(e) => Err(Exit::ClientLost(format!("client connection error: {e}"))),
                 }
             }
         }
