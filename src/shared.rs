@@ -34,18 +34,23 @@ pub struct Live {
 }
 
 impl Live {
-    /// Derive every plaintext password's SCRAM verifier (PBKDF2) on one blocking thread, in
-    /// the background, so the first SCRAM logins find them ready and no runtime thread runs
-    /// them; a login that comes first derives its own off the runtime too
-    /// (`Secret::prepare_scram`). Without a runtime (a config checked offline) nothing runs.
-    fn derive_verifiers(self) -> Live {
+    /// Derive every plaintext password's SCRAM verifier (PBKDF2) once per load. At start-up
+    /// (`now`: nothing is served yet, so nothing can stall) before listening; on a reload on
+    /// one blocking thread in the background, so no runtime thread runs them, and a login
+    /// that comes first derives its own off the runtime too (`Secret::prepare_scram`).
+    /// Without a runtime (a config checked offline) a reload derives nothing ahead.
+    fn derive_verifiers(self, now: bool) -> Live {
         let plain: Vec<Secret> = self
             .secrets
             .values()
             .filter(|s| !s.scram_derived())
             .cloned()
             .collect();
-        if !plain.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+        if now {
+            for s in &plain {
+                s.scram();
+            }
+        } else if !plain.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
             tokio::task::spawn_blocking(move || {
                 for s in plain {
                     s.scram();
@@ -262,7 +267,7 @@ impl Shared {
     /// Build the shared state from a validated config (its certificates are read here).
     pub fn new(config: Arc<Config>) -> Result<Shared, LoadError> {
         Ok(Shared {
-            live: ArcSwap::from_pointee(Live::new(config)?.derive_verifiers()),
+            live: ArcSwap::from_pointee(Live::new(config)?.derive_verifiers(true)),
             config_path: Mutex::new(None),
             registry: Arc::new(Registry::new()),
             cancels: Arc::new(CancelMap::default()),
@@ -289,7 +294,7 @@ impl Shared {
     /// Put a new config in force (validated by the caller) and apply it to the pools. Its
     /// certificates are read first: if they cannot be, nothing changes.
     pub fn set_config(&self, config: Arc<Config>) -> Result<(), LoadError> {
-        let live = Live::new(config)?.derive_verifiers();
+        let live = Live::new(config)?.derive_verifiers(false);
         self.registry
             .reconfigure(&live.config, &live.server_tls, &live.secrets);
         self.live.store(Arc::new(live));
