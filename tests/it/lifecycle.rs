@@ -311,7 +311,9 @@ async fn so_reuseport_restart_under_pgbench_loses_no_transaction() {
     let staying = pgbench(port, &["-n", "-S", "-c", "4", "-j", "1", "-T", "6"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let new = Proc::start(&path);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // As a rolling restart does: the old one stops once the new one serves (its first login
+    // opens a server, which in a debug build on a loaded machine takes a while).
+    new.wait_log("client login", 10);
     old.signal("-TERM");
     old.wait_log("stopped accepting clients", 10);
     let logins_after_term = new.log().matches("client login").count();
