@@ -232,6 +232,19 @@ impl Registry {
         if let Some(p) = self.pools.lock().get(&key) {
             return Ok(p.clone());
         }
+        let r = self.resolve_auth(config, tls, secrets, database, auth_user)?;
+        self.insert(key, r)
+    }
+
+    /// The configuration of auth_query's servers for `database` as `auth_user`.
+    fn resolve_auth(
+        &self,
+        config: &Config,
+        tls: &ServerSide,
+        secrets: &Secrets,
+        database: &str,
+        auth_user: &str,
+    ) -> Result<Resolved, Error> {
         let r = resolve(
             &self.hosts,
             config,
@@ -241,9 +254,8 @@ impl Registry {
             auth_user,
             None,
             true,
-        )
-        .ok_or_else(|| no_such_database(database))?;
-        self.insert(key, r)
+        );
+        r.ok_or_else(|| no_such_database(database))
     }
 
     /// Where a one-off auth_query server for `database` as `auth_user` goes, and a new server
@@ -256,17 +268,7 @@ impl Registry {
         database: &str,
         auth_user: &str,
     ) -> Result<(Arc<crate::server::Target>, u64), Error> {
-        let r = resolve(
-            &self.hosts,
-            config,
-            tls,
-            secrets,
-            database,
-            auth_user,
-            None,
-            true,
-        )
-        .ok_or_else(|| no_such_database(database))?;
+        let r = self.resolve_auth(config, tls, secrets, database, auth_user)?;
         let id = self
             .server_ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
