@@ -4,74 +4,76 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use super::slot::Slot;
 use super::Pool;
 use crate::server::Server;
 
-/// A checked-out server. Whoever holds one owns the server's place in the pool: it ends in
+/// A checked-out server. Whoever holds one owns the server and its [`Slot`]: it ends in
 /// [`release`](Checked::release), [`close`](Checked::close) or
 /// [`close_busy`](Checked::close_busy), and a `Checked` dropped without any of them closes
 /// the server as busy (its state is unknown), so no slot, limit unit or SHOW SERVERS row
 /// outlives its holder.
 pub struct Checked {
-    pool: Arc<Pool>,
-    server: Option<Server>,
+    inner: Option<(Server, Slot)>,
 }
 
 impl Checked {
-    pub(super) fn new(pool: Arc<Pool>, server: Server) -> Checked {
+    pub(super) fn new(server: Server, slot: Slot) -> Checked {
         Checked {
-            pool,
-            server: Some(server),
+            inner: Some((server, slot)),
         }
     }
 
-    /// The pool it came from.
-    pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
-    }
-
-    fn take(&mut self) -> Server {
-        self.server
+    /// The server and its slot, for the pool to pass on.
+    pub(super) fn into_parts(mut self) -> (Server, Slot) {
+        self.inner
             .take()
             .expect("a Checked holds its server until it ends")
     }
 
+    /// The pool it came from.
+    pub fn pool(&self) -> &Arc<Pool> {
+        self.inner.as_ref().expect("held until it ends").1.pool()
+    }
+
     /// Give it back to its pool (which may still close it: lifetime, reload, pause).
-    pub fn release(mut self) {
-        let s = self.take();
-        self.pool.release(s);
+    pub fn release(self) {
+        let (s, slot) = self.into_parts();
+        slot.pool().clone().release(s, slot);
     }
 
     /// Close it: it is idle (nothing runs on it), logging why.
-    pub fn close(mut self, reason: &str) {
-        let s = self.take();
-        self.pool.close(s, true, reason);
+    pub fn close(self, reason: &str) {
+        let (s, slot) = self.into_parts();
+        Pool::close_checked(s, slot, reason);
     }
 
     /// Close it while a request may still run on it: cancelled, and its slot kept until
     /// Postgres has ended the session (`reap.rs`).
-    pub fn close_busy(mut self, reason: &str) {
-        let s = self.take();
-        self.pool.close_busy(s, reason);
+    pub fn close_busy(self, reason: &str) {
+        let (s, slot) = self.into_parts();
+        Pool::close_busy(s, slot, reason);
     }
 }
 
 impl Deref for Checked {
     type Target = Server;
     fn deref(&self) -> &Server {
-        self.server.as_ref().expect("held until it ends")
+        &self.inner.as_ref().expect("held until it ends").0
     }
 }
 
 impl DerefMut for Checked {
     fn deref_mut(&mut self) -> &mut Server {
-        self.server.as_mut().expect("held until it ends")
+        &mut self.inner.as_mut().expect("held until it ends").0
     }
 }
 
 impl Drop for Checked {
     fn drop(&mut self) {
-        let Some(s) = self.server.take() else { return };
+        let Some((s, slot)) = self.inner.take() else {
+            return;
+        };
         let reason = match std::thread::panicking() {
             true => "its client task panicked while holding it",
             false => "dropped while checked out (its state is unknown)",
@@ -79,8 +81,8 @@ impl Drop for Checked {
         // Reaping needs a runtime to run on; without one (a runtime shutting down) the
         // socket is simply closed.
         match tokio::runtime::Handle::try_current() {
-            Ok(_) => self.pool.close_busy(s, reason),
-            Err(_) => self.pool.close(s, true, reason),
+            Ok(_) => Pool::close_busy(s, slot, reason),
+            Err(_) => Pool::close_checked(s, slot, reason),
         }
     }
 }

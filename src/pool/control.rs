@@ -16,13 +16,13 @@ impl Pool {
 
     /// Stop handing out servers; close idle ones now and the others as they are released.
     /// Returns at once: see [`Pool::wait_closed`].
-    pub fn pause(&self) {
+    pub fn pause(self: &Arc<Self>) {
         self.paused.store(true, Ordering::Release);
         self.close_idle("the database is paused", |_| true);
     }
 
     /// Hand out servers again after PAUSE or KILL.
-    pub fn resume(&self) {
+    pub fn resume(self: &Arc<Self>) {
         self.paused.store(false, Ordering::Release);
         self.resumed.notify_waiters();
         let mut st = self.state.lock();
@@ -31,7 +31,7 @@ impl Pool {
 
     /// RECONNECT: close every server once it is released (idle ones now); new ones connect
     /// as needed.
-    pub fn reconnect(&self) {
+    pub fn reconnect(self: &Arc<Self>) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.close_idle("RECONNECT or a reload changed where servers go", |p| {
             p.0.close_needed(&p.1.info)
@@ -39,7 +39,11 @@ impl Pool {
     }
 
     /// Close the idle servers `pick` chooses.
-    fn close_idle(&self, reason: &str, pick: impl Fn((&Pool, &crate::server::Server)) -> bool) {
+    fn close_idle(
+        self: &Arc<Self>,
+        reason: &str,
+        pick: impl Fn((&Pool, &crate::server::Server)) -> bool,
+    ) {
         let victims: Vec<_> = {
             let mut st = self.state.lock();
             let (go, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut st.idle)
@@ -49,7 +53,7 @@ impl Pool {
             go
         };
         for s in victims {
-            self.close(s, false, reason);
+            self.close_idle_server(s, reason);
         }
     }
 

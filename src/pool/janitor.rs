@@ -21,7 +21,7 @@ pub async fn run_janitor(
         let now = Instant::now();
         for pool in registry.each() {
             for (s, reason) in pool.take_expired(now) {
-                pool.close(s, false, reason);
+                pool.close_idle_server(s, reason);
             }
             if pool.settings().min_pool_size > 0 {
                 let p = pool.clone();
@@ -32,7 +32,7 @@ pub async fn run_janitor(
         let idle = config.general.autodb_idle_timeout.get();
         for (pool, servers) in registry.remove_unused(&config, idle, now) {
             for s in servers {
-                pool.close(s, false, "its pool was removed (unused)");
+                pool.close_idle_server(s, "its pool was removed (unused)");
             }
         }
     }

@@ -11,6 +11,7 @@ mod limit;
 mod outage;
 mod reap;
 mod registry;
+mod slot;
 pub mod stats;
 
 use std::collections::{HashMap, VecDeque};
@@ -30,6 +31,7 @@ pub use janitor::run_janitor;
 pub use limit::Limit;
 pub use outage::passes as connect_error_passes;
 pub use registry::{DbFlags, Registry, AUTH_POOL_SIZE, MAX_POOLS};
+use slot::Slot;
 pub use stats::{Histograms, PoolStats};
 
 /// A pool's limits and timeouts, resolved from the config.
@@ -62,14 +64,14 @@ pub struct PoolSettings {
     pub hist: Arc<Histograms>,
 }
 
-/// What a waiter is given. (A server moves by value: boxing it would cost an allocation
-/// per hand-over.)
+/// What a waiter is given; dropped untaken (the waiter left), it gives itself back. (A
+/// server moves by value: boxing it would cost an allocation per hand-over.)
 #[allow(clippy::large_enum_variant)]
 enum Grant {
-    /// An idle server.
-    Server(Server),
-    /// Room to open a new server (counted in `open` already).
-    Slot { reserve: bool },
+    /// A server that was idle or just released.
+    Server(Checked),
+    /// Room to open a new server.
+    Slot { slot: Slot, reserve: bool },
 }
 
 struct State {
@@ -79,10 +81,19 @@ struct State {
     open: usize,
     /// Servers checked out by clients.
     active: usize,
+    /// Waiters, oldest first. A waiter that stops waiting drops its receiver; its entry is
+    /// skipped by whoever hands out next and pruned where the queue is looked at.
     waiters: VecDeque<(u64, oneshot::Sender<Grant>, Instant)>,
     next_waiter: u64,
     /// No server can be opened now: clients wait, a retrier tries (`outage.rs`).
     outage: Option<outage::Outage>,
+}
+
+impl State {
+    /// Drop the entries of waiters that left.
+    fn prune(&mut self) {
+        self.waiters.retain(|w| !w.1.is_closed());
+    }
 }
 
 /// The servers of one (database, user).
@@ -246,7 +257,8 @@ impl Pool {
 
     /// Current counts.
     pub fn counts(&self) -> PoolCounts {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
+        st.prune();
         PoolCounts {
             idle: st.idle.len(),
             active: st.active,
@@ -260,20 +272,21 @@ impl Pool {
         }
     }
 
-    /// Take a slot for a new server if this pool and the shared caps allow it.
-    fn try_slot(&self, st: &mut State, cap: usize) -> bool {
+    /// Take room for a new server if this pool (up to `cap`) and the shared caps allow it.
+    fn take_room(self: &Arc<Self>, st: &mut State, cap: usize) -> Option<Slot> {
         if st.open >= cap {
-            return false;
+            return None;
         }
         if !self.db_limit.try_acquire() {
-            return false;
+            return None;
         }
         if !self.user_limit.try_acquire() {
             self.db_limit.release();
-            return false;
+            return None;
         }
         st.open += 1;
-        true
+        st.active += 1;
+        Some(Slot::taken(self.clone()))
     }
 
     /// Check out a server: an idle one, a new one under pool_size, or wait first-in first-out.
@@ -295,14 +308,15 @@ impl Pool {
                 }
                 if let Some(s) = st.idle.pop() {
                     st.active += 1;
-                    Ok(Grant::Server(s))
-                } else if !held
-                    && st.waiters.is_empty()
-                    && st.outage.is_none()
-                    && self.try_slot(&mut st, pool_size)
+                    Ok(Grant::Server(Checked::new(s, Slot::taken(self.clone()))))
+                } else if let Some(slot) = (!held && st.waiters.is_empty() && st.outage.is_none())
+                    .then(|| self.take_room(&mut st, pool_size))
+                    .flatten()
                 {
-                    st.active += 1;
-                    Ok(Grant::Slot { reserve: false })
+                    Ok(Grant::Slot {
+                        slot,
+                        reserve: false,
+                    })
                 } else {
                     let id = st.next_waiter;
                     st.next_waiter += 1;
@@ -322,7 +336,7 @@ impl Pool {
             match grant {
                 Grant::Server(mut s) => {
                     if !s.looks_alive() {
-                        self.close(s, true, "closed by the server while idle");
+                        s.close("closed by the server while idle");
                         continue;
                     }
                     let check = {
@@ -332,7 +346,6 @@ impl Pool {
                             .clone()
                             .filter(|_| s.idle_since.elapsed() >= settings.server_check_delay)
                     };
-                    let s = Checked::new(self.clone(), s);
                     let s = match check {
                         None => s,
                         Some(q) => match self.check_idle(s, &q).await {
@@ -344,14 +357,14 @@ impl Pool {
                     self.note_checkout(started, &self.settings().hist);
                     return Ok(s);
                 }
-                Grant::Slot { reserve } => match self.open_server(reserve).await {
+                Grant::Slot { slot, reserve } => match slot.open(reserve).await {
                     Ok(mut s) => {
                         if s.looks_alive() {
                             self.note_checkout(started, &self.settings().hist);
-                            return Ok(Checked::new(self.clone(), s));
+                            return Ok(s);
                         }
                         // Terminated right after its login (its FATAL came with ReadyForQuery).
-                        self.close(s, true, "closed by the server right after login");
+                        s.close("closed by the server right after login");
                     }
                     // Postgres is down or restarting: wait for the retrier's server.
                     Err(e) if self.connect_failed(&e) => held = true,
@@ -414,17 +427,15 @@ impl Pool {
         }
     }
 
+    /// Wait in the queue as waiter `id`. Leaving (an error, or this future dropped) drops
+    /// `rx`: the entry is skipped from then on, and a grant already sent to it gives itself
+    /// back when dropped with it.
     async fn wait(
         self: &Arc<Self>,
         id: u64,
-        rx: oneshot::Receiver<Grant>,
+        mut rx: oneshot::Receiver<Grant>,
         started: Instant,
     ) -> Result<Grant, CheckoutError> {
-        let mut guard = WaitGuard {
-            pool: self,
-            id,
-            rx: Some(rx),
-        };
         let s = self.settings.load_full();
         let far = started + Duration::from_secs(86400 * 365);
         let deadline = s.query_wait_timeout.map_or(far, |t| started + t);
@@ -436,12 +447,8 @@ impl Pool {
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let rx = guard.rx.as_mut().expect("receiver present while waiting");
             tokio::select! {
-                g = rx => {
-                    guard.rx = None;
-                    return g.map_err(|_| CheckoutError::Closed);
-                }
+                g = &mut rx => return g.map_err(|_| CheckoutError::Closed),
                 _ = tokio::time::sleep_until(reserve_at.unwrap_or(far).into()), if reserve_at.is_some() => {
                     if let Some(g) = self.take_slot_for(id, s.pool_size + s.reserve_pool_size, true) {
                         self.stats.reserve_opened.fetch_add(1, Ordering::Relaxed);
@@ -460,6 +467,9 @@ impl Pool {
                     self.evict_idle_elsewhere();
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => {
+                    if let Ok(g) = rx.try_recv() {
+                        return Ok(g); // granted as the deadline came: take it
+                    }
                     self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
                     return Err(self.outage_timeout().unwrap_or(CheckoutError::WaitTimeout));
                 }
@@ -468,7 +478,7 @@ impl Pool {
     }
 
     /// Give waiter `id` a slot to open a server (if it is first in line and there is room).
-    fn take_slot_for(&self, id: u64, cap: usize, reserve: bool) -> Option<Grant> {
+    fn take_slot_for(self: &Arc<Self>, id: u64, cap: usize, reserve: bool) -> Option<Grant> {
         if self.paused.load(Ordering::Acquire) {
             return None;
         }
@@ -476,14 +486,14 @@ impl Pool {
         if st.outage.is_some() {
             return None; // the retrier opens the next server
         }
-        let pos = st.waiters.iter().position(|w| w.0 == id)?;
+        st.prune();
         // Reserve servers go to the oldest waiter; the cap poll only to the first too.
-        if pos != 0 || !self.try_slot(&mut st, cap) {
+        if st.waiters.front().map(|w| w.0) != Some(id) {
             return None;
         }
-        st.waiters.remove(pos);
-        st.active += 1;
-        Some(Grant::Slot { reserve })
+        let slot = self.take_room(&mut st, cap)?;
+        st.waiters.pop_front();
+        Some(Grant::Slot { slot, reserve })
     }
 
     /// When a cap shared with other pools blocks this pool, close one idle server of another
@@ -505,28 +515,19 @@ impl Pool {
                     (!st.idle.is_empty()).then(|| st.idle.remove(0))
                 };
                 if let Some(s) = victim {
-                    other.close(s, false, "room needed by another pool under a shared cap");
+                    other.close_idle_server(s, "room needed by another pool under a shared cap");
                     return;
                 }
             }
         }
     }
 
-    async fn open_server(self: &Arc<Self>, reserve: bool) -> Result<Server, ConnectError> {
+    /// Connect a server (for a [`Slot`]: see [`Slot::open`]) and list it.
+    async fn open_server(&self, reserve: bool) -> Result<Server, ConnectError> {
         let id = self.server_ids.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.load(Ordering::Relaxed);
-        self.logins.fetch_add(1, Ordering::Relaxed);
         let key = *self.client_key.lock();
-        // Whoever awaits this may give up (a login timeout, a client leaving): the slot
-        // taken for the server must be given back then too.
-        let mut opening = Opening {
-            pool: self,
-            done: false,
-        };
-        let res = Server::connect(id, self.target(), generation, key).await;
-        opening.done = true;
-        self.logins.fetch_sub(1, Ordering::Relaxed);
-        match res {
+        match Server::connect(id, self.target(), generation, key).await {
             Ok(mut s) => {
                 s.reserve = reserve;
                 self.servers.lock().insert(s.id, s.info.clone());
@@ -548,7 +549,6 @@ impl Pool {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(server = id, db = %self.database, user = %self.user,
                     "server connect failed: {e}");
-                self.slot_freed(true);
                 Err(e)
             }
         }
@@ -556,24 +556,10 @@ impl Pool {
 
     /// Return a server a client is done with (see [`Checked::release`]). Past
     /// server_lifetime it is closed instead.
-    fn release(&self, mut s: Server) {
+    fn release(self: Arc<Self>, mut s: Server, mut slot: Slot) {
         let now = Instant::now();
-        if let Some(life) = self.settings().server_lifetime {
-            if now.duration_since(s.created) >= life {
-                return self.close(s, true, "server_lifetime reached");
-            }
-        }
-        if self.close_needed(&s.info) {
-            return self.close(s, true, "RECONNECT or a reload changed where servers go");
-        }
-        if self.paused.load(Ordering::Acquire) {
-            return self.close(s, true, "the database is paused");
-        }
-        if !s.still_fits() {
-            return self.close(s, true, "its host no longer fits target_session_attrs");
-        }
-        if !s.host.still_points_at(s.info.addr, s.target.dns_ttl) {
-            return self.close(s, true, "its host name points elsewhere now (dns_max_ttl)");
+        if let Some(reason) = self.close_at_release(&s, now) {
+            return Pool::close_checked(s, slot, reason);
         }
         s.idle_since = now;
         s.info.link_to(0, 0);
@@ -583,23 +569,48 @@ impl Pool {
             .store(s.prepared.len() as u32, Ordering::Relaxed);
         let mut st = self.state.lock();
         while let Some((_, tx, _)) = st.waiters.pop_front() {
-            match tx.send(Grant::Server(s)) {
+            // A waiter that left refuses it: it comes back whole.
+            match tx.send(Grant::Server(Checked::new(s, slot))) {
                 Ok(()) => return,
-                Err(Grant::Server(back)) => s = back,
+                Err(Grant::Server(back)) => (s, slot) = back.into_parts(),
                 Err(Grant::Slot { .. }) => unreachable!("sent a server"),
             }
         }
-        st.active -= 1;
+        slot.into_idle(&mut st);
         st.idle.push(s);
     }
 
-    /// Close a server (checked out if `active`, else already out of the idle list), logging why.
-    fn close(&self, s: Server, active: bool, reason: &str) {
+    /// Why a server being released must close instead of going back, if it must.
+    fn close_at_release(&self, s: &Server, now: Instant) -> Option<&'static str> {
+        let life = self.settings().server_lifetime;
+        if life.is_some_and(|life| now.duration_since(s.created) >= life) {
+            Some("server_lifetime reached")
+        } else if self.close_needed(&s.info) {
+            Some("RECONNECT or a reload changed where servers go")
+        } else if self.paused.load(Ordering::Acquire) {
+            Some("the database is paused")
+        } else if !s.still_fits() {
+            Some("its host no longer fits target_session_attrs")
+        } else if !s.host.still_points_at(s.info.addr, s.target.dns_ttl) {
+            Some("its host name points elsewhere now (dns_max_ttl)")
+        } else {
+            None
+        }
+    }
+
+    /// Close a checked-out server that is idle (nothing runs on it), logging why; dropping
+    /// its slot passes the room on.
+    fn close_checked(s: Server, slot: Slot, reason: &str) {
+        slot.pool().forget(&s, reason);
+        terminate(s);
+        drop(slot);
+    }
+
+    /// Close a server already taken out of the idle list, logging why.
+    fn close_idle_server(self: &Arc<Self>, s: Server, reason: &str) {
         self.forget(&s, reason);
-        // Terminate is 5 bytes: a non-blocking write always fits an idle socket.
-        let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
-        drop(s);
-        self.slot_freed(active);
+        terminate(s);
+        self.server_gone(false);
     }
 
     /// A server is being closed: log why, count it, and take it off the server list.
@@ -613,8 +624,8 @@ impl Pool {
     }
 
     /// A server is gone (closed or failed to open): pass its room to the oldest waiter.
-    /// `active`: it was counted as checked out.
-    fn slot_freed(&self, active: bool) {
+    /// `active`: it was counted as checked out (its [`Slot`] is what calls this then).
+    fn server_gone(self: &Arc<Self>, active: bool) {
         self.db_limit.release();
         self.user_limit.release();
         let mut st = self.state.lock();
@@ -626,25 +637,26 @@ impl Pool {
     }
 
     /// Give waiters room to open servers while the pool size and caps allow.
-    fn grant_slots(&self, st: &mut State) {
+    fn grant_slots(self: &Arc<Self>, st: &mut State) {
         if self.paused.load(Ordering::Acquire) || st.outage.is_some() {
             return;
         }
         let pool_size = self.settings().pool_size;
         while !st.waiters.is_empty() {
-            if !self.try_slot(st, pool_size) {
+            let Some(slot) = self.take_room(st, pool_size) else {
                 return;
-            }
+            };
             let (_, tx, _) = st.waiters.pop_front().expect("non-empty");
-            st.active += 1;
-            if tx.send(Grant::Slot { reserve: false }).is_ok() {
-                return;
+            if let Err(back) = tx.send(Grant::Slot {
+                slot,
+                reserve: false,
+            }) {
+                // That waiter left: undo (under the lock, so not by a drop) and go on.
+                match back {
+                    Grant::Slot { slot, .. } => slot.undo(st),
+                    Grant::Server(_) => unreachable!("sent a slot"),
+                }
             }
-            st.active -= 1;
-            // That waiter left: undo and try the next.
-            st.open -= 1;
-            self.db_limit.release();
-            self.user_limit.release();
         }
     }
 
@@ -700,9 +712,10 @@ impl Pool {
     /// Open servers up to min_pool_size (called by the janitor).
     async fn fill_min(self: &Arc<Self>) {
         loop {
-            {
+            let slot = {
                 let min = self.settings().min_pool_size;
                 let mut st = self.state.lock();
+                st.prune();
                 if st.open >= min
                     || !st.waiters.is_empty()
                     || st.outage.is_some()
@@ -710,59 +723,21 @@ impl Pool {
                 {
                     return;
                 }
-                if !self.try_slot(&mut st, min) {
-                    return;
+                match self.take_room(&mut st, min) {
+                    Some(slot) => slot,
+                    None => return,
                 }
-                st.active += 1;
-            }
-            match self.open_server(false).await {
-                Ok(s) => self.release(s),
+            };
+            match slot.open(false).await {
+                Ok(s) => s.release(),
                 Err(_) => return,
             }
         }
     }
 }
 
-/// A server being opened (pool-internal: the server becomes a [`Checked`] once open): if the
-/// opening is dropped before it ends, its login count and slot are given back.
-struct Opening<'a> {
-    pool: &'a Pool,
-    done: bool,
-}
-
-impl Drop for Opening<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.pool.logins.fetch_sub(1, Ordering::Relaxed);
-            self.pool.slot_freed(true);
-        }
-    }
-}
-
-/// A waiter's place in the queue (pool-internal: what it is granted becomes a [`Checked`]
-/// at once): removed when it stops waiting, handing back anything it was sent meanwhile.
-struct WaitGuard<'a> {
-    pool: &'a Pool,
-    id: u64,
-    rx: Option<oneshot::Receiver<Grant>>,
-}
-
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        let Some(mut rx) = self.rx.take() else { return };
-        {
-            let mut st = self.pool.state.lock();
-            if let Some(pos) = st.waiters.iter().position(|w| w.0 == self.id) {
-                st.waiters.remove(pos);
-                return;
-            }
-        }
-        // Already granted while we were leaving: pass it on.
-        rx.close();
-        match rx.try_recv() {
-            Ok(Grant::Server(s)) => self.pool.release(s),
-            Ok(Grant::Slot { .. }) => self.pool.slot_freed(true),
-            Err(_) => {}
-        }
-    }
+/// Send Terminate and close. (Terminate is 5 bytes: a non-blocking write always fits an
+/// idle socket.)
+fn terminate(s: Server) {
+    let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
 }

@@ -79,7 +79,7 @@ impl Pool {
     }
 
     /// Close idle servers whose connection is gone (a restart closes them all at once).
-    pub fn drop_dead_idle(&self) {
+    pub fn drop_dead_idle(self: &Arc<Self>) {
         let dead: Vec<Server> = {
             let mut st = self.state.lock();
             let (mut dead, mut keep) = (Vec::new(), Vec::with_capacity(st.idle.len()));
@@ -94,7 +94,7 @@ impl Pool {
             dead
         };
         for s in dead {
-            self.close(s, false, "closed by the server while idle");
+            self.close_idle_server(s, "closed by the server while idle");
         }
     }
 
@@ -110,20 +110,26 @@ impl Pool {
             if self.is_paused() {
                 continue; // RESUME grants what is owed
             }
-            {
-                let settings = self.settings();
+            let slot = {
+                let pool_size = self.settings().pool_size;
                 let mut st = self.state.lock();
+                st.prune();
                 // Nobody waits (they gave up, or servers came back through releases), or
                 // the pool is full of servers in use: no server is needed now. A client
                 // that needs one later tries for itself.
-                if st.waiters.is_empty() || !self.try_slot(&mut st, settings.pool_size) {
-                    st.outage = None;
-                    self.grant_slots(&mut st);
-                    return;
+                match (!st.waiters.is_empty())
+                    .then(|| self.take_room(&mut st, pool_size))
+                    .flatten()
+                {
+                    Some(slot) => slot,
+                    None => {
+                        st.outage = None;
+                        self.grant_slots(&mut st);
+                        return;
+                    }
                 }
-                st.active += 1;
-            }
-            match self.open_server(false).await {
+            };
+            match slot.open(false).await {
                 Ok(s) => {
                     let since = {
                         let mut st = self.state.lock();
@@ -131,7 +137,7 @@ impl Pool {
                     };
                     tracing::info!(db = %self.database, user = %self.user,
                         "servers open again after {:?}", since.map(|s| s.elapsed()).unwrap_or_default());
-                    self.release(s);
+                    s.release();
                     let mut st = self.state.lock();
                     self.grant_slots(&mut st);
                     return;

@@ -11,12 +11,12 @@
 //! The slot stays taken until then (at most `REAP_LIMIT`): the pool never has more
 //! sessions on Postgres than its size.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::slot::Slot;
 use super::Pool;
 use crate::server::{send_cancel, Server};
 
@@ -25,20 +25,11 @@ const REAP_LIMIT: Duration = Duration::from_secs(5);
 /// How often the cancel is sent again while the session lives.
 const RECANCEL: Duration = Duration::from_millis(250);
 
-/// The slot of a server being reaped; freed when dropped, whatever ends the reaping.
-struct Slot(Arc<Pool>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.slot_freed(true);
-    }
-}
-
 impl Pool {
     /// Close a checked-out server that may be busy (see the module docs), logging why.
-    pub(super) fn close_busy(self: &Arc<Self>, s: Server, reason: &str) {
-        self.forget(&s, reason);
-        let slot = Slot(self.clone());
+    /// Its `slot` is held until the session has ended.
+    pub(super) fn close_busy(s: Server, slot: Slot, reason: &str) {
+        slot.pool().forget(&s, reason);
         tokio::spawn(async move {
             reap(s).await;
             drop(slot);

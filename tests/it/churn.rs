@@ -302,6 +302,66 @@ async fn clients_wait_through_an_outage() {
     drop(private);
 }
 
+/// When an outage ends, every client that waited through it gets a server at once (up to the
+/// pool size), not one at a time as servers are released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_every_waiter_gets_a_server_at_once() {
+    let private = tokio::task::spawn_blocking(|| PrivatePg::start("churn-regrant"))
+        .await
+        .unwrap();
+    let mux = Mux::start(private_config(&private, "default_pool_size = 4")).await;
+    let cfg = tp_config(mux.port(), "postgres", "", "postgres");
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (c, h) = tp_connect(&cfg).await.unwrap();
+        assert_eq!(one(&c, "SELECT 1").await, "1");
+        clients.push((c, h));
+    }
+    let private = tokio::task::spawn_blocking(move || {
+        private.stop();
+        private
+    })
+    .await
+    .unwrap();
+    let pool = mux.pool("postgres", "postgres").unwrap();
+    let mut queries = Vec::new();
+    for (c, h) in clients {
+        queries.push(tokio::spawn(async move {
+            let r = c.simple_query("SELECT pg_sleep(2)").await.map(|_| ());
+            drop(h);
+            r
+        }));
+    }
+    eventually(10, "all four wait", || {
+        mux.counts("postgres", "postgres").unwrap().waiting == 4
+    })
+    .await;
+    let private = tokio::task::spawn_blocking(move || {
+        private.start();
+        private
+    })
+    .await
+    .unwrap();
+    let first = tokio::time::timeout(
+        Duration::from_secs(15),
+        futures_util::future::select_all(queries),
+    )
+    .await
+    .expect("no query ended");
+    assert!(first.0.as_ref().unwrap().is_ok(), "{:?}", first.0);
+    // The first 2 s query is over: every other one must have had its server by then.
+    let waiting = mux.counts("postgres", "postgres").unwrap().waiting;
+    assert_eq!(
+        waiting, 0,
+        "clients still waited for a server after the outage ended"
+    );
+    for q in first.2 {
+        assert!(q.await.unwrap().is_ok());
+    }
+    assert!(!pool.in_outage());
+    drop(private);
+}
+
 /// A connect that fails for a configuration reason (a database Postgres does not have, a wrong
 /// password) is not an outage: the client gets Postgres' error at once, not after
 /// query_wait_timeout.
