@@ -253,7 +253,7 @@ impl Drop for ClientHandle {
 
 /// Counts of clients per state, for one pool or all.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ClientCounts {
+pub(crate) struct ClientCounts {
     pub login: usize,
     pub idle: usize,
     pub waiting: usize,
@@ -264,7 +264,7 @@ pub struct ClientCounts {
 
 impl ClientCounts {
     /// Add one client.
-    pub fn add(&mut self, c: &ClientInfo, now_us: u64) {
+    pub(crate) fn add(&mut self, c: &ClientInfo, now_us: u64) {
         match c.state() {
             ClientState::Login => self.login += 1,
             ClientState::Idle => self.idle += 1,

@@ -10,21 +10,23 @@
 //! (idle server, new server under pool_size, FIFO wait, reserve pool), sync tracked
 //! parameters, relay both ways parsing only headers, release at ReadyForQuery 'I' in
 //! transaction mode.
+
+#![warn(unreachable_pub)]
 pub mod admin;
 pub mod app;
 pub mod auth;
-pub mod cancel;
+pub(crate) mod cancel;
 pub mod client;
-pub mod clients;
+pub(crate) mod clients;
 pub mod config;
-pub mod error;
-pub mod metrics;
-pub mod net;
+pub(crate) mod error;
+pub(crate) mod metrics;
+pub(crate) mod net;
 pub mod pool;
 pub mod prepared;
 pub mod proto;
 pub mod reload;
 pub mod server;
 pub mod shared;
-pub mod snapshot;
-pub mod stats_log;
+pub(crate) mod snapshot;
+pub(crate) mod stats_log;

@@ -11,7 +11,7 @@ use crate::shared::Shared;
 
 /// Servers of a pool by state, with PgBouncer's names.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ServerCounts {
+pub(crate) struct ServerCounts {
     pub active: usize,
     pub idle: usize,
     /// Idle past server_check_delay (pgmux checks liveness at checkout instead: always 0).
@@ -22,16 +22,13 @@ pub struct ServerCounts {
 
 impl ServerCounts {
     /// Servers in use or being opened: what counts against the pool's limit.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.active + self.tested + self.login
-    }
-    pub fn total(&self) -> usize {
-        self.active + self.idle + self.used + self.tested + self.login
     }
 }
 
 /// One pool at one moment.
-pub struct PoolView {
+pub(crate) struct PoolView {
     pub pool: Arc<Pool>,
     pub clients: ClientCounts,
     pub servers: ServerCounts,
@@ -42,7 +39,7 @@ pub struct PoolView {
 
 impl PoolView {
     /// Servers in use over the limit (1.0: every server busy; above 1: reserve servers too).
-    pub fn saturation(&self) -> f64 {
+    pub(crate) fn saturation(&self) -> f64 {
         if self.limit == 0 {
             0.0
         } else {
@@ -52,7 +49,7 @@ impl PoolView {
 }
 
 /// Every pool, sorted by (database, user).
-pub fn pools(shared: &Shared) -> Vec<PoolView> {
+pub(crate) fn pools(shared: &Shared) -> Vec<PoolView> {
     let now = unix_us();
     let mut per_pool: HashMap<*const Pool, ClientCounts> = HashMap::new();
     for c in shared.clients.all() {

@@ -8,7 +8,7 @@ use crate::shared::Shared;
 use crate::snapshot;
 
 /// Run forever (spawned at start-up). The period is re-read from the config after each one.
-pub async fn run(shared: Arc<Shared>) {
+pub(crate) async fn run(shared: Arc<Shared>) {
     let mut last = Instant::now();
     loop {
         let period = shared.config().general.stats_period.get();

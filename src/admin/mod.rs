@@ -2,8 +2,8 @@
 //! SHOW and control commands over the simple query protocol.
 
 pub mod command;
-pub mod rows;
-pub mod show;
+pub(crate) mod rows;
+pub(crate) mod show;
 
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@ use crate::proto::backend;
 
 /// A column type, by its Postgres type OID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ty {
+pub(crate) enum Ty {
     Text,
     Int4,
     Int8,
@@ -34,10 +34,10 @@ impl Ty {
 
 /// One value: text, or NULL.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct V(pub Option<String>);
+pub(crate) struct V(pub Option<String>);
 
 impl V {
-    pub const NULL: V = V(None);
+    pub(crate) const NULL: V = V(None);
 }
 
 impl From<&str> for V {
@@ -72,14 +72,14 @@ impl<T: Into<V>> From<Option<T>> for V {
 }
 
 /// A result set being built.
-pub struct Table {
+pub(crate) struct Table {
     cols: Vec<(&'static str, Ty)>,
     rows: Vec<Vec<V>>,
 }
 
 impl Table {
     /// A result set with these columns.
-    pub fn new(cols: &[(&'static str, Ty)]) -> Table {
+    pub(crate) fn new(cols: &[(&'static str, Ty)]) -> Table {
         Table {
             cols: cols.to_vec(),
             rows: Vec::new(),
@@ -87,28 +87,28 @@ impl Table {
     }
 
     /// The column names and types.
-    pub fn columns(&self) -> &[(&'static str, Ty)] {
+    pub(crate) fn columns(&self) -> &[(&'static str, Ty)] {
         &self.cols
     }
 
     /// The rows so far.
-    pub fn rows(&self) -> &[Vec<V>] {
+    pub(crate) fn rows(&self) -> &[Vec<V>] {
         &self.rows
     }
 
     /// Keep only the rows `f` accepts.
-    pub fn retain(&mut self, f: impl FnMut(&Vec<V>) -> bool) {
+    pub(crate) fn retain(&mut self, f: impl FnMut(&Vec<V>) -> bool) {
         self.rows.retain(f);
     }
 
     /// Add a row; it must have one value per column.
-    pub fn row(&mut self, values: Vec<V>) {
+    pub(crate) fn row(&mut self, values: Vec<V>) {
         debug_assert_eq!(values.len(), self.cols.len(), "row width");
         self.rows.push(values);
     }
 
     /// Write RowDescription, the DataRows and CommandComplete "SHOW".
-    pub fn write(&self, out: &mut BytesMut) {
+    pub(crate) fn write(&self, out: &mut BytesMut) {
         backend::message(out, b'T', |b| {
             b.put_i16(self.cols.len() as i16);
             for (name, ty) in &self.cols {
@@ -141,7 +141,7 @@ impl Table {
 }
 
 /// CommandComplete with `tag`.
-pub fn command_complete(out: &mut BytesMut, tag: &str) {
+pub(crate) fn command_complete(out: &mut BytesMut, tag: &str) {
     backend::message(out, b'C', |b| {
         b.put_slice(tag.as_bytes());
         b.put_u8(0);
@@ -149,7 +149,7 @@ pub fn command_complete(out: &mut BytesMut, tag: &str) {
 }
 
 /// A NoticeResponse (severity NOTICE).
-pub fn notice(out: &mut BytesMut, msg: &str, detail: Option<&str>) {
+pub(crate) fn notice(out: &mut BytesMut, msg: &str, detail: Option<&str>) {
     backend::message(out, b'N', |b| {
         for (f, v) in [
             (b'S', "NOTICE"),

@@ -16,7 +16,7 @@ use crate::snapshot;
 use Ty::{Int4, Int8, Numeric, Text};
 
 /// The SHOW commands pgmux answers, for SHOW HELP.
-pub const COMMANDS: &[&str] = &[
+pub(crate) const COMMANDS: &[&str] = &[
     "POOLS",
     "STATS",
     "STATS_TOTALS",
@@ -38,7 +38,7 @@ pub const COMMANDS: &[&str] = &[
 ];
 
 /// The version string SHOW VERSION gives: PgBouncer-compatible tools parse "PgBouncer x.y.z".
-pub fn version() -> String {
+pub(crate) fn version() -> String {
     format!(
         "pgmux {} (PgBouncer 1.23.1 compatible)",
         env!("CARGO_PKG_VERSION")
@@ -46,7 +46,7 @@ pub fn version() -> String {
 }
 
 /// Answer `SHOW what`; `None` when pgmux has no such SHOW command.
-pub fn show(shared: &Shared, what: &str) -> Option<Table> {
+pub(crate) fn show(shared: &Shared, what: &str) -> Option<Table> {
     Some(match what {
         "POOLS" => pools(shared),
         "STATS" => stats(shared, true, true),
@@ -85,7 +85,7 @@ pub fn show(shared: &Shared, what: &str) -> Option<Table> {
 }
 
 /// "YYYY-MM-DD HH:MM:SS UTC", as PgBouncer prints times.
-pub fn timestamp(t: SystemTime) -> String {
+pub(crate) fn timestamp(t: SystemTime) -> String {
     let secs = t
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -579,7 +579,7 @@ fn users(shared: &Shared) -> Table {
 }
 
 /// A config value as SHOW CONFIG prints it.
-pub fn config_value(v: Option<&toml::Value>) -> String {
+pub(crate) fn config_value(v: Option<&toml::Value>) -> String {
     match v {
         None => String::new(),
         Some(toml::Value::String(s)) => s.clone(),

@@ -9,7 +9,7 @@ use crate::error::{sqlstate, Error, Result};
 use crate::shared::{Live, Shared};
 
 /// What pgmux knows of a user at login.
-pub struct UserSecret {
+pub(super) struct UserSecret {
     /// The user exists (configured, or auth_query returned a row).
     pub known: bool,
     /// Its secret, if it has one.
@@ -19,7 +19,7 @@ pub struct UserSecret {
 }
 
 /// An auth_query lookup, kept past the borrow of the config.
-pub struct OwnedLookup {
+pub(super) struct OwnedLookup {
     dbname: String,
     auth_user: String,
     query: String,
@@ -46,14 +46,14 @@ impl OwnedLookup {
     }
 
     /// The secret failed an authentication: ask Postgres again next time.
-    pub fn forget(&self, shared: &Shared) {
+    pub(super) fn forget(&self, shared: &Shared) {
         shared.auth_cache.forget(&self.lookup());
     }
 }
 
 /// How auth_query runs for a client of `database`: its entry's settings, or for the admin
 /// console `[general]`'s when auth_dbname is set there.
-pub fn auth_lookup<'a>(live: &'a Live, database: &'a str) -> Option<AuthLookup<'a>> {
+pub(super) fn auth_lookup<'a>(live: &'a Live, database: &'a str) -> Option<AuthLookup<'a>> {
     let config = &live.config;
     if crate::config::is_admin_db(database) {
         let d = config.general.auth_dbname.as_deref()?;
@@ -63,7 +63,7 @@ pub fn auth_lookup<'a>(live: &'a Live, database: &'a str) -> Option<AuthLookup<'
 }
 
 /// The secret of `user`, a client of `database`.
-pub async fn user_secret(
+pub(super) async fn user_secret(
     shared: &Shared,
     live: &Live,
     database: &str,

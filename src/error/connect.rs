@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 /// A cause kept as it came.
-pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// A failed connect or login to Postgres.
 #[derive(Debug, thiserror::Error)]

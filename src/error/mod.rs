@@ -8,34 +8,33 @@ mod connect;
 
 use std::io;
 
-pub use checkout::CheckoutError;
-pub use connect::{Cause, ConnectError};
+pub(crate) use checkout::CheckoutError;
+pub(crate) use connect::ConnectError;
 
 /// SQLSTATE codes pgmux uses (as Postgres would).
-pub mod sqlstate {
-    pub const PROTOCOL_VIOLATION: &str = "08P01";
-    pub const CONNECTION_FAILURE: &str = "08006";
+pub(crate) mod sqlstate {
+    pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
+    pub(crate) const CONNECTION_FAILURE: &str = "08006";
     /// No host of a database entry fits its target_session_attrs (libpq's code for a failed
     /// connection attempt).
-    pub const NO_HOST_FITS: &str = "08001";
-    pub const CANNOT_CONNECT_NOW: &str = "57P03";
-    pub const INVALID_CATALOG_NAME: &str = "3D000";
-    pub const INVALID_PASSWORD: &str = "28P01";
-    pub const INVALID_AUTHORIZATION: &str = "28000";
-    pub const TOO_MANY_CONNECTIONS: &str = "53300";
-    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
-    pub const QUERY_CANCELED: &str = "57014";
-    pub const ADMIN_SHUTDOWN: &str = "57P01";
-    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
-    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
-    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
-    pub const INTERNAL_ERROR: &str = "XX000";
-    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
-    pub const SYNTAX_ERROR: &str = "42601";
-    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
-    pub const INVALID_PARAMETER_VALUE: &str = "22023";
-    pub const UNDEFINED_OBJECT: &str = "42704";
-    pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
+    pub(crate) const NO_HOST_FITS: &str = "08001";
+    pub(crate) const INVALID_CATALOG_NAME: &str = "3D000";
+    pub(crate) const INVALID_PASSWORD: &str = "28P01";
+    pub(crate) const INVALID_AUTHORIZATION: &str = "28000";
+    pub(crate) const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub(crate) const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub(crate) const QUERY_CANCELED: &str = "57014";
+    pub(crate) const ADMIN_SHUTDOWN: &str = "57P01";
+    pub(crate) const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+    pub(crate) const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub(crate) const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub(crate) const INTERNAL_ERROR: &str = "XX000";
+    pub(crate) const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub(crate) const SYNTAX_ERROR: &str = "42601";
+    pub(crate) const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub(crate) const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub(crate) const UNDEFINED_OBJECT: &str = "42704";
+    pub(crate) const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
 }
 
 /// Anything that ends a client or server connection.
@@ -146,4 +145,4 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,7 +13,7 @@ use super::ready::ProbeCache;
 use crate::shared::Shared;
 
 /// Serve the endpoint forever (spawned at start-up when `[metrics] listen` is set).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     let probes = Arc::new(ProbeCache::default());
     loop {
         let stream = match listener.accept().await {

@@ -13,8 +13,8 @@ use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec,
 use crate::pool::PoolStats;
 use crate::shared::Shared;
 use crate::snapshot;
-pub use http::serve;
-pub use ready::{readiness, Readiness};
+pub(crate) use http::serve;
+pub(crate) use ready::readiness;
 
 const POOL_LABELS: &[&str] = &["database", "user", "pool_mode"];
 
@@ -131,7 +131,7 @@ fn int_gauge(r: &Registry, name: &str, help: &str, v: i64) {
 }
 
 /// Every metric family, gathered now.
-pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
+pub(crate) fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
     let r = Registry::new();
     let config = shared.config();
 
@@ -329,7 +329,7 @@ pub fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
 }
 
 /// The Prometheus text exposition of every metric.
-pub fn render(shared: &Shared) -> String {
+pub(crate) fn render(shared: &Shared) -> String {
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&gather(shared), &mut out)

@@ -20,13 +20,13 @@ type Probe = (Instant, Option<String>);
 
 /// Recent probe results by (host, port).
 #[derive(Default)]
-pub struct ProbeCache {
+pub(crate) struct ProbeCache {
     results: Mutex<HashMap<(String, u16), Probe>>,
 }
 
 /// The answer of /ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     pub ready: bool,
     /// (what, why) for each failing part.
     pub problems: Vec<(String, String)>,
@@ -36,7 +36,7 @@ pub struct Readiness {
 
 /// One host of a database entry, as /ready shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostStatus {
+pub(crate) struct HostStatus {
     pub database: String,
     /// host:port as configured.
     pub host: String,
@@ -50,7 +50,7 @@ pub struct HostStatus {
 
 impl Readiness {
     /// The JSON body.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         let problems: Vec<_> = self
             .problems
             .iter()
@@ -84,7 +84,7 @@ async fn probe(host: &str, port: u16) -> Option<String> {
 }
 
 /// Check readiness now.
-pub async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
+pub(crate) async fn readiness(shared: &Shared, cache: &ProbeCache) -> Readiness {
     let mut problems = Vec::new();
     if shared.run.shutting_down() {
         problems.push(("pgmux".into(), "shutting down".into()));

@@ -2,8 +2,8 @@
 //! pair whose other end a bridge task pumps through rustls. Both give the non-blocking,
 //! readiness-based calls the relay is built on.
 
-pub mod tcp;
-pub mod tls;
+pub(crate) mod tcp;
+pub(crate) mod tls;
 
 use std::io;
 use std::pin::Pin;

@@ -123,7 +123,7 @@ impl std::fmt::Debug for ServerSide {
 /// Build the client side from `[general]`: a certificate and key are needed unless the mode
 /// is `disable`; verify-ca and verify-full also ask clients for a certificate signed by
 /// `client_tls_ca_file`.
-pub fn client_side(g: &General) -> Result<ClientSide, TlsError> {
+pub(crate) fn client_side(g: &General) -> Result<ClientSide, TlsError> {
     let mode = g.client_tls_sslmode;
     if mode == SslMode::Disable {
         return Ok(ClientSide {
@@ -266,7 +266,7 @@ impl ServerCertVerifier for ChainOnly {
 }
 
 /// Build the server side from `[general]`.
-pub fn server_side(g: &General) -> Result<ServerSide, TlsError> {
+pub(crate) fn server_side(g: &General) -> Result<ServerSide, TlsError> {
     let mode = g.server_tls_sslmode;
     if mode == SslMode::Disable {
         return Ok(ServerSide {
@@ -320,7 +320,7 @@ pub fn server_side(g: &General) -> Result<ServerSide, TlsError> {
 
 /// The Common Name of the certificate a client presented, if any (for `cert` authentication;
 /// the chain was verified in the handshake when client_tls_sslmode asks for it).
-pub fn client_cert_cn<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option<String> {
+pub(crate) fn client_cert_cn<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option<String> {
     let der = tls.get_ref().1.peer_certificates()?.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
     let cn = cert
@@ -336,7 +336,7 @@ pub fn client_cert_cn<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option<S
 /// Pump a TLS stream through one end of a Unix socket pair in a task of its own, and give
 /// the other end to the relay, which then sees plaintext with the same non-blocking calls as
 /// a TCP socket. The task ends when either side closes.
-pub fn bridge<S>(tls: S) -> std::io::Result<Conn>
+pub(crate) fn bridge<S>(tls: S) -> std::io::Result<Conn>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -26,7 +26,7 @@ pub struct DbFlags {
 }
 
 /// Users' secrets by name (from `[users]` and auth_file).
-pub type Secrets = std::collections::HashMap<String, Secret>;
+pub(super) type Secrets = std::collections::HashMap<String, Secret>;
 
 /// Servers an auth_query pool opens at most; and lookups on one-off servers (databases
 /// reached through "*" without auth_dbname) running at once.

@@ -6,7 +6,7 @@ use crate::shared::LoginFailure;
 
 /// A failed login.
 #[derive(Debug, thiserror::Error)]
-pub enum LoginError {
+pub(crate) enum LoginError {
     #[error("no more connections allowed (max_client_conn)")]
     TooManyClients,
     #[error("client_login_timeout: login took too long")]
@@ -40,7 +40,7 @@ impl From<std::io::Error> for LoginError {
 impl LoginError {
     /// An error of the authentication exchange: the credentials refused, unless it is the
     /// connection's or the protocol's.
-    pub fn auth(e: Error) -> LoginError {
+    pub(crate) fn auth(e: Error) -> LoginError {
         match e {
             Error::Client { .. } => LoginError::Auth(e),
             other => LoginError::Other(other),
@@ -48,7 +48,7 @@ impl LoginError {
     }
 
     /// The reason the failure is counted under.
-    pub fn reason(&self) -> LoginFailure {
+    pub(crate) fn reason(&self) -> LoginFailure {
         match self {
             LoginError::TooManyClients => LoginFailure::TooManyClients,
             LoginError::Timeout => LoginFailure::Timeout,
@@ -71,7 +71,7 @@ impl LoginError {
     }
 
     /// The error the client is sent (its SQLSTATE from [`Error::sqlstate`]).
-    pub fn into_error(self) -> Error {
+    pub(crate) fn into_error(self) -> Error {
         let code = match &self {
             LoginError::TooManyClients => sqlstate::TOO_MANY_CONNECTIONS,
             // As PgBouncer: the client was too slow with its part of the protocol.

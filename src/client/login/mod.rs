@@ -6,7 +6,7 @@ use std::sync::Arc;
 mod authenticate;
 mod error;
 
-pub use error::LoginError;
+pub(super) use error::LoginError;
 
 use crate::net::{tls, Conn};
 use bytes::{Buf, BytesMut};
@@ -46,7 +46,7 @@ pub enum LoggedIn {
 }
 
 /// Log a client in. `Ok(None)` when the connection carried a CancelRequest or closed early.
-pub async fn login(
+pub(super) async fn login(
     stream: &mut Conn,
     shared: &Arc<Shared>,
     info: &ClientInfo,

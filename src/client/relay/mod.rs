@@ -19,7 +19,7 @@ mod finish;
 mod prepared;
 mod resend;
 mod scan;
-pub mod state;
+pub(super) mod state;
 
 use resend::{first_answer, FirstAnswer, Resend, MAX_RESENDS};
 use scan::advance_head;
@@ -51,7 +51,7 @@ const CAP: usize = 64 * 1024;
 /// The caller builds the `Relay` outside any async block and awaits this future directly:
 /// values moved into an async fn keep their slot in its state, so building it here would
 /// store the session twice in every idle client's task.
-pub async fn run(mut r: Relay) {
+pub(super) async fn run(mut r: Relay) {
     let reason = match serve(&mut r).await {
         Ok(reason) => reason,
         Err(e) => e.to_string(),
@@ -255,7 +255,7 @@ fn reserve(buf: &mut BytesMut, want: usize) {
 }
 
 /// A logged-in client and what its request loop needs.
-pub struct Relay {
+pub(super) struct Relay {
     client: Conn,
     id: u64,
     /// This client in the client list (removed when the loop ends).

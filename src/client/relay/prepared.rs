@@ -13,6 +13,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::{Relay, Txn};
+use crate::error::sqlstate;
 use crate::pool::PoolStats;
 use crate::prepared::answer::{self, splice};
 use crate::prepared::messages::{read_bind, read_parse, read_target, write_bind_head};
@@ -178,7 +179,7 @@ fn too_many_statements_error() -> Box<[u8]> {
         "too many prepared statements ({MAX_CLIENT_STATEMENTS}) for one client: \
          DEALLOCATE some first"
     );
-    backend::error_response(&mut e, "ERROR", "54000", &msg);
+    backend::error_response(&mut e, "ERROR", sqlstate::PROGRAM_LIMIT_EXCEEDED, &msg);
     e.to_vec().into_boxed_slice()
 }
 
