@@ -176,7 +176,7 @@ impl Running {
     }
 
     /// Close every idle server (sending Terminate), before the process exits.
-    pub fn close_idle_servers(&self) {
+    pub(crate) fn close_idle_servers(&self) {
         for p in self.shared.registry.all() {
             p.pause();
         }

@@ -10,7 +10,7 @@ use crate::server::{self, CancelTarget, Server};
 
 /// Where a client's cancel should go: the server it holds right now, if any.
 #[derive(Default)]
-pub struct CancelSlot {
+pub(crate) struct CancelSlot {
     state: Mutex<SlotState>,
 }
 
@@ -23,7 +23,7 @@ struct SlotState {
 
 impl CancelSlot {
     /// The client now holds `s`.
-    pub fn attach(&self, s: &Server) {
+    pub(crate) fn attach(&self, s: &Server) {
         let mut st = self.state.lock();
         st.target = Some(((*s.host).clone(), s.info.addr, s.pid, s.secret));
         st.cancelled = false;
@@ -32,7 +32,7 @@ impl CancelSlot {
     /// The client no longer holds a server. Returns whether a cancel was sent to that server
     /// while it was held: Postgres delivers a cancel asynchronously, so such a server must be
     /// closed, not pooled, lest the cancel hit the next client's query.
-    pub fn detach(&self) -> bool {
+    pub(crate) fn detach(&self) -> bool {
         let mut st = self.state.lock();
         st.target = None;
         std::mem::take(&mut st.cancelled)
@@ -55,12 +55,12 @@ impl CancelSlot {
 
 /// Every logged-in client's key.
 #[derive(Default)]
-pub struct CancelMap {
+pub(crate) struct CancelMap {
     map: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
 }
 
 /// A client's registration; removes the key when dropped.
-pub struct CancelKey {
+pub(crate) struct CancelKey {
     map: Arc<CancelMap>,
     pub pid: i32,
     pub secret: i32,
@@ -75,7 +75,7 @@ impl Drop for CancelKey {
 
 impl CancelMap {
     /// Give a new client a fresh random key.
-    pub fn register(self: &Arc<Self>) -> CancelKey {
+    pub(crate) fn register(self: &Arc<Self>) -> CancelKey {
         let mut rng = rand::thread_rng();
         let slot = Arc::new(CancelSlot::default());
         let mut map = self.map.lock();
@@ -97,7 +97,7 @@ impl CancelMap {
 
     /// Forward a CancelRequest to the server the client with this key holds now.
     /// Unknown keys, and clients holding no server, are ignored.
-    pub async fn cancel(&self, pid: i32, secret: i32) {
+    pub(crate) async fn cancel(&self, pid: i32, secret: i32) {
         let target = {
             let map = self.map.lock();
             match map.get(&pid) {

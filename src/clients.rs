@@ -17,7 +17,7 @@ use crate::server::unix_us;
 /// A client's state, with PgBouncer's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum ClientState {
+pub(crate) enum ClientState {
     /// Logging in.
     Login = 0,
     /// Logged in, no request running.
@@ -30,7 +30,7 @@ pub enum ClientState {
 
 impl ClientState {
     /// The name SHOW CLIENTS uses.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ClientState::Login => "login",
             ClientState::Idle => "idle",
@@ -94,7 +94,7 @@ pub struct ClientInfo {
     pub id: u64,
     pub addr: SocketAddr,
     pub local: Option<SocketAddr>,
-    pub connect_time: SystemTime,
+    pub(crate) connect_time: SystemTime,
     /// Set once the client has logged in.
     pub login: OnceLock<Login>,
     state: AtomicU8,
@@ -110,7 +110,7 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
-    pub fn state(&self) -> ClientState {
+    pub(crate) fn state(&self) -> ClientState {
         match self.state.load(Ordering::Relaxed) {
             0 => ClientState::Login,
             1 => ClientState::Idle,
@@ -143,7 +143,7 @@ impl ClientInfo {
         self.link.load(Ordering::Relaxed)
     }
 
-    pub fn request_us(&self) -> u64 {
+    pub(crate) fn request_us(&self) -> u64 {
         self.request_us.load(Ordering::Relaxed)
     }
 
@@ -173,7 +173,7 @@ impl ClientInfo {
     /// For the client's own task, inside its poll: wake this task on [`ClientInfo::stop`], and
     /// say whether it was asked already. (One task per client registers, so the last
     /// registration is the one that counts; registering is an atomic swap, no lock.)
-    pub fn poll_stop(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Stop> {
+    pub(crate) fn poll_stop(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Stop> {
         self.waker.register(cx.waker());
         match self.stopped() {
             Stop::None => std::task::Poll::Pending,
@@ -182,7 +182,7 @@ impl ClientInfo {
     }
 
     /// Completes when [`ClientInfo::stop`] is called (at once if it was called already).
-    pub async fn stop_requested(&self) -> Stop {
+    pub(crate) async fn stop_requested(&self) -> Stop {
         std::future::poll_fn(|cx| self.poll_stop(cx)).await
     }
 }
@@ -197,7 +197,11 @@ pub struct ClientList {
 
 impl ClientList {
     /// Record a new connection; it is removed when the returned handle drops.
-    pub fn add(self: &Arc<Self>, addr: SocketAddr, local: Option<SocketAddr>) -> ClientHandle {
+    pub(crate) fn add(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> ClientHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let info = Arc::new(ClientInfo {
             id,
@@ -239,7 +243,7 @@ impl ClientList {
 }
 
 /// A client's place in the [`ClientList`], for as long as its connection lives.
-pub struct ClientHandle {
+pub(crate) struct ClientHandle {
     list: Arc<ClientList>,
     pub info: Arc<ClientInfo>,
 }
@@ -259,7 +263,7 @@ pub(crate) struct ClientCounts {
     pub waiting: usize,
     pub active: usize,
     /// The longest current wait, µs.
-    pub max_wait_us: u64,
+    pub(crate) max_wait_us: u64,
 }
 
 impl ClientCounts {

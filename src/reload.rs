@@ -11,7 +11,7 @@ use crate::shared::Shared;
 #[derive(Debug, Default)]
 pub struct Reloaded {
     /// Keys whose new value needs a restart (their old value stays in force).
-    pub restart_needed: Vec<String>,
+    pub(crate) restart_needed: Vec<String>,
 }
 
 /// Why a reload was refused.

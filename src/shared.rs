@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -26,9 +26,9 @@ pub struct Live {
     /// derived after it, off the runtime: [`Live::derive_verifiers`]).
     pub secrets: HashMap<String, Secret>,
     /// TLS toward clients.
-    pub client_tls: tls::ClientSide,
+    pub(crate) client_tls: tls::ClientSide,
     /// TLS toward servers.
-    pub server_tls: tls::ServerSide,
+    pub(crate) server_tls: tls::ServerSide,
     /// auth_hba_file's rules, when auth_type = "hba".
     pub hba: Vec<crate::auth::hba::Rule>,
 }
@@ -156,7 +156,7 @@ impl Live {
 
 /// Why a client login failed, for the login failure counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LoginFailure {
+pub(crate) enum LoginFailure {
     /// Wrong password or unknown user (the same answer, so users cannot be enumerated).
     Auth,
     UnknownDatabase,
@@ -176,7 +176,7 @@ pub enum LoginFailure {
 }
 
 impl LoginFailure {
-    pub const ALL: [LoginFailure; 9] = [
+    pub(crate) const ALL: [LoginFailure; 9] = [
         LoginFailure::Auth,
         LoginFailure::UnknownDatabase,
         LoginFailure::TooManyClients,
@@ -189,7 +189,7 @@ impl LoginFailure {
     ];
 
     /// The `reason` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LoginFailure::Auth => "auth_failed",
             LoginFailure::UnknownDatabase => "unknown_database",
@@ -227,7 +227,7 @@ pub enum Request {
 }
 
 impl RunState {
-    pub fn shutting_down(&self) -> bool {
+    pub(crate) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
 
@@ -247,15 +247,14 @@ impl RunState {
 pub struct Shared {
     live: ArcSwap<Live>,
     /// The config file RELOAD and SIGHUP read (none when started from a config in memory).
-    pub config_path: Mutex<Option<PathBuf>>,
+    pub(crate) config_path: Mutex<Option<PathBuf>>,
     pub registry: Arc<Registry>,
-    pub cancels: Arc<CancelMap>,
+    pub(crate) cancels: Arc<CancelMap>,
     pub clients: Arc<ClientList>,
     /// Client login failures, by [`LoginFailure`] in `ALL` order.
     login_failures: [AtomicU64; 9],
     pub run: RunState,
     pub started: Instant,
-    pub started_at: SystemTime,
     /// Key for the fake SCRAM salts shown to unknown users (stable per user name, like
     /// Postgres' mock authentication, so two attempts cannot tell a user does not exist).
     mock_salt_key: [u8; 32],
@@ -275,14 +274,13 @@ impl Shared {
             login_failures: Default::default(),
             run: RunState::default(),
             started: Instant::now(),
-            started_at: SystemTime::now(),
             mock_salt_key: rand::random(),
             auth_cache: Default::default(),
         })
     }
 
     /// The config and secrets in force now.
-    pub fn live(&self) -> arc_swap::Guard<Arc<Live>> {
+    pub(crate) fn live(&self) -> arc_swap::Guard<Arc<Live>> {
         self.live.load()
     }
 
@@ -293,7 +291,7 @@ impl Shared {
 
     /// Put a new config in force (validated by the caller) and apply it to the pools. Its
     /// certificates are read first: if they cannot be, nothing changes.
-    pub fn set_config(&self, config: Arc<Config>) -> Result<(), LoadError> {
+    pub(crate) fn set_config(&self, config: Arc<Config>) -> Result<(), LoadError> {
         let live = Live::new(config)?.derive_verifiers(false);
         self.registry
             .reconfigure(&live.config, &live.server_tls, &live.secrets);
@@ -322,7 +320,7 @@ impl Shared {
     }
 
     /// Count a failed login.
-    pub fn login_failed(&self, why: LoginFailure) {
+    pub(crate) fn login_failed(&self, why: LoginFailure) {
         let i = LoginFailure::ALL
             .iter()
             .position(|w| *w == why)
@@ -331,7 +329,7 @@ impl Shared {
     }
 
     /// Failed logins by reason.
-    pub fn login_failures(&self) -> Vec<(LoginFailure, u64)> {
+    pub(crate) fn login_failures(&self) -> Vec<(LoginFailure, u64)> {
         LoginFailure::ALL
             .iter()
             .zip(&self.login_failures)
@@ -341,7 +339,7 @@ impl Shared {
 
     /// A SCRAM secret for a user that does not exist: a salt derived from the name, keys
     /// nobody can match.
-    pub fn fake_scram_secret(&self, user: &str) -> ScramSecret {
+    pub(crate) fn fake_scram_secret(&self, user: &str) -> ScramSecret {
         use hmac::{Hmac, Mac};
         let mut mac =
             Hmac::<sha2::Sha256>::new_from_slice(&self.mock_salt_key).expect("any key length");

@@ -34,7 +34,7 @@ pub enum ShutdownMode {
 
 impl Command {
     /// Whether a stats_users member may run it (SHOW only).
-    pub fn read_only(&self) -> bool {
+    pub(crate) fn read_only(&self) -> bool {
         matches!(self, Command::Show(_) | Command::Empty)
     }
 }

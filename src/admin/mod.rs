@@ -20,20 +20,21 @@ use command::{Command, ShutdownMode};
 use rows::{command_complete, notice};
 
 /// A logged-in admin console client (made by the login).
-pub struct AdminSession {
+pub(crate) struct AdminSession {
     pub user: String,
     /// In admin_users (may change things), else only in stats_users (may only SHOW).
     pub admin: bool,
-    pub key: CancelKey,
+    /// Its cancel key's registration, held for the session (dropping it frees the key).
+    pub(crate) _key: CancelKey,
     /// Bytes the client sent after its login messages.
-    pub leftover: BytesMut,
+    pub(crate) leftover: BytesMut,
 }
 
 /// Largest query the console reads.
 const MAX_QUERY: usize = 64 * 1024;
 
 /// Serve an admin console client until it leaves.
-pub async fn run(
+pub(crate) async fn run(
     mut stream: Conn,
     shared: Arc<Shared>,
     handle: ClientHandle,

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 /// How a matching connection must authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     Trust,
     Reject,
     Password,
@@ -20,7 +20,7 @@ pub enum Method {
 
 /// Which connections a rule is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnType {
+pub(crate) enum ConnType {
     /// Unix-socket connections (pgmux listens on TCP only: such rules never match).
     Local,
     Host,
@@ -30,7 +30,7 @@ pub enum ConnType {
 
 /// A name list entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Name {
+pub(crate) enum Name {
     All,
     /// Database only: the database named like the user.
     SameUser,
@@ -39,7 +39,7 @@ pub enum Name {
 
 /// An address range.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Addr {
+pub(crate) enum Addr {
     All,
     Net { ip: IpAddr, prefix: u8 },
 }
@@ -48,11 +48,11 @@ pub enum Addr {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub line: usize,
-    pub conn: ConnType,
-    pub databases: Vec<Name>,
-    pub users: Vec<Name>,
-    pub addr: Option<Addr>,
-    pub method: Method,
+    pub(crate) conn: ConnType,
+    pub(crate) databases: Vec<Name>,
+    pub(crate) users: Vec<Name>,
+    pub(crate) addr: Option<Addr>,
+    pub(crate) method: Method,
 }
 
 /// A problem in an hba file, by line (from 1).

@@ -26,7 +26,7 @@ pub fn md5_password_hash(user: &str, password: &str) -> String {
 /// The answer to an MD5 challenge with `salt` when only the stored "md5..." hash is known:
 /// "md5" + hex(md5(hex-of-stored + salt)). `None` if `stored` is not a valid MD5 hash.
 /// pgmux computes it to check a client, and to log in to a server with a stored hash.
-pub fn md5_salted(stored: &str, salt: [u8; 4]) -> Option<String> {
+pub(crate) fn md5_salted(stored: &str, salt: [u8; 4]) -> Option<String> {
     let hex = match stored.strip_prefix("md5") {
         Some(hex) if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
             hex.to_ascii_lowercase()
@@ -44,7 +44,7 @@ pub fn md5_salted(stored: &str, salt: [u8; 4]) -> Option<String> {
 ///
 /// The client sends "md5" + hex(md5(hex(md5(password + user)) + salt)); `response` may or may not
 /// carry the PasswordMessage's trailing NUL. A malformed `stored` hash never verifies.
-pub fn verify_md5_response(stored: &str, salt: [u8; 4], response: &[u8]) -> bool {
+pub(crate) fn verify_md5_response(stored: &str, salt: [u8; 4], response: &[u8]) -> bool {
     let Some(expected) = md5_salted(stored, salt) else {
         return false;
     };

@@ -6,8 +6,10 @@ pub mod query;
 mod scram;
 pub mod userlist;
 
-pub use md5::{md5_password_hash, md5_salted, verify_md5_response};
-pub use scram::{ScramError, ScramKeysClient, ScramSecret, ScramServer};
+pub use md5::md5_password_hash;
+pub(crate) use md5::{md5_salted, verify_md5_response};
+pub use scram::ScramError;
+pub use scram::{ScramKeysClient, ScramSecret, ScramServer};
 
 /// A user's stored secret, as written in `[users.NAME] password`.
 #[derive(Clone)]
@@ -54,7 +56,7 @@ impl Secret {
 
     /// Derive a plaintext password's SCRAM verifier on a blocking thread, if not done yet,
     /// so a login (or a reload of many users) never runs PBKDF2 on a runtime thread.
-    pub async fn prepare_scram(&self) {
+    pub(crate) async fn prepare_scram(&self) {
         if let Secret::Plain { password, scram } = self {
             if scram.get().is_none() {
                 let pw = password.clone();
@@ -80,7 +82,7 @@ impl Secret {
     }
 
     /// Whether a plaintext password's verifier was derived already.
-    pub fn scram_derived(&self) -> bool {
+    pub(crate) fn scram_derived(&self) -> bool {
         match self {
             Secret::Plain { scram, .. } => scram.get().is_some(),
             _ => true,
@@ -97,7 +99,7 @@ impl Secret {
 
     /// Whether two secrets come from the same configured text (a plaintext password's
     /// derived verifier has a random salt, so it is not compared).
-    pub fn same_as(&self, other: &Secret) -> bool {
+    pub(crate) fn same_as(&self, other: &Secret) -> bool {
         match (self, other) {
             (Secret::Plain { password: a, .. }, Secret::Plain { password: b, .. }) => a == b,
             (Secret::Md5(a), Secret::Md5(b)) => a == b,
@@ -112,7 +114,7 @@ impl Secret {
     }
 
     /// Check a cleartext password (auth_type plain) against this secret.
-    pub fn verify_plain(&self, user: &str, password: &str) -> bool {
+    pub(crate) fn verify_plain(&self, user: &str, password: &str) -> bool {
         match self {
             Secret::Plain { password: p, .. } => {
                 constant_time_eq(p.as_bytes(), password.as_bytes())
@@ -126,7 +128,7 @@ impl Secret {
 }
 
 /// Compare two byte strings in time independent of where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -48,7 +48,7 @@ pub fn answer(user: &str, row: Option<&[Option<String>]>) -> Result<Answer, Stri
 const MAX_ENTRIES: usize = 10_000;
 
 /// How long a "no such user" answer is kept at most, so a role just created can log in soon.
-pub const NO_SUCH_USER_TTL: Duration = Duration::from_secs(5);
+pub(crate) const NO_SUCH_USER_TTL: Duration = Duration::from_secs(5);
 
 /// Which lookup an answer belongs to: (auth_dbname, auth_user, auth_query, user).
 type Key = (String, String, String, String);
@@ -74,7 +74,7 @@ pub struct Cache {
 
 /// Where an answer comes from: auth_dbname, auth_user and auth_query, for one user.
 #[derive(Debug, Clone, Copy)]
-pub struct Lookup<'a> {
+pub(crate) struct Lookup<'a> {
     pub dbname: &'a str,
     pub auth_user: &'a str,
     pub query: &'a str,
@@ -94,7 +94,7 @@ impl Lookup<'_> {
 
 impl Cache {
     /// The answer kept for a lookup, if it has not expired.
-    pub fn get(&self, l: &Lookup) -> Option<Answer> {
+    pub(crate) fn get(&self, l: &Lookup) -> Option<Answer> {
         let key = l.key();
         let mut entries = self.entries.lock();
         match entries.get(&key) {
@@ -111,7 +111,7 @@ impl Cache {
     }
 
     /// Keep an answer for `ttl` ("no such user": at most [`NO_SUCH_USER_TTL`]).
-    pub fn put(&self, l: &Lookup, answer: Answer, ttl: Duration) {
+    pub(crate) fn put(&self, l: &Lookup, answer: Answer, ttl: Duration) {
         let ttl = match answer {
             Answer::NoSuchUser => ttl.min(NO_SUCH_USER_TTL),
             Answer::Found(_) => ttl,
@@ -130,7 +130,7 @@ impl Cache {
     /// Wait until no other login is asking Postgres for this lookup; the guard lets others
     /// in when dropped. Look in the cache again once through. A login cancelled while it
     /// waits leaves no gate behind.
-    pub async fn gate(&self, l: &Lookup<'_>) -> Gate<'_> {
+    pub(crate) async fn gate(&self, l: &Lookup<'_>) -> Gate<'_> {
         let key = l.key();
         let gate = {
             let mut gates = self.gates.lock();
@@ -147,12 +147,12 @@ impl Cache {
     }
 
     /// Drop the answer for a lookup (its secret failed an authentication: it may be stale).
-    pub fn forget(&self, l: &Lookup) {
+    pub(crate) fn forget(&self, l: &Lookup) {
         self.entries.lock().remove(&l.key());
     }
 
     /// Drop every answer (the config changed).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.entries.lock().clear();
     }
 
@@ -168,7 +168,7 @@ impl Cache {
 }
 
 /// Held while one login asks Postgres for a lookup (see [`Cache::gate`]).
-pub struct Gate<'a> {
+pub(crate) struct Gate<'a> {
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     _user: GateUser<'a>,
 }

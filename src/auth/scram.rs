@@ -18,10 +18,10 @@ const SERVER_NONCE_LEN: usize = 18;
 /// A SCRAM-SHA-256 verifier: what the server stores.
 #[derive(Clone)]
 pub struct ScramSecret {
-    pub iterations: u32,
+    pub(crate) iterations: u32,
     pub salt: Vec<u8>,
-    pub stored_key: [u8; 32],
-    pub server_key: [u8; 32],
+    pub(crate) stored_key: [u8; 32],
+    pub(crate) server_key: [u8; 32],
 }
 
 /// Why a SCRAM exchange failed.
@@ -142,7 +142,7 @@ impl ScramSecret {
     }
 
     /// Check a plaintext password against this verifier.
-    pub fn verify_password(&self, password: &str) -> bool {
+    pub(crate) fn verify_password(&self, password: &str) -> bool {
         let (_, stored_key, server_key) = keys(password, &self.salt, self.iterations.max(1));
         // Evaluate both comparisons (no short circuit).
         constant_time_eq(&stored_key, &self.stored_key)
@@ -362,7 +362,7 @@ impl ScramServer {
     }
 
     /// The ClientKey recovered from the client's proof, after a successful `client_final`.
-    pub fn client_key(&self) -> Option<[u8; 32]> {
+    pub(crate) fn client_key(&self) -> Option<[u8; 32]> {
         match self.state {
             State::Success { client_key } => Some(client_key),
             _ => None,

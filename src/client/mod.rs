@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::net::Conn;
 use crate::proto::backend;
 use crate::shared::{LoginFailure, Shared};
-pub use login::LoggedIn;
+pub(crate) use login::LoggedIn;
 pub use relay::state::{Ready, Sent, TxnState};
 
 /// Accept clients, one task each, until shutdown begins; then drain the connections already

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::{validate, ConfigProblem};
+pub(crate) use validate::validate;
+pub use validate::ConfigProblem;
 
 /// A duration in seconds, fractions allowed; `0` means "disabled" where PgBouncer says so.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
@@ -31,7 +32,7 @@ impl Secs {
 
 /// A database entry's port: one for every host, or one per host (`"5432,5433"`), as libpq.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ports(pub Vec<u16>);
+pub(crate) struct Ports(pub Vec<u16>);
 
 /// Written back as it is read: an integer, or a string of several.
 impl Serialize for Ports {
@@ -68,7 +69,7 @@ impl<'de> Deserialize<'de> for Ports {
 
 impl Ports {
     /// The first port (what SHOW DATABASES shows).
-    pub fn first(&self) -> u16 {
+    pub(crate) fn first(&self) -> u16 {
         self.0.first().copied().unwrap_or(5432)
     }
 }
@@ -76,7 +77,7 @@ impl Ports {
 /// Which servers a database entry accepts, with libpq's `target_session_attrs` meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SessionAttrs {
+pub(crate) enum SessionAttrs {
     /// Any server.
     #[default]
     Any,
@@ -93,7 +94,7 @@ pub enum SessionAttrs {
 }
 
 impl SessionAttrs {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SessionAttrs::Any => "any",
             SessionAttrs::ReadWrite => "read-write",
@@ -106,7 +107,7 @@ impl SessionAttrs {
 
     /// Whether a server in recovery (`standby`) or read-only by default (`read_only`) fits.
     /// `prefer-standby` accepts only standbys here; its fallback is the caller's.
-    pub fn accepts(self, standby: bool, read_only: bool) -> bool {
+    pub(crate) fn accepts(self, standby: bool, read_only: bool) -> bool {
         let read_only = read_only || standby;
         match self {
             SessionAttrs::Any => true,
@@ -121,23 +122,13 @@ impl SessionAttrs {
 /// `load_balance_hosts`: how new servers pick among a database entry's hosts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum LoadBalance {
+pub(crate) enum LoadBalance {
     /// One host further along for each new server (PgBouncer's default).
     RoundRobin,
     /// The host with the fewest open servers.
     LeastConnections,
     /// In the order listed.
     Disable,
-}
-
-impl LoadBalance {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoadBalance::RoundRobin => "round-robin",
-            LoadBalance::LeastConnections => "least-connections",
-            LoadBalance::Disable => "disable",
-        }
-    }
 }
 
 /// How long a client keeps its server.
@@ -165,7 +156,7 @@ impl PoolMode {
 
 /// How clients authenticate to pgmux.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-pub enum AuthType {
+pub(crate) enum AuthType {
     #[serde(rename = "trust")]
     Trust,
     #[serde(rename = "plain")]
@@ -187,7 +178,7 @@ pub enum AuthType {
 /// server_tls_sslmode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     Allow,
     Prefer,
@@ -197,7 +188,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Allow => "allow",
@@ -209,7 +200,7 @@ impl SslMode {
     }
 
     /// Whether plaintext is refused.
-    pub fn required(self) -> bool {
+    pub(crate) fn required(self) -> bool {
         matches!(
             self,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
@@ -234,7 +225,7 @@ pub struct Config {
     #[serde(default)]
     pub general: General,
     #[serde(default)]
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     #[serde(default)]
     pub databases: BTreeMap<String, Database>,
     #[serde(default)]
@@ -244,7 +235,7 @@ pub struct Config {
 /// `[metrics]`: the HTTP endpoint for Prometheus and health probes.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// "host:port" serving /metrics, /health and /ready; unset = off. Restart.
     pub listen: Option<String>,
 }
@@ -280,7 +271,7 @@ pub struct General {
     /// While no server can be opened (Postgres down, restarting, refusing), clients wait and
     /// pgmux retries, first after 50 ms, then doubling up to this. Default 0.5. PgBouncer's
     /// name; there it is a fixed pause (default 15) during which clients get errors.
-    pub server_login_retry: Secs,
+    pub(crate) server_login_retry: Secs,
     /// A host that failed to connect or to answer server_check_query is tried only after the
     /// others for this long (the others first; all of them when all are banned). Default 30.
     pub host_ban_time: Secs,
@@ -308,15 +299,15 @@ pub struct General {
     /// client whose server waits for it in a batch without Sync or in COPY FROM STDIN.
     pub idle_transaction_timeout: Secs,
     /// Run on a server before another client gets it in session mode. Default "DISCARD ALL".
-    pub server_reset_query: String,
+    pub(crate) server_reset_query: String,
     /// Also run server_reset_query in transaction mode. Default false.
-    pub server_reset_query_always: bool,
+    pub(crate) server_reset_query_always: bool,
     /// Protocol-level prepared statements each server keeps (LRU) in transaction and statement
     /// mode, where pgmux maps client statement names across servers; 0 turns the mapping off.
     /// Default 200, as in PgBouncer. Reload: applies to servers opened afterwards.
     pub max_prepared_statements: usize,
     /// Default "scram-sha-256"... (PgBouncer defaults to md5; we pick the secure one.)
-    pub auth_type: AuthType,
+    pub(crate) auth_type: AuthType,
     /// Users that may use the admin console.
     pub admin_users: Vec<String>,
     /// Users that may run SHOW commands on the admin console.
@@ -324,17 +315,17 @@ pub struct General {
     /// Largest packet accepted from a client or server, in bytes. Default 2147483647... capped at 1 GiB.
     pub max_packet_size: usize,
     /// TCP keepalive on both sides. Default true.
-    pub tcp_keepalive: bool,
+    pub(crate) tcp_keepalive: bool,
     /// Disable Nagle on both sides. Default true.
-    pub tcp_nodelay: bool,
+    pub(crate) tcp_nodelay: bool,
     /// Seconds a connection is idle before the first keepalive probe; 0 = the kernel's
     /// (usually 7200). Both sides. Default 0, as PgBouncer.
-    pub tcp_keepidle: usize,
+    pub(crate) tcp_keepidle: usize,
     /// Seconds between keepalive probes; 0 = the kernel's (usually 75). Default 0.
-    pub tcp_keepintvl: usize,
+    pub(crate) tcp_keepintvl: usize,
     /// Unanswered probes before the connection is dropped; 0 = the kernel's (usually 9).
     /// Default 0.
-    pub tcp_keepcnt: usize,
+    pub(crate) tcp_keepcnt: usize,
     /// Milliseconds (PgBouncer's unit) that sent data may stay unacknowledged before the
     /// connection is dropped (TCP_USER_TIMEOUT); 0 = the kernel's (about 15 minutes of
     /// retransmissions). Both sides. Default 0.
@@ -346,7 +337,7 @@ pub struct General {
     /// Startup parameters accepted and not applied (PgBouncer's name). Others that pgmux does
     /// not track are refused. Default ["extra_float_digits"] (JDBC sends it); PgBouncer's
     /// default is empty.
-    pub ignore_startup_parameters: Vec<String>,
+    pub(crate) ignore_startup_parameters: Vec<String>,
     /// Let several pgmux processes listen on the same port (SO_REUSEPORT), for restarts
     /// without downtime. Default false. Restart.
     pub so_reuseport: bool,
@@ -359,9 +350,9 @@ pub struct General {
     /// 0 turns the log lines off.
     pub stats_period: Secs,
     /// Log client logins and logouts. Default true.
-    pub log_connections: bool,
+    pub(crate) log_connections: bool,
     /// Log client disconnections with their reason. Default true.
-    pub log_disconnections: bool,
+    pub(crate) log_disconnections: bool,
     /// PgBouncer's userlist.txt: `"user" "secret"` per line (plaintext, md5 or SCRAM
     /// verifier), read at start and on reload; `[users]` entries take precedence.
     pub auth_file: Option<String>,
@@ -386,27 +377,27 @@ pub struct General {
     /// guessing). Default 0.5; 0 = none.
     pub auth_failure_delay: Secs,
     /// TLS toward clients: disable (default), allow, prefer, require, verify-ca, verify-full.
-    pub client_tls_sslmode: SslMode,
+    pub(crate) client_tls_sslmode: SslMode,
     /// PEM certificate (chain) pgmux shows clients.
-    pub client_tls_cert_file: Option<String>,
+    pub(crate) client_tls_cert_file: Option<String>,
     /// PEM private key for client_tls_cert_file.
     pub client_tls_key_file: Option<String>,
     /// PEM CA certificates client certificates must chain to (verify-ca, verify-full).
-    pub client_tls_ca_file: Option<String>,
+    pub(crate) client_tls_ca_file: Option<String>,
     /// TLS toward servers: disable, allow, prefer (default, as PgBouncer), require,
     /// verify-ca, verify-full.
-    pub server_tls_sslmode: SslMode,
+    pub(crate) server_tls_sslmode: SslMode,
     /// PEM CA certificates server certificates must chain to (verify-ca, verify-full);
     /// default: the Mozilla roots built in.
-    pub server_tls_ca_file: Option<String>,
+    pub(crate) server_tls_ca_file: Option<String>,
     /// PEM client certificate pgmux shows servers (cert authentication), with its key.
-    pub server_tls_cert_file: Option<String>,
-    pub server_tls_key_file: Option<String>,
+    pub(crate) server_tls_cert_file: Option<String>,
+    pub(crate) server_tls_key_file: Option<String>,
 }
 
 /// Where and how auth_query runs for one database (see [`Config::auth_lookup`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AuthLookup<'a> {
+pub(crate) struct AuthLookup<'a> {
     /// The pool (dbname, user) runs `query`.
     pub user: &'a str,
     pub query: &'a str,
@@ -414,7 +405,8 @@ pub struct AuthLookup<'a> {
 }
 
 /// auth_query's default, as the issue and PgBouncer before 1.21 have it.
-pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+pub(crate) const DEFAULT_AUTH_QUERY: &str =
+    "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
 
 impl Default for General {
     fn default() -> Self {
@@ -493,13 +485,13 @@ pub struct Database {
     pub host: String,
     /// Server port, or one per host ("5432,5433"). Default 5432.
     #[serde(default = "default_port")]
-    pub port: Ports,
+    pub(crate) port: Ports,
     /// Which of the hosts' servers to use: any (default), read-write, read-only, primary,
     /// standby, prefer-standby (libpq's meanings).
-    pub target_session_attrs: Option<SessionAttrs>,
+    pub(crate) target_session_attrs: Option<SessionAttrs>,
     /// How new servers pick among the hosts: round-robin, least-connections, or disable (in
     /// order). Default: in order for read-write and primary, else round-robin.
-    pub load_balance_hosts: Option<LoadBalance>,
+    pub(crate) load_balance_hosts: Option<LoadBalance>,
     /// Database name on the server; defaults to the key (for "*", the client's database name).
     pub dbname: Option<String>,
     /// Force this server user (PgBouncer's `user=`).
@@ -538,7 +530,7 @@ impl Database {
     /// Its load_balance_hosts, or the default for its target_session_attrs: in order where
     /// one host fits (read-write, primary: the list says which to try first), else
     /// round-robin.
-    pub fn load_balance(&self) -> LoadBalance {
+    pub(crate) fn load_balance(&self) -> LoadBalance {
         self.load_balance_hosts
             .unwrap_or(match self.target_session_attrs {
                 Some(SessionAttrs::ReadWrite | SessionAttrs::Primary) => LoadBalance::Disable,
@@ -586,7 +578,7 @@ pub enum ConfigError {
 }
 
 /// `[general]` keys a reload cannot change: they need a restart.
-pub const RESTART_KEYS: &[&str] = &[
+pub(crate) const RESTART_KEYS: &[&str] = &[
     "listen_addr",
     "listen_port",
     "workers",
@@ -595,27 +587,27 @@ pub const RESTART_KEYS: &[&str] = &[
 ];
 
 /// Whether a `[general]` key needs a restart to change.
-pub fn is_restart_key(key: &str) -> bool {
+pub(crate) fn is_restart_key(key: &str) -> bool {
     RESTART_KEYS.contains(&key)
 }
 
 /// Every `[general]` key, in the order of the model.
 impl General {
     /// The `[general]` keys and values, as a TOML table (SHOW CONFIG, reload's diff).
-    pub fn as_table(&self) -> toml::Table {
+    pub(crate) fn as_table(&self) -> toml::Table {
         toml::Table::try_from(self).unwrap_or_default()
     }
 }
 
-pub fn general_keys() -> &'static [&'static str] {
+pub(crate) fn general_keys() -> &'static [&'static str] {
     validate::GENERAL_KEYS
 }
 
 /// The virtual databases that open the admin console.
-pub const ADMIN_DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
+pub(crate) const ADMIN_DATABASES: [&str; 2] = ["pgmux", "pgbouncer"];
 
 /// Whether a database name opens the admin console.
-pub fn is_admin_db(name: &str) -> bool {
+pub(crate) fn is_admin_db(name: &str) -> bool {
     ADMIN_DATABASES.contains(&name)
 }
 
@@ -651,7 +643,11 @@ impl Config {
     /// How secrets are looked up for clients of database `name` (entry `db`): auth_user,
     /// auth_query and auth_dbname, each the entry's or else `[general]`'s. `None` without an
     /// auth_user.
-    pub fn auth_lookup<'a>(&'a self, db: &'a Database, name: &'a str) -> Option<AuthLookup<'a>> {
+    pub(crate) fn auth_lookup<'a>(
+        &'a self,
+        db: &'a Database,
+        name: &'a str,
+    ) -> Option<AuthLookup<'a>> {
         let g = &self.general;
         Some(AuthLookup {
             user: db.auth_user.as_deref().or(g.auth_user.as_deref())?,

@@ -35,7 +35,7 @@ impl fmt::Display for ConfigProblem {
 }
 
 /// Parse and check config text, returning every problem found.
-pub fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
+pub(crate) fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
     let root: Table = text.parse().map_err(|e| vec![syntax_problem(text, &e)])?;
     let mut p = Problems::default();
     let mut config = Config {

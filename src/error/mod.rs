@@ -66,7 +66,7 @@ pub enum Error {
 
 impl Error {
     /// A client-facing error with this SQLSTATE.
-    pub fn client(code: &'static str, message: impl Into<String>) -> Error {
+    pub(crate) fn client(code: &'static str, message: impl Into<String>) -> Error {
         Error::Client {
             code,
             message: message.into(),
@@ -88,7 +88,7 @@ impl Error {
     }
 
     /// Postgres' own ErrorResponse body, when the error is one: relayed to a client as is.
-    pub fn raw_postgres(&self) -> Option<&bytes::Bytes> {
+    pub(crate) fn raw_postgres(&self) -> Option<&bytes::Bytes> {
         match self {
             Error::Server { raw, .. }
             | Error::Connect(ConnectError::Postgres { raw, .. })
@@ -100,7 +100,7 @@ impl Error {
     }
 
     /// The SQLSTATE and message to send to a client: the one place that decides them.
-    pub fn sqlstate(&self) -> (&str, String) {
+    pub(crate) fn sqlstate(&self) -> (&str, String) {
         match self {
             Error::Client { code, message } => (code, message.clone()),
             Error::Server { code, message, .. } => (code, message.clone()),

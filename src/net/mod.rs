@@ -15,7 +15,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 /// A client or server connection.
 #[derive(Debug)]
-pub enum Conn {
+pub(crate) enum Conn {
     Tcp(TcpStream),
     /// The plaintext end of a TLS bridge (see [`tls::bridge`]).
     Bridged(UnixStream),
@@ -41,25 +41,25 @@ macro_rules! each {
 }
 
 impl Conn {
-    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self, s => s.poll_read_ready(cx), Poll::Ready(Err(closed())))
     }
-    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self, s => s.poll_write_ready(cx), Poll::Ready(Err(closed())))
     }
-    pub async fn readable(&self) -> io::Result<()> {
+    pub(crate) async fn readable(&self) -> io::Result<()> {
         each!(self, s => s.readable().await)
     }
-    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+    pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         each!(self, s => s.try_write(buf))
     }
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
         each!(self, s => s.try_read(buf))
     }
-    pub fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
+    pub(crate) fn try_read_buf<B: BufMut>(&self, buf: &mut B) -> io::Result<usize> {
         each!(self, s => s.try_read_buf(buf))
     }
-    pub fn try_io<R>(
+    pub(crate) fn try_io<R>(
         &self,
         interest: Interest,
         f: impl FnOnce() -> io::Result<R>,
@@ -67,7 +67,7 @@ impl Conn {
         each!(self, s => s.try_io(interest, f))
     }
     /// Whether the bytes go through TLS.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Conn::Bridged(_))
     }
 }

@@ -11,23 +11,23 @@ use crate::config::General;
 
 /// The options applied to every client and server socket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TcpOptions {
-    pub nodelay: bool,
-    pub keepalive: bool,
+pub(crate) struct TcpOptions {
+    pub(crate) nodelay: bool,
+    pub(crate) keepalive: bool,
     /// Idle time before the first probe (`None`: the kernel's).
-    pub keepidle: Option<Duration>,
+    pub(crate) keepidle: Option<Duration>,
     /// Time between probes.
-    pub keepintvl: Option<Duration>,
+    pub(crate) keepintvl: Option<Duration>,
     /// Probes unanswered before the connection is dropped.
-    pub keepcnt: Option<u32>,
+    pub(crate) keepcnt: Option<u32>,
     /// Longest time sent data may stay unacknowledged (also bounds keepalive probing).
-    pub user_timeout: Option<Duration>,
+    pub(crate) user_timeout: Option<Duration>,
 }
 
 impl TcpOptions {
     /// From `[general]`: tcp_nodelay, tcp_keepalive, tcp_keepidle, tcp_keepintvl, tcp_keepcnt
     /// (0: the kernel's) and tcp_user_timeout (milliseconds, as in PgBouncer; 0: the kernel's).
-    pub fn from_general(g: &General) -> TcpOptions {
+    pub(crate) fn from_general(g: &General) -> TcpOptions {
         let secs = |s: usize| (s > 0).then(|| Duration::from_secs(s as u64));
         TcpOptions {
             nodelay: g.tcp_nodelay,
@@ -42,7 +42,7 @@ impl TcpOptions {
 
     /// Set them on `stream`. Failures are logged, not fatal: a socket without an option still
     /// works.
-    pub fn apply(&self, stream: &TcpStream) {
+    pub(crate) fn apply(&self, stream: &TcpStream) {
         if let Err(e) = self.try_apply(stream) {
             tracing::debug!("TCP socket options: {e}");
         }

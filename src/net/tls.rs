@@ -100,16 +100,16 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// TLS toward clients: the mode and, unless disabled, the acceptor.
 #[derive(Clone)]
-pub struct ClientSide {
+pub(crate) struct ClientSide {
     pub mode: SslMode,
-    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) acceptor: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// TLS toward servers: the mode and the connector (unless disabled).
 #[derive(Clone)]
-pub struct ServerSide {
+pub(crate) struct ServerSide {
     pub mode: SslMode,
-    pub connector: Option<tokio_rustls::TlsConnector>,
+    pub(crate) connector: Option<tokio_rustls::TlsConnector>,
 }
 
 impl std::fmt::Debug for ServerSide {

@@ -13,7 +13,7 @@ use crate::server::Server;
 /// [`close_busy`](Checked::close_busy), and a `Checked` dropped without any of them closes
 /// the server as busy (its state is unknown), so no slot, limit unit or SHOW SERVERS row
 /// outlives its holder.
-pub struct Checked {
+pub(crate) struct Checked {
     inner: Option<(Server, Slot)>,
 }
 
@@ -32,25 +32,25 @@ impl Checked {
     }
 
     /// The pool it came from.
-    pub fn pool(&self) -> &Arc<Pool> {
+    pub(crate) fn pool(&self) -> &Arc<Pool> {
         self.inner.as_ref().expect("held until it ends").1.pool()
     }
 
     /// Give it back to its pool (which may still close it: lifetime, reload, pause).
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         let (s, slot) = self.into_parts();
         slot.pool().clone().release(s, slot);
     }
 
     /// Close it: it is idle (nothing runs on it), logging why.
-    pub fn close(self, reason: &str) {
+    pub(crate) fn close(self, reason: &str) {
         let (s, slot) = self.into_parts();
         Pool::close_checked(s, slot, reason);
     }
 
     /// Close it while a request may still run on it: cancelled, and its slot kept until
     /// Postgres has ended the session (`reap.rs`).
-    pub fn close_busy(self, reason: &str) {
+    pub(crate) fn close_busy(self, reason: &str) {
         let (s, slot) = self.into_parts();
         Pool::close_busy(s, slot, reason);
     }

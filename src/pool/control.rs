@@ -10,19 +10,19 @@ use crate::server::Target;
 
 impl Pool {
     /// Whether PAUSE (or KILL) holds this pool.
-    pub fn is_paused(&self) -> bool {
+    pub(crate) fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
     }
 
     /// Stop handing out servers; close idle ones now and the others as they are released.
     /// Returns at once: see [`Pool::wait_closed`].
-    pub fn pause(self: &Arc<Self>) {
+    pub(crate) fn pause(self: &Arc<Self>) {
         self.paused.store(true, Ordering::Release);
         self.close_idle("the database is paused", |_| true);
     }
 
     /// Hand out servers again after PAUSE or KILL.
-    pub fn resume(self: &Arc<Self>) {
+    pub(crate) fn resume(self: &Arc<Self>) {
         self.paused.store(false, Ordering::Release);
         self.resumed.notify_waiters();
         let mut st = self.state.lock();
@@ -58,20 +58,20 @@ impl Pool {
     }
 
     /// Servers open (connected or logging in).
-    pub fn open_servers(&self) -> usize {
+    pub(crate) fn open_servers(&self) -> usize {
         self.state.lock().open
     }
 
     /// Wait until the pool has no server left (after PAUSE or KILL), or until `cond` says
     /// to stop waiting.
-    pub async fn wait_until(&self, cond: impl Fn(&Pool) -> bool) {
+    pub(crate) async fn wait_until(&self, cond: impl Fn(&Pool) -> bool) {
         while !cond(self) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     /// Whether a server still waits to be closed by RECONNECT or a reload (WAIT_CLOSE).
-    pub fn has_close_needed(&self) -> bool {
+    pub(crate) fn has_close_needed(&self) -> bool {
         self.servers
             .lock()
             .values()
@@ -80,7 +80,7 @@ impl Pool {
 
     /// Apply new settings and target (a reload or SET). A new target closes the servers of
     /// the old one as they are released.
-    pub fn reconfigure(self: &Arc<Self>, mut settings: PoolSettings, target: Target) {
+    pub(crate) fn reconfigure(self: &Arc<Self>, mut settings: PoolSettings, target: Target) {
         let old = self.settings();
         if old.mode_label == settings.mode_label {
             settings.hist = old.hist.clone();

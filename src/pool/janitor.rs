@@ -9,7 +9,7 @@ use super::Registry;
 use crate::config::Config;
 
 /// Run forever (spawned at start-up); `config` gives the config in force.
-pub async fn run_janitor(
+pub(crate) async fn run_janitor(
     registry: Arc<Registry>,
     period: Duration,
     config: impl Fn() -> Arc<Config> + Send + 'static,

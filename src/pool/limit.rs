@@ -9,7 +9,7 @@ use super::Pool;
 
 /// Servers open against one cap; `max == 0` means no cap.
 #[derive(Default)]
-pub struct Limit {
+pub(crate) struct Limit {
     max: AtomicUsize,
     used: AtomicUsize,
     /// The pools counted against this cap (to find an idle server to close when it is full).
@@ -18,7 +18,7 @@ pub struct Limit {
 
 impl Limit {
     /// A cap of `max` servers (0 = none).
-    pub fn new(max: usize) -> Limit {
+    pub(crate) fn new(max: usize) -> Limit {
         Limit {
             max: AtomicUsize::new(max),
             used: AtomicUsize::new(0),
@@ -27,14 +27,14 @@ impl Limit {
     }
 
     /// Count `pool` among the pools under this cap.
-    pub fn add_member(&self, pool: &Arc<Pool>) {
+    pub(crate) fn add_member(&self, pool: &Arc<Pool>) {
         let mut members = self.members.lock();
         members.retain(|w| w.strong_count() > 0); // pools removed since
         members.push(Arc::downgrade(pool));
     }
 
     /// The pools under this cap.
-    pub fn members(&self) -> Vec<Arc<Pool>> {
+    pub(crate) fn members(&self) -> Vec<Arc<Pool>> {
         self.members
             .lock()
             .iter()
@@ -43,7 +43,7 @@ impl Limit {
     }
 
     /// Take one unit if under the cap.
-    pub fn try_acquire(&self) -> bool {
+    pub(crate) fn try_acquire(&self) -> bool {
         let max = self.max.load(Ordering::Relaxed);
         if max == 0 {
             self.used.fetch_add(1, Ordering::Relaxed);
@@ -57,35 +57,35 @@ impl Limit {
     }
 
     /// Give one unit back.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         let _ = self
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| u.checked_sub(1));
     }
 
     /// Whether the cap is reached.
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         let max = self.max.load(Ordering::Relaxed);
         max != 0 && self.used.load(Ordering::Relaxed) >= max
     }
 
     /// Change the cap (a reload); servers over a lowered cap close as they are released.
-    pub fn set_max(&self, max: usize) {
+    pub(crate) fn set_max(&self, max: usize) {
         self.max.store(max, Ordering::Relaxed);
     }
 
     /// The cap (0: none).
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max.load(Ordering::Relaxed)
     }
 
     /// Units taken now.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 
     /// Whether a cap is set at all.
-    pub fn is_capped(&self) -> bool {
+    pub(crate) fn is_capped(&self) -> bool {
         self.max.load(Ordering::Relaxed) != 0
     }
 }

@@ -26,13 +26,14 @@ use tokio::sync::{oneshot, Notify};
 use crate::config::PoolMode;
 use crate::error::{CheckoutError, ConnectError, Error, Result};
 use crate::server::{Params, Server, ServerInfo, ServerState, Target};
-pub use checked::Checked;
-pub use janitor::run_janitor;
-pub use limit::Limit;
+pub(crate) use checked::Checked;
+pub(crate) use janitor::run_janitor;
+pub(crate) use limit::Limit;
 pub use outage::passes as connect_error_passes;
-pub use registry::{DbFlags, Registry, AUTH_POOL_SIZE, MAX_POOLS};
+pub use registry::Registry;
 use slot::Slot;
-pub use stats::{Histograms, PoolStats};
+pub use stats::Histograms;
+pub use stats::PoolStats;
 
 /// A pool's limits and timeouts, resolved from the config.
 #[derive(Debug, Clone)]
@@ -40,7 +41,7 @@ pub struct PoolSettings {
     pub mode: PoolMode,
     /// What SHOW POOLS and the metrics call the mode: the mode's name, or "auth_query" for a
     /// pool that only runs auth_query.
-    pub mode_label: &'static str,
+    pub(crate) mode_label: &'static str,
     pub pool_size: usize,
     pub min_pool_size: usize,
     pub reserve_pool_size: usize,
@@ -48,20 +49,20 @@ pub struct PoolSettings {
     pub query_wait_timeout: Option<Duration>,
     pub server_idle_timeout: Option<Duration>,
     pub server_lifetime: Option<Duration>,
-    pub server_reset_query: String,
-    pub server_reset_query_always: bool,
+    pub(crate) server_reset_query: String,
+    pub(crate) server_reset_query_always: bool,
     /// Clients idle this long are disconnected.
     pub client_idle_timeout: Option<Duration>,
     /// Clients idle inside a transaction this long are disconnected.
     pub idle_transaction_timeout: Option<Duration>,
     /// Longest wait between two attempts to open a server during an outage.
-    pub server_login_retry: Duration,
+    pub(crate) server_login_retry: Duration,
     /// Run on a server idle at least `server_check_delay` before a client gets it.
     pub server_check_query: Option<Arc<str>>,
     pub server_check_delay: Duration,
     /// The pool's latency histograms (labelled with its mode: a reload that changes the mode
     /// starts new ones; otherwise they carry over).
-    pub hist: Arc<Histograms>,
+    pub(crate) hist: Arc<Histograms>,
 }
 
 /// What a waiter is given; dropped untaken (the waiter left), it gives itself back. (A
@@ -121,7 +122,7 @@ pub struct Pool {
     server_ids: Arc<AtomicU64>,
     welcome: Mutex<Option<Arc<Params>>>,
     /// Prepared statements of this pool's clients, one copy of each.
-    pub statements: Mutex<crate::prepared::Interner>,
+    pub(crate) statements: Mutex<crate::prepared::Interner>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -145,7 +146,7 @@ pub struct PoolCounts {
 
 impl Pool {
     /// A new, empty pool.
-    pub fn new(
+    pub(crate) fn new(
         database: String,
         user: String,
         settings: PoolSettings,
@@ -188,7 +189,7 @@ impl Pool {
     }
 
     /// The settings now, as an `Arc` to keep (one per transaction).
-    pub fn settings_arc(&self) -> Arc<PoolSettings> {
+    pub(crate) fn settings_arc(&self) -> Arc<PoolSettings> {
         self.settings.load_full()
     }
 
@@ -199,7 +200,7 @@ impl Pool {
 
     /// A secret auth_query gave for this pool's user: servers opened from now on log in
     /// with it (the servers open stay). Ignored when servers log in as a forced user.
-    pub fn take_fetched_secret(&self, secret: &crate::auth::Secret) {
+    pub(crate) fn take_fetched_secret(&self, secret: &crate::auth::Secret) {
         let t = self.target.load();
         if t.user != self.user || t.secret.as_ref().is_some_and(|s| s.same_as(secret)) {
             return;
@@ -215,14 +216,14 @@ impl Pool {
 
     /// Keep the SCRAM ClientKey a client proved for `user`, if `user` is the one servers log
     /// in as.
-    pub fn remember_client_key(&self, user: &str, key: [u8; 32]) {
+    pub(crate) fn remember_client_key(&self, user: &str, key: [u8; 32]) {
         if self.target.load().user == user {
             *self.client_key.lock() = Some(key);
         }
     }
 
     /// The latency histograms.
-    pub fn histograms(&self) -> Arc<Histograms> {
+    pub(crate) fn histograms(&self) -> Arc<Histograms> {
         self.settings().hist.clone()
     }
 
@@ -248,7 +249,7 @@ impl Pool {
 
     /// The welcome parameters, taken from `s` (a server of the current target) if none are
     /// known yet.
-    pub fn welcome_from(&self, s: &Server) -> Arc<Params> {
+    pub(crate) fn welcome_from(&self, s: &Server) -> Arc<Params> {
         self.welcome
             .lock()
             .get_or_insert_with(|| Arc::new(s.params.clone()))
@@ -290,7 +291,7 @@ impl Pool {
     }
 
     /// Check out a server: an idle one, a new one under pool_size, or wait first-in first-out.
-    pub async fn checkout(self: &Arc<Self>) -> Result<Checked, CheckoutError> {
+    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Checked, CheckoutError> {
         let started = Instant::now();
         // Its connect failed in an outage: it waits again, at the front of the queue.
         let mut held = false;

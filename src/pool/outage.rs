@@ -79,7 +79,7 @@ impl Pool {
     }
 
     /// Close idle servers whose connection is gone (a restart closes them all at once).
-    pub fn drop_dead_idle(self: &Arc<Self>) {
+    pub(crate) fn drop_dead_idle(self: &Arc<Self>) {
         let dead: Vec<Server> = {
             let mut st = self.state.lock();
             let (mut dead, mut keep) = (Vec::new(), Vec::with_capacity(st.idle.len()));

@@ -18,7 +18,7 @@ use crate::server::{Balance, HostTable, Target};
 
 /// What the admin console set on a database.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DbFlags {
+pub(crate) struct DbFlags {
     /// PAUSE or KILL: servers are not handed out until RESUME.
     pub paused: bool,
     /// DISABLE: new clients are refused until ENABLE.
@@ -30,12 +30,12 @@ pub(super) type Secrets = std::collections::HashMap<String, Secret>;
 
 /// Servers an auth_query pool opens at most; and lookups on one-off servers (databases
 /// reached through "*" without auth_dbname) running at once.
-pub const AUTH_POOL_SIZE: usize = 2;
+pub(crate) const AUTH_POOL_SIZE: usize = 2;
 
 /// Pools held at most: a login that would add one more is refused (53300). Pools are only
 /// made for clients that authenticated, and those of "*" go when unused, so reaching it means
 /// very many (database, user) pairs in use at once.
-pub const MAX_POOLS: usize = 10_000;
+pub(crate) const MAX_POOLS: usize = 10_000;
 
 /// A pool's key: (database, user, runs auth_query only). An auth_query pool has servers of
 /// its own, which no client ever holds, so no client's session state can change a lookup.
@@ -54,7 +54,7 @@ pub struct Registry {
     flags: Mutex<HashMap<String, DbFlags>>,
     server_ids: Arc<AtomicU64>,
     /// Every host servers go to, shared by the pools that list it.
-    pub hosts: HostTable,
+    pub(crate) hosts: HostTable,
 }
 
 /// A pool's configuration, resolved from the config for one (database, user).
@@ -188,7 +188,7 @@ impl Registry {
     /// The pool for a client's (database, user), created on first use: only for a client
     /// that authenticated. `fetched`: the user's secret from auth_query, which servers then
     /// log in with (a pool that exists takes it too: the password may have changed).
-    pub fn pool(
+    pub(crate) fn pool(
         &self,
         config: &Config,
         tls: &ServerSide,
@@ -220,7 +220,7 @@ impl Registry {
     }
 
     /// The pool that runs auth_query on `database` as `auth_user`, created on first use.
-    pub fn auth_pool(
+    pub(crate) fn auth_pool(
         &self,
         config: &Config,
         tls: &ServerSide,
@@ -260,7 +260,7 @@ impl Registry {
 
     /// Where a one-off auth_query server for `database` as `auth_user` goes, and a new server
     /// id for it: no pool is made (the client asking has not authenticated yet).
-    pub fn one_off_target(
+    pub(crate) fn one_off_target(
         &self,
         config: &Config,
         tls: &ServerSide,
@@ -342,7 +342,7 @@ impl Registry {
     /// configured: once unused for `idle` (autodb_idle_timeout; `None`: never), or at once if
     /// they never opened a server (a database name Postgres does not have). Their idle
     /// servers are returned, to be closed.
-    pub fn remove_unused(
+    pub(crate) fn remove_unused(
         &self,
         config: &Config,
         idle: Option<std::time::Duration>,
@@ -399,7 +399,7 @@ impl Registry {
 
     /// Apply a new config to every pool: sizes, timeouts, modes, targets and caps. Pools of
     /// a database no longer configured keep their old settings until their clients leave.
-    pub fn reconfigure(&self, config: &Config, tls: &ServerSide, secrets: &Secrets) {
+    pub(crate) fn reconfigure(&self, config: &Config, tls: &ServerSide, secrets: &Secrets) {
         let pools: Vec<(bool, Arc<Pool>)> = self
             .pools
             .lock()
@@ -426,12 +426,17 @@ impl Registry {
     }
 
     /// The admin console's flags for a database.
-    pub fn flags(&self, database: &str) -> DbFlags {
+    pub(crate) fn flags(&self, database: &str) -> DbFlags {
         self.flags.lock().get(database).copied().unwrap_or_default()
     }
 
     /// Change a database's flags (`None`: every database configured or seen).
-    pub fn set_flags(&self, database: Option<&str>, names: &[String], f: impl Fn(&mut DbFlags)) {
+    pub(crate) fn set_flags(
+        &self,
+        database: Option<&str>,
+        names: &[String],
+        f: impl Fn(&mut DbFlags),
+    ) {
         // Taken before the flags lock: `pool()` takes the pools lock, then the flags lock.
         let seen: Vec<String> = self.pools.lock().keys().map(|k| k.0.clone()).collect();
         let mut flags = self.flags.lock();
@@ -460,7 +465,7 @@ impl Registry {
     }
 
     /// Servers open against a database's cap, and that cap (0: none).
-    pub fn db_usage(&self, database: &str) -> (usize, usize) {
+    pub(crate) fn db_usage(&self, database: &str) -> (usize, usize) {
         self.db_limits
             .lock()
             .get(database)
@@ -469,7 +474,7 @@ impl Registry {
     }
 
     /// Servers open against a server user's cap, and that cap (0: none).
-    pub fn user_usage(&self, user: &str) -> (usize, usize) {
+    pub(crate) fn user_usage(&self, user: &str) -> (usize, usize) {
         self.user_limits
             .lock()
             .get(user)

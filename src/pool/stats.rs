@@ -10,10 +10,10 @@ use prometheus::{Histogram, HistogramOpts};
 #[derive(Debug, Default)]
 pub struct PoolStats {
     /// Servers handed to clients (PgBouncer's server_assignment_count).
-    pub checkouts: AtomicU64,
-    pub wait_timeouts: AtomicU64,
+    pub(crate) checkouts: AtomicU64,
+    pub(crate) wait_timeouts: AtomicU64,
     pub reserve_opened: AtomicU64,
-    pub connect_failures: AtomicU64,
+    pub(crate) connect_failures: AtomicU64,
     /// Outages begun: connects failed for a reason that passes, clients held (`outage.rs`).
     pub outages: AtomicU64,
     /// Requests re-sent on another server after a FATAL 57P01 first answer.
@@ -21,20 +21,20 @@ pub struct PoolStats {
     /// Idle servers closed because server_check_query failed on them.
     pub check_failures: AtomicU64,
     pub servers_opened: AtomicU64,
-    pub servers_closed: AtomicU64,
+    pub(crate) servers_closed: AtomicU64,
     /// Summed age of closed servers, µs.
-    pub server_lifetime_us: AtomicU64,
-    pub total_wait_us: AtomicU64,
+    pub(crate) server_lifetime_us: AtomicU64,
+    pub(crate) total_wait_us: AtomicU64,
     /// Transactions ended (ReadyForQuery 'I' after a request).
     pub xacts: AtomicU64,
     /// Queries: ReadyForQuery messages relayed.
     pub queries: AtomicU64,
-    pub xact_us: AtomicU64,
-    pub query_us: AtomicU64,
+    pub(crate) xact_us: AtomicU64,
+    pub(crate) query_us: AtomicU64,
     /// Bytes read from clients.
     pub bytes_received: AtomicU64,
     /// Bytes written to clients.
-    pub bytes_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
     /// Named Parse messages from clients (PgBouncer's client parse count).
     pub ps_client_parses: AtomicU64,
     /// Parse messages sent to servers: a statement a server lacked (a miss).
@@ -46,12 +46,12 @@ pub struct PoolStats {
     /// Bind messages for a named statement pgmux maps.
     pub ps_binds: AtomicU64,
     /// The totals at the start and end of the last stats_period.
-    pub period: Mutex<Period>,
+    pub(crate) period: Mutex<Period>,
 }
 
 /// The last complete stats period: totals at its start and end, and its length.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Period {
+pub(crate) struct Period {
     pub start: Totals,
     pub end: Totals,
     pub secs: f64,
@@ -59,46 +59,46 @@ pub struct Period {
 
 impl Period {
     /// Its averages.
-    pub fn averages(&self) -> Averages {
+    pub(crate) fn averages(&self) -> Averages {
         averages(&self.start, &self.end, self.secs)
     }
 }
 
 /// A copy of the totals at one moment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
-    pub server_assignments: u64,
+pub(crate) struct Totals {
+    pub(crate) server_assignments: u64,
     pub xacts: u64,
     pub queries: u64,
     pub bytes_received: u64,
-    pub bytes_sent: u64,
-    pub xact_us: u64,
-    pub query_us: u64,
-    pub wait_us: u64,
-    pub servers_closed: u64,
-    pub server_lifetime_us: u64,
-    pub client_parses: u64,
-    pub server_parses: u64,
+    pub(crate) bytes_sent: u64,
+    pub(crate) xact_us: u64,
+    pub(crate) query_us: u64,
+    pub(crate) wait_us: u64,
+    pub(crate) servers_closed: u64,
+    pub(crate) server_lifetime_us: u64,
+    pub(crate) client_parses: u64,
+    pub(crate) server_parses: u64,
     pub binds: u64,
 }
 
 /// Rates and mean durations over the last stats_period (PgBouncer's avg_* columns).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Averages {
+pub(crate) struct Averages {
     /// Per second.
-    pub server_assignments: u64,
+    pub(crate) server_assignments: u64,
     pub xacts: u64,
     pub queries: u64,
     pub recv: u64,
     pub sent: u64,
     /// Mean duration, µs.
-    pub xact_us: u64,
-    pub query_us: u64,
-    pub wait_us: u64,
-    pub server_lifetime_us: u64,
+    pub(crate) xact_us: u64,
+    pub(crate) query_us: u64,
+    pub(crate) wait_us: u64,
+    pub(crate) server_lifetime_us: u64,
     /// Per second.
-    pub client_parses: u64,
-    pub server_parses: u64,
+    pub(crate) client_parses: u64,
+    pub(crate) server_parses: u64,
     pub binds: u64,
 }
 
@@ -127,7 +127,7 @@ impl PoolStats {
     }
 
     /// The totals now.
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Totals {
             server_assignments: g(&self.checkouts),
@@ -147,7 +147,7 @@ impl PoolStats {
     }
 
     /// Close a stats period of `secs` seconds at the totals now; returns it.
-    pub fn roll(&self, secs: f64) -> Period {
+    pub(crate) fn roll(&self, secs: f64) -> Period {
         let now = self.totals();
         let mut p = self.period.lock();
         *p = Period {
@@ -160,7 +160,7 @@ impl PoolStats {
 }
 
 /// The averages between two totals `secs` seconds apart.
-pub fn averages(old: &Totals, new: &Totals, secs: f64) -> Averages {
+pub(crate) fn averages(old: &Totals, new: &Totals, secs: f64) -> Averages {
     let d = |a: u64, b: u64| b.saturating_sub(a);
     let rate = |a: u64, b: u64| {
         if secs > 0.0 {
@@ -196,7 +196,7 @@ pub struct Histograms {
     /// A client's wait for a server, seconds.
     pub wait: Histogram,
     /// Transaction duration, seconds.
-    pub xact: Histogram,
+    pub(crate) xact: Histogram,
     /// Query duration (request to ReadyForQuery), seconds.
     pub query: Histogram,
 }

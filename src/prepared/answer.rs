@@ -51,7 +51,7 @@ pub fn apply(
 
 /// Replace `remove` bytes at `at` with `insert`, moving what follows. `at + remove` must be
 /// within `buf`.
-pub fn splice(buf: &mut BytesMut, at: usize, remove: usize, insert: &[u8]) {
+pub(crate) fn splice(buf: &mut BytesMut, at: usize, remove: usize, insert: &[u8]) {
     assert!(at + remove <= buf.len(), "splice past the end");
     if at == 0 && insert.is_empty() {
         bytes::Buf::advance(buf, remove);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// A least-recently-used set of statement keys.
 #[derive(Debug, Default)]
-pub struct StatementCache {
+pub(crate) struct StatementCache {
     capacity: usize,
     tick: u64,
     /// key -> last use
@@ -16,7 +16,7 @@ pub struct StatementCache {
 
 impl StatementCache {
     /// A cache of at most `capacity` statements (0: nothing is cached).
-    pub fn new(capacity: usize) -> StatementCache {
+    pub(crate) fn new(capacity: usize) -> StatementCache {
         StatementCache {
             capacity,
             ..Default::default()
@@ -24,7 +24,7 @@ impl StatementCache {
     }
 
     /// Whether the server has `key`; a hit makes it the most recently used.
-    pub fn touch(&mut self, key: &[u8; 16]) -> bool {
+    pub(crate) fn touch(&mut self, key: &[u8; 16]) -> bool {
         let Some(at) = self.used.get_mut(key) else {
             return false;
         };
@@ -37,7 +37,7 @@ impl StatementCache {
 
     /// Record that the server now has `key`. Returns the key evicted to make room (its
     /// statement must be closed on the server), if any.
-    pub fn insert(&mut self, key: [u8; 16]) -> Option<[u8; 16]> {
+    pub(crate) fn insert(&mut self, key: [u8; 16]) -> Option<[u8; 16]> {
         if self.capacity == 0 || self.touch(&key) {
             return None;
         }
@@ -56,25 +56,26 @@ impl StatementCache {
     }
 
     /// Forget `key` (its Parse failed, or it was closed).
-    pub fn remove(&mut self, key: &[u8; 16]) {
+    pub(crate) fn remove(&mut self, key: &[u8; 16]) {
         if let Some(at) = self.used.remove(key) {
             self.order.remove(&at);
         }
     }
 
     /// Forget everything (after DISCARD ALL / DEALLOCATE ALL on the server).
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.used.clear();
         self.order.clear();
     }
 
     /// Statements held.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.used.len()
     }
 
     /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.used.is_empty()
     }
 }

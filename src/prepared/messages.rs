@@ -79,7 +79,7 @@ pub fn write_bind_head(out: &mut BytesMut, portal: &[u8], statement: &[u8], rest
 /// Append a whole Bind message for `statement`, keeping the rest of the original body (the
 /// relay streams the rest after `write_bind_head` instead).
 #[cfg(test)]
-pub fn write_bind(out: &mut BytesMut, portal: &[u8], statement: &[u8], rest: &[u8]) {
+pub(crate) fn write_bind(out: &mut BytesMut, portal: &[u8], statement: &[u8], rest: &[u8]) {
     write_bind_head(out, portal, statement, rest.len());
     out.put_slice(rest);
 }

@@ -22,7 +22,7 @@ pub struct Statement {
     /// Identity: SHA-256 of the text and types, first 16 bytes.
     pub key: [u8; 16],
     /// The name used on servers: `pgmux_` + 32 hex digits of `key`.
-    pub server_name: String,
+    pub(crate) server_name: String,
     /// The text, in the client's encoding.
     pub query: Box<[u8]>,
     pub param_types: Box<[u32]>,
@@ -52,12 +52,12 @@ impl Statement {
     }
 
     /// Whether a server of the pool accepted it last time one was asked to parse it.
-    pub fn known_good(&self) -> bool {
+    pub(crate) fn known_good(&self) -> bool {
         self.parsed.load(Ordering::Relaxed)
     }
 
     /// A server accepted (`true`) or refused (`false`) a Parse of it.
-    pub fn set_parsed(&self, ok: bool) {
+    pub(crate) fn set_parsed(&self, ok: bool) {
         self.parsed.store(ok, Ordering::Relaxed);
     }
 }
@@ -77,7 +77,7 @@ pub fn key_of(query: &[u8], param_types: &[u32]) -> [u8; 16] {
 }
 
 /// The name a statement has on servers: `pgmux_` + 32 hex digits of its key.
-pub fn server_name(key: &[u8; 16]) -> String {
+pub(crate) fn server_name(key: &[u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut name = String::with_capacity(6 + 32);
     name.push_str("pgmux_");
@@ -91,14 +91,14 @@ pub fn server_name(key: &[u8; 16]) -> String {
 /// Statements shared by a pool's clients: one copy of each text, however many clients
 /// prepared it. Entries whose last client is gone are swept from time to time.
 #[derive(Debug, Default)]
-pub struct Interner {
+pub(crate) struct Interner {
     map: HashMap<[u8; 16], Weak<Statement>>,
     sweep_at: usize,
 }
 
 impl Interner {
     /// The shared statement for this text and these types.
-    pub fn get(&mut self, query: &[u8], param_types: &[u32]) -> Arc<Statement> {
+    pub(crate) fn get(&mut self, query: &[u8], param_types: &[u32]) -> Arc<Statement> {
         let key = key_of(query, param_types);
         if let Some(s) = self.map.get(&key).and_then(Weak::upgrade) {
             return s;
@@ -113,17 +113,14 @@ impl Interner {
     }
 
     /// Statements held (live or not yet swept).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
 /// A client's prepared statements, by the client's names.
-pub type ClientStatements = HashMap<Box<[u8]>, Arc<Statement>>;
+pub(crate) type ClientStatements = HashMap<Box<[u8]>, Arc<Statement>>;
 
 /// Whether a CommandComplete body (its tag) says every prepared statement of the session is
 /// gone.

@@ -88,7 +88,7 @@ pub enum Undo {
 pub struct Expect {
     pub kind: Kind,
     pub action: Action,
-    pub undo: Undo,
+    pub(crate) undo: Undo,
 }
 
 impl Expect {
@@ -133,13 +133,13 @@ impl Queue {
     }
 
     /// Undo actions of messages the server skipped as they were queued (see `skipping`).
-    pub fn take_dropped(&mut self, undo: &mut Vec<Undo>) {
+    pub(crate) fn take_dropped(&mut self, undo: &mut Vec<Undo>) {
         undo.append(&mut self.dropped);
     }
 
     /// Forget every answer owed, appending their undo actions to `undo`, oldest first (the
     /// messages were never run: their request goes to another server).
-    pub fn take_all(&mut self, undo: &mut Vec<Undo>) {
+    pub(crate) fn take_all(&mut self, undo: &mut Vec<Undo>) {
         undo.extend(self.q.drain(..).map(|e| e.undo));
         undo.append(&mut self.dropped);
         self.skipping = false;
@@ -237,7 +237,7 @@ impl Queue {
 
     /// A COPY FROM STDIN ended (CopyDone/CopyFail sent): the `syncs` Syncs the client sent
     /// during copy-in mode are ignored by Postgres and get no answer.
-    pub fn forget_syncs_in_copy(&mut self, mut syncs: u32) {
+    pub(crate) fn forget_syncs_in_copy(&mut self, mut syncs: u32) {
         while syncs > 0 && self.q.back().is_some_and(|e| e.kind == Kind::Sync) {
             self.q.pop_back();
             syncs -= 1;

@@ -20,7 +20,7 @@ pub(crate) fn put_cstr(buf: &mut BytesMut, s: &str) {
 }
 
 /// ErrorResponse with severity (ERROR / FATAL), SQLSTATE and message.
-pub fn error_response(buf: &mut BytesMut, severity: &str, code: &str, msg: &str) {
+pub(crate) fn error_response(buf: &mut BytesMut, severity: &str, code: &str, msg: &str) {
     message(buf, b'E', |b| {
         for (field, value) in [
             (b'S', severity),
@@ -44,12 +44,12 @@ pub fn auth_request(buf: &mut BytesMut, code: i32, payload: &[u8]) {
 }
 
 /// AuthenticationOk.
-pub fn auth_ok(buf: &mut BytesMut) {
+pub(crate) fn auth_ok(buf: &mut BytesMut) {
     auth_request(buf, 0, &[]);
 }
 
 /// AuthenticationSASL offering SCRAM-SHA-256.
-pub fn auth_sasl(buf: &mut BytesMut) {
+pub(crate) fn auth_sasl(buf: &mut BytesMut) {
     auth_request(buf, 10, b"SCRAM-SHA-256\0\0");
 }
 
@@ -62,7 +62,7 @@ pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
 }
 
 /// BackendKeyData.
-pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
+pub(crate) fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
     message(buf, b'K', |b| {
         b.put_i32(pid);
         b.put_i32(secret);
@@ -70,13 +70,13 @@ pub fn backend_key_data(buf: &mut BytesMut, pid: i32, secret: i32) {
 }
 
 /// ReadyForQuery with its transaction status.
-pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+pub(crate) fn ready_for_query(buf: &mut BytesMut, status: u8) {
     message(buf, b'Z', |b| b.put_u8(status));
 }
 
 /// NegotiateProtocolVersion: the newest protocol we support (3.0, sent as its full code, as
 /// Postgres does) and the `_pq_.` options we did not recognise.
-pub fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
+pub(crate) fn negotiate_protocol_version(buf: &mut BytesMut, unrecognized: &[&str]) {
     message(buf, b'v', |b| {
         b.put_i32(super::PROTOCOL_3);
         b.put_i32(unrecognized.len() as i32);
@@ -113,7 +113,7 @@ pub fn error_fields(body: &[u8]) -> (String, String, String) {
 }
 
 /// Quote a SQL literal ('...' with quotes doubled; E'' when backslashes appear).
-pub fn quote_literal(v: &str) -> String {
+pub(crate) fn quote_literal(v: &str) -> String {
     let mut s = String::with_capacity(v.len() + 3);
     if v.contains('\\') {
         s.push('E');
@@ -131,7 +131,7 @@ pub fn quote_literal(v: &str) -> String {
 }
 
 /// Quote a SQL identifier.
-pub fn quote_ident(v: &str) -> String {
+pub(crate) fn quote_ident(v: &str) -> String {
     format!("\"{}\"", v.replace('"', "\"\""))
 }
 

@@ -11,11 +11,11 @@ pub const SSL_REQUEST: i32 = 80877103;
 /// GSSENCRequest code.
 pub const GSSENC_REQUEST: i32 = 80877104;
 /// CancelRequest code.
-pub const CANCEL_REQUEST: i32 = 80877102;
+pub(crate) const CANCEL_REQUEST: i32 = 80877102;
 /// Protocol 3.0.
-pub const PROTOCOL_3: i32 = 196608;
+pub(crate) const PROTOCOL_3: i32 = 196608;
 /// Longest start-up packet accepted (as Postgres' MAX_STARTUP_PACKET_LENGTH).
-pub const MAX_STARTUP_PACKET: usize = 10_000;
+pub(crate) const MAX_STARTUP_PACKET: usize = 10_000;
 
 /// The header of a tagged message at the start of `buf`: (tag, whole length including the tag).
 ///

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 /// One host of database entries.
 #[derive(Debug)]
-pub struct Host {
+pub(crate) struct Host {
     pub name: String,
     pub port: u16,
     /// Servers open to it now, from every pool.
@@ -42,7 +42,7 @@ impl std::fmt::Display for Host {
 }
 
 impl Host {
-    pub fn new(name: String, port: u16) -> Host {
+    pub(crate) fn new(name: String, port: u16) -> Host {
         Host {
             ip: name.parse().ok(),
             name,
@@ -55,21 +55,21 @@ impl Host {
         }
     }
 
-    pub fn servers(&self) -> usize {
+    pub(crate) fn servers(&self) -> usize {
         self.servers.load(Ordering::Relaxed)
     }
 
-    pub fn failures(&self) -> u64 {
+    pub(crate) fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
     }
 
     /// Whether it is banned now.
-    pub fn banned(&self) -> bool {
+    pub(crate) fn banned(&self) -> bool {
         self.banned_until.lock().is_some_and(|t| t > Instant::now())
     }
 
     /// A connect or check failed: count it, and ban the host for `ban` (if not zero).
-    pub fn failed(&self, ban: Duration) {
+    pub(crate) fn failed(&self, ban: Duration) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         if !ban.is_zero() {
             *self.banned_until.lock() = Some(Instant::now() + ban);
@@ -77,7 +77,7 @@ impl Host {
     }
 
     /// A server logged in: the ban, if any, ends.
-    pub fn worked(&self) {
+    pub(crate) fn worked(&self) {
         let mut b = self.banned_until.lock();
         if b.is_some() {
             *b = None;
@@ -85,14 +85,14 @@ impl Host {
     }
 
     /// Count a new server; the lease uncounts it when dropped.
-    pub fn lease(self: &Arc<Self>) -> HostLease {
+    pub(crate) fn lease(self: &Arc<Self>) -> HostLease {
         self.servers.fetch_add(1, Ordering::Relaxed);
         HostLease(self.clone())
     }
 
     /// Its addresses: an IP address as it is; a name looked up unless the answer is younger
     /// than `ttl` (PgBouncer's dns_max_ttl).
-    pub async fn addrs(&self, ttl: Duration) -> std::io::Result<Arc<[SocketAddr]>> {
+    pub(crate) async fn addrs(&self, ttl: Duration) -> std::io::Result<Arc<[SocketAddr]>> {
         if let Some(ip) = self.ip {
             return Ok(Arc::new([SocketAddr::new(ip, self.port)]));
         }
@@ -122,7 +122,11 @@ impl Host {
     /// Whether a server connected to `peer` still goes where the name points. A stale answer
     /// (older than `ttl`, at least a second) is looked up again in the background, so the next
     /// release sees the new one. An IP address, or a failed lookup, keeps every server.
-    pub fn still_points_at(self: &Arc<Self>, peer: Option<SocketAddr>, ttl: Duration) -> bool {
+    pub(crate) fn still_points_at(
+        self: &Arc<Self>,
+        peer: Option<SocketAddr>,
+        ttl: Duration,
+    ) -> bool {
         let Some(peer) = peer.filter(|_| self.ip.is_none()) else {
             return true;
         };
@@ -152,7 +156,7 @@ impl Host {
 
 /// A server's hold on its host: counted in `Host::servers` while it lives.
 #[derive(Debug)]
-pub struct HostLease(Arc<Host>);
+pub(crate) struct HostLease(Arc<Host>);
 
 impl std::ops::Deref for HostLease {
     type Target = Arc<Host>;
@@ -171,13 +175,13 @@ impl Drop for HostLease {
 /// Every host of the process, by (name, port): pools and reloads share them, so a host's ban
 /// and counts are the same for every pool that goes to it.
 #[derive(Debug, Default)]
-pub struct HostTable {
+pub(crate) struct HostTable {
     hosts: Mutex<HashMap<(String, u16), Arc<Host>>>,
 }
 
 impl HostTable {
     /// The host `name:port`, added on first use.
-    pub fn get(&self, name: &str, port: u16) -> Arc<Host> {
+    pub(crate) fn get(&self, name: &str, port: u16) -> Arc<Host> {
         self.hosts
             .lock()
             .entry((name.to_string(), port))
@@ -186,7 +190,7 @@ impl HostTable {
     }
 
     /// Every host, sorted by name and port.
-    pub fn all(&self) -> Vec<Arc<Host>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Host>> {
         let mut v: Vec<_> = self.hosts.lock().values().cloned().collect();
         v.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
         v
@@ -195,7 +199,7 @@ impl HostTable {
 
 /// How a new server picks among a database entry's hosts (`load_balance_hosts`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balance {
+pub(crate) enum Balance {
     /// In the order listed (libpq's default; PgBouncer's `disable`).
     InOrder,
     /// Starting one further along for each new server.
@@ -207,7 +211,7 @@ pub enum Balance {
 /// The order in which a new server tries `hosts`: by `balance` (`turn` counts new servers for
 /// round-robin), then banned hosts after all others, so a banned host is used only when no
 /// other one will do.
-pub fn order(hosts: &[Arc<Host>], balance: Balance, turn: usize) -> Vec<Arc<Host>> {
+pub(crate) fn order(hosts: &[Arc<Host>], balance: Balance, turn: usize) -> Vec<Arc<Host>> {
     let mut v: Vec<Arc<Host>> = hosts.to_vec();
     if v.len() < 2 {
         return v;

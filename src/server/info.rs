@@ -8,7 +8,7 @@ use std::time::SystemTime;
 /// A server's state, with PgBouncer's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum ServerState {
+pub(crate) enum ServerState {
     Idle = 0,
     Active = 1,
     /// Running server_reset_query or a rollback before going back to the pool.
@@ -17,7 +17,7 @@ pub enum ServerState {
 
 impl ServerState {
     /// The name SHOW SERVERS uses.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ServerState::Idle => "idle",
             ServerState::Active => "active",
@@ -31,17 +31,17 @@ impl ServerState {
 pub struct ServerInfo {
     pub id: u64,
     /// The configured host it went to.
-    pub host: std::sync::Arc<super::Host>,
+    pub(crate) host: std::sync::Arc<super::Host>,
     /// The backend's process id (known once it has logged in).
     pid: AtomicI32,
     /// The server's address.
     pub addr: Option<SocketAddr>,
     /// pgmux's end of the connection.
     pub local: Option<SocketAddr>,
-    pub connect_time: SystemTime,
+    pub(crate) connect_time: SystemTime,
     /// The pool's generation when it connected: older ones close when released
     /// (RECONNECT, or a reload that changed where servers go).
-    pub generation: u64,
+    pub(crate) generation: u64,
     state: AtomicU8,
     /// The client it serves (0: none).
     link: AtomicU64,
@@ -52,7 +52,7 @@ pub struct ServerInfo {
 }
 
 /// Microseconds since the Unix epoch now.
-pub fn unix_us() -> u64 {
+pub(crate) fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -61,7 +61,7 @@ pub fn unix_us() -> u64 {
 
 impl ServerInfo {
     /// A server that is logging in.
-    pub fn new(
+    pub(crate) fn new(
         id: u64,
         host: std::sync::Arc<super::Host>,
         addr: Option<SocketAddr>,
@@ -87,11 +87,11 @@ impl ServerInfo {
         self.pid.load(Ordering::Relaxed)
     }
 
-    pub fn set_pid(&self, pid: i32) {
+    pub(crate) fn set_pid(&self, pid: i32) {
         self.pid.store(pid, Ordering::Relaxed);
     }
 
-    pub fn state(&self) -> ServerState {
+    pub(crate) fn state(&self) -> ServerState {
         match self.state.load(Ordering::Relaxed) {
             0 => ServerState::Idle,
             2 => ServerState::Tested,
@@ -99,12 +99,12 @@ impl ServerInfo {
         }
     }
 
-    pub fn set_state(&self, s: ServerState) {
+    pub(crate) fn set_state(&self, s: ServerState) {
         self.state.store(s as u8, Ordering::Relaxed);
     }
 
     /// Link to client `client` (0 to unlink), whose request started at `request_us`.
-    pub fn link_to(&self, client: u64, request_us: u64) {
+    pub(crate) fn link_to(&self, client: u64, request_us: u64) {
         self.link.store(client, Ordering::Relaxed);
         if client != 0 {
             self.request_us.store(request_us, Ordering::Relaxed);
@@ -115,7 +115,7 @@ impl ServerInfo {
         self.link.load(Ordering::Relaxed)
     }
 
-    pub fn request_us(&self) -> u64 {
+    pub(crate) fn request_us(&self) -> u64 {
         self.request_us.load(Ordering::Relaxed)
     }
 }

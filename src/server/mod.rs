@@ -21,8 +21,9 @@ use crate::error::{ConnectError, Error, Result};
 use crate::net::Conn;
 use crate::prepared::{cache::StatementCache, drops_all_statements};
 use crate::proto::{self, backend};
-pub use host::{Balance, Host, HostLease, HostTable};
-pub use info::{unix_us, ServerInfo, ServerState};
+pub(crate) use host::{Balance, Host, HostLease, HostTable};
+pub use info::ServerInfo;
+pub(crate) use info::{unix_us, ServerState};
 pub use params::Params;
 use rustls::pki_types::ServerName;
 
@@ -31,30 +32,30 @@ use rustls::pki_types::ServerName;
 pub struct Target {
     /// Tried in `balance` order (banned ones last) until one logs in and fits
     /// `session_attrs`.
-    pub hosts: Vec<Arc<Host>>,
-    pub session_attrs: SessionAttrs,
-    pub balance: Balance,
+    pub(crate) hosts: Vec<Arc<Host>>,
+    pub(crate) session_attrs: SessionAttrs,
+    pub(crate) balance: Balance,
     /// New servers so far, for round-robin.
     pub turn: Arc<AtomicUsize>,
     /// How long a host that failed is tried only after the others (host_ban_time).
-    pub ban_time: Duration,
+    pub(crate) ban_time: Duration,
     /// How long a host name's addresses are kept (dns_max_ttl).
-    pub dns_ttl: Duration,
+    pub(crate) dns_ttl: Duration,
     pub dbname: String,
     pub user: String,
     pub secret: Option<Secret>,
     pub connect_timeout: Option<Duration>,
     pub max_packet_size: usize,
-    pub tcp: crate::net::tcp::TcpOptions,
+    pub(crate) tcp: crate::net::tcp::TcpOptions,
     /// Prepared statements each server keeps for clients (0: pgmux maps none).
     pub max_prepared_statements: usize,
     /// server_tls_sslmode and its rustls connector.
-    pub tls: crate::net::tls::ServerSide,
+    pub(crate) tls: crate::net::tls::ServerSide,
 }
 
 /// Address and key to cancel a query running on a server.
 #[derive(Debug, Clone)]
-pub struct CancelTarget {
+pub(crate) struct CancelTarget {
     pub host: String,
     pub port: u16,
     /// The address the server's connection went to (where its name pointed then).
@@ -66,25 +67,25 @@ pub struct CancelTarget {
 /// One connection from pgmux to Postgres.
 pub struct Server {
     pub id: u64,
-    pub stream: Conn,
+    pub(crate) stream: Conn,
     /// Bytes read from the server and not yet relayed; kept with the server (servers are few).
-    pub rbuf: BytesMut,
+    pub(crate) rbuf: BytesMut,
     pub params: Params,
     pub pid: i32,
     pub secret: i32,
-    pub created: Instant,
-    pub idle_since: Instant,
+    pub(crate) created: Instant,
+    pub(crate) idle_since: Instant,
     pub target: Arc<Target>,
     /// The host it is connected to (counted there while the server lives).
-    pub host: HostLease,
+    pub(crate) host: HostLease,
     /// Opened from the reserve pool.
     pub reserve: bool,
     /// The pgmux-named prepared statements this server has (transaction and statement mode).
-    pub prepared: StatementCache,
+    pub(crate) prepared: StatementCache,
     /// What the admin console and metrics see of it.
     pub info: Arc<ServerInfo>,
     /// Lines logged about it carry its id, pool and pid (set by its pool once it is open).
-    pub span: tracing::Span,
+    pub(crate) span: tracing::Span,
 }
 
 impl std::fmt::Debug for Server {
@@ -110,7 +111,7 @@ impl Server {
     /// a reason that passes (down, refused, timeout, starting up) is banned for host_ban_time.
     /// When none fits, the error is the first configuration error met (it will not pass),
     /// else a mismatch (`08001`, a failover may be under way), else the last host's.
-    pub async fn connect(
+    pub(crate) async fn connect(
         id: u64,
         target: Arc<Target>,
         generation: u64,
@@ -198,7 +199,7 @@ impl Server {
     /// Whether the server still fits its target's session attributes, by what it reported
     /// since (Postgres 14 and later report `in_hot_standby` and `default_transaction_read_only`
     /// as they change: a promoted standby says so). Unknown counts as fitting.
-    pub fn still_fits(&self) -> bool {
+    pub(crate) fn still_fits(&self) -> bool {
         let attrs = self.target.session_attrs;
         if attrs == SessionAttrs::Any || attrs == SessionAttrs::PreferStandby {
             return true;
@@ -486,7 +487,7 @@ impl Server {
     }
 
     /// Read one whole message (tag, body) from the server.
-    pub async fn read_message(&mut self) -> Result<(u8, Bytes)> {
+    pub(crate) async fn read_message(&mut self) -> Result<(u8, Bytes)> {
         loop {
             if let Some((tag, len)) =
                 proto::header(&self.rbuf, self.target.max_packet_size).map_err(Error::Protocol)?
@@ -508,7 +509,7 @@ impl Server {
 
     /// Run a simple query whose results nobody sees; return the final transaction status,
     /// or the first error Postgres reported.
-    pub async fn run_hidden(&mut self, sql: &str) -> Result<u8> {
+    pub(crate) async fn run_hidden(&mut self, sql: &str) -> Result<u8> {
         let mut out = BytesMut::new();
         backend::query(&mut out, sql);
         self.stream.write_all(&out).await?;
@@ -557,7 +558,7 @@ impl Server {
     /// return its first row as text columns (`None` for NULL), or `None` when it returns no
     /// row. Postgres' error comes back as is; the server is idle again either way unless the
     /// error is an I/O or protocol one.
-    pub async fn query_row(
+    pub(crate) async fn query_row(
         &mut self,
         sql: &str,
         param: &str,
@@ -618,7 +619,7 @@ impl Server {
     /// Bring the tracked parameters to what the client wants. Afterwards the client's values
     /// take the server's spelling (Postgres normalises, e.g. "iso" -> "ISO, MDY"), so the same
     /// wish is not sent again. Returns whether anything was sent.
-    pub async fn sync_params(&mut self, wanted: &mut Params) -> Result<bool> {
+    pub(crate) async fn sync_params(&mut self, wanted: &mut Params) -> Result<bool> {
         let keys: Vec<&'static str> = self.params.differences(wanted).collect();
         if keys.is_empty() {
             return Ok(false);
@@ -647,7 +648,7 @@ impl Server {
     }
 
     /// Whether an idle server still looks usable: not closed and nothing unsolicited pending.
-    pub fn looks_alive(&mut self) -> bool {
+    pub(crate) fn looks_alive(&mut self) -> bool {
         if !self.rbuf.is_empty() {
             return false;
         }
@@ -656,7 +657,7 @@ impl Server {
     }
 
     /// Where to send a CancelRequest for the query running here.
-    pub fn cancel_target(&self) -> CancelTarget {
+    pub(crate) fn cancel_target(&self) -> CancelTarget {
         CancelTarget {
             host: self.host.name.clone(),
             port: self.host.port,
@@ -675,7 +676,7 @@ impl Server {
 }
 
 /// An ErrorResponse body from a server, kept whole for relaying.
-pub fn server_error(body: Bytes) -> Error {
+pub(crate) fn server_error(body: Bytes) -> Error {
     let (code, message, _) = backend::error_fields(&body);
     Error::Server {
         code,
@@ -685,7 +686,7 @@ pub fn server_error(body: Bytes) -> Error {
 }
 
 /// Send a CancelRequest for `target` on a new connection.
-pub async fn send_cancel(target: &CancelTarget) -> Result<()> {
+pub(crate) async fn send_cancel(target: &CancelTarget) -> Result<()> {
     let connect = async {
         match target.peer {
             Some(a) => TcpStream::connect(a).await,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 /// Parameters pgmux keeps in step between a client and the server it is given.
-pub const TRACKED: [&str; 6] = [
+pub(crate) const TRACKED: [&str; 6] = [
     "client_encoding",
     "DateStyle",
     "TimeZone",
@@ -13,7 +13,7 @@ pub const TRACKED: [&str; 6] = [
 ];
 
 /// The index of a tracked parameter (GUC names are case-insensitive).
-pub fn tracked_index(name: &str) -> Option<usize> {
+pub(crate) fn tracked_index(name: &str) -> Option<usize> {
     TRACKED.iter().position(|t| t.eq_ignore_ascii_case(name))
 }
 
@@ -72,7 +72,7 @@ impl Params {
     }
 
     /// Only the tracked values (what a client keeps).
-    pub fn tracked_only(&self) -> Params {
+    pub(crate) fn tracked_only(&self) -> Params {
         Params {
             tracked: self.tracked.clone(),
             other: Vec::new(),

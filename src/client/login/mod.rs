@@ -30,17 +30,17 @@ use super::secret::UserSecret;
 const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
 
 /// A logged-in client, ready for its request loop.
-pub struct Session {
+pub(crate) struct Session {
     pub pool: Arc<Pool>,
     /// The tracked parameters this client wants (its start-up values, then its SETs).
     pub params: Params,
     pub key: CancelKey,
     /// Bytes the client sent after its login messages.
-    pub leftover: BytesMut,
+    pub(crate) leftover: BytesMut,
 }
 
 /// Where a logged-in client goes.
-pub enum LoggedIn {
+pub(crate) enum LoggedIn {
     Pool(Session),
     Admin(AdminSession),
 }
@@ -337,7 +337,7 @@ impl Ctx<'_> {
         Ok(Some(LoggedIn::Admin(AdminSession {
             user: user.to_string(),
             admin,
-            key,
+            _key: key,
             leftover: self.buf,
         })))
     }

@@ -152,18 +152,18 @@ impl TxnState {
     }
 
     /// The last ReadyForQuery ended a transaction (for the transaction count).
-    pub fn transaction_ended(&self) -> bool {
+    pub(crate) fn transaction_ended(&self) -> bool {
         self.status == b'I' && self.pending == 0
     }
 
     /// The server owes answers to what it was sent (not counting a COPY waiting for data).
-    pub fn server_owes(&self) -> bool {
+    pub(crate) fn server_owes(&self) -> bool {
         self.pending > 0 && !self.copy_in
     }
 
     /// The server waits for the client: in a transaction, in a batch without its Sync (an
     /// implicit transaction, with its locks), or in COPY FROM STDIN.
-    pub fn client_awaited(&self) -> bool {
+    pub(crate) fn client_awaited(&self) -> bool {
         self.status != b'I' || self.unsynced || self.copy_in
     }
 
@@ -184,13 +184,13 @@ impl TxnState {
     }
 
     /// Statement mode saw a transaction block open.
-    pub fn violation(&self) -> bool {
+    pub(crate) fn violation(&self) -> bool {
         self.violation
     }
 
     /// Syncs sent since the last Execute or Query (the prepared-statement queue forgets their
     /// answers at the end of a COPY, as Postgres never sends them).
-    pub fn syncs_since_exec(&self) -> u32 {
+    pub(crate) fn syncs_since_exec(&self) -> u32 {
         self.syncs_since_exec
     }
 
