@@ -1,8 +1,9 @@
 //! pgmux: a PostgreSQL connection pooler.
 //!
-//! Layout (dependencies point downward; docs/architecture.md has the whole map): `proto`,
-//! `auth`, `config` at the bottom; `server` and `pool` above them; `shared` and the state
-//! beside it; `admin` and `metrics`; `client` above those; `app` and the binary on top.
+//! Layout (dependencies point downward; docs/architecture.md has the whole map and
+//! scripts/check-layers.py keeps it): `proto`, `auth`, `error` at the bottom; `config` and
+//! `prepared`; `net`; `server`; `pool`; `cancel` and `clients`; `shared`; `snapshot` and
+//! `reload`; `admin`, `metrics` and `stats_log`; `client`; `app` and the binary on top.
 //!
 //! Message flow: accept → `client::login` (SSLRequest answered 'S' and TLS when
 //! client_tls_sslmode allows it, else 'N'; StartupMessage, auth, ParameterStatus +

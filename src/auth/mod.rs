@@ -14,8 +14,9 @@ pub use scram::{ScramKeysClient, ScramSecret, ScramServer};
 /// A user's stored secret, as written in `[users.NAME] password`.
 #[derive(Clone)]
 pub enum Secret {
-    /// Plaintext password; a SCRAM verifier is derived from it (PBKDF2, 4096 rounds) on its
-    /// first SCRAM login, off the runtime ([`Secret::prepare_scram`]), and shared by clones.
+    /// Plaintext password; a SCRAM verifier is derived from it (PBKDF2, 4096 rounds) once, off
+    /// the runtime ([`Secret::prepare_scram`]): before listening at start-up, in the background
+    /// after a reload, or by the first SCRAM login that comes sooner; clones share it.
     Plain {
         password: String,
         scram: std::sync::Arc<std::sync::OnceLock<ScramSecret>>,
