@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# pgmux against PgBouncer, side by side in one run: the tables of issue 14.
+#
+# Starts a throwaway Postgres (pg.sh), PgBouncer (pgbouncer.sh: transaction mode, pool_size 20,
+# SCRAM) and pgmux configured the same way, then runs compare.py (pgbench, interleaved point by
+# point, pooler CPU µs per transaction and RSS from /proc), and optionally idle_clients.py for
+# the RSS per idle logged-in client. Everything on ports below 32768. Not run by CI.
+#
+#   bash benches/side_by_side.sh                     # select-only, simple/extended/prepared, 16 128 512
+#   WORKLOADS="tpcb connect" bash benches/side_by_side.sh
+#   CLIENTS=10000 MODES=simple T=30 bash benches/side_by_side.sh
+#   IDLE=10000 SKIP_PGBENCH=1 bash benches/side_by_side.sh
+#
+# Knobs: WORKLOADS (select), MODES (simple extended prepared), CLIENTS (16 128 512), T (8),
+# ROUNDS (1), IDLE (0: no idle-client run; N: N idle clients against each pooler), WORKERS
+# (pgmux's workers, 0 = one per core), EXTRA (more pgmux [general] lines), KEEP=1 leaves
+# Postgres running for the next run, PERF=1 records `perf record -g` of pgmux over the run.
+# BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
+export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side}
+export PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
+MUX_PORT=${MUX_PORT:-15534}
+W=$BENCH_DIR/pgmux
+mkdir -p "$W"
+(cd "$REPO" && cargo build --release -q)
+ulimit -n "$(ulimit -Hn)"
+
+cd "$B"
+./pg.sh start >/dev/null
+./pgbouncer.sh start >/dev/null
+PGB_PID=$(cat "$BENCH_DIR/pgbouncer/pgbouncer.pid")
+
+cat > "$W/pgmux.toml" <<TOML
+[general]
+listen_addr = "127.0.0.1"
+listen_port = $MUX_PORT
+pool_mode = "transaction"
+default_pool_size = 20
+max_client_conn = 15000
+query_wait_timeout = 120
+auth_type = "scram-sha-256"
+workers = ${WORKERS:-0}
+$(printf '%b' "${EXTRA:-}")
+[databases.bench]
+host = "127.0.0.1"
+port = $PG_PORT
+dbname = "bench"
+[users.bench]
+password = "bench"
+TOML
+"$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
+MUX_PID=$!
+cleanup() {
+  kill "$MUX_PID" 2>/dev/null || true
+  [ -n "${PERF_PID:-}" ] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
+  ./pgbouncer.sh stop >/dev/null
+  [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null
+}
+trap cleanup EXIT
+for _ in $(seq 100); do
+  PGPASSWORD=bench psql -h 127.0.0.1 -p "$MUX_PORT" -U bench -d bench -Atc 'select 1' >/dev/null 2>&1 && break
+  sleep 0.1
+done
+echo "postgres :$PG_PORT, pgbouncer :$PGB_PORT pid $PGB_PID ($(pgbouncer --version 2>/dev/null | head -1 || /usr/sbin/pgbouncer --version | head -1)), pgmux :$MUX_PORT pid $MUX_PID, $(nproc) cores"
+
+if [ "${PERF:-0}" = 1 ]; then
+  perf record -g -o "$W/perf.data" -p "$MUX_PID" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
+if [ "${SKIP_PGBENCH:-0}" != 1 ]; then
+  WORKLOADS="${WORKLOADS:-select}" MODES="${MODES:-simple extended prepared}" \
+    CLIENTS="${CLIENTS:-16 128 512}" T="${T:-8}" ROUNDS="${ROUNDS:-1}" \
+    python3 compare.py "pgbouncer=$PGB_PORT:$PGB_PID" "pgmux=$MUX_PORT:$MUX_PID"
+fi
+if [ "${IDLE:-0}" -gt 0 ]; then
+  echo "## idle logged-in clients: $IDLE"
+  echo "pgbouncer: $(python3 idle_clients.py "$PGB_PORT" "$PGB_PID" "$IDLE" | tail -1)"
+  echo "pgmux:     $(python3 idle_clients.py "$MUX_PORT" "$MUX_PID" "$IDLE" | tail -1)"
+fi
