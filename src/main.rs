@@ -84,10 +84,18 @@ fn run(config: Config, file: PathBuf) -> ExitCode {
         LogFormat::Json => logs.json().flatten_event(true).init(),
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if config.general.workers > 0 {
-        rt.worker_threads(config.general.workers);
-    }
+    // One worker: a current-thread runtime (one epoll loop, as PgBouncer), which needs no
+    // cross-thread wake-ups or work stealing. More: tokio's multi-thread scheduler.
+    let mut rt = match config.general.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -332,7 +332,7 @@ pub struct General {
     pub tcp_user_timeout: usize,
     /// Append " - <client ip:port>" to each client's application_name. Default false.
     pub application_name_add_host: bool,
-    /// Worker threads; 0 = one per core.
+    /// Worker threads; 0 = one per core; 1 = a single-threaded (current-thread) runtime.
     pub workers: usize,
     /// Startup parameters accepted and not applied (PgBouncer's name). Others that pgmux does
     /// not track are refused. Default ["extra_float_digits"] (JDBC sends it); PgBouncer's

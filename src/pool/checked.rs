@@ -14,18 +14,18 @@ use crate::server::Server;
 /// the server as busy (its state is unknown), so no slot, limit unit or SHOW SERVERS row
 /// outlives its holder.
 pub(crate) struct Checked {
-    inner: Option<(Server, Slot)>,
+    inner: Option<(Box<Server>, Slot)>,
 }
 
 impl Checked {
-    pub(super) fn new(server: Server, slot: Slot) -> Checked {
+    pub(super) fn new(server: Box<Server>, slot: Slot) -> Checked {
         Checked {
             inner: Some((server, slot)),
         }
     }
 
     /// The server and its slot, for the pool to pass on.
-    pub(super) fn into_parts(mut self) -> (Server, Slot) {
+    pub(super) fn into_parts(mut self) -> (Box<Server>, Slot) {
         self.inner
             .take()
             .expect("a Checked holds its server until it ends")

@@ -4,6 +4,9 @@
 //! the most recently used server has warm caches, and the ones at the bottom of the stack
 //! stay unused long enough for `server_idle_timeout` to close them when load drops.
 
+// Servers are boxed on purpose, in lists too: see `State::idle`.
+#![allow(clippy::vec_box)]
+
 mod checked;
 mod control;
 mod janitor;
@@ -65,6 +68,15 @@ pub struct PoolSettings {
     pub(crate) hist: Arc<Histograms>,
 }
 
+/// A future moved to the heap, for the rare branches of a checkout: its future is allocated
+/// with every request and need not hold room for them. (A function: `Box::pin` written at
+/// the `.await` still leaves room for the unboxed future in the caller's state.)
+fn boxed<'a, T>(
+    f: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(f)
+}
+
 /// What a waiter is given; dropped untaken (the waiter left), it gives itself back. (A
 /// server moves by value: boxing it would cost an allocation per hand-over.)
 #[allow(clippy::large_enum_variant)]
@@ -76,8 +88,9 @@ enum Grant {
 }
 
 struct State {
-    /// Idle servers; the last is the most recently used.
-    idle: Vec<Server>,
+    /// Idle servers; the last is the most recently used. Boxed: a server (400 bytes) moves
+    /// between this list, waiters and clients on every transaction, as a pointer.
+    idle: Vec<Box<Server>>,
     /// Servers that exist or are being opened, checked out or idle.
     open: usize,
     /// Servers checked out by clients.
@@ -291,13 +304,59 @@ impl Pool {
     }
 
     /// Check out a server: an idle one, a new one under pool_size, or wait first-in first-out.
+    ///
+    /// An idle server that needs no check is handed out without awaiting anything; every
+    /// other way (opening, waiting, checking) runs on the heap, so this future, part of every
+    /// request's, stays small.
     pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Checked, CheckoutError> {
         let started = Instant::now();
+        if let Some(s) = self.idle_now(started) {
+            return Ok(s);
+        }
+        boxed(self.checkout_from(started)).await
+    }
+
+    /// An idle server to hand out at once, if one is there: not paused, alive, no
+    /// server_check_query due. Otherwise the server (if one was taken) goes back or closes
+    /// and the full checkout decides.
+    fn idle_now(self: &Arc<Self>, started: Instant) -> Option<Checked> {
+        if self.paused.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut s = {
+            let mut st = self.state.lock();
+            let s = st.idle.pop()?;
+            st.active += 1;
+            Checked::new(s, Slot::taken(self.clone()))
+        };
+        if !s.looks_alive() {
+            s.close("closed by the server while idle");
+            return None;
+        }
+        let settings = self.settings();
+        if settings.server_check_query.is_some()
+            && s.idle_since.elapsed() >= settings.server_check_delay
+        {
+            // The full checkout takes it again (last in, first out) and checks it.
+            drop(settings);
+            let (server, slot) = s.into_parts();
+            let mut st = self.state.lock();
+            slot.into_idle(&mut st);
+            st.idle.push(server);
+            return None;
+        }
+        s.info.set_state(ServerState::Active);
+        self.note_checkout(started, &settings.hist);
+        Some(s)
+    }
+
+    /// The checkout's full loop (see [`Pool::checkout`]).
+    async fn checkout_from(self: &Arc<Self>, started: Instant) -> Result<Checked, CheckoutError> {
         // Its connect failed in an outage: it waits again, at the front of the queue.
         let mut held = false;
         loop {
             if self.paused.load(Ordering::Acquire) {
-                self.wait_resumed(started).await?;
+                boxed(self.wait_resumed(started)).await?;
             }
             // Settings are read where used, never held across an await (a reload may come
             // while a client waits).
@@ -349,7 +408,7 @@ impl Pool {
                     };
                     let s = match check {
                         None => s,
-                        Some(q) => match self.check_idle(s, &q).await {
+                        Some(q) => match boxed(self.check_idle(s, &q)).await {
                             Some(s) => s,
                             None => continue,
                         },
@@ -358,7 +417,7 @@ impl Pool {
                     self.note_checkout(started, &self.settings().hist);
                     return Ok(s);
                 }
-                Grant::Slot { slot, reserve } => match slot.open(reserve).await {
+                Grant::Slot { slot, reserve } => match boxed(slot.open(reserve)).await {
                     Ok(mut s) => {
                         if s.looks_alive() {
                             self.note_checkout(started, &self.settings().hist);
@@ -524,7 +583,7 @@ impl Pool {
     }
 
     /// Connect a server (for a [`Slot`]: see [`Slot::open`]) and list it.
-    async fn open_server(&self, reserve: bool) -> Result<Server, ConnectError> {
+    async fn open_server(&self, reserve: bool) -> Result<Box<Server>, ConnectError> {
         let id = self.server_ids.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.load(Ordering::Relaxed);
         let key = *self.client_key.lock();
@@ -544,7 +603,7 @@ impl Pool {
                 if w.is_none() && generation == self.generation.load(Ordering::Acquire) {
                     *w = Some(Arc::new(s.params.clone()));
                 }
-                Ok(s)
+                Ok(Box::new(s))
             }
             Err(e) => {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
@@ -557,7 +616,7 @@ impl Pool {
 
     /// Return a server a client is done with (see [`Checked::release`]). Past
     /// server_lifetime it is closed instead.
-    fn release(self: Arc<Self>, mut s: Server, mut slot: Slot) {
+    fn release(self: Arc<Self>, mut s: Box<Server>, mut slot: Slot) {
         let now = Instant::now();
         if let Some(reason) = self.close_at_release(&s, now) {
             return Pool::close_checked(s, slot, reason);
@@ -601,14 +660,14 @@ impl Pool {
 
     /// Close a checked-out server that is idle (nothing runs on it), logging why; dropping
     /// its slot passes the room on.
-    fn close_checked(s: Server, slot: Slot, reason: &str) {
+    fn close_checked(s: Box<Server>, slot: Slot, reason: &str) {
         slot.pool().forget(&s, reason);
         terminate(s);
         drop(slot);
     }
 
     /// Close a server already taken out of the idle list, logging why.
-    fn close_idle_server(self: &Arc<Self>, s: Server, reason: &str) {
+    fn close_idle_server(self: &Arc<Self>, s: Box<Server>, reason: &str) {
         self.forget(&s, reason);
         terminate(s);
         self.server_gone(false);
@@ -662,12 +721,12 @@ impl Pool {
     }
 
     /// Every idle server, removed from the idle list (a pool being removed).
-    pub(crate) fn take_all_idle(&self) -> Vec<Server> {
+    pub(crate) fn take_all_idle(&self) -> Vec<Box<Server>> {
         std::mem::take(&mut self.state.lock().idle)
     }
 
     /// Idle servers the janitor should close now, removed from the idle list.
-    fn take_expired(&self, now: Instant) -> Vec<(Server, &'static str)> {
+    fn take_expired(&self, now: Instant) -> Vec<(Box<Server>, &'static str)> {
         let mut st = self.state.lock();
         let mut out = Vec::new();
         let settings = self.settings();
@@ -739,6 +798,6 @@ impl Pool {
 
 /// Send Terminate and close. (Terminate is 5 bytes: a non-blocking write always fits an
 /// idle socket.)
-fn terminate(s: Server) {
+fn terminate(s: Box<Server>) {
     let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
 }

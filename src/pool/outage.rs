@@ -80,7 +80,7 @@ impl Pool {
 
     /// Close idle servers whose connection is gone (a restart closes them all at once).
     pub(crate) fn drop_dead_idle(self: &Arc<Self>) {
-        let dead: Vec<Server> = {
+        let dead: Vec<Box<Server>> = {
             let mut st = self.state.lock();
             let (mut dead, mut keep) = (Vec::new(), Vec::with_capacity(st.idle.len()));
             for mut s in std::mem::take(&mut st.idle) {

@@ -28,7 +28,7 @@ const RECANCEL: Duration = Duration::from_millis(250);
 impl Pool {
     /// Close a checked-out server that may be busy (see the module docs), logging why.
     /// Its `slot` is held until the session has ended.
-    pub(super) fn close_busy(s: Server, slot: Slot, reason: &str) {
+    pub(super) fn close_busy(s: Box<Server>, slot: Slot, reason: &str) {
         slot.pool().forget(&s, reason);
         tokio::spawn(async move {
             reap(s).await;
@@ -37,7 +37,7 @@ impl Pool {
     }
 }
 
-async fn reap(mut s: Server) {
+async fn reap(mut s: Box<Server>) {
     let deadline = Instant::now() + REAP_LIMIT;
     let target = s.cancel_target();
     let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);

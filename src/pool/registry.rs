@@ -347,7 +347,7 @@ impl Registry {
         config: &Config,
         idle: Option<std::time::Duration>,
         now: Instant,
-    ) -> Vec<(Arc<Pool>, Vec<crate::server::Server>)> {
+    ) -> Vec<(Arc<Pool>, Vec<Box<crate::server::Server>>)> {
         // Caps no pool counts against any more (their pools went on an earlier pass).
         self.db_limits
             .lock()

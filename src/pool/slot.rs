@@ -63,7 +63,7 @@ impl Slot {
         let opened = pool.open_server(reserve).await;
         self.logging_in = false;
         pool.logins.fetch_sub(1, Ordering::Relaxed);
-        opened.map(|s: Server| Checked::new(s, self))
+        opened.map(|s: Box<Server>| Checked::new(s, self))
     }
 }
 

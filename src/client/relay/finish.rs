@@ -25,9 +25,23 @@ fn prepared_state_unknown(t: &Txn) -> Option<&'static str> {
     }
 }
 
+/// What is left to do once a transaction's server was given back.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Released {
+    /// Nothing: the server is back and the client has everything.
+    Done,
+    /// Bytes the client has not been sent yet.
+    Deliver(BytesMut),
+    /// The server must run server_reset_query before it goes back; then the bytes.
+    Reset(Checked, BytesMut),
+}
+
 impl Relay {
-    /// The transaction ended cleanly: give the server back and deliver what is left.
-    pub(super) async fn release(&mut self, mut t: Txn) -> Option<String> {
+    /// The transaction ended cleanly: give the server back (on the spot, unless it must run
+    /// server_reset_query first) and return what is left to deliver. Not async: the common
+    /// end of every transaction awaits nothing, so its state takes no room in the request's
+    /// future.
+    pub(super) fn release(&mut self, mut t: Txn) -> Released {
         let cancelled = self.sess.key.slot.detach();
         // Usually everything was delivered already; splitting an empty prefix would still
         // turn the server's buffer into a shared one.
@@ -42,10 +56,27 @@ impl Relay {
             t.server.close(why);
         } else if t.settings.server_reset_query_always && !t.settings.server_reset_query.is_empty()
         {
-            self.reset_and_release(t.server).await;
+            return Released::Reset(t.server, rest);
         } else {
             t.server.release();
         }
+        if rest.is_empty() {
+            Released::Done
+        } else {
+            Released::Deliver(rest)
+        }
+    }
+
+    /// What [`Relay::release`] left to do: reset the server, then deliver the rest.
+    pub(super) async fn after_release(&mut self, released: Released) -> Option<String> {
+        let rest = match released {
+            Released::Done => return None,
+            Released::Deliver(rest) => rest,
+            Released::Reset(server, rest) => {
+                self.reset_and_release(server).await;
+                rest
+            }
+        };
         if !rest.is_empty() {
             if let Err(e) = self.client.write_all(&rest).await {
                 return Some(format!("client connection error: {e}"));
@@ -64,7 +95,7 @@ impl Relay {
     }
 
     /// The client is gone or must go: return its server clean, or close it.
-    pub(super) async fn client_lost(&mut self, mut t: Txn, why: &str) -> String {
+    pub(super) async fn client_lost(&mut self, mut t: Txn, why: String) -> String {
         let cancelled = self.sess.key.slot.detach();
         let quiet = !cancelled
             && t.state.idle()
@@ -86,7 +117,7 @@ impl Relay {
                 // A request may still run there: cancel it, wait for Postgres to end it.
                 t.server.close_busy(reason);
             }
-            return why.to_string();
+            return why;
         }
         t.server.rbuf.clear();
         if t.state.status() != b'I' {
@@ -98,7 +129,7 @@ impl Relay {
                 Ok(Ok(b'I')) => {}
                 _ => {
                     t.server.close("rollback after its client left failed");
-                    return why.to_string();
+                    return why;
                 }
             }
         }
@@ -111,11 +142,11 @@ impl Relay {
         } else {
             t.server.release();
         }
-        why.to_string()
+        why
     }
 
     /// The server broke: tell the client, close both.
-    pub(super) async fn server_lost(&mut self, mut t: Txn, why: &str) -> String {
+    pub(super) async fn server_lost(&mut self, mut t: Txn, why: String) -> String {
         self.sess.key.slot.detach();
         // Deliver what the server said last (often its own FATAL).
         if t.s_ready > 0 {
@@ -127,7 +158,7 @@ impl Relay {
             t.server.rbuf.clear();
         }
         let at = t.server.host.to_string();
-        t.server.close(why);
+        t.server.close(&why);
         // Its siblings may have died with it (a restart): drop them before anyone gets one.
         self.sess.pool.drop_dead_idle();
         let why = format!("server connection lost ({at}): {why}");
@@ -143,7 +174,7 @@ impl Relay {
     }
 
     pub(super) async fn server_protocol_error(&mut self, t: Txn, e: String) -> String {
-        self.server_lost(t, &format!("protocol violation from server: {e}"))
+        self.server_lost(t, format!("protocol violation from server: {e}"))
             .await
     }
 }

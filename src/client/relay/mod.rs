@@ -51,6 +51,7 @@ const CAP: usize = 64 * 1024;
 /// The caller builds the `Relay` outside any async block and awaits this future directly:
 /// values moved into an async fn keep their slot in its state, so building it here would
 /// store the session twice in every idle client's task.
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment below
 pub(super) fn run(mut r: Relay) -> impl Future<Output = ()> + Send {
     // An async block, not an async fn: an async fn's argument takes a slot in its state twice
     // (the argument, then the binding it is moved into), doubling an idle client's task.
@@ -140,6 +141,11 @@ async fn serve(r: &mut Relay) -> Result<String> {
 /// every idle client's task as large as a whole request.
 fn boxed_request<'a>(r: &'a mut Relay, cbuf: &'a mut BytesMut) -> BoxFuture<'a, Option<String>> {
     Box::pin(r.request(cbuf))
+}
+
+/// A future moved to the heap (see `boxed_request` for why this is a function).
+fn boxed<'a, T>(f: impl Future<Output = T> + Send + 'a) -> BoxFuture<'a, T> {
+    Box::pin(f)
 }
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -307,6 +313,16 @@ struct Txn {
     settings: std::sync::Arc<crate::pool::PoolSettings>,
 }
 
+/// What is left of a request once [`Relay::exit`] acted on how it ended.
+enum Ending<'a> {
+    Done(Option<String>),
+    /// Still to run: delivering the rest, resetting the server.
+    Later(BoxFuture<'a, Option<String>>),
+    /// The client goes, once this ran: why.
+    Gone(BoxFuture<'a, String>),
+    Resend(Resend),
+}
+
 enum Event {
     ServerReadable,
     ClientReadable,
@@ -409,44 +425,34 @@ impl Relay {
         let mut resends = 0;
         loop {
             self.handle.info.waiting();
-            let server = match self.checkout_watching(cbuf).await {
-                Ok(Some(s)) => {
-                    self.handle.info.active(s.id);
-                    s.info.link_to(self.id, self.handle.info.request_us());
-                    s
-                }
-                Ok(None) => {
-                    return Some("client closed the connection while waiting for a server".into())
-                }
-                Err(e) => {
-                    let (code, msg) = e.sqlstate();
-                    let msg = msg.to_string();
-                    match e.raw_postgres() {
-                        Some(raw) => {
-                            let mut out = BytesMut::new();
-                            backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
-                            let _ = self.client.write_all(&out).await;
+            // The server is moved into the attached future in a block of its own: a binding
+            // still in scope would keep a second slot for it in this future's state.
+            let attached = {
+                let server = match self.server_for(cbuf).await {
+                    Ok(s) => {
+                        self.handle.info.active(s.id);
+                        s.info.link_to(self.id, self.handle.info.request_us());
+                        s
+                    }
+                    Err(why) => return Some(why),
+                };
+                // The statements may have become known while this client waited: then its
+                // Parse+Sync needs no server after all. (Sent, it would get a ParseComplete from
+                // pgmux, after which a terminated server's FATAL could not be re-sent.)
+                if tag == b'P' {
+                    if let Some(answer) = self.prepare_alone(cbuf) {
+                        server.release();
+                        self.handle.info.idle();
+                        PoolStats::add(&self.sess.pool.stats.bytes_sent, answer.len() as u64);
+                        if let Err(e) = self.client.write_all(&answer).await {
+                            return Some(format!("client connection error: {e}"));
                         }
-                        None => self.fatal(code, &msg).await,
+                        return None;
                     }
-                    return Some(format!("no server: {msg}"));
                 }
+                self.attached(server, cbuf, resends < MAX_RESENDS)
             };
-            // The statements may have become known while this client waited: then its
-            // Parse+Sync needs no server after all. (Sent, it would get a ParseComplete from
-            // pgmux, after which a terminated server's FATAL could not be re-sent.)
-            if tag == b'P' {
-                if let Some(answer) = self.prepare_alone(cbuf) {
-                    server.release();
-                    self.handle.info.idle();
-                    PoolStats::add(&self.sess.pool.stats.bytes_sent, answer.len() as u64);
-                    if let Err(e) = self.client.write_all(&answer).await {
-                        return Some(format!("client connection error: {e}"));
-                    }
-                    return None;
-                }
-            }
-            let gone = match self.attached(server, cbuf, resends < MAX_RESENDS).await {
+            let gone = match attached.await {
                 Ok(gone) => gone,
                 // The server died before it ran anything of the request: another one runs it.
                 Err(resend::Resend) => {
@@ -463,6 +469,32 @@ impl Relay {
             }
             return gone;
         }
+    }
+
+    /// A server for this request, or why the client goes (told already when it must be).
+    /// Nothing here holds a server across an await in the caller's state.
+    async fn server_for(&mut self, cbuf: &mut BytesMut) -> Result<Checked, String> {
+        match self.checkout_watching(cbuf).await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err("client closed the connection while waiting for a server".into()),
+            Err(e) => Err(boxed(self.no_server(e)).await),
+        }
+    }
+
+    /// No server for this request: tell the client why (Postgres' own error when it came
+    /// from Postgres). Returns why the client goes.
+    async fn no_server(&mut self, e: Error) -> String {
+        let (code, msg) = e.sqlstate();
+        let msg = msg.to_string();
+        match e.raw_postgres() {
+            Some(raw) => {
+                let mut out = BytesMut::new();
+                backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
+                let _ = self.client.write_all(&out).await;
+            }
+            None => self.fatal(code, &msg).await,
+        }
+        format!("no server: {msg}")
     }
 
     /// Check out a server while watching the client: a client that leaves while waiting
@@ -498,28 +530,15 @@ impl Relay {
     /// Relay one transaction (or session). `Ok(None)`: the server went back and the client goes
     /// on. `Err(Resend)`: the server died before it ran any of the request, which is still
     /// whole in `cbuf` for another server (only when `may_resend`).
-    async fn attached(
-        &mut self,
-        mut server: Checked,
-        cbuf: &mut BytesMut,
+    ///
+    /// An async block, not an async fn, so the server is held once in its state, not twice.
+    fn attached<'a>(
+        &'a mut self,
+        server: Checked,
+        cbuf: &'a mut BytesMut,
         may_resend: bool,
-    ) -> Result<Option<String>, Resend> {
+    ) -> impl Future<Output = Result<Option<String>, Resend>> + Send + 'a {
         self.sess.key.slot.attach(&server);
-        if let Err(e) = server.sync_params(&mut self.sess.params).await {
-            self.sess.key.slot.detach();
-            let pool = &self.sess.pool;
-            // Nothing of the client's was sent: a server that died idle is replaced.
-            if may_resend && crate::pool::connect_error_passes(&e) {
-                server.close(&format!("parameter sync failed: {e}"));
-                pool.drop_dead_idle();
-                return Err(Resend);
-            }
-            server.close("parameter sync failed");
-            let (code, msg) = e.sqlstate();
-            let msg = msg.to_string();
-            self.fatal(code, &msg).await;
-            return Ok(Some(format!("parameter sync failed: {msg}")));
-        }
         let now = Instant::now();
         let settings = self.sess.pool.settings_arc();
         let mut t = Txn {
@@ -539,57 +558,92 @@ impl Relay {
             prep: None,
             settings,
         };
-        let pool = self.sess.pool.clone();
-        let info = self.handle.info.clone();
-        // Debug builds only: a panic while a server is held, for the test of its containment.
-        #[cfg(debug_assertions)]
-        if cbuf.get(5..).is_some_and(|b| b.starts_with(INJECTED_PANIC)) {
-            panic!("injected panic (debug builds only)");
-        }
-        if t.server.target.max_prepared_statements > 0 {
-            t.prep = Some(Default::default());
-        }
-        if let Err(e) = self.scan_client(&mut t, cbuf) {
-            return Ok(Some(self.client_protocol_error(t, e).await));
-        }
-        // A terminate request may have come with the answer to pgmux's own last query (its
-        // login, the parameter sync): nothing of the client's was sent yet.
-        if t.keeping && !t.server.rbuf.is_empty() {
-            match first_answer(&t.server.rbuf) {
-                FirstAnswer::NeverRan => return Err(self.resend(t, cbuf)),
-                FirstAnswer::Incomplete => {}
-                FirstAnswer::Answered => t.stop_keeping(cbuf),
-            }
-        }
-        loop {
-            let step = match self.pump(&mut t, cbuf).await {
-                Ok(write_limit) => {
-                    let ev = self.wait(&t, cbuf, write_limit, &info).await;
-                    self.dispatch(ev, &mut t, cbuf, &pool).await
-                }
-                Err(exit) => Err(exit),
+        async move {
+            // Most requests find the server's parameters equal to the client's: the sync (a
+            // hidden query, rare) is boxed, so its future takes no room in the request's.
+            let differ = t
+                .server
+                .params
+                .differences(&self.sess.params)
+                .next()
+                .is_some();
+            let synced = match differ {
+                true => boxed(t.server.sync_params(&mut self.sess.params)).await,
+                false => Ok(false),
             };
-            if let Err(exit) = step {
-                return self.exit(t, cbuf, exit).await;
+            if let Err(e) = synced {
+                self.sess.key.slot.detach();
+                let pool = &self.sess.pool;
+                // Nothing of the client's was sent: a server that died idle is replaced.
+                if may_resend && crate::pool::connect_error_passes(&e) {
+                    t.server.close(&format!("parameter sync failed: {e}"));
+                    pool.drop_dead_idle();
+                    return Err(Resend);
+                }
+                t.server.close("parameter sync failed");
+                let (code, msg) = e.sqlstate();
+                let msg = msg.to_string();
+                self.fatal(code, &msg).await;
+                return Ok(Some(format!("parameter sync failed: {msg}")));
+            }
+            let pool = self.sess.pool.clone();
+            let info = self.handle.info.clone();
+            // Debug builds only: a panic while a server is held, for the test of its containment.
+            #[cfg(debug_assertions)]
+            if cbuf.get(5..).is_some_and(|b| b.starts_with(INJECTED_PANIC)) {
+                panic!("injected panic (debug builds only)");
+            }
+            if t.server.target.max_prepared_statements > 0 {
+                t.prep = Some(Default::default());
+            }
+            if let Err(e) = self.scan_client(&mut t, cbuf) {
+                return Ok(Some(boxed(self.client_protocol_error(t, e)).await));
+            }
+            // A terminate request may have come with the answer to pgmux's own last query (its
+            // login, the parameter sync): nothing of the client's was sent yet.
+            if t.keeping && !t.server.rbuf.is_empty() {
+                match first_answer(&t.server.rbuf) {
+                    FirstAnswer::NeverRan => return Err(self.resend(t, cbuf)),
+                    FirstAnswer::Incomplete => {}
+                    FirstAnswer::Answered => t.stop_keeping(cbuf),
+                }
+            }
+            loop {
+                let step = match self.pump(&mut t, cbuf).await {
+                    Ok(write_limit) => {
+                        let ev = self.wait(&t, cbuf, write_limit, &info).await;
+                        self.dispatch(ev, &mut t, cbuf, &pool).await
+                    }
+                    Err(exit) => Err(exit),
+                };
+                if let Err(exit) = step {
+                    return match self.exit(t, cbuf, exit) {
+                        Ending::Done(gone) => Ok(gone),
+                        Ending::Later(f) => Ok(f.await),
+                        Ending::Gone(f) => Ok(Some(f.await)),
+                        Ending::Resend(r) => Err(r),
+                    };
+                }
             }
         }
     }
 
-    /// Act on how the request ended, with the `Txn` (its server) given up for good.
-    async fn exit(
-        &mut self,
-        t: Txn,
-        cbuf: &mut BytesMut,
-        exit: Exit,
-    ) -> Result<Option<String>, Resend> {
-        Ok(match exit {
-            Exit::Release => self.release(t).await,
-            Exit::ClientLost(why) => Some(self.client_lost(t, &why).await),
-            Exit::ServerLost(why) => Some(self.server_lost(t, &why).await),
-            Exit::ClientProtocol(e) => Some(self.client_protocol_error(t, e).await),
-            Exit::ServerProtocol(e) => Some(self.server_protocol_error(t, e).await),
-            Exit::Resend => return Err(self.resend(t, cbuf)),
-        })
+    /// Act on how the request ended, with the `Txn` (its server) given up for good. A clean
+    /// release is done on the spot; every other end is rare, and its future (which owns the
+    /// `Txn`) is made here on the heap, so the request's future, allocated per request, holds
+    /// no room for it. (Not an async fn: one would hold the `Txn` in its own state.)
+    fn exit(&mut self, t: Txn, cbuf: &mut BytesMut, exit: Exit) -> Ending<'_> {
+        match exit {
+            Exit::Release => match self.release(t) {
+                finish::Released::Done => Ending::Done(None),
+                released => Ending::Later(Box::pin(self.after_release(released))),
+            },
+            Exit::ClientLost(why) => Ending::Gone(Box::pin(self.client_lost(t, why))),
+            Exit::ServerLost(why) => Ending::Gone(Box::pin(self.server_lost(t, why))),
+            Exit::ClientProtocol(e) => Ending::Gone(Box::pin(self.client_protocol_error(t, e))),
+            Exit::ServerProtocol(e) => Ending::Gone(Box::pin(self.server_protocol_error(t, e))),
+            Exit::Resend => Ending::Resend(self.resend(t, cbuf)),
+        }
     }
 
     /// Move whatever can move without waiting, both ways; then end the request where it is
@@ -786,5 +840,34 @@ mod tests {
         }
         let size = state_of(super::run);
         assert!(size <= 512, "the request loop's future is {size} bytes");
+    }
+
+    /// A request's future is allocated per request: its rare branches (opening a server,
+    /// waiting, checking, syncing parameters, every end but a clean release) live on the
+    /// heap of their own, so it holds little more than the transaction's state (it was 5.9 kB).
+    #[test]
+    fn a_requests_future_holds_only_the_common_path() {
+        fn request<'a, F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(&'a mut super::Relay, &'a mut bytes::BytesMut) -> Fut,
+            Fut: 'a,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        fn checkout<'a, F, Fut>(_: F) -> usize
+        where
+            F: FnOnce(&'a std::sync::Arc<crate::pool::Pool>) -> Fut,
+            Fut: 'a,
+        {
+            std::mem::size_of::<Fut>()
+        }
+        let txn = std::mem::size_of::<super::Txn>();
+        let size = request(super::Relay::request);
+        assert!(
+            size <= txn + 640,
+            "a request's future is {size} bytes (its Txn {txn})"
+        );
+        let size = checkout(crate::pool::Pool::checkout);
+        assert!(size <= 64, "a checkout's future is {size} bytes");
     }
 }

@@ -122,15 +122,23 @@ pub(super) fn commits_as_it_runs(sql: &[u8]) -> bool {
             break;
         }
     }
-    let word: Vec<u8> = s
+    let word_len = s.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    let word = &s[..word_len];
+    [&b"call"[..], b"do", b"vacuum"]
         .iter()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    matches!(&word[..], b"call" | b"do" | b"vacuum")
-        || sql
-            .windows(12)
-            .any(|w| w.eq_ignore_ascii_case(b"concurrently"))
+        .any(|k| word.eq_ignore_ascii_case(k))
+        || contains_concurrently(sql)
+}
+
+/// Whether `sql` holds "concurrently", in any case. Runs on every statement a request may
+/// re-send: a byte loop that looks further only at a 'c', no allocation.
+fn contains_concurrently(sql: &[u8]) -> bool {
+    const WORD: &[u8; 12] = b"concurrently";
+    if sql.len() < WORD.len() {
+        return false;
+    }
+    (0..=sql.len() - WORD.len())
+        .any(|i| sql[i] | 0x20 == b'c' && sql[i..i + WORD.len()].eq_ignore_ascii_case(WORD))
 }
 
 /// The request was sent to a server that never ran it: check out another.
@@ -280,6 +288,7 @@ mod tests {
             ";VACUUM t",
             "create index concurrently i on t (a)",
             "REINDEX TABLE CONCURRENTLY t",
+            "select 1; create index CONCURRENTLY",
         ] {
             assert!(c(sql.as_bytes()), "{sql}");
         }
@@ -289,6 +298,8 @@ mod tests {
             "",
             "/* unterminated",
             "docs",
+            "callp()",
+            "select 'concurrentl'",
         ] {
             assert!(!c(sql.as_bytes()), "{sql}");
         }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# User-space instructions per transaction, counted by valgrind (callgrind): the same count
+# every run, whatever else the machine does, so a change of a few percent shows, where timed
+# figures on this shared machine swing by twenty. Kernel work is not counted (strace -c gives
+# the system calls).
+#
+# Each target runs under callgrind twice, with pgbench -t N1 and -t N2 transactions per
+# client; (instructions of the second - of the first) / (clients x (N2 - N1)) is the cost of
+# one transaction without the logins and start-up.
+#
+#   bash benches/instructions.sh                         # pgmux and PgBouncer, select-only
+#   MODE=extended CLIENTS=8 bash benches/instructions.sh
+#   TARGETS="pgmux" PGMUX=/path/to/other/pgmux bash benches/instructions.sh
+#
+# The profile of each target's second run is kept in $BENCH_DIR/instr/TARGET.callgrind
+# (callgrind_annotate --inclusive=yes it; start-up and logins are in it too).
+#
+# Knobs: MODE (simple), CLIENTS (4), N1 (200), N2 (1200), TARGETS ("pgbouncer pgmux"),
+# WORKERS (pgmux's workers; default 0), PGMUX (the binary; default target/release/pgmux).
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
+export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-instr}
+export PG_PORT=${PG_PORT:-15552}
+PORT=${PORT:-15553}
+MODE=${MODE:-simple} CLIENTS=${CLIENTS:-4} N1=${N1:-200} N2=${N2:-1200}
+PGMUX=${PGMUX:-$REPO/target/release/pgmux}
+W=$BENCH_DIR/instr
+mkdir -p "$W"
+[ "$PGMUX" != "$REPO/target/release/pgmux" ] || (cd "$REPO" && cargo build --release -q)
+(cd "$B" && ./pg.sh start >/dev/null)
+trap '(cd "$B" && ./pg.sh stop >/dev/null)' EXIT
+chmod 777 "$W"
+
+cat > "$W/pgmux.toml" <<TOML
+[general]
+listen_addr = "127.0.0.1"
+listen_port = $PORT
+pool_mode = "transaction"
+default_pool_size = 20
+auth_type = "scram-sha-256"
+workers = ${WORKERS:-0}
+[databases.bench]
+host = "127.0.0.1"
+port = $PG_PORT
+[users.bench]
+password = "bench"
+TOML
+cat > "$W/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PORT
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $W/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+logfile = $W/pgbouncer-own.log
+INI
+echo '"bench" "bench"' > "$W/userlist.txt"
+chown -R postgres "$W"
+
+# Instructions pgmux or PgBouncer ran while pgbench did N transactions per client.
+count() { # target n
+  rm -f "$W"/callgrind.out.*
+  local cmd
+  case $1 in
+  pgmux) cmd="$PGMUX -c $W/pgmux.toml" ;;
+  pgbouncer) cmd="$(command -v pgbouncer || echo /usr/sbin/pgbouncer) $W/pgbouncer.ini" ;;
+  esac
+  runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out.%p" \
+    $cmd > "$W/$1.out" 2>&1 &
+  local pid=$!
+  for _ in $(seq 300); do
+    PGPASSWORD=bench psql -h 127.0.0.1 -p "$PORT" -U bench -d bench -Atc 'select 1' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$PORT" -U bench -n -S -M "$MODE" -c "$CLIENTS" -j 1 \
+    -t "$2" bench >/dev/null 2>&1
+  pkill -INT -f "valgrind.*callgrind.*$PORT|callgrind.*$W" 2>/dev/null || true
+  pkill -INT -f "$W/(pgmux.toml|pgbouncer.ini)" 2>/dev/null || true
+  wait $pid 2>/dev/null || true
+  # Every thread's file (pgmux's workers each write one with --separate-threads=no: one file).
+  cat "$W"/callgrind.out.* | awk '/^summary:/ {s += $2} END {print s}'
+}
+
+echo "user-space instructions per transaction (callgrind), select-only, -M $MODE, $CLIENTS clients, -t $N2 minus -t $N1"
+for t in ${TARGETS:-pgbouncer pgmux}; do
+  a=$(count "$t" "$N1")
+  b=$(count "$t" "$N2")
+  cat "$W"/callgrind.out.* > "$W/$t.callgrind" 2>/dev/null || true
+  echo "$t: $(( (b - a) / (CLIENTS * (N2 - N1)) )) instructions/tx"
+done
