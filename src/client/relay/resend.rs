@@ -131,14 +131,11 @@ pub(super) fn commits_as_it_runs(sql: &[u8]) -> bool {
 }
 
 /// Whether `sql` holds "concurrently", in any case. Runs on every statement a request may
-/// re-send: a byte loop that looks further only at a 'c', no allocation.
+/// re-send: memchr finds each 'c' (SIMD), and only there are the 12 bytes compared.
 fn contains_concurrently(sql: &[u8]) -> bool {
     const WORD: &[u8; 12] = b"concurrently";
-    if sql.len() < WORD.len() {
-        return false;
-    }
-    (0..=sql.len() - WORD.len())
-        .any(|i| sql[i] | 0x20 == b'c' && sql[i..i + WORD.len()].eq_ignore_ascii_case(WORD))
+    memchr::memchr2_iter(b'c', b'C', sql)
+        .any(|i| sql.get(i..i + WORD.len()).is_some_and(|w| w.eq_ignore_ascii_case(WORD)))
 }
 
 /// The request was sent to a server that never ran it: check out another.
