@@ -385,3 +385,29 @@ async fn secrets_never_reach_logs_or_show_config() {
         assert!(!config_text.contains(secret), "{secret} in SHOW CONFIG");
     }
 }
+
+/// `workers = 1` runs pgmux on a single-threaded runtime (one event loop, as PgBouncer): 16
+/// clients share a pool of 2 (so most of them wait for a server), every query answered, and
+/// SIGTERM drains and exits cleanly as on the multi-threaded runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_threaded_runtime_serves_waiting_clients_and_drains() {
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(&path, port, "workers = 1\ndefault_pool_size = 2", "");
+    let mut p = Proc::start(&path);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        tasks.push(tokio::spawn(async move {
+            let c = connect(port, "app", "app_pw", "appdb").await;
+            for j in 0..25 {
+                let sql = format!("SELECT {i} * 100 + {j}");
+                assert_eq!(one(&c, &sql).await, (i * 100 + j).to_string());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    p.signal("-TERM");
+    assert!(p.wait_exit(10), "pgmux did not exit 0:\n{}", p.log());
+}

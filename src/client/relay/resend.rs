@@ -134,8 +134,10 @@ pub(super) fn commits_as_it_runs(sql: &[u8]) -> bool {
 /// re-send: memchr finds each 'c' (SIMD), and only there are the 12 bytes compared.
 fn contains_concurrently(sql: &[u8]) -> bool {
     const WORD: &[u8; 12] = b"concurrently";
-    memchr::memchr2_iter(b'c', b'C', sql)
-        .any(|i| sql.get(i..i + WORD.len()).is_some_and(|w| w.eq_ignore_ascii_case(WORD)))
+    memchr::memchr2_iter(b'c', b'C', sql).any(|i| {
+        sql.get(i..i + WORD.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(WORD))
+    })
 }
 
 /// The request was sent to a server that never ran it: check out another.
