@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# User-space instructions per transaction, counted by valgrind (callgrind): the same count
-# every run, whatever else the machine does, so a change of a few percent shows, where timed
-# figures on this shared machine swing by twenty. Kernel work is not counted (strace -c gives
+# User-space instructions per transaction, counted by valgrind (callgrind): within a few
+# percent from run to run (how many events one wake-up finds), whatever else the machine does,
+# where timed figures on this shared machine swing by twenty. Kernel work is not counted (strace -c gives
 # the system calls).
 #
 # Each target runs under callgrind twice, with pgbench -t N1 and -t N2 transactions per
