@@ -317,32 +317,27 @@ impl Pool {
     }
 
     /// An idle server to hand out at once, if one is there: not paused, alive, no
-    /// server_check_query due. Otherwise the server (if one was taken) goes back or closes
-    /// and the full checkout decides.
+    /// server_check_query due (one that is due stays in the list for the full checkout,
+    /// which checks it). A dead one is closed, and the full checkout decides.
     fn idle_now(self: &Arc<Self>, started: Instant) -> Option<Checked> {
-        if self.paused.load(Ordering::Acquire) {
-            return None;
-        }
+        let settings = self.settings();
         let mut s = {
             let mut st = self.state.lock();
+            if self.paused.load(Ordering::Acquire) {
+                return None;
+            }
+            let top = st.idle.last()?;
+            if settings.server_check_query.is_some()
+                && top.idle_since.elapsed() >= settings.server_check_delay
+            {
+                return None;
+            }
             let s = st.idle.pop()?;
             st.active += 1;
             Checked::new(s, Slot::taken(self.clone()))
         };
         if !s.looks_alive() {
             s.close("closed by the server while idle");
-            return None;
-        }
-        let settings = self.settings();
-        if settings.server_check_query.is_some()
-            && s.idle_since.elapsed() >= settings.server_check_delay
-        {
-            // The full checkout takes it again (last in, first out) and checks it.
-            drop(settings);
-            let (server, slot) = s.into_parts();
-            let mut st = self.state.lock();
-            slot.into_idle(&mut st);
-            st.idle.push(server);
             return None;
         }
         s.info.set_state(ServerState::Active);
