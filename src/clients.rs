@@ -110,6 +110,17 @@ pub struct ClientInfo {
 }
 
 impl ClientInfo {
+    /// The span one of this client's log lines is written in, made when the line is logged:
+    /// a logged-in client holds no span of its own (one held per client costs about 0.8 kB
+    /// of every idle client's memory in the log subscriber).
+    pub(crate) fn span(&self) -> tracing::Span {
+        let (db, user) = self
+            .login
+            .get()
+            .map_or(("", ""), |l| (l.database(), l.user()));
+        tracing::info_span!(parent: None, "client", id = self.id, peer = %self.addr, %db, %user)
+    }
+
     pub(crate) fn state(&self) -> ClientState {
         match self.state.load(Ordering::Relaxed) {
             0 => ClientState::Login,

@@ -58,8 +58,8 @@ fn spawn_client(stream: TcpStream, peer: std::net::SocketAddr, shared: &Arc<Shar
     let handle = shared.clients.add(peer, stream.local_addr().ok());
     let config = shared.config();
     crate::net::tcp::TcpOptions::from_general(&config.general).apply(&stream);
-    // Every line the client's tasks log carries its id and address, and once it has logged
-    // in its database and user.
+    // Every line the login logs carries the client's id and address, and once it has logged
+    // in its database and user. This span ends with the login: see `login_task`.
     let span = tracing::info_span!("client", id = handle.info.id, %peer,
         db = tracing::field::Empty, user = tracing::field::Empty);
     tokio::spawn(login_task(Conn::Tcp(stream), shared.clone(), handle).instrument(span));
@@ -88,12 +88,16 @@ async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle)
     };
     match logged_in {
         LoggedIn::Pool(session) => {
-            let span = tracing::Span::current();
-            span.record("db", session.pool.database.as_str());
-            span.record("user", session.pool.user.as_str());
             if shared.config().general.log_connections {
-                tracing::info!("client login");
+                handle
+                    .info
+                    .span()
+                    .in_scope(|| tracing::info!("client login"));
             }
+            // The request loop holds no info-level span: its own lines make one when they are
+            // logged (`ClientInfo::span`), and at debug level this span gives the rest context.
+            let span = tracing::debug_span!(parent: None, "client", id = handle.info.id,
+                peer = %handle.info.addr, db = %session.pool.database, user = %session.pool.user);
             // The request loop's future is spawned as it is (no wrapping async block, which
             // would hold a second copy of it): an idle client costs one small task.
             let relay = relay::Relay::new(stream, session, handle, shared);

@@ -90,4 +90,11 @@ fn serves_with_config_and_stops_on_sigterm() {
     ] {
         assert!(log.contains(needle), "log lacks {needle:?}:\n{log}");
     }
+    // A client's own lines name it, though it holds no span between them.
+    for line in ["client login", "client logout"] {
+        let l = log.lines().find(|l| l.contains(line)).unwrap();
+        for needle in ["client{id=", "peer=127.0.0.1:", "db=appdb", "user=app"] {
+            assert!(l.contains(needle), "{line:?} line lacks {needle:?}: {l}");
+        }
+    }
 }

@@ -61,7 +61,10 @@ pub(super) fn run(mut r: Relay) -> impl Future<Output = ()> + Send {
             Err(e) => e.to_string(),
         };
         if r.shared.config().general.log_disconnections {
-            tracing::info!("client logout: {reason}");
+            r.handle
+                .info
+                .span()
+                .in_scope(|| tracing::info!("client logout: {reason}"));
         }
     }
 }
@@ -127,7 +130,7 @@ async fn serve(r: &mut Relay) -> Result<String> {
             Ok(None) => {}
             Err(panic) => {
                 let what = panic_message(&*panic);
-                tracing::error!("client task panicked: {what}");
+                (r.handle.info.span()).in_scope(|| tracing::error!("client task panicked: {what}"));
                 let msg = "internal error in pgmux: this connection is closed (its log says why)";
                 boxed_fatal(r, sqlstate::INTERNAL_ERROR, msg).await;
                 return Ok(format!("internal error: {what}"));

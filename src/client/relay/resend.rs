@@ -155,10 +155,12 @@ impl Relay {
         }
         let pool = &self.sess.pool;
         PoolStats::add(&pool.stats.resent, 1);
-        tracing::info!(
-            server = t.server.id,
-            "request re-sent: its server was terminated (57P01) before running it"
-        );
+        self.handle.info.span().in_scope(|| {
+            tracing::info!(
+                server = t.server.id,
+                "request re-sent: its server was terminated (57P01) before running it"
+            )
+        });
         t.server
             .close("terminated (57P01) before it ran its first request");
         // Its siblings are likely gone too (a shutdown, a mass pg_terminate_backend).
