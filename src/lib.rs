@@ -1,7 +1,7 @@
 //! pgmux: a PostgreSQL connection pooler.
 //!
 //! Layout (dependencies point downward; docs/architecture.md has the whole map and
-//! scripts/check-layers.py keeps it): `proto`, `auth`, `error` at the bottom; `config` and
+//! scripts/check-layers.py keeps it): `proto`, `auth`, `error`, `boxed` at the bottom; `config` and
 //! `prepared`; `net`; `server`; `pool`; `cancel` and `clients`; `shared`; `snapshot` and
 //! `reload`; `admin`, `metrics` and `stats_log`; `client`; `app` and the binary on top.
 //!
@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub(crate) mod boxed;
 pub(crate) mod cancel;
 pub mod client;
 pub(crate) mod clients;

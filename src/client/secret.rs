@@ -4,6 +4,7 @@
 
 use crate::auth::query::{self, Answer, Lookup};
 use crate::auth::Secret;
+use crate::boxed::boxed;
 use crate::config::AuthLookup;
 use crate::error::{sqlstate, Error, Result};
 use crate::shared::{Live, Shared};
@@ -90,7 +91,8 @@ pub(super) async fn user_secret(
     // The database named by the client itself (through "*", no auth_dbname) gets no pool.
     let pooled = how.dbname != database || live.config.databases.contains_key(how.dbname);
     let owned = OwnedLookup::new(how, user);
-    let answer = fetch(shared, live, how, &owned.lookup(), pooled).await?;
+    // Boxed: the lookup's checkout is large, and most logins never take this branch.
+    let answer = boxed(fetch(shared, live, how, &owned.lookup(), pooled)).await?;
     Ok(match answer {
         Answer::NoSuchUser => UserSecret {
             known: false,

@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
+use crate::boxed::boxed;
 use crate::config::PoolMode;
 use crate::error::{CheckoutError, ConnectError, Error, Result};
 use crate::server::{Params, Server, ServerInfo, ServerState, Target};
@@ -66,15 +67,6 @@ pub struct PoolSettings {
     /// The pool's latency histograms (labelled with its mode: a reload that changes the mode
     /// starts new ones; otherwise they carry over).
     pub(crate) hist: Arc<Histograms>,
-}
-
-/// A future moved to the heap, for the rare branches of a checkout: its future is allocated
-/// with every request and need not hold room for them. (A function: `Box::pin` written at
-/// the `.await` still leaves room for the unboxed future in the caller's state.)
-fn boxed<'a, T>(
-    f: impl std::future::Future<Output = T> + Send + 'a,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
-    Box::pin(f)
 }
 
 /// What a waiter is given; dropped untaken (the waiter left), it gives itself back. (A

@@ -13,6 +13,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::admin::AdminSession;
+use crate::boxed::boxed;
 use crate::cancel::CancelKey;
 use crate::clients::{ClientInfo, Login};
 use crate::config::is_admin_db;
@@ -79,7 +80,7 @@ async fn login_inner(
     };
     let (user, database) = l.admission(minor, &params)?;
     if is_admin_db(database) {
-        return l.admin(user, database).await;
+        return boxed(l.admin(user, database)).await;
     }
     let wanted = l.route(database, &params)?;
     let (client_key, found) = l.authenticate(database, user).await?;
@@ -132,7 +133,9 @@ impl Ctx<'_> {
                 {
                     return Err(LoginError::TooManyClients);
                 }
-                StartupPacket::Ssl | StartupPacket::GssEnc => self.encryption(&packet).await?,
+                StartupPacket::Ssl | StartupPacket::GssEnc => {
+                    boxed(self.encryption(&packet)).await?
+                }
                 StartupPacket::Cancel { pid, secret } => {
                     self.shared.cancels.cancel(pid, secret).await;
                     return Ok(None);

@@ -26,6 +26,7 @@ use scan::advance_head;
 use state::TxnState;
 
 use super::login::Session;
+use crate::boxed::{boxed, BoxFuture};
 use crate::clients::{ClientHandle, Stop};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, Error, Result};
@@ -145,13 +146,6 @@ async fn serve(r: &mut Relay) -> Result<String> {
 fn boxed_request<'a>(r: &'a mut Relay, cbuf: &'a mut BytesMut) -> BoxFuture<'a, Option<String>> {
     Box::pin(r.request(cbuf))
 }
-
-/// A future moved to the heap (see `boxed_request` for why this is a function).
-fn boxed<'a, T>(f: impl Future<Output = T> + Send + 'a) -> BoxFuture<'a, T> {
-    Box::pin(f)
-}
-
-type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A future whose panic is caught and returned instead of ending the task.
 struct CatchUnwind<F>(F);
