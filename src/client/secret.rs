@@ -204,7 +204,7 @@ async fn on_pool(shared: &Shared, live: &Live, how: AuthLookup<'_>, user: &str) 
         })?;
     // Dropped unfinished (the login gave up: client_login_timeout), the server is closed,
     // its state unknown.
-    let mut server = match Box::pin(pool.checkout()).await {
+    let mut server = match Box::pin(pool.checkout(std::time::Instant::now())).await {
         Ok(s) => s,
         Err(e) => return Ok(Err(e.into())),
     };

@@ -3,6 +3,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::slot::Slot;
 use super::Pool;
@@ -38,8 +39,13 @@ impl Checked {
 
     /// Give it back to its pool (which may still close it: lifetime, reload, pause).
     pub(crate) fn release(self) {
+        self.release_at(Instant::now());
+    }
+
+    /// [`Checked::release`], idle since `now` (a clock read the caller already made).
+    pub(crate) fn release_at(self, now: Instant) {
         let (s, slot) = self.into_parts();
-        slot.pool().clone().release(s, slot);
+        slot.pool().clone().release(s, slot, now);
     }
 
     /// Close it: it is idle (nothing runs on it), logging why.

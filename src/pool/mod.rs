@@ -300,8 +300,11 @@ impl Pool {
     /// An idle server that needs no check is handed out without awaiting anything; every
     /// other way (opening, waiting, checking) runs on the heap, so this future, part of every
     /// request's, stays small.
-    pub(crate) async fn checkout(self: &Arc<Self>) -> Result<Checked, CheckoutError> {
-        let started = Instant::now();
+    /// `started`: when the request began (the caller's clock read, shared).
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        started: Instant,
+    ) -> Result<Checked, CheckoutError> {
         if let Some(s) = self.idle_now(started) {
             return Ok(s);
         }
@@ -310,8 +313,9 @@ impl Pool {
 
     /// An idle server to hand out at once, if one is there: not paused, alive, no
     /// server_check_query due (one that is due stays in the list for the full checkout,
-    /// which checks it). A dead one is closed, and the full checkout decides.
-    fn idle_now(self: &Arc<Self>, started: Instant) -> Option<Checked> {
+    /// which checks it). A dead one is closed, and the full checkout decides. `now`: the
+    /// caller's clock read (this path awaits nothing, so the client waited for no server).
+    pub(crate) fn idle_now(self: &Arc<Self>, now: Instant) -> Option<Checked> {
         let settings = self.settings();
         let mut s = {
             let mut st = self.state.lock();
@@ -320,7 +324,7 @@ impl Pool {
             }
             let top = st.idle.last()?;
             if settings.server_check_query.is_some()
-                && top.idle_since.elapsed() >= settings.server_check_delay
+                && now.saturating_duration_since(top.idle_since) >= settings.server_check_delay
             {
                 return None;
             }
@@ -333,7 +337,7 @@ impl Pool {
             return None;
         }
         s.info.set_state(ServerState::Active);
-        self.note_checkout(started, &settings.hist);
+        self.note_wait(Duration::ZERO, &settings.hist);
         Some(s)
     }
 
@@ -442,7 +446,11 @@ impl Pool {
     }
 
     fn note_checkout(&self, started: Instant, hist: &Histograms) {
-        let waited = started.elapsed();
+        self.note_wait(started.elapsed(), hist);
+    }
+
+    /// Count a checkout that waited `waited`.
+    fn note_wait(&self, waited: Duration, hist: &Histograms) {
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         self.stats
             .total_wait_us
@@ -603,8 +611,7 @@ impl Pool {
 
     /// Return a server a client is done with (see [`Checked::release`]). Past
     /// server_lifetime it is closed instead.
-    fn release(self: Arc<Self>, mut s: Box<Server>, mut slot: Slot) {
-        let now = Instant::now();
+    fn release(self: Arc<Self>, mut s: Box<Server>, mut slot: Slot, now: Instant) {
         if let Some(reason) = self.close_at_release(&s, now) {
             return Pool::close_checked(s, slot, reason);
         }

@@ -258,7 +258,7 @@ impl Ctx<'_> {
             Some(w) => w,
             None => {
                 // First client of this pool: log a server in to learn its parameters.
-                let s = Box::pin(pool.checkout())
+                let s = Box::pin(pool.checkout(std::time::Instant::now()))
                     .await
                     .map_err(|e| LoginError::Server(e.into()))?;
                 let w = pool.welcome_from(&s);

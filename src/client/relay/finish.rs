@@ -58,7 +58,7 @@ impl Relay {
         {
             return Released::Reset(t.server, rest);
         } else {
-            t.server.release();
+            t.server.release_at(t.answer_at);
         }
         if rest.is_empty() {
             Released::Done

@@ -304,6 +304,11 @@ struct Txn {
     /// When the running query and transaction started (for their durations).
     query_start: Instant,
     xact_start: Instant,
+    /// `query_start` and `xact_start` are the attach time, for the request's first query:
+    /// its scan need not read the clock again.
+    started_now: bool,
+    /// When the latest answer ended (the server is idle since then when released).
+    answer_at: Instant,
     /// Prepared-statement mapping (transaction and statement mode with max_prepared_statements).
     prep: Option<prepared::Tracker>,
     /// The pool's settings when the server was attached (a reload applies to the next one).
@@ -425,7 +430,7 @@ impl Relay {
             // The server is moved into the attached future in a block of its own: a binding
             // still in scope would keep a second slot for it in this future's state.
             let attached = {
-                let server = match self.server_for(cbuf).await {
+                let server = match self.server_for(cbuf, Instant::now()).await {
                     Ok(s) => {
                         self.handle.info.active(s.id);
                         s.info.link_to(self.id, self.handle.info.request_us());
@@ -470,8 +475,12 @@ impl Relay {
 
     /// A server for this request, or why the client goes (told already when it must be).
     /// Nothing here holds a server across an await in the caller's state.
-    async fn server_for(&mut self, cbuf: &mut BytesMut) -> Result<Checked, String> {
-        match self.checkout_watching(cbuf).await {
+    async fn server_for(&mut self, cbuf: &mut BytesMut, now: Instant) -> Result<Checked, String> {
+        // Most requests find an idle server: no wait, no watching.
+        if let Some(s) = self.sess.pool.idle_now(now) {
+            return Ok(s);
+        }
+        match self.checkout_watching(cbuf, now).await {
             Ok(Some(s)) => Ok(s),
             Ok(None) => Err("client closed the connection while waiting for a server".into()),
             Err(e) => Err(boxed(self.no_server(e)).await),
@@ -497,10 +506,14 @@ impl Relay {
     /// Check out a server while watching the client: a client that leaves while waiting
     /// leaves the queue at once, and its request never runs. Bytes it sends meanwhile
     /// (pipelined requests) are kept in `cbuf`, up to `CAP`. `Ok(None)`: the client left.
-    async fn checkout_watching(&mut self, cbuf: &mut BytesMut) -> Result<Option<Checked>> {
+    async fn checkout_watching(
+        &mut self,
+        cbuf: &mut BytesMut,
+        started: Instant,
+    ) -> Result<Option<Checked>> {
         let pool = self.sess.pool.clone();
         let info = self.handle.info.clone();
-        let checkout = pool.checkout();
+        let checkout = pool.checkout(started);
         tokio::pin!(checkout);
         loop {
             let watch = cbuf.len() < CAP;
@@ -552,6 +565,8 @@ impl Relay {
             last_client_activity: now,
             query_start: now,
             xact_start: now,
+            started_now: true,
+            answer_at: now,
             prep: None,
             settings,
         };
@@ -864,7 +879,7 @@ mod tests {
             size <= txn + 640,
             "a request's future is {size} bytes (its Txn {txn})"
         );
-        let size = checkout(crate::pool::Pool::checkout);
+        let size = checkout(|p| crate::pool::Pool::checkout(p, std::time::Instant::now()));
         assert!(size <= 64, "a checkout's future is {size} bytes");
     }
 }

@@ -34,9 +34,10 @@ pub(super) fn advance_head(mut remaining: usize, cbuf: &[u8], mut n: usize) -> u
 
 impl Relay {
     /// Count a query (a ReadyForQuery) and, when it ends one, a transaction.
-    fn count_query(&self, t: &Txn) {
+    fn count_query(&self, t: &mut Txn) {
         let pool = &self.sess.pool;
         let now = Instant::now();
+        t.answer_at = now;
         let q = now.saturating_duration_since(t.query_start);
         let hist = &t.settings.hist;
         PoolStats::add(&pool.stats.queries, 1);
@@ -67,7 +68,7 @@ impl Relay {
             if t.keeping && !t.keeps_after(cbuf, tag, len) {
                 stop_keeping = true;
             }
-            if t.state.idle() {
+            if t.state.idle() && !std::mem::take(&mut t.started_now) {
                 // A new query starts (and a transaction, if none is open).
                 let now = Instant::now();
                 t.query_start = now;
