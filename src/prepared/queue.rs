@@ -153,9 +153,15 @@ impl Queue {
         self.q.len()
     }
 
+    /// Whether the front is a made-up answer (whose turn has come).
+    #[inline]
+    pub fn fake_is_due(&self) -> bool {
+        self.q.front().is_some_and(|e| matches!(e.action, Action::Fake))
+    }
+
     /// Take the made-up answer at the front, if its turn has come.
     pub fn pop_fake(&mut self) -> Option<Expect> {
-        if self.q.front().is_some_and(|e| e.action == Action::Fake) {
+        if self.fake_is_due() {
             self.q.pop_front()
         } else {
             None
@@ -177,7 +183,7 @@ impl Queue {
                 _ => Err(format!("unexpected '{}' from server", tag as char)),
             };
         };
-        if front.action == Action::Fake {
+        if matches!(front.action, Action::Fake) {
             return Err("a made-up answer was not delivered in turn".into());
         }
         if tag == b'E' {

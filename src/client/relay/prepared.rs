@@ -532,6 +532,11 @@ impl Relay {
         let Some(tr) = t.prep.as_mut() else {
             return false;
         };
+        // Nearly always none: a made-up answer is owed only after a Parse or Close pgmux
+        // took, or a DEALLOCATE of a mapped statement.
+        if !tr.queue.fake_is_due() {
+            return false;
+        }
         let mut m = BytesMut::new();
         let mut ready = 0;
         while let Some(e) = tr.queue.pop_fake() {
