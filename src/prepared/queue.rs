@@ -156,7 +156,9 @@ impl Queue {
     /// Whether the front is a made-up answer (whose turn has come).
     #[inline]
     pub fn fake_is_due(&self) -> bool {
-        self.q.front().is_some_and(|e| matches!(e.action, Action::Fake))
+        self.q
+            .front()
+            .is_some_and(|e| matches!(e.action, Action::Fake))
     }
 
     /// Take the made-up answer at the front, if its turn has come.

@@ -95,7 +95,10 @@ pub(super) fn first_answer(rbuf: &[u8]) -> FirstAnswer {
 /// Whether a statement may commit while it runs, before its first answer: a procedure or DO
 /// block with COMMIT inside, VACUUM, and the CONCURRENTLY commands commit as they go, so a
 /// FATAL in their middle does not prove that nothing took effect. Looks at the first keyword
-/// (after blanks, semicolons and comments) and for CONCURRENTLY anywhere.
+/// (after blanks, semicolons and comments), and for CONCURRENTLY only after a keyword that can
+/// take it: the others never do (a SELECT stays off the scan). A CONCURRENTLY command later
+/// in a multi-statement query cannot commit as it runs: Postgres refuses it there, inside the
+/// query's implicit transaction block.
 pub(super) fn commits_as_it_runs(sql: &[u8]) -> bool {
     let mut s = sql;
     loop {
@@ -124,10 +127,12 @@ pub(super) fn commits_as_it_runs(sql: &[u8]) -> bool {
     }
     let word_len = s.iter().take_while(|c| c.is_ascii_alphabetic()).count();
     let word = &s[..word_len];
-    [&b"call"[..], b"do", b"vacuum"]
-        .iter()
-        .any(|k| word.eq_ignore_ascii_case(k))
-        || contains_concurrently(sql)
+    let first = |k: &&[u8]| word.eq_ignore_ascii_case(k);
+    [&b"call"[..], b"do", b"vacuum"].iter().any(first)
+        || ([&b"create"[..], b"drop", b"reindex", b"refresh", b"alter"]
+            .iter()
+            .any(first)
+            && contains_concurrently(s))
 }
 
 /// Whether `sql` holds "concurrently", in any case. Runs on every statement a request may
@@ -289,7 +294,8 @@ mod tests {
             ";VACUUM t",
             "create index concurrently i on t (a)",
             "REINDEX TABLE CONCURRENTLY t",
-            "select 1; create index CONCURRENTLY",
+            "ALTER TABLE t DETACH PARTITION p CONCURRENTLY",
+            "drop index concurrently i",
         ] {
             assert!(c(sql.as_bytes()), "{sql}");
         }
@@ -301,6 +307,9 @@ mod tests {
             "docs",
             "callp()",
             "select 'concurrentl'",
+            "select 'concurrently'",
+            // Postgres refuses it inside the implicit transaction block of the query.
+            "select 1; create index CONCURRENTLY i on t (a)",
         ] {
             assert!(!c(sql.as_bytes()), "{sql}");
         }
