@@ -33,8 +33,9 @@ const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
 /// A logged-in client, ready for its request loop.
 pub(crate) struct Session {
     pub pool: Arc<Pool>,
-    /// The tracked parameters this client wants (its start-up values, then its SETs).
-    pub params: Params,
+    /// The tracked parameters this client wants (its start-up values, then its SETs). Boxed:
+    /// read once per request, while every idle client's task would hold them inline.
+    pub params: Box<Params>,
     pub key: CancelKey,
     /// Bytes the client sent after its login messages.
     pub(crate) leftover: BytesMut,
@@ -292,7 +293,7 @@ impl Ctx<'_> {
         self.welcome_end(&key, login).await?;
         Ok(Some(LoggedIn::Pool(Session {
             pool,
-            params: client_params,
+            params: Box::new(client_params),
             key,
             leftover: self.buf,
         })))

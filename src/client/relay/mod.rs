@@ -845,13 +845,15 @@ impl Relay {
 mod tests {
     /// An idle client's task holds the request loop's future: it must stay small (an async
     /// fn's argument stored twice once made it 752 bytes; 10,000 idle clients pay it each).
+    /// Tokio's task adds about 130 bytes (header, trailer, the span) and rounds up to 128:
+    /// at most 384 keeps the task at 512 bytes (it was 640 with the parameters inline).
     #[test]
     fn an_idle_clients_future_stays_small() {
         fn state_of<F: FnOnce(super::Relay) -> Fut, Fut>(_: F) -> usize {
             std::mem::size_of::<Fut>()
         }
         let size = state_of(super::run);
-        assert!(size <= 512, "the request loop's future is {size} bytes");
+        assert!(size <= 384, "the request loop's future is {size} bytes");
     }
 
     /// A request's future is allocated per request: its rare branches (opening a server,
