@@ -15,13 +15,16 @@
 # ROUNDS (1), IDLE (0: no idle-client run; N: N idle clients against each pooler), WORKERS
 # (pgmux's workers, 0 = one per core), EXTRA (more pgmux [general] lines), KEEP=1 leaves
 # Postgres running for the next run, PERF=1 records `perf record -g` of pgmux over the run.
+# HAPROXY=1 adds Debian's HAProxy in plain TCP mode (one thread) straight to Postgres: the
+# cost of one proxy hop that parses nothing, the floor for any pooler. It pools nothing (a
+# server connection per client, and pg.sh allows 300), so keep CLIENTS at 250 or below.
 # BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side}
 export PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
-MUX_PORT=${MUX_PORT:-15534}
+MUX_PORT=${MUX_PORT:-15534} HAP_PORT=${HAP_PORT:-15535}
 W=$BENCH_DIR/pgmux
 mkdir -p "$W"
 (cd "$REPO" && cargo build --release -q)
@@ -52,8 +55,28 @@ password = "bench"
 TOML
 "$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
+TARGETS=()
+if [ "${HAPROXY:-0}" = 1 ]; then
+  command -v haproxy >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  cat > "$W/haproxy.cfg" <<CFG
+global
+  nbthread 1
+  maxconn 20000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen pg
+  bind 127.0.0.1:$HAP_PORT
+  server pg 127.0.0.1:$PG_PORT
+CFG
+  haproxy -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 &
+  HAP_PID=$!
+  TARGETS+=("haproxy=$HAP_PORT:$HAP_PID")
+fi
 cleanup() {
-  kill "$MUX_PID" 2>/dev/null || true
+  kill "$MUX_PID" ${HAP_PID:-} 2>/dev/null || true
   [ -n "${PERF_PID:-}" ] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
   ./pgbouncer.sh stop >/dev/null
   [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null
@@ -72,7 +95,7 @@ fi
 if [ "${SKIP_PGBENCH:-0}" != 1 ]; then
   WORKLOADS="${WORKLOADS:-select}" MODES="${MODES:-simple extended prepared}" \
     CLIENTS="${CLIENTS:-16 128 512}" T="${T:-8}" ROUNDS="${ROUNDS:-1}" \
-    python3 compare.py "pgbouncer=$PGB_PORT:$PGB_PID" "pgmux=$MUX_PORT:$MUX_PID"
+    python3 compare.py "pgbouncer=$PGB_PORT:$PGB_PID" "pgmux=$MUX_PORT:$MUX_PID" ${TARGETS[@]+"${TARGETS[@]}"}
 fi
 if [ "${IDLE:-0}" -gt 0 ]; then
   echo "## idle logged-in clients: $IDLE"

@@ -129,6 +129,11 @@ impl Queue {
             }
             self.skipping = false;
         }
+        if self.q.capacity() == 0 {
+            // One allocation per request: an extended-protocol request (Parse, Bind,
+            // Describe, Execute, Sync) would otherwise grow it twice.
+            self.q.reserve_exact(8);
+        }
         self.q.push_back(e);
     }
 
