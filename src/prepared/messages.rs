@@ -8,7 +8,7 @@ use crate::proto::backend::message;
 /// A NUL-terminated byte string and the bytes after it. Names and query text are bytes: they
 /// are in the client's encoding, which need not be UTF-8.
 fn cbytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = buf.iter().position(|&b| b == 0)?;
+    let end = memchr::memchr(0, buf)?;
     Some((&buf[..end], &buf[end + 1..]))
 }
 

@@ -39,7 +39,7 @@ pub fn header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, String> {
 
 /// Read a NUL-terminated string from `buf`, returning it and the rest.
 pub fn cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
-    let end = buf.iter().position(|&b| b == 0)?;
+    let end = memchr::memchr(0, buf)?;
     let s = std::str::from_utf8(&buf[..end]).ok()?;
     Some((s, &buf[end + 1..]))
 }

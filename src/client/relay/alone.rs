@@ -42,6 +42,11 @@ impl Relay {
             }
             match tag {
                 b'P' if found.len() < MAX_PARSES => {
+                    // The unnamed statement (most extended-protocol requests) is never
+                    // answered alone: known before its query is read.
+                    if cbuf.get(at + 5).is_none_or(|&b| b == 0) {
+                        return None;
+                    }
                     let p = read_parse(&cbuf[at + 5..at + len])?;
                     let taken = |n: &[u8]| {
                         self.statements.as_ref().is_some_and(|m| m.contains_key(n))
