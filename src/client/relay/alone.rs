@@ -29,6 +29,10 @@ impl Relay {
     /// Sync: take it from `cbuf`, record the client's names, and return the answer Postgres
     /// would give (ParseComplete for each, ReadyForQuery idle). `None`: it needs a server.
     pub(super) fn prepare_alone(&mut self, cbuf: &mut BytesMut) -> Option<BytesMut> {
+        // Most requests start otherwise: known from two bytes, before any setting is read.
+        if cbuf.first() != Some(&b'P') || cbuf.get(5).is_none_or(|&b| b == 0) {
+            return None;
+        }
         let pool = &self.sess.pool;
         if pool.settings().mode == PoolMode::Session || pool.target().max_prepared_statements == 0 {
             return None;
