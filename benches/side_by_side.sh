@@ -61,7 +61,7 @@ if [ "${HAPROXY:-0}" = 1 ]; then
   cat > "$W/haproxy.cfg" <<CFG
 global
   nbthread 1
-  maxconn 20000
+  maxconn 9000
 defaults
   mode tcp
   timeout connect 5s

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# 10,000 pgbench clients (CLIENTS) through PgBouncer and through pgmux, one after the other on
+# the same Postgres: TPS, p50/p99 latency (pgbench's per-transaction log, sampled), failures,
+# the time to log every client in, and the pooler's CPU per transaction (logins included).
+# Ports and set-up as benches/side_by_side.sh (which it calls with KEEP=1 for Postgres).
+#   bash benches/many_clients.sh                  # 10,000 clients, -T 90, select-only, simple
+#   CLIENTS=5000 T=60 WORKERS=0 bash benches/many_clients.sh
+# Knobs: CLIENTS (10000), T (90), MODE (simple), WORKERS (pgmux's, default 1), TARGETS
+# ("pgbouncer pgmux"), KEEP=1 leaves Postgres running.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
+export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side} PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
+MUX_PORT=${MUX_PORT:-15534}
+CLIENTS=${CLIENTS:-10000} T=${T:-90} MODE=${MODE:-simple}
+# Logins count against -T: it must outlast them (10,000 SCRAM logins take 30-50 s here).
+W=$BENCH_DIR/many
+mkdir -p "$W"
+(cd "$REPO" && cargo build --release -q)
+ulimit -n "$(ulimit -Hn)"
+cd "$B"
+./pg.sh start >/dev/null
+./pgbouncer.sh start >/dev/null
+PGB_PID=$(cat "$BENCH_DIR/pgbouncer/pgbouncer.pid")
+# As PgBouncer in pgbouncer.sh: transaction mode, pool_size 20, SCRAM.
+cat > "$W/pgmux.toml" <<TOML
+[general]
+listen_addr = "127.0.0.1"
+listen_port = $MUX_PORT
+pool_mode = "transaction"
+default_pool_size = 20
+max_client_conn = 15000
+query_wait_timeout = 120
+auth_type = "scram-sha-256"
+workers = ${WORKERS:-1}
+[databases.bench]
+host = "127.0.0.1"
+port = $PG_PORT
+dbname = "bench"
+[users.bench]
+password = "bench"
+TOML
+"$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
+MUX_PID=$!
+trap 'kill $MUX_PID 2>/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT
+sleep 1
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+echo "| target | clients | tps | p50 ms | p99 ms | failed | login s | pooler cpu us/tx |"
+echo "|---|---|---|---|---|---|---|---|"
+for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID"; do
+  IFS=: read -r name port pid <<< "$t"
+  [[ " ${TARGETS:-pgbouncer pgmux} " == *" $name "* ]] || continue
+  rm -f "$W"/log.*
+  c0=$(ticks "$pid")
+  out=$(cd "$W" && PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" \
+    -c "$CLIENTS" -j 2 -T "$T" -l --sampling-rate=0.05 --log-prefix=log bench 2>&1 || true)
+  c1=$(ticks "$pid")
+  tx=$(echo "$out" | awk '/actually processed/ {split($NF, a, "/"); print a[1]}')
+  tps=$(echo "$out" | awk '/^tps/ {printf "%d", $3}')
+  failed=$(echo "$out" | awk '/number of failed transactions/ {print $5}')
+  login=$(echo "$out" | awk '/initial connection time/ {printf "%.1f", $5 / 1000; exit}')
+  pct=$(cat "$W"/log.* 2>/dev/null | awk '{print $3}' | sort -n | awk '{a[NR] = $1} END {
+    if (NR) printf "%.1f %.1f", a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000; else print "- -"}')
+  cpu=$(awk -v c="$((c1 - c0))" -v tx="${tx:-0}" 'BEGIN {if (tx > 0) printf "%.1f", c * 10000 / tx; else print "-"}')
+  echo "| $name | $CLIENTS | ${tps:--} | ${pct% *} | ${pct#* } | ${failed:--} | ${login:--} | $cpu |"
+  [ -n "$tx" ] || echo "$out" | tail -5 >&2
+done
