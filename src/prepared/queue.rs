@@ -109,10 +109,69 @@ pub enum Verdict {
     Replace(Box<[u8]>),
 }
 
+/// A first-in first-out list whose first entry lives inline: a simple-protocol request owes
+/// one answer, and allocates nothing for it.
+#[derive(Debug, Default)]
+struct Owed {
+    /// The oldest entry; `None` only when `rest` is empty too.
+    first: Option<Expect>,
+    rest: VecDeque<Expect>,
+}
+
+impl Owed {
+    fn push_back(&mut self, e: Expect) {
+        if self.first.is_none() {
+            self.first = Some(e);
+            return;
+        }
+        if self.rest.capacity() == 0 {
+            // One allocation per request: an extended-protocol request (Parse, Bind,
+            // Describe, Execute, Sync) would otherwise grow it twice.
+            self.rest.reserve_exact(7);
+        }
+        self.rest.push_back(e);
+    }
+
+    fn pop_front(&mut self) -> Option<Expect> {
+        let e = self.first.take();
+        self.first = self.rest.pop_front();
+        e
+    }
+
+    fn front(&self) -> Option<&Expect> {
+        self.first.as_ref()
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Expect> {
+        self.first.as_mut()
+    }
+
+    fn back(&self) -> Option<&Expect> {
+        self.rest.back().or(self.first.as_ref())
+    }
+
+    fn pop_back(&mut self) -> Option<Expect> {
+        self.rest.pop_back().or_else(|| self.first.take())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Every entry, oldest first, leaving it empty.
+    fn take_all(&mut self) -> impl Iterator<Item = Expect> + '_ {
+        self.first.take().into_iter().chain(self.rest.drain(..))
+    }
+}
+
 /// The answers a server owes, oldest first.
 #[derive(Debug, Default)]
 pub struct Queue {
-    q: VecDeque<Expect>,
+    q: Owed,
     /// The server failed a message and skips the rest up to the next Sync, which the client
     /// has not sent yet: messages queued meanwhile get no answer.
     skipping: bool,
@@ -129,11 +188,6 @@ impl Queue {
             }
             self.skipping = false;
         }
-        if self.q.capacity() == 0 {
-            // One allocation per request: an extended-protocol request (Parse, Bind,
-            // Describe, Execute, Sync) would otherwise grow it twice.
-            self.q.reserve_exact(8);
-        }
         self.q.push_back(e);
     }
 
@@ -145,7 +199,7 @@ impl Queue {
     /// Forget every answer owed, appending their undo actions to `undo`, oldest first (the
     /// messages were never run: their request goes to another server).
     pub(crate) fn take_all(&mut self, undo: &mut Vec<Undo>) {
-        undo.extend(self.q.drain(..).map(|e| e.undo));
+        undo.extend(self.q.take_all().map(|e| e.undo));
         undo.append(&mut self.dropped);
         self.skipping = false;
     }
@@ -282,6 +336,42 @@ mod tests {
 
     fn fwd(kind: Kind) -> Expect {
         Expect::forward(kind)
+    }
+
+    /// `Owed` (its first entry inline) behaves as a VecDeque, over a long mixed sequence.
+    #[test]
+    fn owed_is_a_deque() {
+        let kinds = [
+            Kind::Parse,
+            Kind::Bind,
+            Kind::Execute,
+            Kind::Sync,
+            Kind::Query,
+        ];
+        let mut owed = Owed::default();
+        let mut model = VecDeque::new();
+        let mut x: u32 = 12345;
+        for i in 0..5000 {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            let k = kinds[(x >> 8) as usize % kinds.len()];
+            match (x >> 16) % 7 {
+                0..=2 => {
+                    owed.push_back(fwd(k));
+                    model.push_back(k);
+                }
+                3 | 4 => assert_eq!(owed.pop_front().map(|e| e.kind), model.pop_front()),
+                5 => assert_eq!(owed.pop_back().map(|e| e.kind), model.pop_back()),
+                _ if i % 50 == 0 => {
+                    let all: Vec<Kind> = owed.take_all().map(|e| e.kind).collect();
+                    assert_eq!(all, model.drain(..).collect::<Vec<_>>());
+                }
+                _ => {}
+            }
+            assert_eq!(owed.len(), model.len());
+            assert_eq!(owed.is_empty(), model.is_empty());
+            assert_eq!(owed.front().map(|e| e.kind), model.front().copied());
+            assert_eq!(owed.back().map(|e| e.kind), model.back().copied());
+        }
     }
 
     fn stmt(n: u32) -> Arc<Statement> {

@@ -30,7 +30,7 @@ impl Relay {
     /// would give (ParseComplete for each, ReadyForQuery idle). `None`: it needs a server.
     pub(super) fn prepare_alone(&mut self, cbuf: &mut BytesMut) -> Option<BytesMut> {
         // Most requests start otherwise: known from two bytes, before any setting is read.
-        if cbuf.first() != Some(&b'P') || cbuf.get(5).is_none_or(|&b| b == 0) {
+        if cbuf.first() != Some(&b'P') || cbuf.get(5).map_or(true, |&b| b == 0) {
             return None;
         }
         let pool = &self.sess.pool;
@@ -48,7 +48,7 @@ impl Relay {
                 b'P' if found.len() < MAX_PARSES => {
                     // The unnamed statement (most extended-protocol requests) is never
                     // answered alone: known before its query is read.
-                    if cbuf.get(at + 5).is_none_or(|&b| b == 0) {
+                    if cbuf.get(at + 5).map_or(true, |&b| b == 0) {
                         return None;
                     }
                     let p = read_parse(&cbuf[at + 5..at + len])?;
