@@ -91,7 +91,8 @@ async fn on_pg(db: &str, sql: &str) -> String {
 async fn dirt(db: &str) -> String {
     let sql = format!(
         "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
-         AND pid <> pg_backend_pid() AND state <> 'idle') || ' busy, ' || \
+         AND pid <> pg_backend_pid() AND backend_type = 'client backend' \
+         AND state <> 'idle') || ' busy, ' || \
          (SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = l.relation \
          WHERE r.relname = 't' AND l.pid <> pg_backend_pid()) || ' locks'"
     );
