@@ -341,8 +341,12 @@ impl Pool {
         Some(s)
     }
 
-    /// The checkout's full loop (see [`Pool::checkout`]).
-    async fn checkout_from(self: &Arc<Self>, started: Instant) -> Result<Checked, CheckoutError> {
+    /// The checkout's full loop (see [`Pool::checkout`]), for a caller that tried
+    /// [`Pool::idle_now`] already.
+    pub(crate) async fn checkout_from(
+        self: &Arc<Self>,
+        started: Instant,
+    ) -> Result<Checked, CheckoutError> {
         // Its connect failed in an outage: it waits again, at the front of the queue.
         let mut held = false;
         loop {

@@ -513,7 +513,8 @@ impl Relay {
     ) -> Result<Option<Checked>> {
         let pool = self.sess.pool.clone();
         let info = self.handle.info.clone();
-        let checkout = pool.checkout(started);
+        // `server_for` tried an idle server already: straight to the full checkout.
+        let checkout = boxed(pool.checkout_from(started));
         tokio::pin!(checkout);
         loop {
             let watch = cbuf.len() < CAP;
