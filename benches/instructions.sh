@@ -18,8 +18,7 @@
 # Knobs: MODE (simple), CLIENTS (4), N1 (200), N2 (1200), TARGETS ("pgbouncer pgmux"),
 # WORKERS (pgmux's workers; default 0), PGMUX (the binary; default target/release/pgmux).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
+. "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-instr}
 export PG_PORT=${PG_PORT:-15552}
 PORT=${PORT:-15553}
@@ -32,20 +31,7 @@ mkdir -p "$W"
 trap '(cd "$B" && ./pg.sh stop >/dev/null)' EXIT
 chmod 777 "$W"
 
-cat > "$W/pgmux.toml" <<TOML
-[general]
-listen_addr = "127.0.0.1"
-listen_port = $PORT
-pool_mode = "transaction"
-default_pool_size = 20
-auth_type = "scram-sha-256"
-workers = ${WORKERS:-0}
-[databases.bench]
-host = "127.0.0.1"
-port = $PG_PORT
-[users.bench]
-password = "bench"
-TOML
+pgmux_config "$PORT" "${WORKERS:-0}" > "$W/pgmux.toml"
 cat > "$W/pgbouncer.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$PG_PORT dbname=bench

@@ -8,38 +8,15 @@
 # Knobs: CLIENTS (10000), T (90), MODE (simple), WORKERS (pgmux's, default 1), TARGETS
 # ("pgbouncer pgmux"), KEEP=1 leaves Postgres running.
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
+. "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side} PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
 MUX_PORT=${MUX_PORT:-15534}
 CLIENTS=${CLIENTS:-10000} T=${T:-90} MODE=${MODE:-simple}
 # Logins count against -T: it must outlast them (10,000 SCRAM logins take 30-50 s here).
 W=$BENCH_DIR/many
 mkdir -p "$W"
-(cd "$REPO" && cargo build --release -q)
-ulimit -n "$(ulimit -Hn)"
-cd "$B"
-./pg.sh start >/dev/null
-./pgbouncer.sh start >/dev/null
-PGB_PID=$(cat "$BENCH_DIR/pgbouncer/pgbouncer.pid")
-# As PgBouncer in pgbouncer.sh: transaction mode, pool_size 20, SCRAM.
-cat > "$W/pgmux.toml" <<TOML
-[general]
-listen_addr = "127.0.0.1"
-listen_port = $MUX_PORT
-pool_mode = "transaction"
-default_pool_size = 20
-max_client_conn = 15000
-query_wait_timeout = 120
-auth_type = "scram-sha-256"
-workers = ${WORKERS:-1}
-[databases.bench]
-host = "127.0.0.1"
-port = $PG_PORT
-dbname = "bench"
-[users.bench]
-password = "bench"
-TOML
+start_postgres_and_pgbouncer
+pgmux_config "$MUX_PORT" "${WORKERS:-1}" > "$W/pgmux.toml"
 "$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
 trap 'kill $MUX_PID 2>/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT

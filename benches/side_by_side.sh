@@ -20,39 +20,14 @@
 # server connection per client, and pg.sh allows 300), so keep CLIENTS at 250 or below.
 # BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
+. "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side}
 export PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
 MUX_PORT=${MUX_PORT:-15534} HAP_PORT=${HAP_PORT:-15535}
 W=$BENCH_DIR/pgmux
 mkdir -p "$W"
-(cd "$REPO" && cargo build --release -q)
-ulimit -n "$(ulimit -Hn)"
-
-cd "$B"
-./pg.sh start >/dev/null
-./pgbouncer.sh start >/dev/null
-PGB_PID=$(cat "$BENCH_DIR/pgbouncer/pgbouncer.pid")
-
-cat > "$W/pgmux.toml" <<TOML
-[general]
-listen_addr = "127.0.0.1"
-listen_port = $MUX_PORT
-pool_mode = "transaction"
-default_pool_size = 20
-max_client_conn = 15000
-query_wait_timeout = 120
-auth_type = "scram-sha-256"
-workers = ${WORKERS:-0}
-$(printf '%b' "${EXTRA:-}")
-[databases.bench]
-host = "127.0.0.1"
-port = $PG_PORT
-dbname = "bench"
-[users.bench]
-password = "bench"
-TOML
+start_postgres_and_pgbouncer
+pgmux_config "$MUX_PORT" "${WORKERS:-0}" "${EXTRA:-}" > "$W/pgmux.toml"
 "$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
 TARGETS=()
