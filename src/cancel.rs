@@ -16,7 +16,8 @@ pub(crate) struct CancelSlot {
 
 #[derive(Default)]
 struct SlotState {
-    target: Option<(Arc<server::Host>, Option<std::net::SocketAddr>, i32, i32)>,
+    /// The server held (its host, address and pid) and its secret key.
+    target: Option<(Arc<server::ServerInfo>, i32)>,
     /// A cancel was sent to the attached server during this attachment.
     cancelled: bool,
 }
@@ -25,7 +26,7 @@ impl CancelSlot {
     /// The client now holds `s`.
     pub(crate) fn attach(&self, s: &Server) {
         let mut st = self.state.lock();
-        st.target = Some(((*s.host).clone(), s.info.addr, s.pid, s.secret));
+        st.target = Some((s.info.clone(), s.secret));
         st.cancelled = false;
     }
 
@@ -40,12 +41,12 @@ impl CancelSlot {
 
     fn take_for_cancel(&self) -> Option<CancelTarget> {
         let mut st = self.state.lock();
-        let (t, peer, pid, secret) = st.target.as_ref()?;
+        let (info, secret) = st.target.as_ref()?;
         let target = CancelTarget {
-            host: t.name.clone(),
-            port: t.port,
-            peer: *peer,
-            pid: *pid,
+            host: info.host.name.clone(),
+            port: info.host.port,
+            peer: info.addr,
+            pid: info.pid(),
             secret: *secret,
         };
         st.cancelled = true;

@@ -105,9 +105,21 @@ pub struct ClientInfo {
     /// Named prepared statements it has.
     pub prepared: AtomicU32,
     stop: AtomicU8,
-    /// The client's task, woken by [`ClientInfo::stop`].
+    /// Whether its request loop runs in a task of its own or is parked (`client::park`).
+    park: AtomicU8,
+    /// The client's task (or, parked, the parking task), woken by [`ClientInfo::stop`] and
+    /// [`ClientInfo::ask_park`].
     waker: AtomicWaker,
 }
+
+/// `ClientInfo::park`: in a task of its own.
+const IN_TASK: u8 = 0;
+/// In a task, asked to park when next idle.
+const PARK_ASKED: u8 = 1;
+/// Parked: no task, its socket watched by the parking task.
+const PARKED: u8 = 2;
+/// Never parked (a TLS client, whose bridge task holds it anyway; the admin console).
+const NEVER_PARK: u8 = 3;
 
 impl ClientInfo {
     /// The span one of this client's log lines is written in, made when the line is logged:
@@ -133,6 +145,10 @@ impl ClientInfo {
     /// A request arrived: the client waits for a server.
     pub fn waiting(&self) {
         self.request_us.store(unix_us(), Ordering::Relaxed);
+        // Asked to park while idle, it is busy again: asked again when next idle long enough.
+        if self.park.load(Ordering::Relaxed) == PARK_ASKED {
+            self.park.store(IN_TASK, Ordering::Relaxed);
+        }
         self.state
             .store(ClientState::Waiting as u8, Ordering::Relaxed);
     }
@@ -192,6 +208,50 @@ impl ClientInfo {
         }
     }
 
+    /// Ask a logged-in client of a pool, idle in its own task since before `cutoff_us` (its
+    /// latest request's start, µs since the Unix epoch), to park: its task is woken and sees
+    /// [`ClientInfo::park_asked`]. Whether it was asked.
+    pub(crate) fn ask_park(&self, cutoff_us: u64) -> bool {
+        let ask = self.state() == ClientState::Idle
+            && self.park.load(Ordering::Relaxed) == IN_TASK
+            && self.request_us() < cutoff_us
+            && matches!(self.login.get(), Some(Login::Pool { .. }))
+            && self
+                .park
+                .compare_exchange(IN_TASK, PARK_ASKED, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok();
+        if ask {
+            self.waker.wake();
+        }
+        ask
+    }
+
+    /// The client's idle task was asked to park.
+    pub(crate) fn park_asked(&self) -> bool {
+        self.park.load(Ordering::Acquire) == PARK_ASKED
+    }
+
+    /// The client parked (`true`), or went back into a task of its own (`false`).
+    pub(crate) fn set_parked(&self, parked: bool) {
+        let v = if parked { PARKED } else { IN_TASK };
+        self.park.store(v, Ordering::Release);
+    }
+
+    /// The client cannot park: never ask it again.
+    pub(crate) fn never_park(&self) {
+        self.park.store(NEVER_PARK, Ordering::Release);
+    }
+
+    /// Whether the client is parked now.
+    pub fn parked(&self) -> bool {
+        self.park.load(Ordering::Acquire) == PARKED
+    }
+
+    /// Wake `waker` instead of the client's task on [`ClientInfo::stop`] (a parked client).
+    pub(crate) fn register_waker(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
     /// Completes when [`ClientInfo::stop`] is called (at once if it was called already).
     pub(crate) async fn stop_requested(&self) -> Stop {
         std::future::poll_fn(|cx| self.poll_stop(cx)).await
@@ -225,6 +285,7 @@ impl ClientList {
             request_us: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
             stop: AtomicU8::new(0),
+            park: AtomicU8::new(IN_TASK),
             waker: AtomicWaker::new(),
         });
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -245,6 +306,14 @@ impl ClientList {
         let mut v: Vec<_> = self.map.lock().values().cloned().collect();
         v.sort_by_key(|c| c.id);
         v
+    }
+
+    /// Call `f` on every client, under the list's lock (`f` must be quick and take no lock of
+    /// the list).
+    pub(crate) fn each(&self, mut f: impl FnMut(&ClientInfo)) {
+        for c in self.map.lock().values() {
+            f(c);
+        }
     }
 
     /// One client by id.

@@ -2,10 +2,11 @@
 //! admin console).
 
 mod login;
+mod park;
 mod relay;
 mod secret;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -23,6 +24,13 @@ pub use relay::state::{Ready, Sent, TxnState};
 /// Accept clients, one task each, until shutdown begins; then drain the connections already
 /// queued in the listener (so none is reset when it closes) and return, closing it.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    // Idle clients park in one epoll set (without it, each keeps its task).
+    // The accept loop holds the parking set: its task ends once the loop has ended and no
+    // client is parked.
+    let parking_set = park::Parking::start(shared.clone())
+        .inspect_err(|e| tracing::warn!("idle clients cannot park: {e}"))
+        .ok();
+    let parking = parking_set.as_ref().map_or_else(Weak::new, Arc::downgrade);
     loop {
         let changed = shared.run.changed.notified();
         tokio::pin!(changed);
@@ -32,7 +40,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         }
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => spawn_client(stream, peer, &shared),
+                Ok((stream, peer)) => spawn_client(stream, peer, &shared, &parking),
                 Err(e) => {
                     // EMFILE and friends: back off briefly rather than spin.
                     tracing::warn!("accept failed: {e}");
@@ -49,12 +57,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     })
     .await
     {
-        spawn_client(stream, peer, &shared);
+        spawn_client(stream, peer, &shared, &parking);
     }
     tracing::info!("stopped accepting clients");
 }
 
-fn spawn_client(stream: TcpStream, peer: std::net::SocketAddr, shared: &Arc<Shared>) {
+fn spawn_client(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    shared: &Arc<Shared>,
+    parking: &Weak<park::Parking>,
+) {
     let handle = shared.clients.add(peer, stream.local_addr().ok());
     let config = shared.config();
     crate::net::tcp::TcpOptions::from_general(&config.general).apply(&stream);
@@ -62,12 +75,18 @@ fn spawn_client(stream: TcpStream, peer: std::net::SocketAddr, shared: &Arc<Shar
     // in its database and user. This span ends with the login: see `login_task`.
     let span = tracing::info_span!("client", id = handle.info.id, %peer,
         db = tracing::field::Empty, user = tracing::field::Empty);
-    tokio::spawn(login_task(Conn::Tcp(stream), shared.clone(), handle).instrument(span));
+    let login = login_task(Conn::Tcp(stream), shared.clone(), handle, parking.clone());
+    tokio::spawn(login.instrument(span));
 }
 
 /// Log a client in, then hand it to a task of its own for the request loop: the login's
 /// larger state is freed, and an idle client's task holds only the request loop's state.
-async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle) {
+async fn login_task(
+    mut stream: Conn,
+    shared: Arc<Shared>,
+    handle: ClientHandle,
+    parking: Weak<park::Parking>,
+) {
     let logged_in = match login::login(&mut stream, &shared, &handle.info).await {
         Ok(Some(s)) => s,
         Ok(None) => return, // cancel request, or the client left before logging in
@@ -94,14 +113,18 @@ async fn login_task(mut stream: Conn, shared: Arc<Shared>, handle: ClientHandle)
                     .span()
                     .in_scope(|| tracing::info!("client login"));
             }
-            // The request loop holds no info-level span: its own lines make one when they are
-            // logged (`ClientInfo::span`), and at debug level this span gives the rest context.
-            let span = tracing::debug_span!(parent: None, "client", id = handle.info.id,
-                peer = %handle.info.addr, db = %session.pool.database, user = %session.pool.user);
-            // The request loop's future is spawned as it is (no wrapping async block, which
-            // would hold a second copy of it): an idle client costs one small task.
-            let relay = relay::Relay::new(stream, session, handle, shared);
-            tokio::spawn(relay::run(relay).instrument(span));
+            // A client that sent nothing more parks at once (most wait for their application
+            // a while): it never holds an idle task.
+            let park_now = session.leftover.is_none()
+                && shared.config().general.client_park_delay.get().is_some();
+            let relay = relay::Relay::new(stream, session, handle, shared, parking);
+            if park_now {
+                if let Err(relay) = park::Parking::park(relay) {
+                    relay::spawn(relay);
+                }
+            } else {
+                relay::spawn(relay);
+            }
         }
         LoggedIn::Admin(admin) => {
             let span = tracing::Span::current();

@@ -293,6 +293,11 @@ pub struct General {
     pub server_lifetime: Secs,
     /// Idle clients are disconnected after this; 0 = never.
     pub client_idle_timeout: Secs,
+    /// A client idle this long (and one just logged in that sent nothing more) gives up its
+    /// task: its socket is watched by one parking task until it sends again, which saves
+    /// most of an idle client's memory. 0 = never park. Default 1. Reload applies it. (pgmux
+    /// only: PgBouncer's clients cost no task.)
+    pub client_park_delay: Secs,
     /// Clients that do not finish login in time are closed. Default 60.
     pub client_login_timeout: Secs,
     /// A client idle inside a transaction longer than this is disconnected; 0 = never. Also a
@@ -432,6 +437,7 @@ impl Default for General {
             autodb_idle_timeout: Secs(3600.0),
             server_lifetime: Secs(3600.0),
             client_idle_timeout: Secs(0.0),
+            client_park_delay: Secs(1.0),
             client_login_timeout: Secs(60.0),
             idle_transaction_timeout: Secs(0.0),
             server_reset_query: "DISCARD ALL".into(),

@@ -467,6 +467,7 @@ section_reader!(
         autodb_idle_timeout,
         server_lifetime,
         client_idle_timeout,
+        client_park_delay,
         client_login_timeout,
         idle_transaction_timeout,
         server_reset_query,

@@ -126,6 +126,9 @@ pub struct Pool {
     pub(crate) user_limit: Arc<Limit>,
     server_ids: Arc<AtomicU64>,
     welcome: Mutex<Option<Arc<Params>>>,
+    /// The parameters the latest client logged in with: clients that want the same share
+    /// them (most clients of a pool do), until one changes a setting.
+    client_params: Mutex<Option<Arc<Params>>>,
     /// Prepared statements of this pool's clients, one copy of each.
     pub(crate) statements: Mutex<crate::prepared::Interner>,
 }
@@ -184,6 +187,7 @@ impl Pool {
             user_limit,
             server_ids,
             welcome: Mutex::new(None),
+            client_params: Mutex::new(None),
             statements: Mutex::new(Default::default()),
         }
     }
@@ -259,6 +263,15 @@ impl Pool {
             .lock()
             .get_or_insert_with(|| Arc::new(s.params.clone()))
             .clone()
+    }
+
+    /// `p`, shared with the clients that logged in wanting the same parameters before.
+    pub(crate) fn share_client_params(&self, p: Params) -> Arc<Params> {
+        let mut last = self.client_params.lock();
+        match &*last {
+            Some(l) if **l == p => l.clone(),
+            _ => last.insert(Arc::new(p)).clone(),
+        }
     }
 
     /// Current counts.

@@ -16,6 +16,7 @@ mod lifecycle;
 mod login;
 mod metrics;
 mod modes;
+mod park;
 mod pgbench;
 mod pool;
 mod prepared;

@@ -33,12 +33,19 @@ const MAX_LOGIN_MESSAGE: usize = 64 * 1024;
 /// A logged-in client, ready for its request loop.
 pub(crate) struct Session {
     pub pool: Arc<Pool>,
-    /// The tracked parameters this client wants (its start-up values, then its SETs). Boxed:
-    /// read once per request, while every idle client's task would hold them inline.
-    pub params: Box<Params>,
+    /// The tracked parameters this client wants (its start-up values, then its SETs). Shared
+    /// with the pool's other clients that want the same (`Pool::share_client_params`), copied
+    /// when the client changes one.
+    pub params: Arc<Params>,
     pub key: CancelKey,
-    /// Bytes the client sent after its login messages.
-    pub(crate) leftover: BytesMut,
+    /// Bytes the client sent after its login messages (boxed: most send none, and an idle
+    /// client keeps this until its first request).
+    pub(crate) leftover: Option<Box<BytesMut>>,
+}
+
+/// The bytes a client sent after its login messages, if any.
+fn leftover(buf: BytesMut) -> Option<Box<BytesMut>> {
+    (!buf.is_empty()).then(|| Box::new(buf))
 }
 
 /// Where a logged-in client goes.
@@ -292,10 +299,10 @@ impl Ctx<'_> {
         };
         self.welcome_end(&key, login).await?;
         Ok(Some(LoggedIn::Pool(Session {
+            params: pool.share_client_params(client_params),
             pool,
-            params: Box::new(client_params),
             key,
-            leftover: self.buf,
+            leftover: leftover(self.buf),
         })))
     }
 

@@ -40,7 +40,7 @@ impl Relay {
         let mut at = 0;
         let mut found: Vec<(Box<[u8]>, Arc<Statement>)> = Vec::new();
         loop {
-            let (tag, len) = proto::header(&cbuf[at..], self.max_packet).ok()??;
+            let (tag, len) = proto::header(&cbuf[at..], self.max_packet as usize).ok()??;
             if cbuf.len() - at < len {
                 return None;
             }

@@ -26,6 +26,7 @@ use scan::advance_head;
 use state::TxnState;
 
 use super::login::Session;
+use super::park::Parking;
 use crate::boxed::{boxed, BoxFuture};
 use crate::clients::{ClientHandle, Stop};
 use crate::config::PoolMode;
@@ -34,6 +35,8 @@ use crate::pool::Checked;
 use crate::pool::PoolStats;
 use crate::proto::{self, backend};
 use crate::shared::Shared;
+use std::sync::Weak;
+use tracing::Instrument;
 
 /// A simple query that panics the client task while it holds a server, in debug builds only
 /// (tests/it/robust.rs checks the panic is contained and the server closed).
@@ -47,7 +50,7 @@ const FIRST_READ: usize = 2 * 1024;
 /// Most bytes buffered in one direction before pgmux waits for the other side to drain them.
 const CAP: usize = 64 * 1024;
 
-/// A client's request loop. Returns why the client left.
+/// A client's request loop, until the client leaves or parks (`client::park`).
 ///
 /// The caller builds the `Relay` outside any async block and awaits this future directly:
 /// values moved into an async fn keep their slot in its state, so building it here would
@@ -57,9 +60,19 @@ pub(super) fn run(mut r: Relay) -> impl Future<Output = ()> + Send {
     // An async block, not an async fn: an async fn's argument takes a slot in its state twice
     // (the argument, then the binding it is moved into), doubling an idle client's task.
     async move {
-        let reason = match serve(&mut r).await {
-            Ok(reason) => reason,
-            Err(e) => e.to_string(),
+        let reason = loop {
+            match serve(&mut r).await {
+                Ok(LoopEnd::Left(reason)) => break reason,
+                Err(e) => break e.to_string(),
+                Ok(LoopEnd::Park) => match Parking::park(r) {
+                    Ok(()) => return,
+                    // Nobody watches parked clients any more: this task goes on.
+                    Err(back) => {
+                        r = back;
+                        r.handle.info.never_park();
+                    }
+                },
+            }
         };
         if r.shared.config().general.log_disconnections {
             r.handle
@@ -70,6 +83,37 @@ pub(super) fn run(mut r: Relay) -> impl Future<Output = ()> + Send {
     }
 }
 
+/// Run a logged-in client's request loop in a task of its own.
+pub(super) fn spawn(r: Relay) {
+    // The request loop holds no info-level span: its own lines make one when they are
+    // logged (`ClientInfo::span`), and at debug level this span gives the rest context.
+    let info = &r.handle.info;
+    let span = tracing::debug_span!(parent: None, "client", id = info.id, peer = %info.addr,
+        db = %r.sess.pool.database, user = %r.sess.pool.user);
+    // The request loop's future is spawned as it is (no wrapping async block, which would
+    // hold a second copy of it): an idle client costs one small task.
+    tokio::spawn(run(r).instrument(span));
+}
+
+/// How a request loop ends.
+enum LoopEnd {
+    /// The client left: why.
+    Left(String),
+    /// Asked to park while idle (`client::park`): the task ends, the client does not.
+    Park,
+}
+
+/// What ended an idle wait.
+#[derive(PartialEq, Eq)]
+enum Woke {
+    /// The socket is readable (maybe spuriously).
+    Readable,
+    /// Stopped from outside.
+    Stop(Stop),
+    /// Asked to park.
+    Park,
+}
+
 /// The FATAL message for a client stopped from outside.
 fn stop_message(why: Stop) -> &'static str {
     match why {
@@ -78,46 +122,57 @@ fn stop_message(why: Stop) -> &'static str {
     }
 }
 
-async fn serve(r: &mut Relay) -> Result<String> {
-    let mut cbuf = std::mem::take(&mut r.sess.leftover);
+async fn serve(r: &mut Relay) -> Result<LoopEnd> {
+    let mut cbuf = r.sess.leftover.take().map_or_else(BytesMut::new, |b| *b);
     loop {
         // Idle: hold no server, and no buffer (an idle client must stay small).
         if cbuf.is_empty() {
             cbuf = BytesMut::new();
-            let deadline = r
-                .sess
-                .pool
-                .settings()
-                .client_idle_timeout
-                .map(|t| tokio::time::Instant::now() + t);
+            // A client woken from parking keeps the deadline it parked with.
+            let deadline = r.idle_deadline.take().or_else(|| {
+                let t = r.sess.pool.settings().client_idle_timeout?;
+                Some(tokio::time::Instant::now() + t)
+            });
             loop {
-                let stop = match deadline {
+                let woke = match deadline {
                     // The timer is boxed: an idle client's task stays small when none is set.
                     Some(d) => match boxed_readable_until(&r.client, &r.handle, d).await {
                         Ok(res) => res?,
                         Err(_) => {
                             boxed_fatal(r, sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
                                 .await;
-                            return Ok("client_idle_timeout".into());
+                            return Ok(LoopEnd::Left("client_idle_timeout".into()));
                         }
                     },
                     None => std::future::poll_fn(|cx| poll_idle(&r.client, &r.handle, cx)).await?,
                 };
-                if stop != Stop::None {
-                    let msg = stop_message(stop);
-                    boxed_fatal(r, sqlstate::ADMIN_SHUTDOWN, msg).await;
-                    return Ok(msg.into());
+                match woke {
+                    Woke::Stop(stop) => {
+                        let msg = stop_message(stop);
+                        boxed_fatal(r, sqlstate::ADMIN_SHUTDOWN, msg).await;
+                        return Ok(LoopEnd::Left(msg.into()));
+                    }
+                    Woke::Park if matches!(r.client, Conn::Tcp(_)) => {
+                        r.idle_deadline = deadline;
+                        return Ok(LoopEnd::Park);
+                    }
+                    // A TLS client's bridge task holds its socket: it stays in its task.
+                    Woke::Park => {
+                        r.handle.info.never_park();
+                        continue;
+                    }
+                    Woke::Readable => {}
                 }
                 // Readiness can be stale: only real bytes end the idle wait.
                 reserve(&mut cbuf, FIRST_READ);
                 match read_some(&r.client, &mut cbuf) {
-                    Ok(0) => return Ok("client closed the connection".into()),
+                    Ok(0) => return Ok(LoopEnd::Left("client closed the connection".into())),
                     Ok(n) => {
                         PoolStats::add(&r.sess.pool.stats.bytes_received, n as u64);
                         break;
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Ok(format!("client connection error: {e}")),
+                    Err(e) => return Ok(LoopEnd::Left(format!("client connection error: {e}"))),
                 }
             }
         }
@@ -127,14 +182,14 @@ async fn serve(r: &mut Relay) -> Result<String> {
         // and the client told.
         let res = CatchUnwind(boxed_request(r, &mut cbuf)).await;
         match res {
-            Ok(Some(reason)) => return Ok(reason),
+            Ok(Some(reason)) => return Ok(LoopEnd::Left(reason)),
             Ok(None) => {}
             Err(panic) => {
                 let what = panic_message(&*panic);
                 (r.handle.info.span()).in_scope(|| tracing::error!("client task panicked: {what}"));
                 let msg = "internal error in pgmux: this connection is closed (its log says why)";
                 boxed_fatal(r, sqlstate::INTERNAL_ERROR, msg).await;
-                return Ok(format!("internal error: {what}"));
+                return Ok(LoopEnd::Left(format!("internal error: {what}")));
             }
         }
     }
@@ -180,17 +235,20 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// An idle client: ready when it sent something (`Stop::None`) or when it is asked to stop
-/// (the task's waker is registered for that too).
+/// An idle client: ready when it sent something, or when it is asked to stop or to park (the
+/// task's waker is registered for those too).
 fn poll_idle(
     client: &Conn,
     handle: &ClientHandle,
     cx: &mut std::task::Context<'_>,
-) -> Poll<std::io::Result<Stop>> {
+) -> Poll<std::io::Result<Woke>> {
     if let Poll::Ready(why) = handle.info.poll_stop(cx) {
-        return Poll::Ready(Ok(why));
+        return Poll::Ready(Ok(Woke::Stop(why)));
     }
-    client.poll_read_ready(cx).map_ok(|()| Stop::None)
+    if handle.info.park_asked() {
+        return Poll::Ready(Ok(Woke::Park));
+    }
+    client.poll_read_ready(cx).map_ok(|()| Woke::Readable)
 }
 
 /// [`poll_idle`] within client_idle_timeout, boxed outside the async fn (as `boxed_request`),
@@ -199,7 +257,7 @@ fn boxed_readable_until<'a>(
     client: &'a Conn,
     handle: &'a ClientHandle,
     deadline: tokio::time::Instant,
-) -> BoxFuture<'a, Result<std::io::Result<Stop>, tokio::time::error::Elapsed>> {
+) -> BoxFuture<'a, Result<std::io::Result<Woke>, tokio::time::error::Elapsed>> {
     Box::pin(tokio::time::timeout_at(
         deadline,
         std::future::poll_fn(|cx| poll_idle(client, handle, cx)),
@@ -218,12 +276,15 @@ impl Relay {
         sess: Session,
         handle: ClientHandle,
         shared: std::sync::Arc<Shared>,
+        parking: Weak<Parking>,
     ) -> Relay {
         Relay {
             client,
-            id: handle.info.id,
+            parking,
+            idle_deadline: None,
             discard: 0,
-            max_packet: shared.config().general.max_packet_size,
+            // Validated to fit a Postgres message length.
+            max_packet: shared.config().general.max_packet_size as u32,
             statements: None,
             sess,
             handle,
@@ -264,16 +325,72 @@ fn reserve(buf: &mut BytesMut, want: usize) {
 /// A logged-in client and what its request loop needs.
 pub(super) struct Relay {
     client: Conn,
-    id: u64,
     /// This client in the client list (removed when the loop ends).
     handle: ClientHandle,
     shared: std::sync::Arc<Shared>,
     /// Bytes of stray COPY messages still to drop (see `request`).
-    discard: usize,
+    discard: u32,
     sess: Session,
-    max_packet: usize,
+    max_packet: u32,
     /// The client's prepared statements, by its names (transaction and statement mode).
     statements: Option<Box<crate::prepared::ClientStatements>>,
+    /// Where the client parks when idle long enough.
+    parking: Weak<Parking>,
+    /// When client_idle_timeout ends the idle wait of a client woken from parking.
+    idle_deadline: Option<tokio::time::Instant>,
+}
+
+/// A request loop taken off its socket, to be parked (`client::park`): its connection is
+/// `Conn::Closed` until [`Unplugged::plug`] gives it back.
+pub(super) struct Unplugged(Box<Relay>);
+
+impl Relay {
+    /// Where the client parks.
+    pub(super) fn parking(&self) -> &Weak<Parking> {
+        &self.parking
+    }
+
+    /// Take the client's socket out of the runtime, for a parking set of its own. `Err` gives
+    /// back a relay that cannot park (a TLS client; a socket the runtime failed to let go of
+    /// is closed, and the relay's connection with it).
+    #[allow(clippy::result_large_err)] // the relay comes back by value, as it came: rare
+    pub(super) fn unplug(mut self) -> Result<(std::net::TcpStream, Unplugged), Relay> {
+        // Parked straight from its login: its idle wait starts now.
+        if self.idle_deadline.is_none() {
+            let t = self.sess.pool.settings().client_idle_timeout;
+            self.idle_deadline = t.map(|t| tokio::time::Instant::now() + t);
+        }
+        match std::mem::replace(&mut self.client, Conn::Closed) {
+            Conn::Tcp(s) => match s.into_std() {
+                Ok(sock) => Ok((sock, Unplugged(Box::new(self)))),
+                Err(_) => Err(self),
+            },
+            other => {
+                self.client = other;
+                Err(self)
+            }
+        }
+    }
+}
+
+impl Unplugged {
+    pub(super) fn info(&self) -> &crate::clients::ClientInfo {
+        &self.0.handle.info
+    }
+
+    pub(super) fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        self.0.idle_deadline
+    }
+
+    /// The relay on its socket again, registered with the runtime (if the runtime refuses it,
+    /// the connection stays closed: the relay's next call fails and the client leaves).
+    pub(super) fn plug(self, sock: std::net::TcpStream) -> Relay {
+        let mut r = *self.0;
+        if let Ok(s) = tokio::net::TcpStream::from_std(sock) {
+            r.client = Conn::Tcp(s);
+        }
+        r
+    }
 }
 
 /// Where a client and its server stand while attached.
@@ -380,16 +497,16 @@ impl Relay {
             // that already failed: Postgres would ignore them, so pgmux drops them here rather
             // than check out a server that would then wait for a ReadyForQuery never sent.
             if self.discard > 0 {
-                let n = self.discard.min(cbuf.len());
+                let n = (self.discard as usize).min(cbuf.len());
                 cbuf.advance(n);
-                self.discard -= n;
+                self.discard -= n as u32;
                 if cbuf.is_empty() {
                     return None;
                 }
             }
-            match proto::header(cbuf, self.max_packet) {
+            match proto::header(cbuf, self.max_packet as usize) {
                 Ok(Some((b'd' | b'c' | b'f', len))) => {
-                    self.discard = len;
+                    self.discard = len as u32; // at most max_packet
                     continue;
                 }
                 Ok(Some((tag, _))) => break tag,
@@ -433,7 +550,8 @@ impl Relay {
                 let server = match self.server_for(cbuf, Instant::now()).await {
                     Ok(s) => {
                         self.handle.info.active(s.id);
-                        s.info.link_to(self.id, self.handle.info.request_us());
+                        s.info
+                            .link_to(self.handle.info.id, self.handle.info.request_us());
                         s
                     }
                     Err(why) => return Some(why),
@@ -581,7 +699,10 @@ impl Relay {
                 .next()
                 .is_some();
             let synced = match differ {
-                true => boxed(t.server.sync_params(&mut self.sess.params)).await,
+                true => {
+                    let wanted = std::sync::Arc::make_mut(&mut self.sess.params);
+                    boxed(t.server.sync_params(wanted)).await
+                }
                 false => Ok(false),
             };
             if let Err(e) = synced {

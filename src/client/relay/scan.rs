@@ -62,7 +62,8 @@ impl Relay {
                 t.c_skip -= n;
                 continue;
             }
-            let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], self.max_packet)? else {
+            let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], self.max_packet as usize)?
+            else {
                 break;
             };
             if t.keeping && !t.keeps_after(cbuf, tag, len) {
@@ -157,8 +158,9 @@ impl Relay {
                     let body = &server.rbuf[t.s_ready + 5..t.s_ready + len];
                     if tag == b'S' {
                         if let Some((k, v)) = parse_parameter_status(body) {
-                            if tracked_index(k).is_some() {
-                                self.sess.params.set(k, v);
+                            // The client's parameters are shared until one changes.
+                            if tracked_index(k).is_some() && self.sess.params.get(k) != Some(v) {
+                                std::sync::Arc::make_mut(&mut self.sess.params).set(k, v);
                             }
                             server.params.set(k, v);
                         }
