@@ -390,8 +390,8 @@ fn client_row(c: &ClientInfo, now: u64) -> Vec<V> {
     } else {
         0
     };
-    let (addr, port) = addr_cols(Some(c.addr));
-    let (laddr, lport) = addr_cols(c.local);
+    let (addr, port) = addr_cols(Some(c.addr()));
+    let (laddr, lport) = addr_cols(c.local());
     let link = c.link();
     vec![
         "C".into(),
@@ -403,7 +403,7 @@ fn client_row(c: &ClientInfo, now: u64) -> Vec<V> {
         port,
         laddr,
         lport,
-        timestamp(c.connect_time).into(),
+        timestamp(c.connect_time()).into(),
         time_us(c.request_us()),
         (wait_us / 1_000_000).into(),
         (wait_us % 1_000_000).into(),

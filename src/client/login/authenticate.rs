@@ -217,7 +217,7 @@ fn auth_method(
     if live.config.general.auth_type != AuthType::Hba {
         return Ok(live.config.general.auth_type);
     }
-    let ip = info.addr.ip();
+    let ip = info.addr().ip();
     let ssl = if tls { "on" } else { "off" };
     let refused = |what: &str| {
         Error::client(

@@ -1,7 +1,9 @@
 //! Client login in phases sharing one context (`Ctx`): encryption and cancel, admission,
 //! route, authenticate (`authenticate.rs`), welcome; or the admin console's.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 mod authenticate;
 mod error;
@@ -60,13 +62,13 @@ pub(super) async fn login(
     shared: &Arc<Shared>,
     info: &ClientInfo,
 ) -> Result<Option<LoggedIn>, LoginError> {
-    let fut = login_inner(stream, shared, info);
-    match shared.config().general.client_login_timeout.get() {
-        Some(t) => tokio::time::timeout(t, fut)
-            .await
-            .unwrap_or(Err(LoginError::Timeout)),
-        None => fut.await,
-    }
+    // One awaited future either way (two would each keep a slot in every login task): without
+    // client_login_timeout, a deadline no login reaches.
+    let t = (shared.config().general.client_login_timeout.get())
+        .unwrap_or(Duration::from_secs(365 * 86_400));
+    tokio::time::timeout(t, login_inner(stream, shared, info))
+        .await
+        .unwrap_or(Err(LoginError::Timeout))
 }
 
 async fn login_inner(
@@ -113,7 +115,7 @@ struct Ctx<'a> {
 /// A start-up packet's protocol minor version and parameters.
 type Startup = (u16, Vec<(String, String)>);
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
     /// Phase 1, encryption and cancel: read start-up packets, answering SSLRequest (TLS
     /// when client_tls_sslmode allows it) and GSSENCRequest, serving a CancelRequest, until
     /// the StartupMessage. Over max_client_conn the first packet gets the error instead.
@@ -233,77 +235,85 @@ impl Ctx<'_> {
         let Some(db_entry) = live.config.database(database) else {
             return Err(LoginError::UnknownDatabase(database.into()));
         };
-        application_name(&mut wanted, db_entry, &live, self.info.addr);
+        application_name(&mut wanted, db_entry, &live, self.info.addr());
         Ok(wanted)
     }
 
     /// Phase 5 (after [`authenticate`](Ctx::authenticate)), welcome: the pool (made now, for
     /// an authenticated client), its server parameters, ParameterStatus, BackendKeyData and
     /// ReadyForQuery.
-    async fn welcome(
+    /// An async block, not an async fn: an async fn keeps its arguments twice in its state
+    /// (the session's parameters and secret), and the login task holds the largest state.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn welcome<'s>(
         mut self,
-        database: &str,
-        user: &str,
+        database: &'s str,
+        user: &'s str,
         wanted: Params,
         client_key: Option<[u8; 32]>,
         found: UserSecret,
-    ) -> Result<Option<LoggedIn>, LoginError> {
-        let shared = self.shared;
-        if shared.registry.flags(database).disabled {
-            return Err(LoginError::NotAccepting(database.into()));
-        }
-        let fetched = found.fetched.as_ref().and(found.secret.as_ref());
-        let pool = shared
-            .pool(&self.live, database, user, fetched)
-            .map_err(|e| match e.sqlstate().0 {
-                sqlstate::INVALID_CATALOG_NAME => LoginError::UnknownDatabase(database.into()),
-                _ => LoginError::Server(e),
-            })?;
-        if let Some(key) = client_key {
-            pool.remember_client_key(user, key);
-        }
-        let welcome = match pool.welcome() {
-            Some(w) => w,
-            None => {
-                // First client of this pool: log a server in to learn its parameters.
-                let s = Box::pin(pool.checkout(std::time::Instant::now()))
-                    .await
-                    .map_err(|e| LoginError::Server(e.into()))?;
-                let w = pool.welcome_from(&s);
-                s.release();
-                w
+    ) -> impl Future<Output = Result<Option<LoggedIn>, LoginError>> + Send + 's
+    where
+        'a: 's,
+    {
+        async move {
+            let shared = self.shared;
+            if shared.registry.flags(database).disabled {
+                return Err(LoginError::NotAccepting(database.into()));
             }
-        };
-        let mut client_params = welcome.tracked_only();
-        for (k, v) in wanted.iter() {
-            client_params.set(k, v);
-        }
-        let key = shared.cancels.register();
-        let out = &mut self.out;
-        backend::auth_ok(out);
-        for (k, v) in welcome.iter() {
-            let v = client_params.get(k).unwrap_or(v);
-            backend::parameter_status(out, k, v);
-        }
-        for (k, v) in client_params.iter() {
-            if welcome.get(k).is_none() {
+            let fetched = found.fetched.as_ref().and(found.secret.as_ref());
+            let pool = shared
+                .pool(&self.live, database, user, fetched)
+                .map_err(|e| match e.sqlstate().0 {
+                    sqlstate::INVALID_CATALOG_NAME => LoginError::UnknownDatabase(database.into()),
+                    _ => LoginError::Server(e),
+                })?;
+            if let Some(key) = client_key {
+                pool.remember_client_key(user, key);
+            }
+            let welcome = match pool.welcome() {
+                Some(w) => w,
+                None => {
+                    // First client of this pool: log a server in to learn its parameters.
+                    let s = Box::pin(pool.checkout(std::time::Instant::now()))
+                        .await
+                        .map_err(|e| LoginError::Server(e.into()))?;
+                    let w = pool.welcome_from(&s);
+                    s.release();
+                    w
+                }
+            };
+            let mut client_params = welcome.tracked_only();
+            for (k, v) in wanted.iter() {
+                client_params.set(k, v);
+            }
+            let key = shared.cancels.register();
+            let out = &mut self.out;
+            backend::auth_ok(out);
+            for (k, v) in welcome.iter() {
+                let v = client_params.get(k).unwrap_or(v);
                 backend::parameter_status(out, k, v);
             }
+            for (k, v) in client_params.iter() {
+                if welcome.get(k).is_none() {
+                    backend::parameter_status(out, k, v);
+                }
+            }
+            let login = Login::Pool {
+                application_name: client_params
+                    .get("application_name")
+                    .unwrap_or_default()
+                    .into(),
+                pool: pool.clone(),
+            };
+            self.welcome_end(&key, login).await?;
+            Ok(Some(LoggedIn::Pool(Session {
+                params: pool.share_client_params(client_params),
+                pool,
+                key,
+                leftover: leftover(self.buf),
+            })))
         }
-        let login = Login::Pool {
-            application_name: client_params
-                .get("application_name")
-                .unwrap_or_default()
-                .into(),
-            pool: pool.clone(),
-        };
-        self.welcome_end(&key, login).await?;
-        Ok(Some(LoggedIn::Pool(Session {
-            params: pool.share_client_params(client_params),
-            pool,
-            key,
-            leftover: leftover(self.buf),
-        })))
     }
 
     /// End the welcome (BackendKeyData, ReadyForQuery), send it, and record who logged in.

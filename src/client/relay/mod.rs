@@ -88,7 +88,7 @@ pub(super) fn spawn(r: Relay) {
     // The request loop holds no info-level span: its own lines make one when they are
     // logged (`ClientInfo::span`), and at debug level this span gives the rest context.
     let info = &r.handle.info;
-    let span = tracing::debug_span!(parent: None, "client", id = info.id, peer = %info.addr,
+    let span = tracing::debug_span!(parent: None, "client", id = info.id, peer = %info.addr(),
         db = %r.sess.pool.database, user = %r.sess.pool.user);
     // The request loop's future is spawned as it is (no wrapping async block, which would
     // hold a second copy of it): an idle client costs one small task.
