@@ -149,6 +149,14 @@ pub(crate) fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
         "Client connections now (logging in or logged in, admin console included).",
         shared.clients.count() as i64,
     );
+    let mut parked = 0;
+    shared.clients.each(|c| parked += i64::from(c.parked()));
+    int_gauge(
+        &r,
+        "pgmux_clients_parked",
+        "Idle clients parked without a task of their own (client_park_delay).",
+        parked,
+    );
     int_gauge(
         &r,
         "pgmux_max_client_conn",

@@ -270,6 +270,7 @@ async fn every_family_after_traffic() {
     assert!(val(&before, "pgmux_uptime_seconds", &[]) > 0.0);
     assert_eq!(val(&before, "pgmux_client_connections", &[]), 1.0);
     assert_eq!(val(&before, "pgmux_max_client_conn", &[]), 2000.0);
+    assert!(find(&before, "pgmux_clients_parked", &[]).is_some());
     assert_eq!(val(&before, "pgmux_shutting_down", &[]), 0.0);
     let auth_failed = [("reason", "auth_failed")];
     assert_eq!(
@@ -674,4 +675,22 @@ async fn ready_fails_once_shutdown_begins() {
     let r = http(addr, "GET", "/health").await;
     assert_eq!((r.status, r.body.trim()), (200, "{\"status\":\"ok\"}"));
     assert_eq!(val(&scrape(&mux).await, "pgmux_shutting_down", &[]), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_clients_are_counted() {
+    let mux = Mux::start(config("client_park_delay = 0.2", METRICS)).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(mux.connect().await);
+    }
+    scrape_until(&mux, "3 clients parked", |t| {
+        find(t, "pgmux_clients_parked", &[]) == Some(3.0)
+    })
+    .await;
+    rows(&clients[0], "SELECT pg_sleep(0.5)").await;
+    let _ = scrape_until(&mux, "3 clients parked again", |t| {
+        find(t, "pgmux_clients_parked", &[]) == Some(3.0)
+    })
+    .await;
 }
