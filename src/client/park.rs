@@ -102,10 +102,12 @@ impl Parking {
         let (sock, relay) = r.unplug()?;
         let info = relay.info();
         info.set_parked(true);
-        // A stop from now on wakes the parking task; one that came first is seen below.
+        // A stop from now on wakes the parking task, whose look for stopped clients waits for
+        // this lock: one that came first is seen here, under the lock, and one after finds the
+        // client in the set.
         info.register_waker(&parking.stop_waker);
-        let stopped = info.stopped() != crate::clients::Stop::None;
         let mut set = parking.parked.lock();
+        let stopped = info.stopped() != crate::clients::Stop::None;
         let closed = set.closed;
         let entry = set.clients.vacant_entry();
         let key = entry.key();
