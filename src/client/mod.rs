@@ -104,14 +104,14 @@ async fn login_task(
             // a while): it never holds an idle task.
             let park_now = session.leftover.is_none()
                 && shared.config().general.client_park_delay.get().is_some();
-            let relay = relay::Relay::new(stream, session, handle, shared, parking);
+            let mut relay = relay::Relay::new(stream, session, handle, shared, parking);
             if park_now {
-                if let Err(relay) = park::Parking::park(relay) {
-                    relay::spawn(relay);
+                match park::Parking::park(relay) {
+                    Ok(()) => return,
+                    Err(back) => relay = back,
                 }
-            } else {
-                relay::spawn(relay);
             }
+            relay::spawn(relay);
         }
         LoggedIn::Admin(admin) => {
             let span = tracing::Span::current();

@@ -109,6 +109,42 @@ async fn psql_with_sslmode_require_and_verify_full() {
     assert!(out[2].2.contains("SSL required"), "{}", out[2].2);
 }
 
+/// A TLS client idle past client_park_delay is asked to park, cannot (its bridge task holds
+/// the socket), and goes on in its task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_idle_past_client_park_delay_keeps_working() {
+    let certs = Certs::new();
+    let general = format!("{}client_park_delay = 0.2\n", certs.client_tls("require"));
+    let mux = Mux::start(config(&general, "")).await;
+    let port = mux.port();
+    let out = tokio::task::spawn_blocking(move || {
+        run(std::process::Command::new("psql")
+            .arg(format!(
+                "host=localhost hostaddr=127.0.0.1 port={port} user=app dbname=appdb sslmode=require"
+            ))
+            .args(["-qAtX", "-c", "SELECT 1", "-c", "\\! sleep 1.2", "-c", "SELECT 2"])
+            .env("PGPASSWORD", "app_pw"))
+    });
+    // While psql sleeps its client is idle in its task, never parked.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    let parked = mux
+        .running
+        .shared
+        .clients
+        .all()
+        .iter()
+        .filter(|c| c.parked())
+        .count();
+    let out = out.await.unwrap();
+    assert!(out.0, "{out:?}");
+    assert_eq!(
+        out.1.split_whitespace().collect::<Vec<_>>(),
+        ["1", "2"],
+        "{out:?}"
+    );
+    assert_eq!(parked, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_with_verify_ca() {
     let certs = Certs::new();

@@ -66,7 +66,8 @@ pub(super) fn run(mut r: Relay) -> impl Future<Output = ()> + Send {
                 Err(e) => break e.to_string(),
                 Ok(LoopEnd::Park) => match Parking::park(r) {
                     Ok(()) => return,
-                    // Nobody watches parked clients any more: this task goes on.
+                    // A TLS client (its bridge task holds the socket), or nobody watches
+                    // parked clients any more: this task goes on.
                     Err(back) => {
                         r = back;
                         r.handle.info.never_park();
@@ -104,7 +105,6 @@ enum LoopEnd {
 }
 
 /// What ended an idle wait.
-#[derive(PartialEq, Eq)]
 enum Woke {
     /// The socket is readable (maybe spuriously).
     Readable,
@@ -129,10 +129,10 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
         if cbuf.is_empty() {
             cbuf = BytesMut::new();
             // A client woken from parking keeps the deadline it parked with.
-            let deadline = r.idle_deadline.take().or_else(|| {
-                let t = r.sess.pool.settings().client_idle_timeout?;
-                Some(tokio::time::Instant::now() + t)
-            });
+            let deadline = r
+                .idle_deadline
+                .take()
+                .or_else(|| r.idle_deadline_from_now());
             loop {
                 let woke = match deadline {
                     // The timer is boxed: an idle client's task stays small when none is set.
@@ -152,14 +152,10 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
                         boxed_fatal(r, sqlstate::ADMIN_SHUTDOWN, msg).await;
                         return Ok(LoopEnd::Left(msg.into()));
                     }
-                    Woke::Park if matches!(r.client, Conn::Tcp(_)) => {
+                    // A client that cannot park (TLS) comes back from `Parking::park`.
+                    Woke::Park => {
                         r.idle_deadline = deadline;
                         return Ok(LoopEnd::Park);
-                    }
-                    // A TLS client's bridge task holds its socket: it stays in its task.
-                    Woke::Park => {
-                        r.handle.info.never_park();
-                        continue;
                     }
                     Woke::Readable => {}
                 }
@@ -345,6 +341,12 @@ pub(super) struct Relay {
 pub(super) struct Unplugged(Box<Relay>);
 
 impl Relay {
+    /// When client_idle_timeout ends an idle wait that starts now, if it is set.
+    fn idle_deadline_from_now(&self) -> Option<tokio::time::Instant> {
+        let t = self.sess.pool.settings().client_idle_timeout?;
+        Some(tokio::time::Instant::now() + t)
+    }
+
     /// Where the client parks.
     pub(super) fn parking(&self) -> &Weak<Parking> {
         &self.parking
@@ -357,8 +359,7 @@ impl Relay {
     pub(super) fn unplug(mut self) -> Result<(std::net::TcpStream, Unplugged), Relay> {
         // Parked straight from its login: its idle wait starts now.
         if self.idle_deadline.is_none() {
-            let t = self.sess.pool.settings().client_idle_timeout;
-            self.idle_deadline = t.map(|t| tokio::time::Instant::now() + t);
+            self.idle_deadline = self.idle_deadline_from_now();
         }
         match std::mem::replace(&mut self.client, Conn::Closed) {
             Conn::Tcp(s) => match s.into_std() {
