@@ -142,15 +142,21 @@ impl From<SocketAddr> for Addr {
     }
 }
 
+impl From<Addr> for SocketAddr {
+    fn from(a: Addr) -> SocketAddr {
+        SocketAddr::new(a.ip, a.port)
+    }
+}
+
 impl ClientInfo {
     /// The client's address.
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.addr.ip, self.addr.port)
+        self.addr.into()
     }
 
     /// pgmux's end of the connection.
     pub fn local(&self) -> Option<SocketAddr> {
-        self.local.map(|a| SocketAddr::new(a.ip, a.port))
+        self.local.map(SocketAddr::from)
     }
 
     /// When the client connected (to the second).
@@ -314,9 +320,7 @@ impl ClientList {
             id,
             addr: addr.into(),
             local: local.map(Addr::from),
-            connect_secs: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            connect_secs: unix_us() / 1_000_000,
             login: OnceLock::new(),
             state: AtomicU8::new(ClientState::Login as u8),
             link: AtomicU64::new(0),
