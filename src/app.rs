@@ -15,8 +15,10 @@ use crate::shared::{Request, Shared};
 
 /// A running pgmux (in this process).
 pub struct Running {
-    /// The address it listens on (port 0 in the config picks a free one).
+    /// The first address it listens on (port 0 in the config picks a free one).
     pub addr: SocketAddr,
+    /// Every address it listens on (`listen_addr` may list several; `*` is IPv4 and IPv6).
+    pub addrs: Vec<SocketAddr>,
     /// The metrics endpoint's address, when `[metrics] listen` is set.
     pub metrics_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
@@ -24,7 +26,8 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Bind a listening socket, with SO_REUSEPORT when asked (several pgmux on one port).
+/// Bind a listening socket, with SO_REUSEPORT when asked (several pgmux on one port). An
+/// IPv6 socket takes IPv6 only, so `0.0.0.0` and `::` can both be bound (as PgBouncer does).
 pub fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
@@ -32,31 +35,77 @@ pub fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<TcpListener> {
     if reuseport {
         socket.set_reuse_port(true)?;
     }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
 }
 
-/// The address `listen_addr:listen_port` names ("*" for all IPv4 addresses).
-fn listen_addr(config: &Config) -> std::io::Result<SocketAddr> {
-    use std::net::ToSocketAddrs;
+/// Bind every address `listen_addr` names on `listen_port`. `*` is every IPv4 and IPv6
+/// address (IPv6 skipped with a warning where the host has none); a name binds every address
+/// it resolves to. With port 0 the first socket picks a free port and the others take it too.
+fn bind_all(config: &Config) -> std::io::Result<Vec<TcpListener>> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
     let g = &config.general;
-    let host = if g.listen_addr == "*" {
-        "0.0.0.0"
-    } else {
-        g.listen_addr.as_str()
-    };
-    (host, g.listen_port)
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("cannot resolve {host}")))
+    let mut port = g.listen_port;
+    let mut listeners: Vec<TcpListener> = Vec::new();
+    for entry in crate::config::listen_addrs(&g.listen_addr) {
+        let (addrs, optional_v6) = if entry == "*" {
+            let all = vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ];
+            (all, true)
+        } else {
+            let resolved: Vec<IpAddr> = match entry.parse::<IpAddr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => (entry, 0)
+                    .to_socket_addrs()
+                    .map_err(|e| std::io::Error::other(format!("listen_addr {entry}: {e}")))?
+                    .map(|a| a.ip())
+                    .collect(),
+            };
+            (resolved, false)
+        };
+        for ip in addrs {
+            let addr = SocketAddr::new(ip, port);
+            if listeners.iter().any(|l| l.local_addr().ok() == Some(addr)) {
+                continue;
+            }
+            match bind(addr, g.so_reuseport) {
+                Ok(l) => {
+                    port = l.local_addr()?.port();
+                    listeners.push(l);
+                }
+                Err(e) if optional_v6 && ip.is_ipv6() => {
+                    tracing::warn!("listen_addr *: not listening on IPv6 ({addr}): {e}");
+                }
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {addr}: {e}"),
+                    ))
+                }
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(std::io::Error::other("listen_addr names no address"));
+    }
+    Ok(listeners)
 }
 
 /// Bind `listen_addr:listen_port` and start serving. Must run inside a Tokio runtime.
 pub async fn start(config: Config) -> std::io::Result<Running> {
-    let listener = bind(listen_addr(&config)?, config.general.so_reuseport)?;
-    let addr = listener.local_addr()?;
+    let listeners = bind_all(&config)?;
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let addr = addrs[0];
     let metrics_listener = match config.metrics.listen.as_deref() {
         Some(l) => {
             let a = crate::config::metrics_addr(l)
@@ -66,7 +115,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         None => None,
     };
     let shared = Arc::new(Shared::new(Arc::new(config)).map_err(std::io::Error::other)?);
-    let accept = tokio::spawn(client::serve(listener, shared.clone()));
+    let accept = tokio::spawn(client::serve(listeners, shared.clone()));
     let mut tasks = vec![
         tokio::spawn({
             let s = shared.clone();
@@ -83,9 +132,10 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         metrics_addr = Some(l.local_addr()?);
         tasks.push(tokio::spawn(crate::metrics::serve(l, shared.clone())));
     }
-    tracing::info!(%addr, metrics = ?metrics_addr, "pgmux listening");
+    tracing::info!(addrs = ?addrs, metrics = ?metrics_addr, "pgmux listening");
     Ok(Running {
         addr,
+        addrs,
         metrics_addr,
         shared,
         accept,
@@ -101,6 +151,16 @@ impl Running {
         for t in &self.tasks {
             t.abort();
         }
+    }
+
+    /// PAUSE every pool (SIGUSR1): clients wait, servers close once released.
+    pub fn pause(&self) {
+        crate::admin::set_paused(&self.shared, None, true);
+    }
+
+    /// RESUME every pool (SIGUSR2).
+    pub fn resume(&self) {
+        crate::admin::set_paused(&self.shared, None, false);
     }
 
     /// Remember the config file, for RELOAD and SIGHUP.

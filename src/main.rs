@@ -9,8 +9,8 @@ use pgmux::config::{Config, ConfigError, LogFormat};
 #[derive(Parser)]
 #[command(name = "pgmux", version, about = "A PostgreSQL connection pooler")]
 struct Cli {
-    /// Config file (TOML).
-    #[arg(short, long, value_name = "FILE")]
+    /// Config file (TOML). Default: $PGMUX_CONFIG.
+    #[arg(short, long, value_name = "FILE", env = "PGMUX_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -18,35 +18,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a config file; print every problem with its key, exit 1 if any.
+    /// Validate a config file (default: --config or $PGMUX_CONFIG); print every problem with
+    /// its key, exit 1 if any.
     CheckConfig {
         /// Config file to check.
-        file: PathBuf,
+        file: Option<PathBuf>,
+    },
+    /// Print an auth_file line for USER with a SCRAM-SHA-256 verifier of a password read
+    /// from standard input (asked for without echo on a terminal).
+    Passwd {
+        /// The user name.
+        user: String,
+        /// PBKDF2 iterations (Postgres' default scram_iterations is 4096).
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+        iterations: u32,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::CheckConfig { file }) => match Config::load(&file) {
-            Ok(config) => match pgmux::shared::Live::new(std::sync::Arc::new(config)) {
-                Ok(_) => {
-                    println!("{}: OK", file.display());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{}: 1 problem(s):\n  {e}", file.display());
-                    ExitCode::FAILURE
-                }
-            },
-            Err(e) => {
-                report(&file, &e);
-                ExitCode::FAILURE
-            }
-        },
+        Some(Command::CheckConfig { file }) => {
+            let Some(file) = file.or(cli.config) else {
+                eprintln!("pgmux: give a config file to check (or set PGMUX_CONFIG)");
+                return ExitCode::from(2);
+            };
+            check_config(&file)
+        }
+        Some(Command::Passwd { user, iterations }) => passwd(&user, iterations),
         None => {
             let Some(file) = cli.config else {
-                eprintln!("pgmux: give a config file with --config FILE (see --help)");
+                eprintln!(
+                    "pgmux: give a config file with --config FILE or PGMUX_CONFIG (see --help)"
+                );
                 return ExitCode::from(2);
             };
             let config = match Config::load(&file) {
@@ -59,6 +63,64 @@ fn main() -> ExitCode {
             run(config, file)
         }
     }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => match pgmux::shared::Live::new(std::sync::Arc::new(config)) {
+            Ok(_) => {
+                println!("{}: OK", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: 1 problem(s):\n  {e}", file.display());
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            report(file, &e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pgmux passwd USER`: one userlist.txt line, the password never echoed nor stored.
+fn passwd(user: &str, iterations: u32) -> ExitCode {
+    use std::io::IsTerminal;
+    let read = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("Password for {user}: ")).and_then(|first| {
+            let again = rpassword::prompt_password("Again: ")?;
+            if first == again {
+                Ok(first)
+            } else {
+                Err(std::io::Error::other("the passwords differ"))
+            }
+        })
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| {
+            let end = line.trim_end_matches(['\n', '\r']).len();
+            line.truncate(end);
+            line
+        })
+    };
+    let password = match read {
+        Ok(p) if !p.is_empty() => p,
+        Ok(_) => {
+            eprintln!("pgmux passwd: empty password");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("pgmux passwd: cannot read the password: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let verifier = pgmux::auth::scram_verifier(&password, iterations);
+    print!(
+        "{}",
+        pgmux::auth::userlist::write(&[(user.to_string(), verifier)])
+    );
+    ExitCode::SUCCESS
 }
 
 fn report(file: &std::path::Path, e: &ConfigError) {
@@ -83,6 +145,10 @@ fn run(config: Config, file: PathBuf) -> ExitCode {
     match config.general.log_format {
         LogFormat::Json => logs.json().flatten_event(true).init(),
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    let overridden = Config::env_overrides();
+    if !overridden.is_empty() {
+        tracing::info!(keys = ?overridden, "config keys set by the environment");
     }
     // One worker: a current-thread runtime (one epoll loop, as PgBouncer), which needs no
     // cross-thread wake-ups or work stealing. More: tokio's multi-thread scheduler.
@@ -119,37 +185,71 @@ fn run(config: Config, file: PathBuf) -> ExitCode {
     })
 }
 
-/// Serve until told to stop: SIGHUP reloads; SIGTERM drains (a second SIGTERM or a SIGINT
-/// during the drain stops at once); SIGINT stops at once; the admin console's SHUTDOWN too.
+/// Serve until told to stop, with PgBouncer's signals: SIGHUP reloads; SIGTERM drains
+/// (SHUTDOWN WAIT_FOR_CLIENTS); SIGINT is the safe shutdown (SHUTDOWN WAIT_FOR_SERVERS);
+/// SIGQUIT stops at once, as does a second SIGTERM or SIGINT during a shutdown; SIGUSR1
+/// pauses every pool (PAUSE) and SIGUSR2 resumes them (RESUME). The admin console's
+/// SHUTDOWN too. systemd hears of readiness, reloads and the stop through sd_notify.
 async fn serve(running: &mut pgmux::app::Running) {
     use pgmux::shared::Request;
+    use pgmux::systemd::notify;
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
+    let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
+    let mut usr2 = signal(SignalKind::user_defined2()).expect("SIGUSR2 handler");
     let timeout = || running.shared.config().general.shutdown_timeout.get();
+    notify(&format!(
+        "READY=1\nSTATUS=listening on {:?}\nMAINPID={}",
+        running.addrs,
+        std::process::id()
+    ));
     let how = loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
+                notify("RELOADING=1");
                 let _ = pgmux::reload::reload(&running.shared);
+                notify("READY=1");
             }
-            _ = term.recv() => break Some(Request::ShutdownWaitForClients),
-            _ = int.recv() => break None,
-            r = running.next_request() => break Some(r),
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: pausing every pool");
+                running.pause();
+            }
+            _ = usr2.recv() => {
+                tracing::info!("SIGUSR2: resuming every pool");
+                running.resume();
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: draining (shutdown_timeout {:?})", timeout());
+                break Request::ShutdownWaitForClients;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: safe shutdown, waiting for servers to be released");
+                break Request::ShutdownWaitForServers;
+            }
+            _ = quit.recv() => {
+                tracing::info!("SIGQUIT: stopping at once");
+                break Request::Shutdown;
+            }
+            r = running.next_request() => break r,
         }
     };
+    notify("STOPPING=1");
     let t = timeout();
     let drain = async {
         match how {
-            Some(Request::ShutdownWaitForClients) => running.drain(t).await,
-            Some(Request::ShutdownWaitForServers) => running.drain_servers(t).await,
-            Some(Request::Shutdown) | None => {}
+            Request::ShutdownWaitForClients => running.drain(t).await,
+            Request::ShutdownWaitForServers => running.drain_servers(t).await,
+            Request::Shutdown => {}
         }
     };
     tokio::select! {
         _ = drain => {}
         _ = term.recv() => tracing::info!("second SIGTERM: stopping at once"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping at once"),
+        _ = int.recv() => tracing::info!("SIGINT during the shutdown: stopping at once"),
+        _ = quit.recv() => tracing::info!("SIGQUIT: stopping at once"),
     }
 }

@@ -202,6 +202,20 @@ fn restart_notice(out: &mut BytesMut, keys: &[String]) {
     }
 }
 
+/// PAUSE (without waiting for servers to be released) or RESUME one database, or all: its
+/// configured entries and its pools. SIGUSR1 and SIGUSR2 do this for all.
+pub(crate) fn set_paused(shared: &Shared, db: Option<&str>, paused: bool) {
+    let names: Vec<String> = shared.config().databases.keys().cloned().collect();
+    shared.registry.set_flags(db, &names, |f| f.paused = paused);
+    for p in shared.registry.of(db) {
+        if paused {
+            p.pause();
+        } else {
+            p.resume();
+        }
+    }
+}
+
 /// PAUSE, RESUME, RECONNECT, KILL, DISABLE, ENABLE, WAIT_CLOSE: on one database or all.
 async fn database_command(shared: &Shared, cmd: Command, out: &mut BytesMut) {
     let (tag, db) = match &cmd {
@@ -235,26 +249,14 @@ async fn database_command(shared: &Shared, cmd: Command, out: &mut BytesMut) {
     let pools = shared.registry.of(db.as_deref());
     match cmd {
         Command::Pause(_) => {
-            shared
-                .registry
-                .set_flags(db.as_deref(), &names, |f| f.paused = true);
-            for p in &pools {
-                p.pause();
-            }
+            set_paused(shared, db.as_deref(), true);
             // Returns once every server of the database has been released and closed.
             for p in &pools {
                 p.wait_until(|p| !p.is_paused() || p.open_servers() == 0)
                     .await;
             }
         }
-        Command::Resume(_) => {
-            shared
-                .registry
-                .set_flags(db.as_deref(), &names, |f| f.paused = false);
-            for p in &pools {
-                p.resume();
-            }
-        }
+        Command::Resume(_) => set_paused(shared, db.as_deref(), false),
         Command::Reconnect(_) => {
             for p in &pools {
                 p.reconnect();

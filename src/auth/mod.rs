@@ -129,6 +129,12 @@ impl Secret {
 }
 
 /// Compare two byte strings in time independent of where they differ.
+/// A SCRAM-SHA-256 verifier (as in `pg_authid`) of `password`, with a fresh salt: what
+/// `pgmux passwd` prints for an auth_file.
+pub fn scram_verifier(password: &str, iterations: u32) -> String {
+    scram::ScramSecret::derive(password, iterations).verifier()
+}
+
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

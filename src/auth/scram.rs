@@ -141,6 +141,18 @@ impl ScramSecret {
         }
     }
 
+    /// The verifier as Postgres stores it in `pg_authid` (and `parse` reads it):
+    /// `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
+    pub fn verifier(&self) -> String {
+        format!(
+            "SCRAM-SHA-256${}:{}${}:{}",
+            self.iterations,
+            STANDARD.encode(&self.salt),
+            STANDARD.encode(self.stored_key),
+            STANDARD.encode(self.server_key)
+        )
+    }
+
     /// Check a plaintext password against this verifier.
     pub(crate) fn verify_password(&self, password: &str) -> bool {
         let (_, stored_key, server_key) = keys(password, &self.salt, self.iterations.max(1));
@@ -470,6 +482,17 @@ mod tests {
     use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn a_derived_verifier_reads_back_and_checks_its_password() {
+        let s = ScramSecret::derive("pa$s w:rd", 4096);
+        let text = s.verifier();
+        assert!(text.starts_with("SCRAM-SHA-256$4096:"), "{text}");
+        let back = ScramSecret::parse(&text).unwrap();
+        assert_eq!(back.verifier(), text);
+        assert!(back.verify_password("pa$s w:rd"));
+        assert!(!back.verify_password("other"));
+    }
 
     /// Run a full exchange; Ok(client_key) when the server accepted and the client verified the server.
     fn exchange(secret: &ScramSecret, password: &str) -> Result<[u8; 32], ScramError> {

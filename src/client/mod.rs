@@ -21,9 +21,11 @@ use crate::shared::{LoginFailure, Shared};
 pub(crate) use login::LoggedIn;
 pub use relay::state::{Ready, Sent, TxnState};
 
-/// Accept clients, one task each, until shutdown begins; then drain the connections already
-/// queued in the listener (so none is reset when it closes) and return, closing it.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Accept clients on every listener, one task each, until shutdown begins; then drain the
+/// connections already queued in the listeners (so none is reset when they close) and
+/// return, closing them.
+pub async fn serve(listeners: Vec<TcpListener>, shared: Arc<Shared>) {
+    use std::task::Poll;
     // Idle clients park in one epoll set (without it, each keeps its task).
     // The accept loop holds the parking set: its task ends once the loop has ended and no
     // client is parked.
@@ -31,6 +33,19 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         .inspect_err(|e| tracing::warn!("idle clients cannot park: {e}"))
         .ok();
     let parking = parking_set.as_ref().map_or_else(Weak::new, Arc::downgrade);
+    // The next listener to look at first, so that a busy one cannot starve the others.
+    let mut first = 0;
+    let accept_any = |first: &mut usize, cx: &mut std::task::Context<'_>| {
+        let n = listeners.len();
+        for i in 0..n {
+            let k = (*first + i) % n;
+            if let Poll::Ready(r) = listeners[k].poll_accept(cx) {
+                *first = (k + 1) % n;
+                return Poll::Ready(r);
+            }
+        }
+        Poll::Pending
+    };
     loop {
         let changed = shared.run.changed.notified();
         tokio::pin!(changed);
@@ -39,7 +54,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             break;
         }
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = std::future::poll_fn(|cx| accept_any(&mut first, cx)) => match accepted {
                 Ok((stream, peer)) => spawn_client(stream, peer, &shared, &parking),
                 Err(e) => {
                     // EMFILE and friends: back off briefly rather than spin.
@@ -50,12 +65,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             _ = &mut changed => {}
         }
     }
-    // Connections the kernel completed before the listener closes would be reset with it.
-    while let Some(Ok((stream, peer))) = std::future::poll_fn(|cx| match listener.poll_accept(cx) {
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
-        std::task::Poll::Ready(r) => std::task::Poll::Ready(Some(r)),
-    })
-    .await
+    // Connections the kernel completed before the listeners close would be reset with them.
+    while let Some(Ok((stream, peer))) =
+        std::future::poll_fn(|cx| match accept_any(&mut first, cx) {
+            Poll::Pending => Poll::Ready(None),
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+        })
+        .await
     {
         spawn_client(stream, peer, &shared, &parking);
     }

@@ -3,6 +3,7 @@
 //! Durations are seconds (fractions allowed); `0` disables a timeout, as in PgBouncer.
 //! `validate` (in `validate.rs`) lists every problem with the key's name.
 
+mod env;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -244,7 +245,8 @@ pub(crate) struct Metrics {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
-    /// Address to listen on; "*" for all. Default "127.0.0.1". Restart.
+    /// Addresses to listen on, comma-separated (IPs or host names); "*" for every IPv4 and
+    /// IPv6 address. Default "127.0.0.1". Restart.
     pub listen_addr: String,
     /// Default 6432. Restart.
     pub listen_port: u16,
@@ -618,6 +620,11 @@ pub(crate) fn is_admin_db(name: &str) -> bool {
 }
 
 /// The address of `[metrics] listen`: "ip:port", with "*" for all addresses.
+/// The entries of a `listen_addr` list: comma-separated, trimmed, empty ones skipped.
+pub fn listen_addrs(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|a| !a.is_empty())
+}
+
 pub fn metrics_addr(listen: &str) -> Option<std::net::SocketAddr> {
     let s = match listen.strip_prefix("*:") {
         Some(port) => format!("0.0.0.0:{port}"),
@@ -627,13 +634,24 @@ pub fn metrics_addr(listen: &str) -> Option<std::net::SocketAddr> {
 }
 
 impl Config {
-    /// Read, parse and validate a config file.
+    /// Read, parse and validate a config file, with the `PGMUX_GENERAL_<KEY>` and
+    /// `PGMUX_METRICS_<KEY>` environment variables overriding its keys.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        Config::parse(&text)
+        let overrides = env::overrides(std::env::vars());
+        Config::parse(&env::apply(&text, &overrides))
+    }
+
+    /// The keys the environment overrides (`general.default_pool_size` for
+    /// `PGMUX_GENERAL_DEFAULT_POOL_SIZE`), for the log.
+    pub fn env_overrides() -> Vec<String> {
+        env::overrides(std::env::vars())
+            .into_iter()
+            .map(|(section, key, _)| format!("{section}.{key}"))
+            .collect()
     }
 
     /// Parse and validate config text; every problem is reported at once.

@@ -569,11 +569,22 @@ const MAX_PACKET_SIZE: usize = 1 << 30;
 const MIN_PACKET_SIZE: usize = 1024;
 
 fn check_general(g: &General, p: &mut Problems) {
-    if g.listen_addr.trim().is_empty() {
+    if super::listen_addrs(&g.listen_addr).next().is_none() {
         p.push(
             "general.listen_addr",
             "must not be empty (use \"*\" for all addresses)",
         );
+    }
+    for a in super::listen_addrs(&g.listen_addr) {
+        let name_like = a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if a != "*" && a.parse::<std::net::IpAddr>().is_err() && !name_like {
+            p.push(
+                "general.listen_addr",
+                format!("{a:?} is neither \"*\", an IP address nor a host name"),
+            );
+        }
     }
     if g.max_client_conn < 1 {
         p.push("general.max_client_conn", "must be at least 1");

@@ -15,9 +15,15 @@ pub struct Proc {
 
 impl Proc {
     pub fn start(config: &Path) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pgmux"))
-            .arg("-c")
-            .arg(config)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgmux"));
+        cmd.arg("-c").arg(config);
+        Proc::spawn(cmd)
+    }
+
+    /// Start `cmd` (the pgmux binary with its arguments and environment); returns once it
+    /// listens.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        let mut child = cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -45,6 +51,10 @@ impl Proc {
         };
         p.wait_log("pgmux listening", 10);
         p
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log(&self) -> String {

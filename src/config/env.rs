@@ -1,0 +1,103 @@
+//! Settings from the environment: `PGMUX_GENERAL_<KEY>` and `PGMUX_METRICS_<KEY>` override
+//! `[general]` and `[metrics]` keys of the config file (a container image's config tuned per
+//! deployment without editing the mounted file).
+
+use toml::{Table, Value};
+
+/// The variables that override keys, as (section, key, value), in name order.
+pub(crate) fn overrides(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Vec<(&'static str, String, String)> {
+    let mut out: Vec<(&'static str, String, String)> = vars
+        .filter_map(|(name, value)| {
+            let (section, key) = if let Some(k) = name.strip_prefix("PGMUX_GENERAL_") {
+                ("general", k)
+            } else if let Some(k) = name.strip_prefix("PGMUX_METRICS_") {
+                ("metrics", k)
+            } else {
+                return None;
+            };
+            (!key.is_empty()).then(|| (section, key.to_ascii_lowercase(), value))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A value as TOML reads it (`30`, `true`, `["a", "b"]`), else as a string (`127.0.0.1`, `*`).
+fn value(text: &str) -> Value {
+    match format!("v = {text}").parse::<Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| Value::String(text.into())),
+        Err(_) => Value::String(text.to_string()),
+    }
+}
+
+/// Config text with the overrides applied (unchanged when there are none or the text does
+/// not parse: validation then reports the file's own problem).
+pub(crate) fn apply(text: &str, overrides: &[(&'static str, String, String)]) -> String {
+    if overrides.is_empty() {
+        return text.to_string();
+    }
+    let Ok(mut doc) = text.parse::<Table>() else {
+        return text.to_string();
+    };
+    for (section, key, v) in overrides {
+        let entry = doc
+            .entry(section.to_string())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if let Value::Table(t) = entry {
+            t.insert(key.clone(), value(v));
+        }
+    }
+    toml::to_string(&doc).unwrap_or_else(|_| text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(&'static str, String, String)> {
+        overrides(v.iter().map(|(a, b)| (a.to_string(), b.to_string())))
+    }
+
+    #[test]
+    fn only_pgmux_section_variables_count() {
+        let o = vars(&[
+            ("PGMUX_GENERAL_DEFAULT_POOL_SIZE", "30"),
+            ("PGMUX_METRICS_LISTEN", "*:9127"),
+            ("PGMUX_CONFIG", "/etc/pgmux/pgmux.toml"),
+            ("PGMUX_PGBENCH_SECS", "3"),
+            ("PGMUX_GENERAL_", "x"),
+            ("HOME", "/root"),
+        ]);
+        assert_eq!(
+            o,
+            vec![
+                ("general", "default_pool_size".into(), "30".into()),
+                ("metrics", "listen".into(), "*:9127".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn values_are_typed_and_replace_the_file() {
+        let text = "[general]\nlisten_addr = \"127.0.0.1\"\ndefault_pool_size = 5\n";
+        let out = apply(
+            text,
+            &vars(&[
+                ("PGMUX_GENERAL_DEFAULT_POOL_SIZE", "30"),
+                ("PGMUX_GENERAL_LISTEN_ADDR", "*"),
+                ("PGMUX_GENERAL_ADMIN_USERS", "[\"ops\"]"),
+                ("PGMUX_METRICS_LISTEN", "0.0.0.0:9127"),
+            ]),
+        );
+        let t: Table = out.parse().unwrap();
+        assert_eq!(t["general"]["default_pool_size"].as_integer(), Some(30));
+        assert_eq!(t["general"]["listen_addr"].as_str(), Some("*"));
+        assert_eq!(
+            t["general"]["admin_users"].as_array().unwrap()[0].as_str(),
+            Some("ops")
+        );
+        assert_eq!(t["metrics"]["listen"].as_str(), Some("0.0.0.0:9127"));
+    }
+}
