@@ -1,4 +1,4 @@
-# Multi-stage build: compile in the Rust image, run from a small Debian image as a non-root user.
+# Multi-stage build: compile in the Rust image, run from debian-slim as a non-root user.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -8,13 +8,17 @@ COPY tests ./tests
 COPY benches ./benches
 RUN cargo build --release --locked --bin pgmux
 
+# The runtime: glibc from debian-slim (the binary is built against bookworm's), no shell
+# tools beyond the base, a numeric non-root user (Kubernetes' runAsNonRoot can check it), and
+# nothing written to disk, so the root file system may be mounted read-only.
 FROM debian:bookworm-slim
-RUN useradd --system --uid 10001 --no-create-home pgmux
 COPY --from=build /src/target/release/pgmux /usr/local/bin/pgmux
-COPY config/pgmux.toml /etc/pgmux/pgmux.toml
-USER 10001
-EXPOSE 6432
-# SIGTERM: stop accepting, finish what runs; SIGINT: exit at once.
+COPY deploy/docker/pgmux.toml /etc/pgmux/pgmux.toml
+COPY deploy/docker/userlist.txt /etc/pgmux/userlist.txt
+ENV PGMUX_CONFIG=/etc/pgmux/pgmux.toml RUST_LOG=info
+USER 10001:10001
+# 6432: the Postgres protocol; 9127: /metrics, /health (liveness), /ready (readiness).
+EXPOSE 6432 9127
+# SIGTERM drains: stop accepting, /ready fails, clients finish within shutdown_timeout.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/pgmux"]
-CMD ["--config", "/etc/pgmux/pgmux.toml"]

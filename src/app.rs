@@ -106,14 +106,22 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         .map(|l| l.local_addr())
         .collect::<std::io::Result<Vec<_>>>()?;
     let addr = addrs[0];
-    let metrics_listener = match config.metrics.listen.as_deref() {
-        Some(l) => {
-            let a = crate::config::metrics_addr(l)
-                .ok_or_else(|| std::io::Error::other(format!("bad [metrics] listen: {l}")))?;
-            Some(bind(a, config.general.so_reuseport)?)
+    // `[metrics] listen = "*:port"`: every IPv4 and (where the host has it) IPv6 address.
+    let mut metrics_listeners = Vec::new();
+    if let Some(l) = config.metrics.listen.as_deref() {
+        let a = crate::config::metrics_addr(l)
+            .ok_or_else(|| std::io::Error::other(format!("bad [metrics] listen: {l}")))?;
+        let first = bind(a, config.general.so_reuseport)?;
+        let port = first.local_addr()?.port();
+        metrics_listeners.push(first);
+        if l.starts_with("*:") {
+            let v6 = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+            match bind(v6, config.general.so_reuseport) {
+                Ok(l) => metrics_listeners.push(l),
+                Err(e) => tracing::warn!("[metrics] listen *: not on IPv6 ({v6}): {e}"),
+            }
         }
-        None => None,
-    };
+    }
     let shared = Arc::new(Shared::new(Arc::new(config)).map_err(std::io::Error::other)?);
     let accept = tokio::spawn(client::serve(listeners, shared.clone()));
     let mut tasks = vec![
@@ -127,9 +135,11 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         }),
         tokio::spawn(crate::stats_log::run(shared.clone())),
     ];
-    let mut metrics_addr = None;
-    if let Some(l) = metrics_listener {
-        metrics_addr = Some(l.local_addr()?);
+    let metrics_addr = match metrics_listeners.first() {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
+    for l in metrics_listeners {
         tasks.push(tokio::spawn(crate::metrics::serve(l, shared.clone())));
     }
     tracing::info!(addrs = ?addrs, metrics = ?metrics_addr, "pgmux listening");

@@ -619,12 +619,13 @@ pub(crate) fn is_admin_db(name: &str) -> bool {
     ADMIN_DATABASES.contains(&name)
 }
 
-/// The address of `[metrics] listen`: "ip:port", with "*" for all addresses.
 /// The entries of a `listen_addr` list: comma-separated, trimmed, empty ones skipped.
 pub fn listen_addrs(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|a| !a.is_empty())
 }
 
+/// The address of `[metrics] listen`: "ip:port", with "*" for all addresses (this gives the
+/// IPv4 one; `app` binds the IPv6 one beside it).
 pub fn metrics_addr(listen: &str) -> Option<std::net::SocketAddr> {
     let s = match listen.strip_prefix("*:") {
         Some(port) => format!("0.0.0.0:{port}"),
