@@ -64,6 +64,11 @@ pub enum Login {
 }
 
 impl Login {
+    /// Whether this is an admin console client.
+    pub fn is_admin(&self) -> bool {
+        matches!(self, Login::Admin { .. })
+    }
+
     pub fn user(&self) -> &str {
         match self {
             Login::Pool { pool, .. } => &pool.user,

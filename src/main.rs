@@ -66,6 +66,10 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
+    let (_, skipped) = Config::env_overrides();
+    for v in skipped {
+        eprintln!("warning: {v} names no config key: skipped");
+    }
     match Config::load(file) {
         Ok(config) => match pgmux::shared::Live::new(std::sync::Arc::new(config)) {
             Ok(_) => {
@@ -146,9 +150,12 @@ fn run(config: Config, file: PathBuf) -> ExitCode {
         LogFormat::Json => logs.json().flatten_event(true).init(),
         LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
     }
-    let overridden = Config::env_overrides();
+    let (overridden, skipped) = Config::env_overrides();
     if !overridden.is_empty() {
         tracing::info!(keys = ?overridden, "config keys set by the environment");
+    }
+    if !skipped.is_empty() {
+        tracing::warn!(variables = ?skipped, "environment variables naming no config key, skipped");
     }
     // One worker: a current-thread runtime (one epoll loop, as PgBouncer), which needs no
     // cross-thread wake-ups or work stealing. More: tokio's multi-thread scheduler.

@@ -260,6 +260,9 @@ pub struct Shared {
     mock_salt_key: [u8; 32],
     /// auth_query's answers, kept for auth_query_cache_ttl (emptied on reload).
     pub auth_cache: crate::auth::query::Cache,
+    /// Admin console logins and queries: the `pgbouncer` database's row in SHOW STATS.
+    pub(crate) console_logins: AtomicU64,
+    pub(crate) console_queries: AtomicU64,
 }
 
 impl Shared {
@@ -276,6 +279,8 @@ impl Shared {
             started: Instant::now(),
             mock_salt_key: rand::random(),
             auth_cache: Default::default(),
+            console_logins: AtomicU64::new(0),
+            console_queries: AtomicU64::new(0),
         })
     }
 

@@ -73,6 +73,7 @@ pub(crate) async fn run(
                 let q = proto::cstr(&body).map(|(q, _)| q).unwrap_or_default();
                 info.waiting();
                 info.active(0);
+                crate::pool::PoolStats::add(&shared.console_queries, 1);
                 execute(&shared, &sess, q, &mut out).await;
                 info.idle();
                 backend::ready_for_query(&mut out, b'I');

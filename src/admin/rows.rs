@@ -86,11 +86,6 @@ impl Table {
         }
     }
 
-    /// The column names and types.
-    pub(crate) fn columns(&self) -> &[(&'static str, Ty)] {
-        &self.cols
-    }
-
     /// The rows so far.
     pub(crate) fn rows(&self) -> &[Vec<V>] {
         &self.rows

@@ -1,4 +1,6 @@
-//! SHOW commands: PgBouncer 1.2x's columns, names and types, filled from pgmux's state.
+//! SHOW commands: exactly PgBouncer 1.26.1's columns (names, order, types), filled from
+//! pgmux's state, so that tools reading PgBouncer's console (exporters, dashboards) read
+//! pgmux's. The admin console's own database is listed as PgBouncer lists it (`pgbouncer`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,17 +34,36 @@ pub(crate) const COMMANDS: &[&str] = &[
     "LISTS",
     "VERSION",
     "STATE",
+    "PEERS",
+    "PEER_POOLS",
     "MEM",
     "DNS_HOSTS",
     "DNS_ZONES",
 ];
 
-/// The version string SHOW VERSION gives: PgBouncer-compatible tools parse "PgBouncer x.y.z".
+/// The PgBouncer version whose console pgmux's answers like: SHOW's columns are exactly its.
+pub(crate) const PGBOUNCER_VERSION: &str = "1.26.1";
+
+/// The version string SHOW VERSION gives: PgBouncer's own form first ("PgBouncer x.y.z", which
+/// tools parse), pgmux's after it.
 pub(crate) fn version() -> String {
     format!(
-        "pgmux {} (PgBouncer 1.23.1 compatible)",
+        "PgBouncer {PGBOUNCER_VERSION} (pgmux {})",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+/// The admin console's database and user, as PgBouncer names them in SHOW.
+const CONSOLE: &str = "pgbouncer";
+
+/// Admin console clients connected now.
+fn console_clients(shared: &Shared) -> usize {
+    shared
+        .clients
+        .all()
+        .iter()
+        .filter(|c| c.login.get().is_some_and(|l| l.is_admin()))
+        .count()
 }
 
 /// Answer `SHOW what`; `None` when pgmux has no such SHOW command.
@@ -71,6 +92,19 @@ pub(crate) fn show(shared: &Shared, what: &str) -> Option<Table> {
             t
         }
         "STATE" => state(shared),
+        "PEERS" => Table::new(&[
+            ("peer_id", Int4),
+            ("host", Text),
+            ("port", Int4),
+            ("pool_size", Int4),
+        ]),
+        "PEER_POOLS" => Table::new(&[
+            ("peer_id", Int4),
+            ("cl_active_cancel_req", Int4),
+            ("cl_waiting_cancel_req", Int4),
+            ("sv_active_cancel", Int4),
+            ("sv_login", Int4),
+        ]),
         "MEM" => Table::new(&[
             ("name", Text),
             ("size", Int4),
@@ -133,11 +167,16 @@ fn pools(shared: &Shared) -> Table {
         ("maxwait_us", Int4),
         ("pool_mode", Text),
         ("load_balance_hosts", Text),
-        // pgmux's own, after PgBouncer's columns.
-        ("cl_idle", Int4),
-        ("pool_size", Int4),
-        ("saturation", Numeric),
     ]);
+    // The console's own pool, as PgBouncer lists it: its clients active, no servers.
+    let mut console = vec![
+        CONSOLE.into(),
+        CONSOLE.into(),
+        console_clients(shared).into(),
+    ];
+    console.extend((0..12).map(|_| V::from(0)));
+    console.extend(["statement".into(), V::NULL]);
+    t.row(console);
     for v in snapshot::pools(shared) {
         let c = &v.clients;
         let s = &v.servers;
@@ -160,16 +199,14 @@ fn pools(shared: &Shared) -> Table {
             (c.max_wait_us % 1_000_000).into(),
             v.pool.settings().mode_label.into(),
             V::NULL,
-            c.idle.into(),
-            v.pool.settings().pool_size.into(),
-            format!("{:.3}", v.saturation()).into(),
         ]);
     }
     t
 }
 
-/// Totals and last-period figures per database (PgBouncer aggregates pools by database).
-fn per_database(shared: &Shared) -> BTreeMap<String, (Totals, Period)> {
+/// Totals and last-period figures per database (PgBouncer aggregates pools by database),
+/// the console's first (its queries and logins; no period of its own).
+fn per_database(shared: &Shared) -> Vec<(String, (Totals, Period))> {
     let mut m: BTreeMap<String, (Totals, Period)> = BTreeMap::new();
     for pool in shared.registry.all() {
         let e = m.entry(pool.database.clone()).or_default();
@@ -179,54 +216,78 @@ fn per_database(shared: &Shared) -> BTreeMap<String, (Totals, Period)> {
         e.1.end += p.end;
         e.1.secs = e.1.secs.max(p.secs);
     }
-    m
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let queries = load(&shared.console_queries);
+    let console = Totals {
+        xacts: queries,
+        queries,
+        client_logins: load(&shared.console_logins),
+        ..Default::default()
+    };
+    let mut out = vec![(CONSOLE.to_string(), (console, Period::default()))];
+    out.extend(m.into_iter().filter(|(db, _)| db != CONSOLE));
+    out
 }
 
+/// One SHOW STATS counter under each of its names, in PgBouncer 1.26's order.
+struct StatCol {
+    /// SHOW STATS' total and average columns.
+    total: &'static str,
+    avg: &'static str,
+    /// SHOW STATS_TOTALS' and SHOW STATS_AVERAGES' (which keeps `avg_` on some).
+    totals: &'static str,
+    averages: &'static str,
+    /// SHOW TOTALS' rows: `total_` and `avg_` with this.
+    row: &'static str,
+}
+
+const fn col(
+    total: &'static str,
+    avg: &'static str,
+    totals: &'static str,
+    averages: &'static str,
+    row: &'static str,
+) -> StatCol {
+    StatCol {
+        total,
+        avg,
+        totals,
+        averages,
+        row,
+    }
+}
+
+#[rustfmt::skip]
+const STATS_COLS: &[StatCol] = &[
+    col("total_server_assignment_count", "avg_server_assignment_count", "server_assignment_count", "server_assignment_count", "server_assignment_count"),
+    col("total_xact_count", "avg_xact_count", "xact_count", "xact_count", "xact_count"),
+    col("total_query_count", "avg_query_count", "query_count", "query_count", "query_count"),
+    col("total_received", "avg_recv", "bytes_received", "bytes_received", "client_bytes"),
+    col("total_sent", "avg_sent", "bytes_sent", "bytes_sent", "server_bytes"),
+    col("total_xact_time", "avg_xact_time", "xact_time", "xact_time", "xact_time"),
+    col("total_query_time", "avg_query_time", "query_time", "query_time", "query_time"),
+    col("total_wait_time", "avg_wait_time", "wait_time", "wait_time", "wait_time"),
+    col("total_client_parse_count", "avg_client_parse_count", "client_parse_count", "avg_client_parse_count", "ps_client_parse_count"),
+    col("total_server_parse_count", "avg_server_parse_count", "server_parse_count", "avg_server_parse_count", "ps_server_parse_count"),
+    col("total_bind_count", "avg_bind_count", "bind_count", "avg_bind_count", "ps_bind_count"),
+    col("total_client_login_count", "avg_client_login_count", "client_login_count", "avg_client_login_count", "client_login_count"),
+];
+
 fn stats(shared: &Shared, totals: bool, avgs: bool) -> Table {
-    // (STATS name, STATS_TOTALS / STATS_AVERAGES name)
-    const TOTAL_COLS: &[(&str, &str)] = &[
-        ("total_server_assignment_count", "server_assignment_count"),
-        ("total_xact_count", "xact_count"),
-        ("total_query_count", "query_count"),
-        ("total_received", "bytes_received"),
-        ("total_sent", "bytes_sent"),
-        ("total_xact_time", "xact_time"),
-        ("total_query_time", "query_time"),
-        ("total_wait_time", "wait_time"),
-        ("total_client_parse_count", "client_parse_count"),
-        ("total_server_parse_count", "server_parse_count"),
-        ("total_bind_count", "bind_count"),
-        ("total_server_closed_count", "server_closed_count"),
-        ("total_server_lifetime", "server_lifetime"),
-    ];
-    const AVG_COLS: &[(&str, &str)] = &[
-        ("avg_server_assignment_count", "server_assignment_count"),
-        ("avg_xact_count", "xact_count"),
-        ("avg_query_count", "query_count"),
-        ("avg_recv", "bytes_received"),
-        ("avg_sent", "bytes_sent"),
-        ("avg_xact_time", "xact_time"),
-        ("avg_query_time", "query_time"),
-        ("avg_wait_time", "wait_time"),
-        ("avg_client_parse_count", "client_parse_count"),
-        ("avg_server_parse_count", "server_parse_count"),
-        ("avg_bind_count", "bind_count"),
-        ("avg_server_lifetime", "server_lifetime"),
-    ];
     let both = totals && avgs;
     let mut cols: Vec<(&'static str, Ty)> = vec![("database", Text)];
     if totals {
         cols.extend(
-            TOTAL_COLS
+            STATS_COLS
                 .iter()
-                .map(|(a, b)| (if both { *a } else { *b }, Numeric)),
+                .map(|c| (if both { c.total } else { c.totals }, Numeric)),
         );
     }
     if avgs {
         cols.extend(
-            AVG_COLS
+            STATS_COLS
                 .iter()
-                .map(|(a, b)| (if both { *a } else { *b }, Numeric)),
+                .map(|c| (if both { c.avg } else { c.averages }, Numeric)),
         );
     }
     let mut t = Table::new(&cols);
@@ -249,7 +310,7 @@ fn stats(shared: &Shared, totals: bool, avgs: bool) -> Table {
                 a.client_parses,
                 a.server_parses,
                 a.binds,
-                a.server_lifetime_us,
+                a.client_logins,
             ];
             row.extend(v.into_iter().map(V::from));
         }
@@ -271,22 +332,25 @@ fn total_values(t: &Totals) -> Vec<u64> {
         t.client_parses,
         t.server_parses,
         t.binds,
-        t.servers_closed,
-        t.server_lifetime_us,
+        t.client_logins,
     ]
 }
 
+/// SHOW TOTALS: SHOW STATS summed over databases, one row per counter, PgBouncer's row names.
 fn totals(shared: &Shared) -> Table {
     let stats = stats(shared, true, true);
     let mut t = Table::new(&[("name", Text), ("value", Numeric)]);
-    let cols = stats.columns().to_vec();
-    for (i, (name, _)) in cols.iter().enumerate().skip(1) {
+    let names = STATS_COLS
+        .iter()
+        .map(|c| format!("total_{}", c.row))
+        .chain(STATS_COLS.iter().map(|c| format!("avg_{}", c.row)));
+    for (i, name) in names.enumerate() {
         let sum: u64 = stats
             .rows()
             .iter()
-            .filter_map(|r| r[i].0.as_deref()?.parse::<u64>().ok())
+            .filter_map(|r| r[i + 1].0.as_deref()?.parse::<u64>().ok())
             .sum();
-        t.row(vec![(*name).into(), sum.into()]);
+        t.row(vec![name.into(), sum.into()]);
     }
     t
 }
@@ -321,9 +385,7 @@ fn connections(shared: &Shared, clients: bool, servers: bool, sockets: bool) -> 
         ("tls", Text),
         ("application_name", Text),
         ("prepared_statements", Int4),
-        ("id", Int8),
-        // pgmux's: the configured host:port a server went to (NULL for clients).
-        ("host", Text),
+        ("id", Int4),
     ];
     if sockets {
         for c in [
@@ -419,7 +481,6 @@ fn client_row(c: &ClientInfo, now: u64) -> Vec<V> {
         login.map(|l| l.application_name()).into(),
         c.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),
         c.id.into(),
-        V::NULL,
     ]
 }
 
@@ -462,7 +523,6 @@ fn server_row(
         app.into(),
         s.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),
         s.id.into(),
-        s.host.to_string().into(),
     ]
 }
 
@@ -493,7 +553,6 @@ fn databases(shared: &Shared) -> Table {
         ("force_user", Text),
         ("pool_size", Int4),
         ("min_pool_size", Int4),
-        ("reserve_pool", Int4),
         ("reserve_pool_size", Int4),
         ("server_lifetime", Int4),
         ("pool_mode", Text),
@@ -505,8 +564,31 @@ fn databases(shared: &Shared) -> Table {
         ("paused", Int4),
         ("disabled", Int4),
     ]);
+    // The console's database, as PgBouncer lists its own.
+    t.row(vec![
+        CONSOLE.into(),
+        V::NULL,
+        g.listen_port.into(),
+        CONSOLE.into(),
+        CONSOLE.into(),
+        2.into(),
+        0.into(),
+        0.into(),
+        (g.server_lifetime.0 as u64).into(),
+        "statement".into(),
+        V::NULL,
+        0.into(),
+        0.into(),
+        0.into(),
+        console_clients(shared).into(),
+        0.into(),
+        0.into(),
+    ]);
     let clients = shared.clients.all();
     for name in database_names(shared, &config) {
+        if name == CONSOLE {
+            continue;
+        }
         let Some(db) = config.database(&name) else {
             continue;
         };
@@ -527,7 +609,6 @@ fn databases(shared: &Shared) -> Table {
             db.pool_size.unwrap_or(g.default_pool_size).into(),
             db.min_pool_size.unwrap_or(g.min_pool_size).into(),
             reserve.into(),
-            reserve.into(),
             (g.server_lifetime.0 as u64).into(),
             db.pool_mode.map(|m| m.as_str()).into(),
             V::NULL,
@@ -547,8 +628,8 @@ fn users(shared: &Shared) -> Table {
     let g = &config.general;
     let mut t = Table::new(&[
         ("name", Text),
-        ("pool_size", Int4),
-        ("reserve_pool_size", Int4),
+        ("pool_size", Text),
+        ("reserve_pool_size", Text),
         ("pool_mode", Text),
         ("max_user_connections", Int4),
         ("current_connections", Int4),
@@ -564,8 +645,8 @@ fn users(shared: &Shared) -> Table {
             .count();
         t.row(vec![
             name.into(),
-            V::NULL,
-            V::NULL,
+            "".into(),
+            "".into(),
             u.pool_mode.map(|m| m.as_str()).into(),
             u.max_user_connections
                 .unwrap_or(g.max_user_connections)
@@ -573,6 +654,19 @@ fn users(shared: &Shared) -> Table {
             used.into(),
             0.into(),
             n_clients.into(),
+        ]);
+    }
+    // The console's own user, as PgBouncer lists it.
+    if !config.users.contains_key(CONSOLE) {
+        t.row(vec![
+            CONSOLE.into(),
+            "".into(),
+            "".into(),
+            V::NULL,
+            0.into(),
+            0.into(),
+            0.into(),
+            0.into(),
         ]);
     }
     t
@@ -632,9 +726,11 @@ fn lists(shared: &Shared) -> Table {
         .sum();
     let mut t = Table::new(&[("list", Text), ("items", Int4)]);
     for (name, n) in [
-        ("databases", database_names(shared, &config).len()),
-        ("users", config.users.len()),
-        ("pools", shared.registry.all().len()),
+        ("databases", database_names(shared, &config).len() + 1),
+        ("users", config.users.len() + 1),
+        ("peers", 0),
+        ("pools", shared.registry.all().len() + 1),
+        ("peer_pools", 0),
         ("free_clients", 0),
         ("used_clients", clients.len()),
         ("login_clients", login),
@@ -657,11 +753,6 @@ fn state(shared: &Shared) -> Table {
     let mut t = Table::new(&[("key", Text), ("value", Text)]);
     t.row(vec!["active".into(), yes(!paused)]);
     t.row(vec!["paused".into(), yes(paused)]);
-    t.row(vec!["suspended".into(), yes(false)]);
-    t.row(vec![
-        "shutting_down".into(),
-        yes(shared.run.shutting_down()),
-    ]);
     t
 }
 

@@ -1,13 +1,41 @@
 //! Settings from the environment: `PGMUX_GENERAL_<KEY>` and `PGMUX_METRICS_<KEY>` override
 //! `[general]` and `[metrics]` keys of the config file (a container image's config tuned per
-//! deployment without editing the mounted file).
+//! deployment without editing the mounted file). A variable naming no key is skipped, not an
+//! error: Kubernetes gives a pod `<SERVICE>_SERVICE_HOST` and the like for every Service, so
+//! a Service called `pgmux-metrics` must not stop pgmux from starting.
 
 use toml::{Table, Value};
+
+/// The `[metrics]` keys.
+const METRICS_KEYS: &[&str] = &["listen"];
+
+/// Whether `section.key` is a key the environment may set.
+fn known(section: &str, key: &str) -> bool {
+    match section {
+        "general" => super::general_keys().contains(&key),
+        _ => METRICS_KEYS.contains(&key),
+    }
+}
+
+/// The variables that name no key (`PGMUX_GENERAL_X`), skipped: for a warning.
+pub(crate) fn unknown(vars: impl Iterator<Item = (String, String)>) -> Vec<String> {
+    all(vars)
+        .into_iter()
+        .filter(|(s, k, _)| !known(s, k))
+        .map(|(s, k, _)| format!("PGMUX_{}_{}", s.to_uppercase(), k.to_uppercase()))
+        .collect()
+}
 
 /// The variables that override keys, as (section, key, value), in name order.
 pub(crate) fn overrides(
     vars: impl Iterator<Item = (String, String)>,
 ) -> Vec<(&'static str, String, String)> {
+    let mut out = all(vars);
+    out.retain(|(s, k, _)| known(s, k));
+    out
+}
+
+fn all(vars: impl Iterator<Item = (String, String)>) -> Vec<(&'static str, String, String)> {
     let mut out: Vec<(&'static str, String, String)> = vars
         .filter_map(|(name, value)| {
             let (section, key) = if let Some(k) = name.strip_prefix("PGMUX_GENERAL_") {
@@ -68,6 +96,7 @@ mod tests {
             ("PGMUX_CONFIG", "/etc/pgmux/pgmux.toml"),
             ("PGMUX_PGBENCH_SECS", "3"),
             ("PGMUX_GENERAL_", "x"),
+            ("PGMUX_METRICS_SERVICE_HOST", "10.0.0.1"),
             ("HOME", "/root"),
         ]);
         assert_eq!(
@@ -77,6 +106,17 @@ mod tests {
                 ("metrics", "listen".into(), "*:9127".into()),
             ]
         );
+    }
+
+    #[test]
+    fn variables_naming_no_key_are_reported_not_applied() {
+        let v = [
+            ("PGMUX_METRICS_SERVICE_HOST", "10.0.0.1"),
+            ("PGMUX_GENERAL_LISTEN_PORT", "1"),
+        ];
+        let it = || v.iter().map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(unknown(it()), ["PGMUX_METRICS_SERVICE_HOST"]);
+        assert_eq!(overrides(it()).len(), 1);
     }
 
     #[test]

@@ -647,12 +647,14 @@ impl Config {
     }
 
     /// The keys the environment overrides (`general.default_pool_size` for
-    /// `PGMUX_GENERAL_DEFAULT_POOL_SIZE`), for the log.
-    pub fn env_overrides() -> Vec<String> {
-        env::overrides(std::env::vars())
+    /// `PGMUX_GENERAL_DEFAULT_POOL_SIZE`), and the `PGMUX_GENERAL_*` / `PGMUX_METRICS_*`
+    /// variables that name no key (skipped), for the log.
+    pub fn env_overrides() -> (Vec<String>, Vec<String>) {
+        let set = env::overrides(std::env::vars())
             .into_iter()
             .map(|(section, key, _)| format!("{section}.{key}"))
-            .collect()
+            .collect();
+        (set, env::unknown(std::env::vars()))
     }
 
     /// Parse and validate config text; every problem is reported at once.

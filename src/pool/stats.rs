@@ -45,6 +45,8 @@ pub struct PoolStats {
     pub ps_evictions: AtomicU64,
     /// Bind messages for a named statement pgmux maps.
     pub ps_binds: AtomicU64,
+    /// Clients that logged in to this pool (PgBouncer 1.26's client_login_count).
+    pub client_logins: AtomicU64,
     /// The totals at the start and end of the last stats_period.
     pub(crate) period: Mutex<Period>,
 }
@@ -80,6 +82,7 @@ pub(crate) struct Totals {
     pub(crate) client_parses: u64,
     pub(crate) server_parses: u64,
     pub binds: u64,
+    pub(crate) client_logins: u64,
 }
 
 /// Rates and mean durations over the last stats_period (PgBouncer's avg_* columns).
@@ -100,6 +103,7 @@ pub(crate) struct Averages {
     pub(crate) client_parses: u64,
     pub(crate) server_parses: u64,
     pub binds: u64,
+    pub(crate) client_logins: u64,
 }
 
 impl std::ops::AddAssign for Totals {
@@ -117,6 +121,7 @@ impl std::ops::AddAssign for Totals {
         self.client_parses += o.client_parses;
         self.server_parses += o.server_parses;
         self.binds += o.binds;
+        self.client_logins += o.client_logins;
     }
 }
 
@@ -143,6 +148,7 @@ impl PoolStats {
             client_parses: g(&self.ps_client_parses),
             server_parses: g(&self.ps_server_parses),
             binds: g(&self.ps_binds),
+            client_logins: g(&self.client_logins),
         }
     }
 
@@ -187,6 +193,7 @@ pub(crate) fn averages(old: &Totals, new: &Totals, secs: f64) -> Averages {
         client_parses: rate(old.client_parses, new.client_parses),
         server_parses: rate(old.server_parses, new.server_parses),
         binds: rate(old.binds, new.binds),
+        client_logins: rate(old.client_logins, new.client_logins),
     }
 }
 

@@ -368,7 +368,7 @@ impl Drop for PgBouncer {
 // 1. SHOW columns: every PgBouncer column, with its name and type.
 // ---------------------------------------------------------------------------------------------
 
-/// The SHOW commands PgBouncer 1.18 and pgmux both answer.
+/// SHOW commands every console user may run (PgBouncer 1.18 has them too).
 const SHOW_BOTH: &[&str] = &[
     "POOLS",
     "STATS",
@@ -389,75 +389,122 @@ const SHOW_BOTH: &[&str] = &[
     "DNS_ZONES",
 ];
 
+/// PgBouncer 1.26.1's SHOW columns (name, type OID), read off the wire from Debian's
+/// pgbouncer_1.26.1-1 (sid) with psycopg2's cursor.description: pgmux claims that version in
+/// SHOW VERSION and must answer with exactly these.
+#[rustfmt::skip]
+const PGBOUNCER_1_26_1: &[(&str, &[(&str, u32)])] = &[
+    ("POOLS", &[("database", 25), ("user", 25), ("cl_active", 23), ("cl_waiting", 23), ("cl_active_cancel_req", 23), ("cl_waiting_cancel_req", 23), ("sv_active", 23), ("sv_active_cancel", 23), ("sv_being_canceled", 23), ("sv_idle", 23), ("sv_used", 23), ("sv_tested", 23), ("sv_login", 23), ("maxwait", 23), ("maxwait_us", 23), ("pool_mode", 25), ("load_balance_hosts", 25)]),
+    ("STATS", &[("database", 25), ("total_server_assignment_count", 1700), ("total_xact_count", 1700), ("total_query_count", 1700), ("total_received", 1700), ("total_sent", 1700), ("total_xact_time", 1700), ("total_query_time", 1700), ("total_wait_time", 1700), ("total_client_parse_count", 1700), ("total_server_parse_count", 1700), ("total_bind_count", 1700), ("total_client_login_count", 1700), ("avg_server_assignment_count", 1700), ("avg_xact_count", 1700), ("avg_query_count", 1700), ("avg_recv", 1700), ("avg_sent", 1700), ("avg_xact_time", 1700), ("avg_query_time", 1700), ("avg_wait_time", 1700), ("avg_client_parse_count", 1700), ("avg_server_parse_count", 1700), ("avg_bind_count", 1700), ("avg_client_login_count", 1700)]),
+    ("STATS_TOTALS", &[("database", 25), ("server_assignment_count", 1700), ("xact_count", 1700), ("query_count", 1700), ("bytes_received", 1700), ("bytes_sent", 1700), ("xact_time", 1700), ("query_time", 1700), ("wait_time", 1700), ("client_parse_count", 1700), ("server_parse_count", 1700), ("bind_count", 1700), ("client_login_count", 1700)]),
+    ("STATS_AVERAGES", &[("database", 25), ("server_assignment_count", 1700), ("xact_count", 1700), ("query_count", 1700), ("bytes_received", 1700), ("bytes_sent", 1700), ("xact_time", 1700), ("query_time", 1700), ("wait_time", 1700), ("avg_client_parse_count", 1700), ("avg_server_parse_count", 1700), ("avg_bind_count", 1700), ("avg_client_login_count", 1700)]),
+    ("TOTALS", &[("name", 25), ("value", 1700)]),
+    ("CLIENTS", &[("type", 25), ("user", 25), ("database", 25), ("replication", 25), ("state", 25), ("addr", 25), ("port", 23), ("local_addr", 25), ("local_port", 23), ("connect_time", 25), ("request_time", 25), ("wait", 23), ("wait_us", 23), ("close_needed", 23), ("ptr", 25), ("link", 25), ("remote_pid", 23), ("tls", 25), ("application_name", 25), ("prepared_statements", 23), ("id", 23)]),
+    ("SERVERS", &[("type", 25), ("user", 25), ("database", 25), ("replication", 25), ("state", 25), ("addr", 25), ("port", 23), ("local_addr", 25), ("local_port", 23), ("connect_time", 25), ("request_time", 25), ("wait", 23), ("wait_us", 23), ("close_needed", 23), ("ptr", 25), ("link", 25), ("remote_pid", 23), ("tls", 25), ("application_name", 25), ("prepared_statements", 23), ("id", 23)]),
+    ("SOCKETS", &[("type", 25), ("user", 25), ("database", 25), ("replication", 25), ("state", 25), ("addr", 25), ("port", 23), ("local_addr", 25), ("local_port", 23), ("connect_time", 25), ("request_time", 25), ("wait", 23), ("wait_us", 23), ("close_needed", 23), ("ptr", 25), ("link", 25), ("remote_pid", 23), ("tls", 25), ("application_name", 25), ("prepared_statements", 23), ("id", 23), ("recv_pos", 23), ("pkt_pos", 23), ("pkt_remain", 23), ("send_pos", 23), ("send_remain", 23), ("pkt_avail", 23), ("send_avail", 23)]),
+    ("ACTIVE_SOCKETS", &[("type", 25), ("user", 25), ("database", 25), ("replication", 25), ("state", 25), ("addr", 25), ("port", 23), ("local_addr", 25), ("local_port", 23), ("connect_time", 25), ("request_time", 25), ("wait", 23), ("wait_us", 23), ("close_needed", 23), ("ptr", 25), ("link", 25), ("remote_pid", 23), ("tls", 25), ("application_name", 25), ("prepared_statements", 23), ("id", 23), ("recv_pos", 23), ("pkt_pos", 23), ("pkt_remain", 23), ("send_pos", 23), ("send_remain", 23), ("pkt_avail", 23), ("send_avail", 23)]),
+    ("DATABASES", &[("name", 25), ("host", 25), ("port", 23), ("database", 25), ("force_user", 25), ("pool_size", 23), ("min_pool_size", 23), ("reserve_pool_size", 23), ("server_lifetime", 23), ("pool_mode", 25), ("load_balance_hosts", 25), ("max_connections", 23), ("current_connections", 23), ("max_client_connections", 23), ("current_client_connections", 23), ("paused", 23), ("disabled", 23)]),
+    ("USERS", &[("name", 25), ("pool_size", 25), ("reserve_pool_size", 25), ("pool_mode", 25), ("max_user_connections", 23), ("current_connections", 23), ("max_user_client_connections", 23), ("current_client_connections", 23)]),
+    ("CONFIG", &[("key", 25), ("value", 25), ("default", 25), ("changeable", 25)]),
+    ("LISTS", &[("list", 25), ("items", 23)]),
+    ("VERSION", &[("version", 25)]),
+    ("STATE", &[("key", 25), ("value", 25)]),
+    ("MEM", &[("name", 25), ("size", 23), ("used", 23), ("free", 23), ("memtotal", 23)]),
+    ("DNS_HOSTS", &[("hostname", 25), ("ttl", 20), ("addrs", 25)]),
+    ("DNS_ZONES", &[("zonename", 25), ("serial", 20), ("count", 23)]),
+    ("PEERS", &[("peer_id", 23), ("host", 25), ("port", 23), ("pool_size", 23)]),
+    ("PEER_POOLS", &[("peer_id", 23), ("cl_active_cancel_req", 23), ("cl_waiting_cancel_req", 23), ("sv_active_cancel", 23), ("sv_login", 23)]),
+];
+
+/// Rows PgBouncer 1.26.1 gives in SHOW LISTS, SHOW TOTALS and SHOW STATE, in order.
+const LISTS_1_26_1: &[&str] = &[
+    "databases",
+    "users",
+    "peers",
+    "pools",
+    "peer_pools",
+    "free_clients",
+    "used_clients",
+    "login_clients",
+    "free_servers",
+    "used_servers",
+    "dns_names",
+    "dns_zones",
+    "dns_queries",
+    "dns_pending",
+];
+const TOTALS_1_26_1: &[&str] = &[
+    "total_server_assignment_count",
+    "total_xact_count",
+    "total_query_count",
+    "total_client_bytes",
+    "total_server_bytes",
+    "total_xact_time",
+    "total_query_time",
+    "total_wait_time",
+    "total_ps_client_parse_count",
+    "total_ps_server_parse_count",
+    "total_ps_bind_count",
+    "total_client_login_count",
+    "avg_server_assignment_count",
+    "avg_xact_count",
+    "avg_query_count",
+    "avg_client_bytes",
+    "avg_server_bytes",
+    "avg_xact_time",
+    "avg_query_time",
+    "avg_wait_time",
+    "avg_ps_client_parse_count",
+    "avg_ps_server_parse_count",
+    "avg_ps_bind_count",
+    "avg_client_login_count",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn show_columns_match_pgbouncer() {
+async fn show_columns_are_pgbouncer_1_26_1s() {
     let pgb = tokio::task::spawn_blocking(PgBouncer::start).await.unwrap();
     let mux = Mux::start(admin_config("", "")).await;
     // A pool on each side, so that SHOW SERVERS and the others have rows too.
     let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "appdb").await;
     rows(&c, "SELECT 1").await;
 
-    let mut theirs = raw_login(pgb.port, "admin", "admin_pw", "pgbouncer").await;
     let mut ours = raw_login(mux.port(), "admin", "admin_pw", "pgmux").await;
-    let version = columns(&mut theirs, "SHOW VERSION").await.unwrap();
-    assert_eq!(
-        version,
-        [("version".to_string(), 25)],
-        "PgBouncer's SHOW VERSION"
-    );
-
     let mut problems = Vec::new();
-    for what in SHOW_BOTH {
+    for (what, want) in PGBOUNCER_1_26_1 {
         let sql = format!("SHOW {what}");
-        let want = columns(&mut theirs, &sql)
-            .await
-            .unwrap_or_else(|e| panic!("PgBouncer: {sql}: {e:?}"));
         let got = columns(&mut ours, &sql)
             .await
             .unwrap_or_else(|e| panic!("pgmux: {sql}: {e:?}"));
-        for (name, oid) in &want {
-            match got.iter().find(|(n, _)| n == name) {
-                None => problems.push(format!("{sql}: column {name} (type {oid}) is missing")),
-                Some((_, o)) if o != oid => problems.push(format!(
-                    "{sql}: column {name} has type {o}, PgBouncer's is {oid}"
-                )),
-                Some(_) => {}
-            }
-        }
-        // PgBouncer's columns come in PgBouncer's order (pgmux may insert its own between).
-        let order: Vec<&String> = got
-            .iter()
-            .map(|(n, _)| n)
-            .filter(|n| want.iter().any(|(w, _)| w == *n))
-            .collect();
-        let want_order: Vec<&String> = want
-            .iter()
-            .map(|(n, _)| n)
-            .filter(|n| order.contains(n))
-            .collect();
-        if order != want_order {
+        let want: Vec<(String, u32)> = want.iter().map(|(n, t)| (n.to_string(), *t)).collect();
+        if got != want {
             problems.push(format!(
-                "{sql}: PgBouncer's columns in another order: {order:?}, PgBouncer: {want_order:?}"
+                "{sql}:\n  pgmux:         {got:?}\n  PgBouncer 1.26.1: {want:?}"
             ));
         }
     }
     assert!(
         problems.is_empty(),
-        "pgmux's SHOW columns differ from PgBouncer 1.18's:\n{}",
+        "pgmux's SHOW columns differ from PgBouncer 1.26.1's:\n{}",
         problems.join("\n")
     );
-
-    // SHOW STATE (PgBouncer 1.19+; not in 1.18).
-    assert_eq!(
-        columns(&mut ours, "SHOW STATE").await.unwrap(),
-        [("key".to_string(), 25), ("value".to_string(), 25)]
-    );
     let a = console(&mux).await;
-    let state = table(&a, "SHOW STATE").await;
-    let keys: Vec<&str> = state.iter().map(|r| val(r, "key")).collect();
-    for k in ["active", "paused", "suspended"] {
-        assert!(keys.contains(&k), "SHOW STATE has no {k} row: {state:?}");
-    }
+    let names = |t: &[Row], col: &str| -> Vec<String> {
+        t.iter().map(|r| val(r, col).to_string()).collect()
+    };
+    assert_eq!(names(&table(&a, "SHOW LISTS").await, "list"), LISTS_1_26_1);
+    assert_eq!(
+        names(&table(&a, "SHOW TOTALS").await, "name"),
+        TOTALS_1_26_1
+    );
+    assert_eq!(
+        names(&table(&a, "SHOW STATE").await, "key"),
+        ["active", "paused"]
+    );
+    let v = table(&a, "SHOW VERSION").await;
+    assert!(
+        val(&v[0], "version").starts_with("PgBouncer 1.26.1 (pgmux "),
+        "{v:?}"
+    );
     assert_eq!(
         val(&row_where(&a, "SHOW STATE", "key", "active").await, "value"),
         "yes"
@@ -466,13 +513,53 @@ async fn show_columns_match_pgbouncer() {
         val(&row_where(&a, "SHOW STATE", "key", "paused").await, "value"),
         "no"
     );
-    assert_eq!(
-        val(
-            &row_where(&a, "SHOW STATE", "key", "suspended").await,
-            "value"
-        ),
-        "no"
+    // The console's own database, pool and user are listed, as PgBouncer lists its own: an
+    // exporter's queries then never come back empty.
+    let pool = rows_where(&a, "SHOW POOLS", "database", "pgbouncer").await;
+    assert_eq!(pool.len(), 1);
+    assert_eq!(val(&pool[0], "user"), "pgbouncer");
+    assert!(val(&pool[0], "cl_active").parse::<u32>().unwrap() >= 1);
+    let stats = row_where(&a, "SHOW STATS", "database", "pgbouncer").await;
+    assert!(val(&stats, "total_query_count").parse::<u32>().unwrap() >= 1);
+    assert!(
+        val(&stats, "total_client_login_count")
+            .parse::<u32>()
+            .unwrap()
+            >= 2
     );
+    row_where(&a, "SHOW DATABASES", "name", "pgbouncer").await;
+    row_where(&a, "SHOW USERS", "name", "pgbouncer").await;
+    // Client logins are counted per database.
+    let app = row_where(&a, "SHOW STATS", "database", "appdb").await;
+    assert_eq!(val(&app, "total_client_login_count"), "1");
+
+    // Debian's PgBouncer (1.18): its columns come in pgmux's too, in its order, but for the
+    // one 1.24 renamed (DATABASES reserve_pool is reserve_pool_size since).
+    let mut theirs = raw_login(pgb.port, "admin", "admin_pw", "pgbouncer").await;
+    for (what, mine) in PGBOUNCER_1_26_1 {
+        let sql = format!("SHOW {what}");
+        let Ok(old) = columns(&mut theirs, &sql).await else {
+            continue; // not in 1.18 (STATE, PEERS, ...)
+        };
+        let mut at = 0;
+        for (name, oid) in &old {
+            if (*what, name.as_str()) == ("DATABASES", "reserve_pool") {
+                continue;
+            }
+            match mine[at..].iter().position(|(n, _)| n == name) {
+                Some(i) => {
+                    assert_eq!(
+                        mine[at + i].1,
+                        *oid,
+                        "{sql}: {name}'s type differs from 1.18's"
+                    );
+                    at += i + 1;
+                }
+                None => problems.push(format!("{sql}: 1.18's {name} is missing or out of order")),
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     drop(pgb);
 }
 
@@ -739,8 +826,8 @@ async fn show_stats_config_version_databases_users_lists() {
         .parse()
         .unwrap()
     };
-    assert_eq!(items("databases"), 3);
-    assert_eq!(items("pools"), 1);
+    assert_eq!(items("databases"), 4, "3 configured and the console's");
+    assert_eq!(items("pools"), 2, "appdb's and the console's");
     assert_eq!(items("used_clients"), 2, "the app client and the console");
     assert_eq!(items("used_servers"), 1);
 
@@ -992,7 +1079,6 @@ async fn set_changes_general_keys() {
     table(&a, "SET default_pool_size = 3").await;
     assert_eq!(config_value(&a, "default_pool_size").await, "3");
     assert_eq!(mux.pool("appdb", "app").unwrap().settings().pool_size, 3);
-    assert_eq!(val(&pool_row(&a, "appdb").await, "pool_size"), "3");
     assert_eq!(
         val(
             &row_where(&a, "SHOW DATABASES", "name", "appdb").await,

@@ -139,9 +139,8 @@ async fn reads_leave_a_stopped_replica_and_come_back_to_it() {
     let mut by_host: HashMap<String, usize> = HashMap::new();
     for m in &show {
         if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-            *by_host
-                .entry(r.get("host").unwrap().to_string())
-                .or_default() += 1;
+            let host = format!("{}:{}", r.get("addr").unwrap(), r.get("port").unwrap());
+            *by_host.entry(host).or_default() += 1;
         }
     }
     assert_eq!(by_host[&format!("127.0.0.1:{p1}")], 3, "{by_host:?}");

@@ -20,7 +20,7 @@ use crate::cancel::CancelKey;
 use crate::clients::{ClientInfo, Login};
 use crate::config::is_admin_db;
 use crate::error::{sqlstate, Error, Result};
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolStats};
 use crate::proto::backend;
 use crate::proto::startup::{self, StartupPacket};
 use crate::server::params::tracked_index;
@@ -307,6 +307,7 @@ impl<'a> Ctx<'a> {
                 pool: pool.clone(),
             };
             self.welcome_end(&key, login).await?;
+            PoolStats::add(&pool.stats.client_logins, 1);
             Ok(Some(LoggedIn::Pool(Session {
                 params: pool.share_client_params(client_params),
                 pool,
@@ -355,6 +356,7 @@ impl<'a> Ctx<'a> {
             database: database.into(),
         };
         self.welcome_end(&key, login).await?;
+        PoolStats::add(&self.shared.console_logins, 1);
         Ok(Some(LoggedIn::Admin(AdminSession {
             user: user.to_string(),
             admin,
