@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Run every pgmux test on a fresh machine: installs PostgreSQL and PgBouncer (apt-get) when missing,
-# then runs unit and integration tests (each integration test binary starts its own Postgres).
+# then runs unit and integration tests (each integration test binary starts its own Postgres),
+# then, with no cargo test filter given, the deploy checks (systemd unit, Kubernetes overlays,
+# Prometheus rules and tests, the Grafana dashboard against a real Prometheus, PgBouncer's
+# exporter against pgmux); they install what they need (kubectl, kubernetes-validate,
+# prometheus, the exporter) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +35,13 @@ bash tests/drivers/setup.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo test --locked "$@"
+
+# With no filter: the deploy files and the tools that read pgmux (README, "Deploying"), with
+# the binary cargo test built.
+if [ "$#" -eq 0 ]; then
+  bash scripts/check-systemd.sh target/debug/pgmux
+  PGMUX_BIN=target/debug/pgmux bash scripts/check-kubernetes.sh
+  bash scripts/check-monitoring.sh
+  python3 scripts/test-dashboard.py target/debug/pgmux
+  PGMUX_BIN=target/debug/pgmux python3 scripts/test-exporter.py
+fi
