@@ -33,6 +33,15 @@ enum Command {
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
         iterations: u32,
     },
+    /// Translate a PgBouncer config (pgbouncer.ini) into a pgmux config, printed on standard
+    /// output; what is not carried over as it was is listed at its top and on standard error.
+    Import {
+        /// The pgbouncer.ini to read (its %include files too).
+        file: PathBuf,
+        /// A userlist.txt to use as auth_file (checked), instead of the ini's.
+        #[arg(long, value_name = "FILE")]
+        auth_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +55,7 @@ fn main() -> ExitCode {
             check_config(&file)
         }
         Some(Command::Passwd { user, iterations }) => passwd(&user, iterations),
+        Some(Command::Import { file, auth_file }) => import(&file, auth_file.as_deref()),
         None => {
             let Some(file) = cli.config else {
                 eprintln!(
@@ -86,6 +96,33 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `pgmux import pgbouncer.ini`: the translation on stdout, its notes on stderr; exit 1 when
+/// the ini cannot be read or the result would not pass check-config.
+fn import(file: &std::path::Path, auth_file: Option<&std::path::Path>) -> ExitCode {
+    use pgmux::config::import::NoteKind;
+    let imported = match pgmux::config::import::import(file, auth_file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("pgmux import: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for n in &imported.notes {
+        let kind = match n.kind {
+            NoteKind::Ignored => "ignored",
+            NoteKind::Unsupported => "UNSUPPORTED",
+            NoteKind::Changed => "changed",
+        };
+        eprintln!("{}: {kind}: {}", n.key, n.reason);
+    }
+    if let Err(e) = Config::parse(&imported.toml) {
+        eprintln!("pgmux import: the result does not pass check-config:\n{e}");
+        return ExitCode::FAILURE;
+    }
+    print!("{}", imported.toml);
+    ExitCode::SUCCESS
 }
 
 /// `pgmux passwd USER`: one userlist.txt line, the password never echoed nor stored.

@@ -4,6 +4,7 @@
 //! `validate` (in `validate.rs`) lists every problem with the key's name.
 
 mod env;
+pub mod import;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -564,7 +564,7 @@ section_reader!(
 );
 
 /// Largest `max_packet_size` accepted: 1 GiB, Postgres' own limit for a message.
-const MAX_PACKET_SIZE: usize = 1 << 30;
+pub(super) const MAX_PACKET_SIZE: usize = 1 << 30;
 /// Smallest `max_packet_size` accepted.
 const MIN_PACKET_SIZE: usize = 1024;
 
@@ -794,13 +794,17 @@ fn check_databases(config: &Config, p: &mut Problems) {
 }
 
 fn check_users(config: &Config, p: &mut Problems) {
-    let auth_type = config.general.auth_type;
+    let g = &config.general;
+    // Without a password here, the user's secret comes from auth_file or auth_query (as a
+    // PgBouncer [users] entry, which holds settings only).
+    let elsewhere =
+        g.auth_type == AuthType::Trust || g.auth_file.is_some() || g.auth_user.is_some();
     for (name, user) in &config.users {
         let path = format!("users.{}.password", key_part(name));
         match &user.password {
-            None if auth_type != AuthType::Trust => p.push(
+            None if !elsewhere => p.push(
                 path,
-                "missing; only auth_type = \"trust\" allows users without a password",
+                "missing; only auth_type = \"trust\", auth_file or auth_user allow users without a password",
             ),
             None => {}
             Some(pw) => {

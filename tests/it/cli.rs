@@ -321,3 +321,76 @@ fn tells_systemd_when_ready_reloading_and_stopping() {
     assert_eq!(next(), "STOPPING=1");
     assert!(p.wait_exit(10));
 }
+
+/// A PgBouncer setup moved in one command: its ini (with an %include) and userlist become a
+/// pgmux config that serves the same clients.
+#[test]
+fn import_moves_a_pgbouncer_config_in_one_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("databases.ini"),
+        format!(
+            "[databases]\nappdb = host=127.0.0.1 port={} dbname=appdb pool_size=3 reserve_pool=1\n",
+            pg().port
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("pgbouncer.ini"),
+        format!(
+            ";; a PgBouncer config as it ran\n%include databases.ini\n\n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = scram-sha-256\n\
+             auth_file = userlist.txt\npool_mode = transaction\nadmin_users = app\n\
+             logfile = /var/log/pgbouncer/pgbouncer.log\npidfile = /run/pgbouncer.pid\n\
+             query_timeout = 30\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("userlist.txt"), "\"app\" \"app_pw\"\n").unwrap();
+    let (ok, toml, notes) = run(pgmux().arg("import").arg(dir.path().join("pgbouncer.ini")));
+    assert!(ok, "{notes}");
+    for line in [
+        "pgbouncer.logfile: ignored",
+        "pgbouncer.pidfile: ignored",
+        "pgbouncer.query_timeout: UNSUPPORTED",
+    ] {
+        assert!(notes.contains(line), "stderr lacks {line:?}:\n{notes}");
+    }
+    assert!(toml.contains("# Settings not carried over"), "{toml}");
+    let conf = dir.path().join("pgmux.toml");
+    std::fs::write(&conf, &toml).unwrap();
+    let (ok, out, err) = run(pgmux().arg("check-config").arg(&conf));
+    assert!(ok, "{out}{err}\n{toml}");
+    let _p = Proc::start(&conf);
+    assert!(answers("127.0.0.1", port, "app", "app_pw"));
+    assert!(!answers("127.0.0.1", port, "app", "wrong"));
+    // --auth-file: another userlist, checked.
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, "\"app\" \"x\"\n\"bad\n").unwrap();
+    let (ok, _, err) = run(pgmux()
+        .arg("import")
+        .arg(dir.path().join("pgbouncer.ini"))
+        .arg("--auth-file")
+        .arg(&other));
+    assert!(!ok);
+    assert!(err.contains("other.txt"), "{err}");
+}
+
+/// Debian's sample pgbouncer.ini (the pgbouncer package the tests install) imports into a
+/// config that passes check-config.
+#[test]
+fn import_reads_debians_sample_config() {
+    let sample = std::path::Path::new("/etc/pgbouncer/pgbouncer.ini");
+    assert!(sample.exists(), "needs Debian's pgbouncer package");
+    let (ok, toml, notes) = run(pgmux().arg("import").arg(sample));
+    assert!(ok, "{notes}");
+    assert!(
+        notes.contains("pgbouncer.unix_socket_dir: ignored"),
+        "{notes}"
+    );
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), &toml).unwrap();
+    let (ok, out, err) = run(pgmux().arg("check-config").arg(f.path()));
+    assert!(ok, "{out}{err}\n{toml}");
+}
