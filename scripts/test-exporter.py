@@ -428,7 +428,7 @@ pgbouncers:
             if name == "postgres":
                 p.send_signal(signal.SIGQUIT)  # immediate shutdown
             elif name == "pgbouncer":
-                p.send_signal(signal.SIGINT)  # immediate shutdown
+                p.send_signal(signal.SIGINT)  # safe shutdown: exits once its servers are released
             elif name.startswith("exporter"):
                 p.kill()  # stateless; on SIGTERM it would finish a 4 s sleep first
             else:

@@ -204,8 +204,13 @@ async fn shutdown_timeout_closes_idle_clients_with_57p01() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigint_exits_at_once_and_a_second_sigterm_too() {
-    for signals in [&["-INT"][..], &["-TERM", "-TERM"][..]] {
+async fn sigquit_exits_at_once_and_so_does_a_second_sigterm_or_a_sigint() {
+    // (SIGINT alone is the safe shutdown: cli::signals_have_pgbouncer_meanings.)
+    for signals in [
+        &["-QUIT"][..],
+        &["-TERM", "-TERM"][..],
+        &["-TERM", "-INT"][..],
+    ] {
         let port = free_port();
         let (_dir, path) = temp_config();
         write_config(&path, port, "shutdown_timeout = 60", "");
@@ -219,7 +224,7 @@ async fn sigint_exits_at_once_and_a_second_sigterm_too() {
             }
         }
         // A client in a transaction does not hold the process up.
-        p.wait_exit(5);
+        assert!(p.wait_exit(5), "{signals:?}: {}", p.log());
     }
 }
 
