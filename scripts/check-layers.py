@@ -16,7 +16,8 @@ LAYERS = [
     ["cancel", "clients"],
     ["shared"],
     ["snapshot", "reload"],
-    ["admin", "metrics", "stats_log"],
+    ["admin", "stats_log"],
+    ["metrics"],
     ["client"],
     ["app"],
 ]

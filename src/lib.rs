@@ -3,7 +3,7 @@
 //! Layout (dependencies point downward; docs/architecture.md has the whole map and
 //! scripts/check-layers.py keeps it): `proto`, `auth`, `error`, `boxed`, `systemd` at the bottom; `config` and
 //! `prepared`; `net`; `server`; `pool`; `cancel` and `clients`; `shared`; `snapshot` and
-//! `reload`; `admin`, `metrics` and `stats_log`; `client`; `app` and the binary on top.
+//! `reload`; `admin` and `stats_log`; `metrics`; `client`; `app` and the binary on top.
 //!
 //! Message flow: accept → `client::login` (SSLRequest answered 'S' and TLS when
 //! client_tls_sslmode allows it, else 'N'; StartupMessage, auth, ParameterStatus +

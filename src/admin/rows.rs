@@ -86,6 +86,11 @@ impl Table {
         }
     }
 
+    /// The position of the column called `name`.
+    pub(crate) fn column(&self, name: &str) -> Option<usize> {
+        self.cols.iter().position(|(n, _)| *n == name)
+    }
+
     /// The rows so far.
     pub(crate) fn rows(&self) -> &[Vec<V>] {
         &self.rows

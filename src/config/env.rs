@@ -6,14 +6,11 @@
 
 use toml::{Table, Value};
 
-/// The `[metrics]` keys.
-const METRICS_KEYS: &[&str] = &["listen"];
-
 /// Whether `section.key` is a key the environment may set.
 fn known(section: &str, key: &str) -> bool {
     match section {
         "general" => super::general_keys().contains(&key),
-        _ => METRICS_KEYS.contains(&key),
+        _ => super::validate::METRICS_KEYS.contains(&key),
     }
 }
 

@@ -240,6 +240,9 @@ pub struct Config {
 pub(crate) struct Metrics {
     /// "host:port" serving /metrics, /health and /ready; unset = off. Restart.
     pub listen: Option<String>,
+    /// Also serve the prometheus-community pgbouncer_exporter's `pgbouncer_*` series (its
+    /// dashboards and the pgbouncer mixin's alerts then work unchanged). Default false.
+    pub pgbouncer_names: bool,
 }
 
 /// `[general]`: PgBouncer's `[pgbouncer]` section.

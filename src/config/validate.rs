@@ -518,7 +518,10 @@ section_reader!(
 section_reader!(
     read_metrics,
     METRICS_KEYS,
-    Metrics { listen },
+    Metrics {
+        listen,
+        pgbouncer_names
+    },
     elsewhere: &[(GENERAL_KEYS, "[general]")]
 );
 

@@ -3,6 +3,7 @@
 //! plus /health and /ready.
 
 mod http;
+mod pgbouncer;
 mod ready;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +63,11 @@ const POOL_COUNTERS: &[(&str, &str, Total)] = &[
         "pgmux_pool_server_connect_failures_total",
         "Server connections or logins that failed.",
         |s| &s.connect_failures,
+    ),
+    (
+        "pgmux_pool_client_logins_total",
+        "Clients that logged in to the pool.",
+        |s| &s.client_logins,
     ),
     (
         "pgmux_pool_servers_opened_total",
@@ -336,11 +342,16 @@ pub(crate) fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
     families
 }
 
-/// The Prometheus text exposition of every metric.
+/// The Prometheus text exposition of every metric (and with `[metrics] pgbouncer_names`,
+/// the pgbouncer_exporter's series too).
 pub(crate) fn render(shared: &Shared) -> String {
     let mut out = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&gather(shared), &mut out)
         .expect("text encoding into a Vec");
-    String::from_utf8(out).expect("the text format is UTF-8")
+    let mut text = String::from_utf8(out).expect("the text format is UTF-8");
+    if shared.config().metrics.pgbouncer_names {
+        pgbouncer::render(shared, &mut text);
+    }
+    text
 }

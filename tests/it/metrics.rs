@@ -694,3 +694,279 @@ async fn parked_clients_are_counted() {
     })
     .await;
 }
+
+/// The pgbouncer_exporter's series (v0.12: 44 names, its build info and the unbounded
+/// pgbouncer_client_connections left out) with its exact label sets, plus the pre-0.11
+/// `pgbouncer_stats_*` family the pgbouncer mixin's dashboards query.
+const EXPORTER_SERIES: &[(&str, &str, &[&str])] = &[
+    ("pgbouncer_up", "gauge", &[]),
+    ("pgbouncer_version_info", "gauge", &["version"]),
+    ("pgbouncer_config_max_client_connections", "gauge", &[]),
+    ("pgbouncer_config_max_user_connections", "gauge", &[]),
+    ("pgbouncer_databases", "gauge", &[]),
+    ("pgbouncer_users", "gauge", &[]),
+    ("pgbouncer_pools", "gauge", &[]),
+    ("pgbouncer_free_clients", "gauge", &[]),
+    ("pgbouncer_used_clients", "gauge", &[]),
+    ("pgbouncer_login_clients", "gauge", &[]),
+    ("pgbouncer_free_servers", "gauge", &[]),
+    ("pgbouncer_used_servers", "gauge", &[]),
+    ("pgbouncer_cached_dns_names", "gauge", &[]),
+    ("pgbouncer_cached_dns_zones", "gauge", &[]),
+    ("pgbouncer_in_flight_dns_queries", "gauge", &[]),
+    ("pgbouncer_databases_pool_size", "gauge", DB_LABELS),
+    ("pgbouncer_databases_reserve_pool", "gauge", DB_LABELS),
+    ("pgbouncer_databases_max_connections", "gauge", DB_LABELS),
+    (
+        "pgbouncer_databases_current_connections",
+        "gauge",
+        DB_LABELS,
+    ),
+    ("pgbouncer_databases_paused", "gauge", DB_LABELS),
+    ("pgbouncer_databases_disabled", "gauge", DB_LABELS),
+    (
+        "pgbouncer_pools_client_active_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_client_active_cancel_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_client_waiting_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_client_waiting_cancel_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_server_active_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_server_active_cancel_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_server_being_canceled_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_server_idle_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_server_used_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_server_testing_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_server_login_connections",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_pools_client_maxwait_seconds",
+        "gauge",
+        POOL_LABELS,
+    ),
+    (
+        "pgbouncer_stats_totals_queries_pooled_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_queries_duration_seconds_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_received_bytes_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_sent_bytes_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_client_wait_seconds_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_sql_transactions_pooled_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_server_in_transaction_seconds_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_client_parses_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_server_parses_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_binds_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_totals_server_assignments_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_queries_pooled_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_queries_duration_seconds_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_received_bytes_total",
+        "counter",
+        &["database"],
+    ),
+    ("pgbouncer_stats_sent_bytes_total", "counter", &["database"]),
+    (
+        "pgbouncer_stats_client_wait_seconds_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_sql_transactions_pooled_total",
+        "counter",
+        &["database"],
+    ),
+    (
+        "pgbouncer_stats_server_in_transaction_seconds_total",
+        "counter",
+        &["database"],
+    ),
+];
+const DB_LABELS: &[&str] = &[
+    "name",
+    "host",
+    "port",
+    "database",
+    "force_user",
+    "pool_mode",
+];
+const POOL_LABELS: &[&str] = &["database", "user"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbouncer_names_serve_the_exporters_series() {
+    let metrics = format!("{METRICS}pgbouncer_names = true\n");
+    let mux = Mux::start(config("", &metrics)).await;
+    let c = mux.connect().await;
+    rows(&c, "SELECT 1").await;
+    let text = scrape_until(&mux, "the query counted", |t| {
+        find(
+            t,
+            "pgbouncer_stats_totals_queries_pooled_total",
+            &[("database", "appdb")],
+        ) >= Some(1.0)
+    })
+    .await;
+    let samples: Vec<Sample> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(parse_sample)
+        .collect();
+    for (name, kind, labels) in EXPORTER_SERIES {
+        assert_type(&text, name, kind);
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.0 == *name).collect();
+        assert!(!mine.is_empty(), "no {name} sample");
+        for (_, ls, _) in mine {
+            let mut keys: Vec<&str> = ls.iter().map(|(k, _)| k.as_str()).collect();
+            keys.sort();
+            let mut want = labels.to_vec();
+            want.sort();
+            assert_eq!(keys, want, "{name}'s labels");
+        }
+    }
+    // Nothing else under the prefix: a name the exporter does not make would be a guess.
+    for (n, _, _) in &samples {
+        if n.starts_with("pgbouncer_") {
+            assert!(
+                EXPORTER_SERIES.iter().any(|(e, _, _)| e == n),
+                "{n} is not the exporter's"
+            );
+        }
+    }
+    // Values read from the console's tables, in the exporter's units.
+    assert_eq!(val(&text, "pgbouncer_up", &[]), 1.0);
+    assert!(find(
+        &text,
+        "pgbouncer_version_info",
+        &[(
+            "version",
+            &format!("PgBouncer 1.26.1 (pgmux {})", env!("CARGO_PKG_VERSION"))
+        )]
+    )
+    .is_some());
+    let appdb = [("database", "appdb"), ("user", "app")];
+    assert_eq!(
+        val(&text, "pgbouncer_pools_client_active_connections", &appdb),
+        1.0
+    );
+    assert_eq!(
+        val(
+            &text,
+            "pgbouncer_databases_current_connections",
+            &[("name", "appdb"), ("force_user", "")]
+        ),
+        1.0
+    );
+    assert!(
+        val(
+            &text,
+            "pgbouncer_stats_queries_pooled_total",
+            &[("database", "appdb")]
+        ) >= 1.0
+    );
+    let xact_s = val(
+        &text,
+        "pgbouncer_stats_totals_server_in_transaction_seconds_total",
+        &[("database", "appdb")],
+    );
+    assert!(xact_s > 0.0 && xact_s < 10.0, "seconds, not µs: {xact_s}");
+    // The console's own rows are there, as the exporter sees PgBouncer's.
+    assert!(find(
+        &text,
+        "pgbouncer_pools_client_active_connections",
+        &[("database", "pgbouncer")]
+    )
+    .is_some());
+
+    // Off by default.
+    let plain = Mux::start(config("", METRICS)).await;
+    assert!(!scrape(&plain).await.contains("pgbouncer_"));
+}
