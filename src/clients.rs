@@ -113,6 +113,8 @@ pub struct ClientInfo {
     request_us: AtomicU64,
     /// Named prepared statements it has.
     pub prepared: AtomicU32,
+    /// Its TLS protocol, cipher and group (`net::tls::info`; 0: plaintext).
+    pub(crate) tls: AtomicU64,
     stop: AtomicU8,
     /// Whether its request loop runs in a task of its own or is parked (`client::park`).
     park: AtomicU8,
@@ -331,6 +333,7 @@ impl ClientList {
             link: AtomicU64::new(0),
             request_us: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
+            tls: AtomicU64::new(0),
             stop: AtomicU8::new(0),
             park: AtomicU8::new(IN_TASK),
             waker: AtomicWaker::new(),

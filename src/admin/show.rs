@@ -477,7 +477,7 @@ fn client_row(c: &ClientInfo, now: u64) -> Vec<V> {
             server_ptr(link).into()
         },
         0.into(),
-        "".into(),
+        crate::net::tls::describe(c.tls.load(std::sync::atomic::Ordering::Relaxed)).into(),
         login.map(|l| l.application_name()).into(),
         c.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),
         c.id.into(),
@@ -519,7 +519,7 @@ fn server_row(
             client_ptr(link).into()
         },
         s.pid().into(),
-        "".into(),
+        crate::net::tls::describe(s.tls).into(),
         app.into(),
         s.prepared.load(std::sync::atomic::Ordering::Relaxed).into(),
         s.id.into(),

@@ -333,6 +333,38 @@ pub(crate) fn client_cert_cn<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> O
     Some(cn)
 }
 
+/// A TLS connection's protocol, cipher suite and key exchange group packed in a u64 (0 for
+/// plaintext), for SHOW CLIENTS / SERVERS' `tls` column ([`describe`]).
+pub(crate) fn info(state: &rustls::CommonState) -> u64 {
+    let version = state
+        .protocol_version()
+        .map_or(0, |v| u64::from(u16::from(v)));
+    let suite = state
+        .negotiated_cipher_suite()
+        .map_or(0, |s| u64::from(u16::from(s.suite())));
+    let group = state
+        .negotiated_key_exchange_group()
+        .map_or(0, |g| u64::from(u16::from(g.name())));
+    1 << 48 | version << 32 | suite << 16 | group
+}
+
+/// [`info`] as PgBouncer prints it (`TLSv1.3/TLS13_AES_256_GCM_SHA384/ECDH=X25519`, with
+/// rustls' names); "" for plaintext.
+pub(crate) fn describe(packed: u64) -> String {
+    if packed == 0 {
+        return String::new();
+    }
+    let version = rustls::ProtocolVersion::from((packed >> 32) as u16);
+    let suite = rustls::CipherSuite::from((packed >> 16) as u16);
+    let group = rustls::NamedGroup::from(packed as u16);
+    let version = match version {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+        other => format!("{other:?}"),
+    };
+    format!("{version}/{suite:?}/ECDH={group:?}")
+}
+
 /// Pump a TLS stream through one end of a Unix socket pair in a task of its own, and give
 /// the other end to the relay, which then sees plaintext with the same non-blocking calls as
 /// a TCP socket. The task ends when either side closes.

@@ -49,6 +49,8 @@ pub struct ServerInfo {
     request_us: AtomicU64,
     /// Prepared statements it holds for clients.
     pub prepared: AtomicU32,
+    /// Its TLS protocol, cipher and group (`net::tls::info`; 0: plaintext).
+    pub(crate) tls: u64,
 }
 
 /// Microseconds since the Unix epoch now.
@@ -67,6 +69,7 @@ impl ServerInfo {
         addr: Option<SocketAddr>,
         local: Option<SocketAddr>,
         generation: u64,
+        tls: u64,
     ) -> ServerInfo {
         ServerInfo {
             id,
@@ -80,6 +83,7 @@ impl ServerInfo {
             link: AtomicU64::new(0),
             request_us: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
+            tls,
         }
     }
 

@@ -275,7 +275,7 @@ impl Server {
         let tcp = TcpStream::connect(&addrs[..]).await?;
         target.tcp.apply(&tcp);
         let (peer, local) = (tcp.peer_addr().ok(), tcp.local_addr().ok());
-        let stream = Self::negotiate_tls(tcp, &target, host).await?;
+        let (stream, tls) = Self::negotiate_tls(tcp, &target, host).await?;
         let now = Instant::now();
         let mut server = Server {
             id,
@@ -290,7 +290,14 @@ impl Server {
             target,
             host: host.lease(),
             reserve: false,
-            info: Arc::new(ServerInfo::new(id, host.clone(), peer, local, generation)),
+            info: Arc::new(ServerInfo::new(
+                id,
+                host.clone(),
+                peer,
+                local,
+                generation,
+                tls,
+            )),
             span: tracing::Span::none(),
         };
         server.login(client_key).await?;
@@ -300,19 +307,19 @@ impl Server {
 
     /// server_tls_sslmode: ask for TLS (SSLRequest) unless disabled or "allow" (which tries
     /// plaintext, the server's answer decides); a server that declines is refused when TLS is
-    /// required.
+    /// required. Returns the connection and its TLS description (`net::tls::info`, 0: none).
     async fn negotiate_tls(
         mut tcp: TcpStream,
         target: &Target,
         addr: &Host,
-    ) -> Result<Conn, ConnectError> {
+    ) -> Result<(Conn, u64), ConnectError> {
         let tls = &target.tls;
         let Some(connector) = tls
             .connector
             .as_ref()
             .filter(|_| tls.mode != SslMode::Allow)
         else {
-            return Ok(Conn::Tcp(tcp));
+            return Ok((Conn::Tcp(tcp), 0));
         };
         tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await?;
         let mut answer = [0u8; 1];
@@ -333,9 +340,10 @@ impl Server {
                             server: addr.to_string(),
                             source,
                         })?;
-                Ok(crate::net::tls::bridge(stream)?)
+                let info = crate::net::tls::info(stream.get_ref().1);
+                Ok((crate::net::tls::bridge(stream)?, info))
             }
-            b'N' if !tls.mode.required() => Ok(Conn::Tcp(tcp)),
+            b'N' if !tls.mode.required() => Ok((Conn::Tcp(tcp), 0)),
             b'N' => Err(ConnectError::TlsDeclined {
                 server: addr.to_string(),
                 mode: tls.mode.as_str(),

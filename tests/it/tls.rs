@@ -454,3 +454,39 @@ async fn over_max_client_conn_an_sslrequest_gets_the_error_not_a_handshake() {
     }
     assert!(ok, "no login once the place was free");
 }
+
+/// SHOW CLIENTS and SHOW SERVERS fill `tls` as PgBouncer does: protocol, cipher suite and key
+/// exchange group of a TLS connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_and_servers_describe_their_tls() {
+    let certs = Certs::new();
+    let pg = tls_postgres(&certs);
+    let db = database_section(
+        "tlsdb",
+        pg.port,
+        "dbname = \"postgres\"\nuser = \"postgres\"\npassword = \"unused\"",
+    );
+    let general = format!(
+        "{}server_tls_sslmode = \"require\"\nadmin_users = [\"app\"]\n",
+        certs.client_tls("require")
+    );
+    let mux = Mux::start(config(&general, &db)).await;
+    let port = mux.port();
+    let (servers, clients) = tokio::task::spawn_blocking(move || {
+        let q = psql_tls(port, "sslmode=require dbname=tlsdb", "SELECT 1");
+        assert!(q.0, "{q:?}");
+        let s = psql_tls(port, "sslmode=require dbname=pgbouncer", "SHOW SERVERS");
+        let c = psql_tls(port, "sslmode=require dbname=pgbouncer", "SHOW CLIENTS");
+        (s, c)
+    })
+    .await
+    .unwrap();
+    assert!(servers.0 && clients.0, "{servers:?} {clients:?}");
+    for (what, out) in [("SHOW SERVERS", &servers.1), ("SHOW CLIENTS", &clients.1)] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains("|TLSv1.3/TLS13_") && l.contains("/ECDH=")),
+            "{what} does not describe the TLS connection:\n{out}"
+        );
+    }
+}

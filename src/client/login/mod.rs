@@ -176,6 +176,10 @@ impl<'a> Ctx<'a> {
                     .await
                     .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
                 self.cert_cn = tls::client_cert_cn(&tls);
+                self.info.tls.store(
+                    tls::info(tls.get_ref().1),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 *self.stream = tls::bridge(tls)?;
             }
             _ => self.stream.write_all(b"N").await?,
