@@ -2,14 +2,19 @@
 
 use std::sync::Arc;
 
-/// Parameters pgmux keeps in step between a client and the server it is given.
-pub(crate) const TRACKED: [&str; 6] = [
+/// Parameters pgmux keeps in step between a client and the server it is given: the ones
+/// Postgres reports (ParameterStatus) that a session may set. `default_transaction_read_only`
+/// is reported from Postgres 14 on (PgBouncer 1.26 tracks it too): a client's `SET
+/// default_transaction_read_only TO on` then follows that client instead of staying on the
+/// server for the next one.
+pub(crate) const TRACKED: [&str; 7] = [
     "client_encoding",
     "DateStyle",
     "TimeZone",
     "IntervalStyle",
     "standard_conforming_strings",
     "application_name",
+    "default_transaction_read_only",
 ];
 
 /// The index of a tracked parameter (GUC names are case-insensitive).

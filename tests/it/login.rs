@@ -1055,3 +1055,51 @@ async fn an_oversized_login_message_is_refused_with_08p01() {
     let (code, msg, _) = error_of(&msgs).expect("an ErrorResponse");
     assert_eq!(code, "08P01", "{msg}");
 }
+
+/// A client's `SET default_transaction_read_only TO on` (what a psycopg_pool `configure`
+/// callback does) follows that client: other clients on the same server keep writing, and
+/// the client that asked for it gets it on whichever server it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_transaction_read_only_follows_its_client() {
+    let mux = Mux::start(custom_config("", "")).await;
+    let port = mux.port();
+    let cfg = tp_config(port, "app", "app_pw", "onedb");
+    let (ro, _h1) = tp_connect_ok(&cfg).await;
+    let (rw, _h2) = tp_connect_ok(&cfg).await;
+    let mut opt = tp_config(port, "app", "app_pw", "onedb");
+    opt.options("-c default_transaction_read_only=on");
+    let (ro2, _h3) = tp_connect_ok(&opt).await;
+    rows(
+        &rw,
+        "DROP TABLE IF EXISTS ro_follow; CREATE TABLE ro_follow (x int)",
+    )
+    .await;
+    rows(&ro, "SET default_transaction_read_only TO on").await;
+    let pid = one(&ro, "SELECT pg_backend_pid()").await;
+    for round in 0..3 {
+        // One server for all: the setting is made equal before each client's request.
+        assert_eq!(one(&rw, "SELECT pg_backend_pid()").await, pid);
+        rows(&rw, "INSERT INTO ro_follow VALUES (1)").await;
+        for (who, c) in [("SET", &ro), ("options", &ro2)] {
+            let e = c
+                .simple_query("INSERT INTO ro_follow VALUES (2)")
+                .await
+                .expect_err("a read-only client wrote");
+            assert_eq!(
+                code(&e).as_deref(),
+                Some("25006"),
+                "{who}, round {round}: {e}"
+            );
+            assert_eq!(one(c, "SHOW default_transaction_read_only").await, "on");
+        }
+        assert_eq!(one(&rw, "SHOW default_transaction_read_only").await, "off");
+    }
+    rows(&ro, "RESET default_transaction_read_only").await;
+    rows(&ro, "INSERT INTO ro_follow VALUES (3)").await;
+    assert_eq!(
+        one(&rw, "SELECT count(*) FROM ro_follow").await,
+        "4",
+        "three from rw, one from ro after its RESET"
+    );
+    rows(&rw, "DROP TABLE ro_follow").await;
+}
