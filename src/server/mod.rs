@@ -86,6 +86,11 @@ pub struct Server {
     pub info: Arc<ServerInfo>,
     /// Lines logged about it carry its id, pool and pid (set by its pool once it is open).
     pub(crate) span: tracing::Span,
+    /// `default_transaction_read_only` as the host gave it at login, and whether a session
+    /// SET (a client's, or pgmux's syncing a client's wish) changed it since: then the value
+    /// reported no longer tells what the host is (`still_fits`).
+    login_read_only: Option<bool>,
+    pub(crate) read_only_set: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -204,13 +209,21 @@ impl Server {
         if attrs == SessionAttrs::Any || attrs == SessionAttrs::PreferStandby {
             return true;
         }
-        let (Some(standby), Some(read_only)) = (
-            self.params.get("in_hot_standby"),
-            self.params.get("default_transaction_read_only"),
-        ) else {
+        let live = self
+            .params
+            .get("default_transaction_read_only")
+            .map(|v| v == "on");
+        // A session SET says nothing of the host: then its value at login counts.
+        let read_only = if self.read_only_set {
+            self.login_read_only
+        } else {
+            live
+        };
+        let (Some(standby), Some(read_only)) = (self.params.get("in_hot_standby"), read_only)
+        else {
             return true;
         };
-        attrs.accepts(standby == "on", read_only == "on")
+        attrs.accepts(standby == "on", read_only)
     }
 
     /// Whether the server is in recovery (a hot standby) and read-only by default: from the
@@ -290,6 +303,8 @@ impl Server {
             target,
             host: host.lease(),
             reserve: false,
+            login_read_only: None,
+            read_only_set: false,
             info: Arc::new(ServerInfo::new(
                 id,
                 host.clone(),
@@ -301,6 +316,10 @@ impl Server {
             span: tracing::Span::none(),
         };
         server.login(client_key).await?;
+        server.login_read_only = server
+            .params
+            .get("default_transaction_read_only")
+            .map(|v| v == "on");
         server.info.set_pid(server.pid);
         Ok(server)
     }
@@ -640,6 +659,9 @@ impl Server {
                 backend::quote_ident(k),
                 backend::quote_literal(v)
             ));
+        }
+        if keys.contains(&"default_transaction_read_only") {
+            self.read_only_set = true;
         }
         let status = self.run_hidden(&sql).await?;
         for k in keys {

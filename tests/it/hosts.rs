@@ -398,3 +398,35 @@ async fn a_host_name_that_moves_is_followed() {
     drop(line);
     drop((old, new));
 }
+
+/// On a `read-write` entry, a client's `SET default_transaction_read_only TO on` is the
+/// session's, not the host's: its server is not taken for a host turned read-only and closed
+/// at every release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_session_on_a_read_write_entry_keeps_its_server() {
+    use crate::support::client::tp_connect_ok;
+    let entry = crate::support::db_entry(
+        "rwdb",
+        "appdb",
+        "target_session_attrs = \"read-write\"\npool_size = 1",
+    );
+    let mux = Mux::start(crate::support::config("", &entry)).await;
+    let (c, _h) = tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "rwdb")).await;
+    rows(&c, "SET default_transaction_read_only TO on").await;
+    let pid = one(&c, "SELECT pg_backend_pid()").await;
+    for _ in 0..5 {
+        assert_eq!(
+            one(&c, "SELECT pg_backend_pid()").await,
+            pid,
+            "a new server"
+        );
+        assert_eq!(one(&c, "SHOW default_transaction_read_only").await, "on");
+    }
+    let opened = mux
+        .pool("rwdb", "app")
+        .unwrap()
+        .stats
+        .servers_opened
+        .load(Ordering::Relaxed);
+    assert_eq!(opened, 1);
+}

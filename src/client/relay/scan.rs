@@ -162,6 +162,9 @@ impl Relay {
                             if tracked_index(k).is_some() && self.sess.params.get(k) != Some(v) {
                                 std::sync::Arc::make_mut(&mut self.sess.params).set(k, v);
                             }
+                            if k == "default_transaction_read_only" {
+                                server.read_only_set = true;
+                            }
                             server.params.set(k, v);
                         }
                     } else {
