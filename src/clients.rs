@@ -115,6 +115,9 @@ pub struct ClientInfo {
     pub prepared: AtomicU32,
     /// Its TLS protocol, cipher and group (`net::tls::info`; 0: plaintext).
     pub(crate) tls: AtomicU64,
+    /// The tracked parameters it wants, as its request loop last published them (shared
+    /// with it: SHOW CLIENT_SETTINGS reads them).
+    params: parking_lot::Mutex<Option<Arc<crate::server::Params>>>,
     stop: AtomicU8,
     /// Whether its request loop runs in a task of its own or is parked (`client::park`).
     park: AtomicU8,
@@ -292,6 +295,17 @@ impl ClientInfo {
     }
 
     /// Whether the client is parked now.
+    /// Publish the tracked parameters the client wants now (at login, and when a SET or a
+    /// sync changes them).
+    pub(crate) fn set_params(&self, params: &Arc<crate::server::Params>) {
+        *self.params.lock() = Some(params.clone());
+    }
+
+    /// The tracked parameters it wants (none before it has logged in to a pool).
+    pub(crate) fn params(&self) -> Option<Arc<crate::server::Params>> {
+        self.params.lock().clone()
+    }
+
     pub fn parked(&self) -> bool {
         self.park.load(Ordering::Acquire) == PARKED
     }
@@ -334,6 +348,7 @@ impl ClientList {
             request_us: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
             tls: AtomicU64::new(0),
+            params: parking_lot::Mutex::new(None),
             stop: AtomicU8::new(0),
             park: AtomicU8::new(IN_TASK),
             waker: AtomicWaker::new(),

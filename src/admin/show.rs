@@ -36,6 +36,7 @@ pub(crate) const COMMANDS: &[&str] = &[
     "STATE",
     "PEERS",
     "PEER_POOLS",
+    "CLIENT_SETTINGS",
     "MEM",
     "DNS_HOSTS",
     "DNS_ZONES",
@@ -92,6 +93,7 @@ pub(crate) fn show(shared: &Shared, what: &str) -> Option<Table> {
             t
         }
         "STATE" => state(shared),
+        "CLIENT_SETTINGS" => client_settings(shared),
         "PEERS" => Table::new(&[
             ("peer_id", Int4),
             ("host", Text),
@@ -742,6 +744,36 @@ fn lists(shared: &Shared) -> Table {
         ("dns_pending", 0),
     ] {
         t.row(vec![name.into(), n.into()]);
+    }
+    t
+}
+
+/// SHOW CLIENT_SETTINGS (pgmux's own): each pool client's tracked parameters, the values
+/// pgmux sets on a server before running its requests (its start-up values, `options`, and its
+/// SETs since), one row per client and parameter.
+fn client_settings(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("id", Int4),
+        ("user", Text),
+        ("database", Text),
+        ("setting", Text),
+        ("value", Text),
+    ]);
+    let mut clients = shared.clients.all();
+    clients.sort_by_key(|c| c.id);
+    for c in clients {
+        let (Some(login), Some(params)) = (c.login.get(), c.params()) else {
+            continue;
+        };
+        for (k, v) in params.iter() {
+            t.row(vec![
+                c.id.into(),
+                login.user().into(),
+                login.database().into(),
+                k.into(),
+                v.into(),
+            ]);
+        }
     }
     t
 }

@@ -1231,3 +1231,30 @@ async fn console_errors() {
     let b = console(&mux).await;
     assert!(b.query("SHOW POOLS", &[]).await.is_err());
 }
+
+/// SHOW CLIENT_SETTINGS (pgmux's own): each client's tracked parameters, as pgmux will set
+/// them on a server for it: start-up values, `options`, and SETs since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_client_settings_lists_each_clients_tracked_parameters() {
+    let mux = Mux::start(admin_config("", "")).await;
+    let mut cfg = tp_config(mux.port(), "app", "app_pw", "appdb");
+    cfg.options("-c TimeZone=Europe/Paris");
+    let (c, _h) = tp_connect_ok(&cfg).await;
+    rows(&c, "SET default_transaction_read_only TO on").await;
+    let a = console(&mux).await;
+    let mine = rows_where(&a, "SHOW CLIENT_SETTINGS", "database", "appdb").await;
+    let get = |name: &str| {
+        mine.iter()
+            .find(|r| val(r, "setting") == name)
+            .map(|r| val(r, "value").to_string())
+            .unwrap_or_else(|| panic!("no {name} in {mine:?}"))
+    };
+    assert_eq!(get("TimeZone"), "Europe/Paris");
+    assert_eq!(get("default_transaction_read_only"), "on");
+    assert_eq!(get("client_encoding"), "UTF8");
+    assert!(mine.iter().all(|r| val(r, "user") == "app"));
+    // The console's own clients have none.
+    assert!(rows_where(&a, "SHOW CLIENT_SETTINGS", "database", "pgmux")
+        .await
+        .is_empty());
+}

@@ -274,6 +274,7 @@ impl Relay {
         shared: std::sync::Arc<Shared>,
         parking: Weak<Parking>,
     ) -> Relay {
+        handle.info.set_params(&sess.params);
         Relay {
             client,
             parking,
@@ -702,7 +703,9 @@ impl Relay {
             let synced = match differ {
                 true => {
                     let wanted = std::sync::Arc::make_mut(&mut self.sess.params);
-                    boxed(t.server.sync_params(wanted)).await
+                    let r = boxed(t.server.sync_params(wanted)).await;
+                    self.handle.info.set_params(&self.sess.params);
+                    r
                 }
                 false => Ok(false),
             };

@@ -161,6 +161,7 @@ impl Relay {
                             // The client's parameters are shared until one changes.
                             if tracked_index(k).is_some() && self.sess.params.get(k) != Some(v) {
                                 std::sync::Arc::make_mut(&mut self.sess.params).set(k, v);
+                                self.handle.info.set_params(&self.sess.params);
                             }
                             if k == "default_transaction_read_only" {
                                 server.read_only_set = true;
