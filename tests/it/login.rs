@@ -1103,3 +1103,42 @@ async fn default_transaction_read_only_follows_its_client() {
     );
     rows(&rw, "DROP TABLE ro_follow").await;
 }
+
+/// The same through psycopg_pool, as the issue found it: a pool whose `configure` callback
+/// makes its connections read-only beside an ordinary pool, both busy at once, through pgmux
+/// in transaction mode on a server pool smaller than the eight connections. The outcome must
+/// be what it is directly against Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_pool_configure_read_only_stays_with_its_connections() {
+    use crate::drivers::{python, run_limited, scripts};
+    let script = |port: u16, what: &str| {
+        let db = if port == pg().port { "appdb" } else { "rodb" };
+        let mut cmd = std::process::Command::new(python());
+        cmd.arg(scripts().join("psycopg_pool_read_only.py")).args([
+            "127.0.0.1",
+            &port.to_string(),
+            "app",
+            "app_pw",
+            db,
+        ]);
+        let what = what.to_string();
+        tokio::task::spawn_blocking(move || {
+            run_limited(cmd, std::time::Duration::from_secs(90), &what)
+        })
+    };
+    let direct = script(pg().port, "psycopg_pool against Postgres")
+        .await
+        .unwrap();
+    assert!(direct.ok, "directly: {}{}", direct.stdout, direct.stderr);
+    assert!(
+        direct.stdout.contains("ordinary pool: 60 written"),
+        "{}",
+        direct.stdout
+    );
+    let mux = Mux::start(config("", &db_entry("rodb", "appdb", "pool_size = 3"))).await;
+    let via = script(mux.port(), "psycopg_pool through pgmux")
+        .await
+        .unwrap();
+    assert!(via.ok, "through pgmux: {}{}", via.stdout, via.stderr);
+    assert_eq!(via.stdout, direct.stdout, "through pgmux vs directly");
+}
