@@ -17,6 +17,105 @@ pub(crate) const TRACKED: [&str; 7] = [
     "default_transaction_read_only",
 ];
 
+/// Postgres' encoding names (the canonical spelling it reports), and aliases it accepts.
+const ENCODINGS: &[&str] = &[
+    "BIG5",
+    "EUC_CN",
+    "EUC_JIS_2004",
+    "EUC_JP",
+    "EUC_KR",
+    "EUC_TW",
+    "GB18030",
+    "GBK",
+    "ISO_8859_5",
+    "ISO_8859_6",
+    "ISO_8859_7",
+    "ISO_8859_8",
+    "JOHAB",
+    "KOI8R",
+    "KOI8U",
+    "LATIN1",
+    "LATIN2",
+    "LATIN3",
+    "LATIN4",
+    "LATIN5",
+    "LATIN6",
+    "LATIN7",
+    "LATIN8",
+    "LATIN9",
+    "LATIN10",
+    "MULE_INTERNAL",
+    "SHIFT_JIS_2004",
+    "SJIS",
+    "SQL_ASCII",
+    "UHC",
+    "UTF8",
+    "WIN866",
+    "WIN874",
+    "WIN1250",
+    "WIN1251",
+    "WIN1252",
+    "WIN1253",
+    "WIN1254",
+    "WIN1255",
+    "WIN1256",
+    "WIN1257",
+    "WIN1258",
+];
+const ENCODING_ALIASES: &[(&str, &str)] = &[
+    ("unicode", "UTF8"),
+    ("koi8", "KOI8R"),
+    ("alt", "WIN866"),
+    ("win", "WIN1251"),
+    ("win932", "SJIS"),
+    ("windows932", "SJIS"),
+    ("mskanji", "SJIS"),
+    ("shiftjis", "SJIS"),
+    ("win936", "GBK"),
+    ("windows936", "GBK"),
+    ("win949", "UHC"),
+    ("windows949", "UHC"),
+    ("win950", "BIG5"),
+    ("windows950", "BIG5"),
+    ("abc", "WIN1258"),
+    ("tcvn", "WIN1258"),
+    ("tcvn5712", "WIN1258"),
+    ("vscii", "WIN1258"),
+    ("iso88591", "LATIN1"),
+    ("iso88592", "LATIN2"),
+    ("iso88593", "LATIN3"),
+    ("iso88594", "LATIN4"),
+    ("iso88599", "LATIN5"),
+    ("iso885910", "LATIN6"),
+    ("iso885913", "LATIN7"),
+    ("iso885914", "LATIN8"),
+    ("iso885915", "LATIN9"),
+    ("iso885916", "LATIN10"),
+];
+
+/// A `client_encoding` as Postgres reports it: names compare with only their letters and
+/// digits, in any case (`utf-8`, `utf_8`, `Unicode` are all `UTF8`). `None` for a name
+/// Postgres does not know (it then refuses it itself).
+pub(crate) fn canonical_encoding(name: &str) -> Option<&'static str> {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let c = clean(name);
+    ENCODINGS
+        .iter()
+        .find(|e| clean(e) == c)
+        .copied()
+        .or_else(|| {
+            ENCODING_ALIASES
+                .iter()
+                .find(|(a, _)| *a == c)
+                .map(|(_, e)| *e)
+        })
+}
+
 /// The index of a tracked parameter (GUC names are case-insensitive).
 pub(crate) fn tracked_index(name: &str) -> Option<usize> {
     TRACKED.iter().position(|t| t.eq_ignore_ascii_case(name))
@@ -106,6 +205,24 @@ pub fn parse_parameter_status(body: &[u8]) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodings_take_postgres_spelling() {
+        for (given, want) in [
+            ("utf-8", "UTF8"),
+            ("utf_8", "UTF8"),
+            ("UTF8", "UTF8"),
+            ("Unicode", "UTF8"),
+            ("latin-1", "LATIN1"),
+            ("ISO-8859-1", "LATIN1"),
+            ("iso_8859_5", "ISO_8859_5"),
+            ("sql_ascii", "SQL_ASCII"),
+            ("win1252", "WIN1252"),
+        ] {
+            assert_eq!(canonical_encoding(given), Some(want), "{given}");
+        }
+        assert_eq!(canonical_encoding("klingon"), None);
+    }
 
     #[test]
     fn differences_only_tracked_and_wanted() {

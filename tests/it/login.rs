@@ -1142,3 +1142,42 @@ async fn psycopg_pool_configure_read_only_stays_with_its_connections() {
     assert!(via.ok, "through pgmux: {}{}", via.stdout, via.stderr);
     assert_eq!(via.stdout, direct.stdout, "through pgmux vs directly");
 }
+
+/// A start-up client_encoding in another spelling (`utf-8`, `utf_8`, `unicode`) is reported
+/// in Postgres' own (`UTF8`), as Postgres reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_encoding_is_reported_in_postgres_spelling() {
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    for spelling in ["utf-8", "utf_8", "Unicode", "UTF8"] {
+        let (_s, direct) = raw::startup_reply(
+            pg().port,
+            &raw::startup(&[
+                ("user", "postgres"),
+                ("database", "appdb"),
+                ("client_encoding", spelling),
+            ]),
+        )
+        .await;
+        let (_m, ours) = raw::login_trust(
+            mux.port(),
+            &[
+                ("user", "app"),
+                ("database", "appdb"),
+                ("client_encoding", spelling),
+            ],
+        )
+        .await;
+        let get = |msgs| {
+            raw::parameter_status(msgs)
+                .into_iter()
+                .find(|(k, _)| k == "client_encoding")
+                .map(|(_, v)| v)
+        };
+        assert_eq!(
+            get(&direct).as_deref(),
+            Some("UTF8"),
+            "{spelling}: Postgres"
+        );
+        assert_eq!(get(&ours), get(&direct), "{spelling}: pgmux vs Postgres");
+    }
+}

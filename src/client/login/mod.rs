@@ -421,5 +421,12 @@ fn wanted_params(params: &[(String, String)], ignored: &[String]) -> Result<Para
             k => return Err(unsupported(k)),
         }
     }
+    // Reported as Postgres would: in its own spelling (`utf-8` is `UTF8`).
+    if let Some(e) = wanted
+        .get("client_encoding")
+        .and_then(crate::server::params::canonical_encoding)
+    {
+        wanted.set("client_encoding", e);
+    }
     Ok(wanted)
 }
