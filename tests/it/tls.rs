@@ -213,9 +213,10 @@ async fn bytes_after_sslrequest_before_the_answer_are_refused() {
     .unwrap();
 }
 
-/// A private Postgres with `ssl = on` (the test certificates) accepting only hostssl.
-fn tls_postgres(certs: &Certs) -> PrivatePg {
-    let pg = PrivatePg::start("tls");
+/// A private Postgres with `ssl = on` (the test certificates) accepting only hostssl; `tag`
+/// names its directory, one per test (tests run at once).
+fn tls_postgres(certs: &Certs, tag: &str) -> PrivatePg {
+    let pg = PrivatePg::start(tag);
     let data = pg.data_dir();
     for (from, to) in [("server.pem", "server.crt"), ("server.key", "server.key")] {
         let dst = data.join(to);
@@ -242,6 +243,15 @@ fn tls_postgres(certs: &Certs) -> PrivatePg {
 
 /// Give a file to the `postgres` user, which runs the cluster when the tests run as root
 /// (otherwise the cluster runs as us and the file is ours already).
+/// `[databases.tlsdb]`: the TLS-only cluster's postgres database, as its superuser.
+fn tlsdb_section(pg: &PrivatePg) -> String {
+    database_section(
+        "tlsdb",
+        pg.port,
+        "dbname = \"postgres\"\nuser = \"postgres\"\npassword = \"unused\"",
+    )
+}
+
 fn chown_postgres(p: &Path) {
     if crate::support::cluster::is_root() {
         let ok = std::process::Command::new("chown")
@@ -255,12 +265,8 @@ fn chown_postgres(p: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgmux_to_a_hostssl_only_postgres() {
     let certs = Certs::new();
-    let pg = tls_postgres(&certs);
-    let db = database_section(
-        "tlsdb",
-        pg.port,
-        "dbname = \"postgres\"\nuser = \"postgres\"\npassword = \"unused\"",
-    );
+    let pg = tls_postgres(&certs, "tls");
+    let db = tlsdb_section(&pg);
     for (mode, ok) in [
         (
             format!(
@@ -460,12 +466,8 @@ async fn over_max_client_conn_an_sslrequest_gets_the_error_not_a_handshake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_clients_and_servers_describe_their_tls() {
     let certs = Certs::new();
-    let pg = tls_postgres(&certs);
-    let db = database_section(
-        "tlsdb",
-        pg.port,
-        "dbname = \"postgres\"\nuser = \"postgres\"\npassword = \"unused\"",
-    );
+    let pg = tls_postgres(&certs, "tls-show");
+    let db = tlsdb_section(&pg);
     let general = format!(
         "{}server_tls_sslmode = \"require\"\nadmin_users = [\"app\"]\n",
         certs.client_tls("require")
