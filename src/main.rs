@@ -101,7 +101,6 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 /// `pgmux import pgbouncer.ini`: the translation on stdout, its notes on stderr; exit 1 when
 /// the ini cannot be read or the result would not pass check-config.
 fn import(file: &std::path::Path, auth_file: Option<&std::path::Path>) -> ExitCode {
-    use pgmux::config::import::NoteKind;
     let imported = match pgmux::config::import::import(file, auth_file) {
         Ok(i) => i,
         Err(e) => {
@@ -110,12 +109,7 @@ fn import(file: &std::path::Path, auth_file: Option<&std::path::Path>) -> ExitCo
         }
     };
     for n in &imported.notes {
-        let kind = match n.kind {
-            NoteKind::Ignored => "ignored",
-            NoteKind::Unsupported => "UNSUPPORTED",
-            NoteKind::Changed => "changed",
-        };
-        eprintln!("{}: {kind}: {}", n.key, n.reason);
+        eprintln!("{}: {}: {}", n.key, n.kind.as_str(), n.reason);
     }
     if let Err(e) = Config::parse(&imported.toml) {
         eprintln!("pgmux import: the result does not pass check-config:\n{e}");

@@ -57,11 +57,9 @@ pub(crate) fn version() -> String {
 /// The admin console's database and user, as PgBouncer names them in SHOW.
 const CONSOLE: &str = "pgbouncer";
 
-/// Admin console clients connected now.
-fn console_clients(shared: &Shared) -> usize {
-    shared
-        .clients
-        .all()
+/// The admin console clients among `clients`.
+fn console_clients(clients: &[Arc<ClientInfo>]) -> usize {
+    clients
         .iter()
         .filter(|c| c.login.get().is_some_and(|l| l.is_admin()))
         .count()
@@ -174,7 +172,7 @@ fn pools(shared: &Shared) -> Table {
     let mut console = vec![
         CONSOLE.into(),
         CONSOLE.into(),
-        console_clients(shared).into(),
+        console_clients(&shared.clients.all()).into(),
     ];
     console.extend((0..12).map(|_| V::from(0)));
     console.extend(["statement".into(), V::NULL]);
@@ -566,6 +564,7 @@ fn databases(shared: &Shared) -> Table {
         ("paused", Int4),
         ("disabled", Int4),
     ]);
+    let clients = shared.clients.all();
     // The console's database, as PgBouncer lists its own.
     t.row(vec![
         CONSOLE.into(),
@@ -582,11 +581,10 @@ fn databases(shared: &Shared) -> Table {
         0.into(),
         0.into(),
         0.into(),
-        console_clients(shared).into(),
+        console_clients(&clients).into(),
         0.into(),
         0.into(),
     ]);
-    let clients = shared.clients.all();
     for name in database_names(shared, &config) {
         if name == CONSOLE {
             continue;
@@ -759,9 +757,7 @@ fn client_settings(shared: &Shared) -> Table {
         ("setting", Text),
         ("value", Text),
     ]);
-    let mut clients = shared.clients.all();
-    clients.sort_by_key(|c| c.id);
-    for c in clients {
+    for c in shared.clients.all() {
         let (Some(login), Some(params)) = (c.login.get(), c.params()) else {
             continue;
         };

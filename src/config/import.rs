@@ -27,7 +27,8 @@ pub enum NoteKind {
 }
 
 impl NoteKind {
-    fn as_str(self) -> &'static str {
+    /// As the notes print it.
+    pub fn as_str(self) -> &'static str {
         match self {
             NoteKind::Ignored => "ignored",
             NoteKind::Unsupported => "UNSUPPORTED",

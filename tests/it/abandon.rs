@@ -13,10 +13,9 @@
 //! Also issue 11's psycopg reproduction: `cursor.execute` of a COPY FROM STDIN, then
 //! `close()`, left the server in COPY IN with its locks until this was fixed.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::drivers::{python, run_limited, scripts};
+use crate::drivers::python_script;
 use crate::support::client::{connect_ok, sql_super};
 use crate::support::raw::{self, Raw};
 use crate::support::{config, database_section, pg, ConfigBuilder, Mux};
@@ -338,28 +337,21 @@ async fn every_stop_in_every_state_session_mode() {
 async fn psycopg_copy_abandoned_leaves_no_lock() {
     let db = "abandon_psycopg";
     sql_super("postgres", &format!("CREATE DATABASE {db} OWNER app")).await;
-    let script = |port: u16, what: &str| {
-        let mut cmd = Command::new(python());
-        cmd.arg(scripts().join("psycopg_copy_abandon.py")).args([
-            "127.0.0.1",
-            &port.to_string(),
-            "app",
-            "app_pw",
-            db,
-        ]);
-        let what = what.to_string();
-        tokio::task::spawn_blocking(move || run_limited(cmd, Duration::from_secs(60), &what))
-    };
-    let direct = script(pg().port, "psycopg COPY against Postgres")
-        .await
-        .unwrap();
+    let (script, limit) = ("psycopg_copy_abandon.py", Duration::from_secs(60));
+    let direct = python_script(
+        script,
+        pg().port,
+        db,
+        limit,
+        "psycopg COPY against Postgres",
+    )
+    .await;
     assert!(direct.ok, "directly: {}{}", direct.stdout, direct.stderr);
     for mode in ["session", "transaction"] {
         let extra = database_section(db, pg().port, "pool_size = 2");
         let mux = Mux::start(config(&format!("pool_mode = \"{mode}\""), &extra)).await;
-        let via = script(mux.port(), &format!("psycopg COPY through pgmux ({mode})"))
-            .await
-            .unwrap();
+        let what = format!("psycopg COPY through pgmux ({mode})");
+        let via = python_script(script, mux.port(), db, limit, &what).await;
         assert!(
             via.ok,
             "{mode} mode: the table stayed locked:\n{}{}",

@@ -135,6 +135,24 @@ pub(crate) struct Outcome {
     pub took: Duration,
 }
 
+/// Run the Python script `name` of tests/drivers (arguments: host, port, user app, its password,
+/// `db`) off the runtime, killed (and failing) after `limit`.
+pub(crate) async fn python_script(
+    name: &str,
+    port: u16,
+    db: &str,
+    limit: Duration,
+    what: &str,
+) -> Outcome {
+    let mut cmd = Command::new(python());
+    cmd.arg(scripts().join(name))
+        .args(["127.0.0.1", &port.to_string(), "app", "app_pw", db]);
+    let what = what.to_string();
+    tokio::task::spawn_blocking(move || run_limited(cmd, limit, &what))
+        .await
+        .unwrap()
+}
+
 /// Run `cmd`, killing it (and failing) after `limit`.
 pub(crate) fn run_limited(mut cmd: Command, limit: Duration, what: &str) -> Outcome {
     let start = Instant::now();

@@ -1110,25 +1110,13 @@ async fn default_transaction_read_only_follows_its_client() {
 /// be what it is directly against Postgres.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg_pool_configure_read_only_stays_with_its_connections() {
-    use crate::drivers::{python, run_limited, scripts};
-    let script = |port: u16, what: &str| {
+    use crate::drivers::python_script;
+    let script = |port: u16, what: &'static str| {
         let db = if port == pg().port { "appdb" } else { "rodb" };
-        let mut cmd = std::process::Command::new(python());
-        cmd.arg(scripts().join("psycopg_pool_read_only.py")).args([
-            "127.0.0.1",
-            &port.to_string(),
-            "app",
-            "app_pw",
-            db,
-        ]);
-        let what = what.to_string();
-        tokio::task::spawn_blocking(move || {
-            run_limited(cmd, std::time::Duration::from_secs(90), &what)
-        })
+        let limit = std::time::Duration::from_secs(90);
+        python_script("psycopg_pool_read_only.py", port, db, limit, what)
     };
-    let direct = script(pg().port, "psycopg_pool against Postgres")
-        .await
-        .unwrap();
+    let direct = script(pg().port, "psycopg_pool against Postgres").await;
     assert!(direct.ok, "directly: {}{}", direct.stdout, direct.stderr);
     assert!(
         direct.stdout.contains("ordinary pool: 60 written"),
@@ -1136,9 +1124,7 @@ async fn psycopg_pool_configure_read_only_stays_with_its_connections() {
         direct.stdout
     );
     let mux = Mux::start(config("", &db_entry("rodb", "appdb", "pool_size = 3"))).await;
-    let via = script(mux.port(), "psycopg_pool through pgmux")
-        .await
-        .unwrap();
+    let via = script(mux.port(), "psycopg_pool through pgmux").await;
     assert!(via.ok, "through pgmux: {}{}", via.stdout, via.stderr);
     assert_eq!(via.stdout, direct.stdout, "through pgmux vs directly");
 }
