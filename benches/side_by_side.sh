@@ -18,12 +18,15 @@
 # HAPROXY=1 adds Debian's HAProxy in plain TCP mode (one thread) straight to Postgres: the
 # cost of one proxy hop that parses nothing, the floor for any pooler. It pools nothing (a
 # server connection per client, and pg.sh allows 300), so keep CLIENTS at 250 or below.
+# EXTRA2: a second pgmux (target `pgmux2`, port MUX2_PORT) with these [general] lines instead
+# of EXTRA, measured in the same run: the cost of a setting, e.g.
+#   EXTRA2='track_session_settings = false' MODES="simple extended" bash benches/side_by_side.sh
 # BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side}
 export PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
-MUX_PORT=${MUX_PORT:-15534} HAP_PORT=${HAP_PORT:-15535}
+MUX_PORT=${MUX_PORT:-15534} HAP_PORT=${HAP_PORT:-15535} MUX2_PORT=${MUX2_PORT:-15536}
 W=$BENCH_DIR/pgmux
 mkdir -p "$W"
 start_postgres_and_pgbouncer
@@ -31,6 +34,12 @@ pgmux_config "$MUX_PORT" "${WORKERS:-0}" "${EXTRA:-}" > "$W/pgmux.toml"
 "$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
 TARGETS=()
+if [ -n "${EXTRA2:-}" ]; then
+  pgmux_config "$MUX2_PORT" "${WORKERS:-0}" "$EXTRA2" > "$W/pgmux2.toml"
+  "$REPO/target/release/pgmux" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
+  MUX2_PID=$!
+  TARGETS+=("pgmux2=$MUX2_PORT:$MUX2_PID")
+fi
 if [ "${HAPROXY:-0}" = 1 ]; then
   command -v haproxy >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
   cat > "$W/haproxy.cfg" <<CFG
@@ -51,7 +60,7 @@ CFG
   TARGETS+=("haproxy=$HAP_PORT:$HAP_PID")
 fi
 cleanup() {
-  kill "$MUX_PID" ${HAP_PID:-} 2>/dev/null || true
+  kill "$MUX_PID" ${HAP_PID:-} ${MUX2_PID:-} 2>/dev/null || true
   [ -n "${PERF_PID:-}" ] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
   ./pgbouncer.sh stop >/dev/null
   [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null

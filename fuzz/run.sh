@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(startup_packet frontend_messages backend_messages scram config_file auth_file admin_command hba_file auth_query_row txn_state)
+[ ${#targets[@]} -gt 0 ] || targets=(startup_packet frontend_messages backend_messages scram config_file auth_file admin_command hba_file auth_query_row txn_state sql_touch)
 secs=${SECONDS_:-600}
 jobs=${JOBS:-2}
 cargo +nightly fuzz build -O

@@ -8,7 +8,7 @@ import sys
 
 # Bottom first. A module may use modules of lower layers only.
 LAYERS = [
-    ["proto", "auth", "error", "boxed", "systemd"],
+    ["proto", "sql", "auth", "error", "boxed", "systemd"],
     ["config", "prepared"],
     ["net"],
     ["server"],

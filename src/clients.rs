@@ -14,6 +14,26 @@ use parking_lot::Mutex;
 use crate::pool::Pool;
 use crate::server::unix_us;
 
+/// Why a client is pinned to its server (transaction and statement mode), as bits: the
+/// columns of `client::relay::pin`'s state query in order, then LOAD.
+pub(crate) const PIN_REASONS: [&str; 6] = [
+    "session advisory lock",
+    "temporary table",
+    "WITH HOLD cursor",
+    "SQL PREPARE",
+    "LISTEN",
+    "LOAD",
+];
+
+/// The reasons in `bits`, joined for a log line or SHOW.
+pub(crate) fn pin_reasons(bits: u8) -> String {
+    let names: Vec<&str> = (PIN_REASONS.iter().enumerate())
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, r)| *r)
+        .collect();
+    names.join(", ")
+}
+
 /// A client's state, with PgBouncer's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -118,6 +138,10 @@ pub struct ClientInfo {
     /// The tracked parameters it wants, as its request loop last published them (shared
     /// with it: SHOW CLIENT_SETTINGS reads them).
     params: parking_lot::Mutex<Option<Arc<crate::server::Params>>>,
+    /// Why it is pinned to its server, as `relay::pin` bits (0: it is not).
+    pinned: AtomicU8,
+    /// The other session settings it changed (`server::settings`), for SHOW CLIENT_SETTINGS.
+    settings: parking_lot::Mutex<Option<Arc<crate::server::Settings>>>,
     stop: AtomicU8,
     /// Whether its request loop runs in a task of its own or is parked (`client::park`).
     park: AtomicU8,
@@ -306,6 +330,29 @@ impl ClientInfo {
         self.params.lock().clone()
     }
 
+    /// Publish why it is pinned to its server (0: it is not).
+    pub(crate) fn set_pinned(&self, bits: u8) {
+        self.pinned.store(bits, Ordering::Relaxed);
+    }
+
+    /// Why it is pinned to its server ([`PIN_REASONS`] bits; 0: it is not).
+    pub(crate) fn pinned(&self) -> u8 {
+        self.pinned.load(Ordering::Relaxed)
+    }
+
+    /// Publish the other session settings it has now (`None`: none).
+    pub(crate) fn set_settings(&self, settings: Option<&crate::server::Settings>) {
+        let new = settings
+            .filter(|s| !s.is_empty())
+            .map(|s| Arc::new(s.clone()));
+        *self.settings.lock() = new;
+    }
+
+    /// The other session settings it has.
+    pub(crate) fn settings(&self) -> Option<Arc<crate::server::Settings>> {
+        self.settings.lock().clone()
+    }
+
     pub fn parked(&self) -> bool {
         self.park.load(Ordering::Acquire) == PARKED
     }
@@ -349,6 +396,8 @@ impl ClientList {
             prepared: AtomicU32::new(0),
             tls: AtomicU64::new(0),
             params: parking_lot::Mutex::new(None),
+            settings: parking_lot::Mutex::new(None),
+            pinned: AtomicU8::new(0),
             stop: AtomicU8::new(0),
             park: AtomicU8::new(IN_TASK),
             waker: AtomicWaker::new(),

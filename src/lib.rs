@@ -1,7 +1,7 @@
 //! pgmux: a PostgreSQL connection pooler.
 //!
 //! Layout (dependencies point downward; docs/architecture.md has the whole map and
-//! scripts/check-layers.py keeps it): `proto`, `auth`, `error`, `boxed`, `systemd` at the bottom; `config` and
+//! scripts/check-layers.py keeps it): `proto`, `sql`, `auth`, `error`, `boxed`, `systemd` at the bottom; `config` and
 //! `prepared`; `net`; `server`; `pool`; `cancel` and `clients`; `shared`; `snapshot` and
 //! `reload`; `admin` and `stats_log`; `metrics`; `client`; `app` and the binary on top.
 //!
@@ -31,5 +31,6 @@ pub mod reload;
 pub mod server;
 pub mod shared;
 pub(crate) mod snapshot;
+pub mod sql;
 pub(crate) mod stats_log;
 pub mod systemd;

@@ -746,9 +746,9 @@ fn lists(shared: &Shared) -> Table {
     t
 }
 
-/// SHOW CLIENT_SETTINGS (pgmux's own): each pool client's tracked parameters, the values
-/// pgmux sets on a server before running its requests (its start-up values, `options`, and its
-/// SETs since), one row per client and parameter.
+/// SHOW CLIENT_SETTINGS (pgmux's own): each pool client's tracked parameters and the other
+/// session settings it changed, the values pgmux sets on a server before running its requests
+/// (its start-up values, `options`, and its SETs since), one row per client and setting.
 fn client_settings(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         ("id", Int4),
@@ -761,7 +761,11 @@ fn client_settings(shared: &Shared) -> Table {
         let (Some(login), Some(params)) = (c.login.get(), c.params()) else {
             continue;
         };
-        for (k, v) in params.iter() {
+        let pinned = crate::clients::pin_reasons(c.pinned());
+        let settings = c.settings();
+        let other = settings.iter().flat_map(|s| s.iter());
+        let pin = (!pinned.is_empty()).then_some(("pgmux.pinned", pinned.as_str()));
+        for (k, v) in params.iter().chain(other).chain(pin) {
             t.row(vec![
                 c.id.into(),
                 login.user().into(),

@@ -97,7 +97,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("max_user_client_connections", "no per-user client limit: max_client_conn is global"),
     ("pool_idle_timeout", "pools of configured databases stay; autodb_idle_timeout removes \"*\" pools"),
     ("login_notify_message", "no notice at login"),
-    ("track_extra_parameters", "pgmux keeps the parameters Postgres reports that a session may set (PgBouncer 1.26's default set)"),
 ];
 
 /// `[pgbouncer]` keys naming files.

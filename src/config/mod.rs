@@ -349,6 +349,14 @@ pub struct General {
     /// not track are refused. Default ["extra_float_digits"] (JDBC sends it); PgBouncer's
     /// default is empty.
     pub(crate) ignore_startup_parameters: Vec<String>,
+    /// Carry every session setting a client changes (`SET`, `RESET`, `set_config`, start-up
+    /// parameters and `options=-c`) to the servers it is given, reading back from Postgres the
+    /// ones it does not report. Default true. false: PgBouncer's behaviour, only the reported
+    /// parameters follow their client and other start-up parameters are refused.
+    pub track_session_settings: bool,
+    /// Parameters Postgres reports (ParameterStatus) that follow their client from the reports
+    /// alone, beyond the seven pgmux always tracks (PgBouncer's name). Default empty.
+    pub track_extra_parameters: Vec<String>,
     /// Let several pgmux processes listen on the same port (SO_REUSEPORT), for restarts
     /// without downtime. Default false. Restart.
     pub so_reuseport: bool,
@@ -462,6 +470,8 @@ impl Default for General {
             application_name_add_host: false,
             workers: 0,
             ignore_startup_parameters: vec!["extra_float_digits".into()],
+            track_session_settings: true,
+            track_extra_parameters: Vec::new(),
             so_reuseport: false,
             shutdown_timeout: Secs(30.0),
             log_format: LogFormat::Text,

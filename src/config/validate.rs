@@ -486,6 +486,8 @@ section_reader!(
         application_name_add_host,
         workers,
         ignore_startup_parameters,
+        track_session_settings,
+        track_extra_parameters,
         so_reuseport,
         shutdown_timeout,
         log_format,

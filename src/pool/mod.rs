@@ -55,6 +55,10 @@ pub struct PoolSettings {
     pub server_lifetime: Option<Duration>,
     pub(crate) server_reset_query: String,
     pub(crate) server_reset_query_always: bool,
+    /// Carry every session setting (track_session_settings): read SET-like statements.
+    pub(crate) track_session_settings: bool,
+    /// Without it, the settings still carried (track_extra_parameters, lower case).
+    pub(crate) track_extra_parameters: Arc<[String]>,
     /// Clients idle this long are disconnected.
     pub client_idle_timeout: Option<Duration>,
     /// Clients idle inside a transaction this long are disconnected.

@@ -138,6 +138,12 @@ fn resolve(
         server_lifetime: g.server_lifetime.get(),
         server_reset_query: g.server_reset_query.clone(),
         server_reset_query_always: g.server_reset_query_always,
+        track_session_settings: g.track_session_settings,
+        track_extra_parameters: g
+            .track_extra_parameters
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect(),
         client_idle_timeout: g.client_idle_timeout.get(),
         idle_transaction_timeout: g.idle_transaction_timeout.get(),
         server_login_retry: g.server_login_retry.get().unwrap_or_default(),

@@ -4,6 +4,7 @@
 pub mod host;
 pub mod info;
 pub mod params;
+pub mod settings;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use info::ServerInfo;
 pub(crate) use info::{unix_us, ServerState};
 pub use params::Params;
 use rustls::pki_types::ServerName;
+pub use settings::Settings;
 
 /// Where and as whom a pool's servers log in.
 #[derive(Debug, Clone)]
@@ -91,6 +93,8 @@ pub struct Server {
     /// reported no longer tells what the host is (`still_fits`).
     login_read_only: Option<bool>,
     pub(crate) read_only_set: bool,
+    /// Settings changed at session level on it (`settings.rs`), as last read back or synced.
+    pub(crate) settings: Settings,
 }
 
 impl std::fmt::Debug for Server {
@@ -305,6 +309,7 @@ impl Server {
             reserve: false,
             login_read_only: None,
             read_only_set: false,
+            settings: Settings::default(),
             info: Arc::new(ServerInfo::new(
                 id,
                 host.clone(),
@@ -675,6 +680,78 @@ impl Server {
             ));
         }
         Ok(true)
+    }
+
+    /// Bring the session settings to what the client wants (`settings.rs`).
+    pub(crate) async fn sync_settings(&mut self, wanted: &Settings) -> Result<()> {
+        let Some(sql) = self.settings.sync_sql(wanted) else {
+            return Ok(());
+        };
+        // Whatever happens next, the server's settings are the wanted ones or it is closed.
+        let status = self.run_hidden(&sql).await?;
+        if status != b'I' {
+            return Err(Error::Protocol(
+                "setting sync left a transaction open".into(),
+            ));
+        }
+        self.settings = wanted.clone();
+        Ok(())
+    }
+
+    /// Run one of pgmux's own simple queries and return its rows as text columns (`None`:
+    /// NULL, or not UTF-8). Postgres' error comes back as is.
+    pub(crate) async fn hidden_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+        let mut out = BytesMut::new();
+        backend::query(&mut out, sql);
+        self.stream.write_all(&out).await?;
+        let mut rows = Vec::new();
+        let (status, err) = self
+            .read_internal(|_, tag, body| {
+                if tag == b'D' {
+                    let cols = proto::data_row(body)
+                        .ok_or_else(|| Error::Protocol("malformed DataRow".into()))?;
+                    let text = |c: Option<&[u8]>| String::from_utf8(c?.to_vec()).ok();
+                    rows.push(cols.into_iter().map(text).collect());
+                }
+                Ok(())
+            })
+            .await?;
+        if let Some(e) = err {
+            return Err(e);
+        }
+        if status != Some(b'I') {
+            return Err(Error::Protocol(
+                "a pgmux internal query left a transaction open".into(),
+            ));
+        }
+        Ok(rows)
+    }
+
+    /// Read `names` back after a request that may have changed them, with the client's
+    /// start-up values for the ones it had (`settings::read_back_sql`), and keep the answer
+    /// as this server's settings. Returns the rows as (name, value) of those still set.
+    pub(crate) async fn read_back(
+        &mut self,
+        names: &[(&str, Option<&str>)],
+        user: &str,
+    ) -> Result<()> {
+        for (n, _) in names {
+            self.settings.remove(n);
+        }
+        if names.is_empty() {
+            return Ok(());
+        }
+        let sql = settings::read_back_sql(names.iter().copied());
+        let rows = self.hidden_rows(&sql).await?;
+        for row in rows {
+            let [Some(n), v, source] = &row[..] else {
+                continue;
+            };
+            if settings::still_set(n, v.as_deref(), source.as_deref(), user) {
+                self.settings.set(n, v.as_deref().unwrap_or_default());
+            }
+        }
+        Ok(())
     }
 
     /// Whether an idle server still looks usable: not closed and nothing unsolicited pending.

@@ -1238,9 +1238,10 @@ async fn console_errors() {
 async fn show_client_settings_lists_each_clients_tracked_parameters() {
     let mux = Mux::start(admin_config("", "")).await;
     let mut cfg = tp_config(mux.port(), "app", "app_pw", "appdb");
-    cfg.options("-c TimeZone=Europe/Paris");
+    cfg.options("-c TimeZone=Europe/Paris -c statement_timeout=3s");
     let (c, _h) = tp_connect_ok(&cfg).await;
     rows(&c, "SET default_transaction_read_only TO on").await;
+    rows(&c, "SET search_path TO tenant_a, public").await;
     let a = console(&mux).await;
     let mine = rows_where(&a, "SHOW CLIENT_SETTINGS", "database", "appdb").await;
     let get = |name: &str| {
@@ -1252,6 +1253,9 @@ async fn show_client_settings_lists_each_clients_tracked_parameters() {
     assert_eq!(get("TimeZone"), "Europe/Paris");
     assert_eq!(get("default_transaction_read_only"), "on");
     assert_eq!(get("client_encoding"), "UTF8");
+    // Settings Postgres does not report, as read back after the SET.
+    assert_eq!(get("search_path"), "tenant_a, public");
+    assert_eq!(get("statement_timeout"), "3s");
     assert!(mine.iter().all(|r| val(r, "user") == "app"));
     // The console's own clients have none.
     assert!(rows_where(&a, "SHOW CLIENT_SETTINGS", "database", "pgmux")

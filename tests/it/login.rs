@@ -738,7 +738,10 @@ async fn replication_startup_parameter_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_startup_parameters() {
-    let mux = Mux::start(custom_config("auth_type = \"trust\"", "")).await;
+    // PgBouncer's behaviour (with track_session_settings, the default, they are carried:
+    // tests/it/settings.rs).
+    let general = "auth_type = \"trust\"\ntrack_session_settings = false";
+    let mux = Mux::start(custom_config(general, "")).await;
     let port = mux.port();
     // An untracked parameter, directly or in options: 08P01 naming it.
     for (params, name) in [

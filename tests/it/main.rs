@@ -21,4 +21,5 @@ mod pgbench;
 mod pool;
 mod prepared;
 mod robust;
+mod settings;
 mod tls;

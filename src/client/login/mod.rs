@@ -24,7 +24,8 @@ use crate::pool::{Pool, PoolStats};
 use crate::proto::backend;
 use crate::proto::startup::{self, StartupPacket};
 use crate::server::params::tracked_index;
-use crate::server::Params;
+use crate::server::settings::ClientSettings;
+use crate::server::{Params, Settings};
 use crate::shared::{Live, Shared};
 
 use super::secret::UserSecret;
@@ -39,6 +40,9 @@ pub(crate) struct Session {
     /// with the pool's other clients that want the same (`Pool::share_client_params`), copied
     /// when the client changes one.
     pub params: Arc<Params>,
+    /// The other session settings it changed (`server::settings`); `None` while it changed
+    /// none.
+    pub settings: Option<Box<ClientSettings>>,
     pub key: CancelKey,
     /// Bytes the client sent after its login messages (boxed: most send none, and an idle
     /// client keeps this until its first request).
@@ -92,9 +96,10 @@ async fn login_inner(
     if is_admin_db(database) {
         return boxed(l.admin(user, database)).await;
     }
-    let wanted = l.route(database, &params)?;
+    let (wanted, startup) = l.route(database, &params)?;
     let (client_key, found) = l.authenticate(database, user).await?;
-    l.welcome(database, user, wanted, client_key, found).await
+    l.welcome(database, user, (wanted, startup), client_key, found)
+        .await
 }
 
 /// What the phases of one login share: the connection, its buffers, and what the earlier
@@ -233,14 +238,18 @@ impl<'a> Ctx<'a> {
 
     /// Phase 3, route: the database entry the client reaches, and the parameters it wants
     /// (start-up values, `options=-c`, the entry's application_name).
-    fn route(&mut self, database: &str, params: &[(String, String)]) -> Result<Params, LoginError> {
+    fn route(
+        &mut self,
+        database: &str,
+        params: &[(String, String)],
+    ) -> Result<(Params, Option<Box<ClientSettings>>), LoginError> {
         let live = self.live.clone();
-        let mut wanted = wanted_params(params, &live.config.general.ignore_startup_parameters)?;
+        let (mut wanted, startup) = wanted_params(params, &live.config.general)?;
         let Some(db_entry) = live.config.database(database) else {
             return Err(LoginError::UnknownDatabase(database.into()));
         };
         application_name(&mut wanted, db_entry, &live, self.info.addr());
-        Ok(wanted)
+        Ok((wanted, ClientSettings::new(startup)))
     }
 
     /// Phase 5 (after [`authenticate`](Ctx::authenticate)), welcome: the pool (made now, for
@@ -253,7 +262,7 @@ impl<'a> Ctx<'a> {
         mut self,
         database: &'s str,
         user: &'s str,
-        wanted: Params,
+        (wanted, settings): (Params, Option<Box<ClientSettings>>),
         client_key: Option<[u8; 32]>,
         found: UserSecret,
     ) -> impl Future<Output = Result<Option<LoggedIn>, LoginError>> + Send + 's
@@ -314,6 +323,7 @@ impl<'a> Ctx<'a> {
             PoolStats::add(&pool.stats.client_logins, 1);
             Ok(Some(LoggedIn::Pool(Session {
                 params: pool.share_client_params(client_params),
+                settings,
                 pool,
                 key,
                 leftover: leftover(self.buf),
@@ -390,15 +400,35 @@ fn application_name(
     }
 }
 
-/// The tracked parameters a client asked for at start-up (directly or in `options`).
-fn wanted_params(params: &[(String, String)], ignored: &[String]) -> Result<Params> {
+/// The tracked parameters a client asked for at start-up (directly or in `options`), and
+/// the other settings it gave there (carried with `track_session_settings`, else refused
+/// unless ignored).
+fn wanted_params(
+    params: &[(String, String)],
+    general: &crate::config::General,
+) -> Result<(Params, Settings)> {
+    let ignored = &general.ignore_startup_parameters;
     let is_ignored = |k: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(k));
     let mut wanted = Params::default();
+    let mut startup = Settings::default();
     let unsupported = |k: &str| {
         Error::client(
             sqlstate::PROTOCOL_VIOLATION,
             format!("unsupported startup parameter: {k}"),
         )
+    };
+    let mut other = |k: &str, v: &str, what: &str| {
+        if is_ignored(k) {
+            Ok(())
+        } else if crate::sql::valid_name(k)
+            && (general.track_session_settings
+                || (general.track_extra_parameters.iter()).any(|e| e.eq_ignore_ascii_case(k)))
+        {
+            startup.set(&k.to_ascii_lowercase(), v);
+            Ok(())
+        } else {
+            Err(unsupported(what))
+        }
     };
     for (k, v) in params {
         match k.as_str() {
@@ -408,8 +438,8 @@ fn wanted_params(params: &[(String, String)], ignored: &[String]) -> Result<Para
                 for (k, v) in settings {
                     if tracked_index(&k).is_some() {
                         wanted.set(&k, &v);
-                    } else if !is_ignored(&k) {
-                        return Err(unsupported(&format!("options: {k}")));
+                    } else {
+                        other(&k, &v, &format!("options: {k}"))?;
                     }
                 }
             }
@@ -417,8 +447,7 @@ fn wanted_params(params: &[(String, String)], ignored: &[String]) -> Result<Para
             k if tracked_index(k).is_some() => {
                 wanted.set(k, v);
             }
-            k if is_ignored(k) => {}
-            k => return Err(unsupported(k)),
+            k => other(k, v, k)?,
         }
     }
     // Reported as Postgres would: in its own spelling (`utf-8` is `UTF8`).
@@ -428,5 +457,5 @@ fn wanted_params(params: &[(String, String)], ignored: &[String]) -> Result<Para
     {
         wanted.set("client_encoding", e);
     }
-    Ok(wanted)
+    Ok((wanted, startup))
 }

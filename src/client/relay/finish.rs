@@ -7,7 +7,7 @@ use bytes::BytesMut;
 
 use tokio::io::AsyncWriteExt;
 
-use super::{Relay, Txn};
+use super::{pin, Relay, Txn};
 use crate::config::PoolMode;
 use crate::error::sqlstate;
 use crate::pool::Checked;
@@ -34,6 +34,30 @@ pub(super) enum Released {
     Deliver(BytesMut),
     /// The server must run server_reset_query before it goes back; then the bytes.
     Reset(Checked, BytesMut),
+    /// The request may have changed session settings: read them back (and run
+    /// server_reset_query if it always runs), then the bytes.
+    ReadBack(Checked, BytesMut, Box<crate::sql::Touch>),
+}
+
+/// Read back what a server's settings are now: the ones it had and `extra` (named by a client
+/// that is gone). Returns false when that failed (the server must close).
+async fn settle(server: &mut Checked, extra: &[String]) -> bool {
+    let mut names: Vec<String> = server.settings.iter().map(|(k, _)| k.to_string()).collect();
+    for n in extra {
+        if !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    if names.is_empty() {
+        return true;
+    }
+    let names: Vec<(&str, Option<&str>)> = names.iter().map(|n| (n.as_str(), None)).collect();
+    let user = server.target.user.clone();
+    let read = server.read_back(&names, &user);
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), read).await,
+        Ok(Ok(()))
+    )
 }
 
 impl Relay {
@@ -54,6 +78,8 @@ impl Relay {
             t.server.close("a cancel request was sent to it");
         } else if let Some(why) = prepared_state_unknown(&t) {
             t.server.close(why);
+        } else if let Some(touched) = t.touched {
+            return Released::ReadBack(t.server, rest, touched);
         } else if t.settings.server_reset_query_always && !t.settings.server_reset_query.is_empty()
         {
             return Released::Reset(t.server, rest);
@@ -73,7 +99,21 @@ impl Relay {
             Released::Done => return None,
             Released::Deliver(rest) => rest,
             Released::Reset(server, rest) => {
-                self.reset_and_release(server).await;
+                self.reset_and_release(server, &[]).await;
+                rest
+            }
+            Released::ReadBack(mut server, rest, touched) => {
+                match self.read_back(&mut server, &touched).await {
+                    Err(e) => server.close(&format!("reading settings back failed: {e}")),
+                    Ok(()) => {
+                        let s = server.pool().settings();
+                        if s.server_reset_query_always && !s.server_reset_query.is_empty() {
+                            self.reset_and_release(server, &[]).await;
+                        } else {
+                            server.release();
+                        }
+                    }
+                }
                 rest
             }
         };
@@ -85,13 +125,68 @@ impl Relay {
         None
     }
 
-    pub(super) async fn reset_and_release(&self, mut server: Checked) {
+    /// `extra`: settings a client that is gone may have changed there.
+    pub(super) async fn reset_and_release(&self, mut server: Checked, extra: &[String]) {
         let q = server.pool().settings().server_reset_query.clone();
         server.info.set_state(crate::server::ServerState::Tested);
         match tokio::time::timeout(Duration::from_secs(10), server.run_hidden(&q)).await {
-            Ok(Ok(b'I')) => server.release(),
-            _ => server.close("server_reset_query failed"),
+            Ok(Ok(b'I')) => {}
+            _ => return server.close("server_reset_query failed"),
         }
+        // What the reset left of the session settings: nothing after DISCARD ALL or RESET
+        // ALL; else read back.
+        if crate::sql::touch(q.as_bytes()).is_some_and(|t| t.all) {
+            server.settings.clear();
+        } else if !settle(&mut server, extra).await {
+            return server.close("reading settings back failed");
+        }
+        server.release();
+    }
+
+    /// Read back the settings a request may have changed (`server::settings`), on the server
+    /// it ran on, and make them the client's.
+    pub(super) async fn read_back(
+        &mut self,
+        server: &mut Checked,
+        touched: &crate::sql::Touch,
+    ) -> crate::error::Result<()> {
+        let client = self.sess.settings.get_or_insert_with(Default::default);
+        // The names the server had (the client's, synced at attach), the ones named now, and
+        // after RESET ALL the client's start-up ones.
+        let mut names: Vec<&str> = server.settings.iter().map(|(k, _)| k).collect();
+        for n in &touched.names {
+            if !names.contains(&n.as_str()) {
+                names.push(n);
+            }
+        }
+        if touched.all {
+            for (k, _) in client.startup.iter() {
+                if !names.contains(&k) {
+                    names.push(k);
+                }
+            }
+        }
+        let names: Vec<(String, Option<String>)> = names
+            .into_iter()
+            .map(|n| (n.to_string(), client.startup.get(n).map(str::to_string)))
+            .collect();
+        let names: Vec<(&str, Option<&str>)> = names
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_deref()))
+            .collect();
+        server.info.set_state(crate::server::ServerState::Tested);
+        let user = self.sess.pool.user.clone();
+        let read = server.read_back(&names, &user);
+        match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(r) => r?,
+            Err(_) => return Err(crate::error::Error::Protocol("timed out".into())),
+        }
+        client.now = server.settings.clone();
+        self.handle.info.set_settings(Some(&client.now));
+        if client.now.is_empty() && client.startup.is_empty() {
+            self.sess.settings = None;
+        }
+        Ok(())
     }
 
     /// The client is gone or must go: return its server clean, or close it.
@@ -120,6 +215,7 @@ impl Relay {
             return why;
         }
         t.server.rbuf.clear();
+        let leaves_state = t.pinned != 0 || t.touched.as_ref().is_some_and(|x| x.creates || x.load);
         if t.state.status() != b'I' {
             // Never hand an open transaction to the next client.
             t.server.info.set_state(crate::server::ServerState::Tested);
@@ -133,12 +229,22 @@ impl Relay {
                 }
             }
         }
-        if t.settings.mode == PoolMode::Session || t.settings.server_reset_query_always {
-            if t.settings.server_reset_query.is_empty() {
-                t.server.release();
-            } else {
-                self.reset_and_release(t.server).await;
+        // A client pinned by state of its own (or that may have made some): DISCARD ALL ends
+        // it all but a LOAD, whose server is closed.
+        if leaves_state {
+            if let Err(close) = pin::discard(&mut t).await {
+                t.server.close(close);
+                return why;
             }
+        }
+        let resets = (t.settings.mode == PoolMode::Session || t.settings.server_reset_query_always)
+            && !t.settings.server_reset_query.is_empty();
+        // Settings its client may have changed: read back (after the reset query, if it runs).
+        let touched = t.touched.take().map(|t| t.names).unwrap_or_default();
+        if resets {
+            self.reset_and_release(t.server, &touched).await;
+        } else if !settle(&mut t.server, &touched).await {
+            t.server.close("reading settings back failed");
         } else {
             t.server.release();
         }

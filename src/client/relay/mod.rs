@@ -16,6 +16,7 @@ use tokio::io::AsyncWriteExt;
 
 mod alone;
 mod finish;
+mod pin;
 mod prepared;
 mod resend;
 mod scan;
@@ -275,6 +276,9 @@ impl Relay {
         parking: Weak<Parking>,
     ) -> Relay {
         handle.info.set_params(&sess.params);
+        handle
+            .info
+            .set_settings(sess.settings.as_deref().map(|c| &c.now));
         Relay {
             client,
             parking,
@@ -283,6 +287,7 @@ impl Relay {
             // Validated to fit a Postgres message length.
             max_packet: shared.config().general.max_packet_size as u32,
             statements: None,
+            touching: None,
             sess,
             handle,
             shared,
@@ -331,11 +336,17 @@ pub(super) struct Relay {
     max_packet: u32,
     /// The client's prepared statements, by its names (transaction and statement mode).
     statements: Option<Box<crate::prepared::ClientStatements>>,
+    /// Its statements whose Parse may change session settings, and which: each Bind of one
+    /// is read back like the Parse (`None` while it has none, as most clients).
+    touching: Option<Box<Touching>>,
     /// Where the client parks when idle long enough.
     parking: Weak<Parking>,
     /// When client_idle_timeout ends the idle wait of a client woken from parking.
     idle_deadline: Option<tokio::time::Instant>,
 }
+
+/// A client's statements whose Parse may change session settings, by name.
+type Touching = Vec<(Box<str>, crate::sql::Touch)>;
 
 /// A request loop taken off its socket, to be parked (`client::park`): its connection is
 /// `Conn::Closed` until [`Unplugged::plug`] gives it back.
@@ -430,6 +441,10 @@ struct Txn {
     answer_at: Instant,
     /// Prepared-statement mapping (transaction and statement mode with max_prepared_statements).
     prep: Option<prepared::Tracker>,
+    /// Settings the request's statements may have changed: read back before the server goes.
+    touched: Option<Box<crate::sql::Touch>>,
+    /// Why the client is pinned to this server (`pin.rs`: state that cannot move), if it is.
+    pinned: u8,
     /// The pool's settings when the server was attached (a reload applies to the next one).
     settings: std::sync::Arc<crate::pool::PoolSettings>,
 }
@@ -466,6 +481,17 @@ enum Exit {
     Resend,
 }
 
+/// Whether a server's settings are the client's (`None`: the client changed none).
+fn settings_equal(
+    server: &crate::server::Settings,
+    client: Option<&crate::server::settings::ClientSettings>,
+) -> bool {
+    match client {
+        None => server.is_empty(),
+        Some(c) => *server == c.now,
+    }
+}
+
 /// How long the client may keep its server waiting now, if a timer applies: in a
 /// transaction, a batch without its Sync (an implicit transaction, with its locks) or COPY
 /// FROM STDIN, idle_transaction_timeout; idle in session mode, client_idle_timeout.
@@ -474,7 +500,7 @@ fn idle_timer(t: &Txn) -> Option<Duration> {
         None
     } else if t.state.client_awaited() {
         t.settings.idle_transaction_timeout
-    } else if t.settings.mode == PoolMode::Session {
+    } else if t.settings.mode == PoolMode::Session || t.pinned != 0 {
         t.settings.client_idle_timeout
     } else {
         None
@@ -689,6 +715,8 @@ impl Relay {
             started_now: true,
             answer_at: now,
             prep: None,
+            touched: None,
+            pinned: 0,
             settings,
         };
         async move {
@@ -699,15 +727,11 @@ impl Relay {
                 .params
                 .differences(&self.sess.params)
                 .next()
-                .is_some();
+                .is_some()
+                || !settings_equal(&t.server.settings, self.sess.settings.as_deref());
             let synced = match differ {
-                true => {
-                    let wanted = std::sync::Arc::make_mut(&mut self.sess.params);
-                    let r = boxed(t.server.sync_params(wanted)).await;
-                    self.handle.info.set_params(&self.sess.params);
-                    r
-                }
-                false => Ok(false),
+                true => boxed(self.sync(&mut t.server)).await,
+                false => Ok(()),
             };
             if let Err(e) = synced {
                 self.sess.key.slot.detach();
@@ -754,7 +778,19 @@ impl Relay {
                     }
                     Err(exit) => Err(exit),
                 };
-                if let Err(exit) = step {
+                if let Err(mut exit) = step {
+                    // A transaction that may have left state on its server: keep the server
+                    // while it holds some (`pin.rs`).
+                    if matches!(exit, Exit::Release) && pin::may_hold(&t) {
+                        match boxed(self.settle_pin(&mut t)).await {
+                            Ok(true) => {
+                                t.state.keep();
+                                continue;
+                            }
+                            Ok(false) => {}
+                            Err(e) => exit = Exit::ServerLost(e),
+                        }
+                    }
                     return match self.exit(t, cbuf, exit) {
                         Ending::Done(gone) => Ok(gone),
                         Ending::Later(f) => Ok(f.await),
@@ -764,6 +800,17 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Make the server's parameters and settings the client's (rare: a hidden query).
+    async fn sync(&mut self, server: &mut crate::server::Server) -> Result<()> {
+        let wanted = std::sync::Arc::make_mut(&mut self.sess.params);
+        let r = server.sync_params(wanted).await;
+        self.handle.info.set_params(&self.sess.params);
+        r?;
+        let none = crate::server::Settings::default();
+        let wanted = self.sess.settings.as_deref().map_or(&none, |c| &c.now);
+        server.sync_settings(wanted).await
     }
 
     /// Act on how the request ended, with the `Txn` (its server) given up for good. A clean

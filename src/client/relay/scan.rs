@@ -13,6 +13,7 @@ use crate::pool::PoolStats;
 use crate::prepared::queue::Verdict;
 use crate::proto;
 use crate::server::params::{parse_parameter_status, tracked_index};
+use crate::sql::Touch;
 
 /// After `n` bytes at the front of `cbuf` went to the server, how much of the message then at
 /// the write head is still unsent. Written bytes were scanned, so every message they start has
@@ -32,7 +33,79 @@ pub(super) fn advance_head(mut remaining: usize, cbuf: &[u8], mut n: usize) -> u
     }
 }
 
+/// Add what `touch` names to what the request touched so far.
+fn merge(t: &mut Txn, touch: Touch) {
+    match &mut t.touched {
+        None => t.touched = Some(Box::new(touch)),
+        Some(had) => {
+            had.all |= touch.all;
+            had.unknown |= touch.unknown;
+            had.creates |= touch.creates;
+            had.drops |= touch.drops;
+            had.load |= touch.load;
+            for n in touch.names {
+                if !had.names.contains(&n) {
+                    had.names.push(n);
+                }
+            }
+        }
+    }
+}
+
 impl Relay {
+    /// Note the settings a Query, a Parse, or the Bind of a statement whose Parse named some,
+    /// may change (tracked parameters follow ParameterStatus instead).
+    fn touched(&mut self, t: &mut Txn, tag: u8, body: &[u8]) {
+        let s = &t.settings;
+        let carried = |n: &String| {
+            tracked_index(n).is_none()
+                && (s.track_session_settings || s.track_extra_parameters.contains(n))
+        };
+        let touch = match tag {
+            b'P' => {
+                let Some((name, query)) = proto::cstr(body) else {
+                    return;
+                };
+                let touch = crate::sql::touch(query).map(|mut touch| {
+                    touch.names.retain(carried);
+                    touch
+                });
+                // A statement bound later (another request, maybe) touches them again.
+                let list = self.touching.get_or_insert_with(Default::default);
+                list.retain(|(n, _)| **n != *name);
+                match &touch {
+                    Some(touch) if !touch.is_empty() => list.push((name.into(), touch.clone())),
+                    _ if list.is_empty() => self.touching = None,
+                    _ => {}
+                }
+                touch
+            }
+            b'B' => {
+                let Some((_portal, rest)) = proto::cstr(body) else {
+                    return;
+                };
+                let Some((name, _)) = proto::cstr(rest) else {
+                    return;
+                };
+                let list = self
+                    .touching
+                    .as_deref()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                list.iter()
+                    .find(|(n, _)| **n == *name)
+                    .map(|(_, touch)| touch.clone())
+            }
+            _ => crate::sql::touch(body).map(|mut touch| {
+                touch.names.retain(carried);
+                touch
+            }),
+        };
+        if let Some(touch) = touch.filter(|touch| !touch.is_empty()) {
+            merge(t, touch);
+        }
+    }
+
     /// Count a query (a ReadyForQuery) and, when it ends one, a transaction.
     fn count_query(&self, t: &mut Txn) {
         let pool = &self.sess.pool;
@@ -66,6 +139,25 @@ impl Relay {
             else {
                 break;
             };
+            // A query that may change session settings is read whole (up to CAP bytes).
+            // Session mode keeps its server anyway: nothing to pin.
+            let tracks = t.settings.track_session_settings
+                || !t.settings.track_extra_parameters.is_empty()
+                || t.settings.mode != crate::config::PoolMode::Session;
+            let reads = match tag {
+                b'Q' | b'P' => tracks,
+                b'B' => tracks && self.touching.is_some(),
+                _ => false,
+            };
+            if reads {
+                let end = t.c_ready + len;
+                if end > cbuf.len() && len <= CAP {
+                    t.c_want = end;
+                    break;
+                }
+                let body = &cbuf[t.c_ready + 5..end.min(cbuf.len())];
+                self.touched(t, tag, body);
+            }
             if t.keeping && !t.keeps_after(cbuf, tag, len) {
                 stop_keeping = true;
             }

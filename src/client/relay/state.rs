@@ -145,6 +145,11 @@ impl TxnState {
         }
     }
 
+    /// Keep the server past this boundary, as session mode does (a client pinned to it).
+    pub(crate) fn keep(&mut self) {
+        self.at_boundary = false;
+    }
+
     /// Nothing is owed by the server and no batch is open: the next message starts a query
     /// (and a transaction, at status `I`); a client leaving now leaves the server quiet.
     pub fn idle(&self) -> bool {

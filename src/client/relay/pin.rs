@@ -1,0 +1,108 @@
+//! State that cannot move between servers (session advisory locks, temporary tables, WITH
+//! HOLD cursors, SQL PREPARE, LISTEN, LOAD) pins its client to its server, in transaction and
+//! statement mode, until it is gone.
+//!
+//! As with settings, pgmux does not guess: after a transaction whose statements may have
+//! made or dropped such state (`sql::Touch`), it asks Postgres what the session holds
+//! ([`STATE_QUERY`]), and keeps the server while anything is held.
+
+use std::time::Duration;
+
+use bytes::Buf;
+use tokio::io::AsyncWriteExt;
+
+use super::{Relay, Txn};
+use crate::pool::PoolStats;
+
+/// The LOAD bit of `clients::PIN_REASONS` (the others are [`STATE_QUERY`]'s columns).
+const LOAD: u8 = 1 << 5;
+
+/// What the session holds that another server would not have, one boolean per reason.
+const STATE_QUERY: &str = "SELECT \
+    EXISTS (SELECT 1 FROM pg_catalog.pg_locks WHERE locktype = 'advisory' \
+      AND pid = pg_catalog.pg_backend_pid() AND granted), \
+    EXISTS (SELECT 1 FROM pg_catalog.pg_class \
+      WHERE relnamespace = pg_catalog.pg_my_temp_schema()), \
+    EXISTS (SELECT 1 FROM pg_catalog.pg_cursors WHERE is_holdable), \
+    EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql), \
+    EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels())";
+
+/// Whether the transaction that just ended may leave its client pinned (or unpinned).
+pub(super) fn may_hold(t: &Txn) -> bool {
+    t.pinned != 0 || t.touched.as_ref().is_some_and(|x| x.creates || x.load)
+}
+
+impl Relay {
+    /// At the end of a transaction that may have made or dropped state: ask the server what
+    /// it holds. Returns whether the client stays pinned to it; `Err` when the server failed.
+    pub(super) async fn settle_pin(&mut self, t: &mut Txn) -> Result<bool, String> {
+        let Some(x) = t.touched.as_mut() else {
+            return Ok(t.pinned != 0);
+        };
+        let check = x.creates || x.load || (x.drops && t.pinned != 0);
+        let load = std::mem::take(&mut x.load);
+        (x.creates, x.drops) = (false, false);
+        if load {
+            t.pinned |= LOAD;
+        }
+        if !check {
+            return Ok(t.pinned != 0);
+        }
+        // The client first gets what is owed to it: the query's answer goes through the same
+        // buffer.
+        if t.s_ready > 0 {
+            let out = &t.server.rbuf[..t.s_ready];
+            self.client
+                .write_all(out)
+                .await
+                .map_err(|e| e.to_string())?;
+            PoolStats::add(&self.sess.pool.stats.bytes_sent, out.len() as u64);
+            t.server.rbuf.advance(t.s_ready);
+            t.s_ready = 0;
+        }
+        let ask = t.server.hidden_rows(STATE_QUERY);
+        let rows = match tokio::time::timeout(Duration::from_secs(10), ask).await {
+            Ok(r) => r.map_err(|e| format!("asking what the session holds failed: {e}"))?,
+            Err(_) => return Err("asking what the session holds timed out".into()),
+        };
+        let mut bits = t.pinned & LOAD;
+        for (i, v) in rows.first().into_iter().flatten().enumerate() {
+            if v.as_deref() == Some("t") {
+                bits |= 1 << i;
+            }
+        }
+        if bits != t.pinned {
+            let span = self.handle.info.span();
+            match bits {
+                0 => span.in_scope(|| tracing::info!("client unpinned: its server goes back")),
+                _ => span.in_scope(|| {
+                    tracing::info!(
+                        "client pinned to its server (server {}): {}",
+                        t.server.id,
+                        crate::clients::pin_reasons(bits)
+                    )
+                }),
+            }
+            self.handle.info.set_pinned(bits);
+        }
+        t.pinned = bits;
+        Ok(bits != 0)
+    }
+}
+
+/// A client that leaves its state behind: end it with DISCARD ALL so the server goes back
+/// clean. `Err`: why the server must close instead (a LOAD, or the DISCARD failed).
+pub(super) async fn discard(t: &mut Txn) -> Result<(), &'static str> {
+    if t.pinned & LOAD != 0 || t.touched.as_ref().is_some_and(|x| x.load) {
+        return Err("its client loaded a library (LOAD)");
+    }
+    let ok = matches!(
+        tokio::time::timeout(Duration::from_secs(10), t.server.run_hidden("DISCARD ALL")).await,
+        Ok(Ok(b'I'))
+    );
+    if !ok {
+        return Err("DISCARD ALL after a pinned client failed");
+    }
+    t.server.settings.clear();
+    Ok(())
+}

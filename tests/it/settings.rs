@@ -1,0 +1,259 @@
+//! Integration tests: session settings follow their client in transaction mode (issue 16):
+//! SET, RESET, set_config, start-up values, on one server shared by every client, so a leak
+//! would show in the next client's answer.
+
+use crate::support::client::{one, rows, show, tp_config, tp_connect_ok};
+use crate::support::{custom_config, Mux};
+
+const DEFAULT_PATH: &str = "\"$user\", public";
+
+/// Three clients on a pool of one server: what one SETs (simple or extended protocol, one
+/// statement or several, in a block that commits or not, LOCAL or not) is what that client
+/// sees and nobody else does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_path_timeouts_and_custom_settings_follow_their_client() {
+    let mux = Mux::start(custom_config("", "")).await;
+    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let (a, _ha) = tp_connect_ok(&cfg).await;
+    let (b, _hb) = tp_connect_ok(&cfg).await;
+    let (c, _hc) = tp_connect_ok(&cfg).await;
+    let pid = one(&c, "SELECT pg_backend_pid()").await;
+    // Several statements in one simple query, and a custom setting.
+    rows(
+        &a,
+        "SELECT 1; SET search_path TO tenant_a, public; SET statement_timeout = '1s'",
+    )
+    .await;
+    // set_config in a simple query, and SET through the extended protocol.
+    rows(
+        &b,
+        "SELECT set_config('search_path', 'tenant_b, public', false)",
+    )
+    .await;
+    b.execute("SET app.tenant = 'b'", &[]).await.unwrap();
+    let expect = [
+        (&a, "tenant_a, public", "1s", ""),
+        (&b, "tenant_b, public", "0", "b"),
+        (&c, DEFAULT_PATH, "0", ""),
+    ];
+    for round in 0..2 {
+        for (who, (client, path, timeout, tenant)) in expect.iter().enumerate() {
+            assert_eq!(one(client, "SELECT pg_backend_pid()").await, pid);
+            let got = rows(
+                client,
+                "SELECT current_setting('search_path'), current_setting('statement_timeout'), \
+                 coalesce(current_setting('app.tenant', true), '')",
+            )
+            .await;
+            assert_eq!(
+                got[0],
+                [
+                    Some(path.to_string()),
+                    Some(timeout.to_string()),
+                    Some(tenant.to_string())
+                ],
+                "client {who}, round {round}"
+            );
+        }
+    }
+    // A SET in a block that rolls back is undone; one in a block that commits stays; SET
+    // LOCAL ends with its block.
+    rows(&a, "BEGIN; SET search_path TO nowhere; ROLLBACK").await;
+    rows(&b, "BEGIN; SET statement_timeout = '2s'; COMMIT").await;
+    rows(&c, "BEGIN; SET LOCAL work_mem = '1MB'; COMMIT").await;
+    // A failed SET leaves the setting as it was.
+    assert!(a
+        .simple_query("SET statement_timeout = 'soon'")
+        .await
+        .is_err());
+    assert_eq!(
+        show(&a, &["search_path", "statement_timeout"]).await,
+        ["tenant_a, public", "1s"]
+    );
+    assert_eq!(
+        show(&b, &["statement_timeout", "work_mem"]).await,
+        ["2s", "4MB"]
+    );
+    assert_eq!(
+        show(&c, &["statement_timeout", "work_mem"]).await,
+        ["0", "4MB"]
+    );
+    // A set_config through the extended protocol, with its value as a parameter.
+    c.query("SELECT set_config('app.tenant', $1, false)", &[&"c"])
+        .await
+        .unwrap();
+    assert_eq!(one(&b, "SELECT current_setting('app.tenant')").await, "b");
+    assert_eq!(one(&c, "SELECT current_setting('app.tenant')").await, "c");
+    assert_eq!(
+        one(
+            &a,
+            "SELECT coalesce(current_setting('app.tenant', true), '')"
+        )
+        .await,
+        ""
+    );
+    // RESET one, RESET ALL, DISCARD ALL.
+    rows(&a, "RESET search_path").await;
+    rows(&b, "RESET ALL").await;
+    rows(&c, "DISCARD ALL").await;
+    assert_eq!(
+        show(&a, &["search_path", "statement_timeout"]).await,
+        [DEFAULT_PATH, "1s"]
+    );
+    assert_eq!(
+        show(&b, &["search_path", "statement_timeout"]).await,
+        [DEFAULT_PATH, "0"]
+    );
+    assert_eq!(
+        one(&c, "SELECT current_setting('app.tenant', true)").await,
+        ""
+    );
+    assert_eq!(
+        one(&b, "SELECT current_setting('app.tenant', true)").await,
+        ""
+    );
+    assert_eq!(pid, one(&a, "SELECT pg_backend_pid()").await);
+}
+
+/// Settings given at start-up (`options=-c`) are the client's from its first query, and
+/// what RESET and RESET ALL take it back to, as on a direct connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_are_carried_and_are_what_reset_returns_to() {
+    let mux = Mux::start(custom_config("", "")).await;
+    let mut cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    cfg.options("-c statement_timeout=3s -c search_path=tenant_s,public");
+    let (s, _hs) = tp_connect_ok(&cfg).await;
+    let (o, _ho) = tp_connect_ok(&tp_config(mux.port(), "app", "app_pw", "onedb")).await;
+    for _ in 0..2 {
+        assert_eq!(
+            show(&s, &["statement_timeout", "search_path"]).await,
+            ["3s", "tenant_s,public"]
+        );
+        assert_eq!(
+            show(&o, &["statement_timeout", "search_path"]).await,
+            ["0", DEFAULT_PATH]
+        );
+    }
+    rows(&s, "SET statement_timeout = '4s'").await;
+    assert_eq!(show(&o, &["statement_timeout"]).await, ["0"]);
+    assert_eq!(show(&s, &["statement_timeout"]).await, ["4s"]);
+    rows(&s, "RESET statement_timeout").await;
+    assert_eq!(show(&o, &["statement_timeout"]).await, ["0"]);
+    assert_eq!(show(&s, &["statement_timeout"]).await, ["3s"]);
+    rows(
+        &s,
+        "SET statement_timeout = '5s'; SET search_path = elsewhere",
+    )
+    .await;
+    rows(&s, "RESET ALL").await;
+    assert_eq!(
+        show(&o, &["statement_timeout", "search_path"]).await,
+        ["0", DEFAULT_PATH]
+    );
+    assert_eq!(
+        show(&s, &["statement_timeout", "search_path"]).await,
+        ["3s", "tenant_s,public"]
+    );
+}
+
+/// `track_session_settings = false` is PgBouncer's behaviour: only the reported parameters
+/// and those in `track_extra_parameters` follow their client, and other start-up parameters
+/// are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_extra_parameters_alone_when_session_settings_are_not_tracked() {
+    let general = "track_session_settings = false\ntrack_extra_parameters = [\"search_path\"]";
+    let mux = Mux::start(custom_config(general, "")).await;
+    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let mut refused = cfg.clone();
+    refused.options("-c statement_timeout=3s");
+    let Err(e) = crate::support::client::tp_connect(&refused).await else {
+        panic!("statement_timeout at start-up is refused");
+    };
+    assert_eq!(
+        crate::support::client::code(&e).as_deref(),
+        Some("08P01"),
+        "{e}"
+    );
+    let mut with_path = cfg.clone();
+    with_path.options("-c search_path=tenant_s,public");
+    let (s, _hs) = tp_connect_ok(&with_path).await;
+    let (o, _ho) = tp_connect_ok(&cfg).await;
+    assert_eq!(show(&s, &["search_path"]).await, ["tenant_s,public"]);
+    assert_eq!(show(&o, &["search_path"]).await, [DEFAULT_PATH]);
+    rows(&o, "SET search_path = tenant_o").await;
+    assert_eq!(show(&s, &["search_path"]).await, ["tenant_s,public"]);
+    assert_eq!(show(&o, &["search_path"]).await, ["tenant_o"]);
+    // Not carried: it stays on the server (PgBouncer's leak, chosen here).
+    rows(&o, "SET lock_timeout = '7s'").await;
+    assert_eq!(show(&s, &["lock_timeout"]).await, ["7s"]);
+    rows(&o, "RESET lock_timeout").await;
+}
+
+/// State that cannot move pins its client to its server until it is gone: a session
+/// advisory lock, a temporary table, a WITH HOLD cursor, an SQL PREPARE. Meanwhile the other
+/// clients share the pool's other server; a pinned client that leaves gets its server cleaned
+/// (DISCARD ALL) before anyone else has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_that_cannot_move_pins_its_client_until_it_is_gone() {
+    use crate::support::{config, db_entry};
+    let mux = Mux::start(config("", &db_entry("pindb", "appdb", "pool_size = 2"))).await;
+    let cfg = tp_config(mux.port(), "app", "app_pw", "pindb");
+    let (a, _ha) = tp_connect_ok(&cfg).await;
+    let (b, _hb) = tp_connect_ok(&cfg).await;
+    let (c, _hc) = tp_connect_ok(&cfg).await;
+    for (make, use_it, end) in [
+        ("SELECT pg_advisory_lock(4242)", "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND pid = pg_backend_pid()", "SELECT pg_advisory_unlock(4242)::int"),
+        ("CREATE TEMP TABLE pin_t (x int); INSERT INTO pin_t VALUES (1)", "SELECT count(*) FROM pin_t", "DROP TABLE pin_t; SELECT 1"),
+        ("DECLARE pin_c CURSOR WITH HOLD FOR SELECT 1 FROM generate_series(1, 10)", "FETCH 1 FROM pin_c", "CLOSE pin_c; SELECT 1"),
+        ("PREPARE pin_p AS SELECT 1", "EXECUTE pin_p", "DEALLOCATE pin_p; SELECT 1"),
+    ] {
+        rows(&a, make).await;
+        let pinned = pid(&a).await;
+        others_pids(&b, &c, &pinned).await;
+        for _ in 0..2 {
+            assert_eq!(one(&a, use_it).await, "1", "{make}: {use_it}");
+            assert_eq!(pid(&a).await, pinned, "{make}: a lost its server");
+            others_pids(&b, &c, &pinned).await;
+        }
+        assert_eq!(one(&a, end).await, "1", "{make}: {end}");
+        // Unpinned: its server serves the others again (b holds one in a transaction, c
+        // gets the other).
+        rows(&b, "BEGIN").await;
+        let both = [pid(&b).await, pid(&c).await];
+        rows(&b, "COMMIT").await;
+        assert!(both.contains(&pinned), "{make}: {pinned} never came back: {both:?}");
+    }
+    // A client that leaves holding a lock and a temporary table: its server is cleaned.
+    let (d, hd) = tp_connect_ok(&cfg).await;
+    rows(
+        &d,
+        "SELECT pg_advisory_lock(4343); CREATE TEMP TABLE pin_d (x int)",
+    )
+    .await;
+    drop(d);
+    let _ = hd.await;
+    for _ in 0..4 {
+        let held = one(
+            &b,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4343",
+        )
+        .await;
+        assert_eq!(held, "0", "the lock of a client that left is still held");
+        assert_eq!(
+            one(&c, "SELECT count(*) FROM pg_class WHERE relname = 'pin_d'").await,
+            "0"
+        );
+    }
+}
+
+async fn pid(c: &tokio_postgres::Client) -> String {
+    one(c, "SELECT pg_backend_pid()").await
+}
+
+/// Clients `b` and `c` are never given the server whose pid is `pinned`.
+async fn others_pids(b: &tokio_postgres::Client, c: &tokio_postgres::Client, pinned: &str) {
+    for _ in 0..3 {
+        assert_ne!(pid(b).await, pinned, "b was given the pinned server");
+        assert_ne!(pid(c).await, pinned, "c was given the pinned server");
+    }
+}
