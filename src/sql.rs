@@ -22,6 +22,10 @@ pub struct Touch {
     pub drops: bool,
     /// LOAD: a library loaded for good, which nothing tells of.
     pub load: bool,
+    /// `UNLISTEN *` or `DISCARD ALL`.
+    pub unlisten_all: bool,
+    /// The channels of `UNLISTEN name`.
+    pub unlisten: Vec<String>,
 }
 
 impl Touch {
@@ -150,7 +154,15 @@ fn statement(lx: &mut Lexer, t: &mut Touch) {
         t.load = true;
         return;
     }
-    if is(b"drop") || is(b"close") || is(b"deallocate") || is(b"unlisten") || is(b"discard") {
+    if is(b"unlisten") {
+        t.drops = true;
+        match lx.name() {
+            Some(channel) => t.unlisten.push(channel),
+            None => t.unlisten_all = true,
+        }
+        return;
+    }
+    if is(b"drop") || is(b"close") || is(b"deallocate") || is(b"discard") {
         t.drops = true;
     }
     if first.eq_ignore_ascii_case(b"set") {
@@ -161,6 +173,7 @@ fn statement(lx: &mut Lexer, t: &mut Touch) {
         && lx.word().is_some_and(|w| w.eq_ignore_ascii_case(b"all"))
     {
         t.all = true;
+        t.unlisten_all = true;
     }
 }
 
@@ -545,7 +558,9 @@ mod tests {
         assert!(t("DEALLOCATE ALL").drops);
         assert!(t("CLOSE c").drops);
         assert!(t("DISCARD TEMP").drops);
-        assert!(t("DISCARD ALL").all);
+        assert!(t("DISCARD ALL").all && t("DISCARD ALL").unlisten_all);
+        assert_eq!(t("UNLISTEN \"Chan\"; UNLISTEN b").unlisten, ["Chan", "b"]);
+        assert!(t("unlisten *").unlisten_all);
         assert!(t("SELECT 1; DROP TABLE x").drops);
         assert!(!t("SELECT 1").state());
     }

@@ -11,6 +11,7 @@ mod checked;
 mod control;
 mod janitor;
 mod limit;
+pub mod listen;
 mod outage;
 mod reap;
 mod registry;
@@ -135,6 +136,8 @@ pub struct Pool {
     client_params: Mutex<Option<Arc<Params>>>,
     /// Prepared statements of this pool's clients, one copy of each.
     pub(crate) statements: Mutex<crate::prepared::Interner>,
+    /// LISTEN/NOTIFY for its clients (`listen.rs`), started at the first LISTEN.
+    listener: Mutex<Option<listen::Listener>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -193,6 +196,7 @@ impl Pool {
             welcome: Mutex::new(None),
             client_params: Mutex::new(None),
             statements: Mutex::new(Default::default()),
+            listener: Mutex::new(None),
         }
     }
 
@@ -594,6 +598,35 @@ impl Pool {
                     other.close_idle_server(s, "room needed by another pool under a shared cap");
                     return;
                 }
+            }
+        }
+    }
+
+    /// A subscription to this pool's listener (started now if it was not).
+    pub(crate) fn subscribe(self: &Arc<Self>) -> listen::Listening {
+        let mut l = self.listener.lock();
+        let listener = l.get_or_insert_with(|| {
+            let pool = Arc::downgrade(self);
+            let open: listen::Opener = Arc::new(move || {
+                let pool = pool.clone();
+                Box::pin(async move { pool.upgrade()?.open_listener().await })
+            });
+            listen::Listener::start(open, format!("{}/{}", self.database, self.user))
+        });
+        listener.subscribe()
+    }
+
+    /// Open the listener's server: outside the pool's size, not listed among its servers.
+    async fn open_listener(&self) -> Option<Server> {
+        let id = self.server_ids.fetch_add(1, Ordering::Relaxed);
+        let generation = self.generation.load(Ordering::Relaxed);
+        let key = *self.client_key.lock();
+        match Server::connect(id, self.target(), generation, key).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(db = %self.database, user = %self.user,
+                    "listener connect failed: {e}");
+                None
             }
         }
     }

@@ -153,6 +153,25 @@ pub(crate) async fn python_script(
         .unwrap()
 }
 
+/// Run the node script `name` of tests/drivers (arguments as [`python_script`]'s) off the
+/// runtime, killed (and failing) after `limit`.
+pub(crate) async fn node_script(
+    name: &str,
+    port: u16,
+    db: &str,
+    limit: Duration,
+    what: &str,
+) -> Outcome {
+    let mut cmd = Command::new("node");
+    cmd.arg(scripts().join(name))
+        .args(["127.0.0.1", &port.to_string(), "app", "app_pw", db])
+        .current_dir(scripts());
+    let what = what.to_string();
+    tokio::task::spawn_blocking(move || run_limited(cmd, limit, &what))
+        .await
+        .unwrap()
+}
+
 /// Run `cmd`, killing it (and failing) after `limit`.
 pub(crate) fn run_limited(mut cmd: Command, limit: Duration, what: &str) -> Outcome {
     let start = Instant::now();

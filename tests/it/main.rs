@@ -13,6 +13,7 @@ mod extended;
 mod faults;
 mod hosts;
 mod lifecycle;
+mod listen;
 mod login;
 mod metrics;
 mod modes;

@@ -113,6 +113,8 @@ enum Woke {
     Stop(Stop),
     /// Asked to park.
     Park,
+    /// Notifications wait for the client (`pool::listen`).
+    Notify,
 }
 
 /// The FATAL message for a client stopped from outside.
@@ -137,7 +139,7 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
             loop {
                 let woke = match deadline {
                     // The timer is boxed: an idle client's task stays small when none is set.
-                    Some(d) => match boxed_readable_until(&r.client, &r.handle, d).await {
+                    Some(d) => match boxed_readable_until(r, d).await {
                         Ok(res) => res?,
                         Err(_) => {
                             boxed_fatal(r, sqlstate::IDLE_SESSION_TIMEOUT, "client_idle_timeout")
@@ -145,7 +147,7 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
                             return Ok(LoopEnd::Left("client_idle_timeout".into()));
                         }
                     },
-                    None => std::future::poll_fn(|cx| poll_idle(&r.client, &r.handle, cx)).await?,
+                    None => std::future::poll_fn(|cx| poll_idle(r, cx)).await?,
                 };
                 match woke {
                     Woke::Stop(stop) => {
@@ -153,10 +155,18 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
                         boxed_fatal(r, sqlstate::ADMIN_SHUTDOWN, msg).await;
                         return Ok(LoopEnd::Left(msg.into()));
                     }
+                    // A listening client stays in its task: its notifications wake it.
+                    Woke::Park if r.listening.is_some() => r.handle.info.never_park(),
                     // A client that cannot park (TLS) comes back from `Parking::park`.
                     Woke::Park => {
                         r.idle_deadline = deadline;
                         return Ok(LoopEnd::Park);
+                    }
+                    Woke::Notify => {
+                        if let Some(why) = boxed_notify(r).await {
+                            return Ok(LoopEnd::Left(why));
+                        }
+                        continue;
                     }
                     Woke::Readable => {}
                 }
@@ -232,32 +242,58 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// An idle client: ready when it sent something, or when it is asked to stop or to park (the
-/// task's waker is registered for those too).
-fn poll_idle(
-    client: &Conn,
-    handle: &ClientHandle,
-    cx: &mut std::task::Context<'_>,
-) -> Poll<std::io::Result<Woke>> {
-    if let Poll::Ready(why) = handle.info.poll_stop(cx) {
+/// An idle client: ready when it sent something, or when it is asked to stop or to park, or
+/// notifications wait for it (the task's waker is registered for those too).
+fn poll_idle(r: &Relay, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<Woke>> {
+    if let Poll::Ready(why) = r.handle.info.poll_stop(cx) {
         return Poll::Ready(Ok(Woke::Stop(why)));
     }
-    if handle.info.park_asked() {
+    if r.handle.info.park_asked() {
         return Poll::Ready(Ok(Woke::Park));
     }
-    client.poll_read_ready(cx).map_ok(|()| Woke::Readable)
+    if let Some(l) = &r.listening {
+        if l.subscriber().poll_pending(cx).is_ready() {
+            return Poll::Ready(Ok(Woke::Notify));
+        }
+    }
+    r.client.poll_read_ready(cx).map_ok(|()| Woke::Readable)
+}
+
+/// Write the notifications that wait for an idle client (boxed, as `boxed_request`). `Some`:
+/// why the client goes.
+fn boxed_notify(r: &mut Relay) -> BoxFuture<'_, Option<String>> {
+    Box::pin(async move {
+        use crate::pool::listen::Pending;
+        let pending = r.listening.as_ref()?.subscriber().take()?;
+        match pending {
+            Pending::Messages(out) => {
+                PoolStats::add(&r.sess.pool.stats.bytes_sent, out.len() as u64);
+                match r.client.write_all(&out).await {
+                    Ok(()) => None,
+                    Err(e) => Some(format!("client connection error: {e}")),
+                }
+            }
+            Pending::Overflow => {
+                let msg = format!(
+                    "too many notifications waiting for this client (more than {} bytes)",
+                    crate::pool::listen::QUEUE_LIMIT
+                );
+                r.fatal(sqlstate::PROGRAM_LIMIT_EXCEEDED, &msg).await;
+                Some(msg)
+            }
+        }
+    })
 }
 
 /// [`poll_idle`] within client_idle_timeout, boxed outside the async fn (as `boxed_request`),
 /// so the timer takes no room in an idle client's task.
-fn boxed_readable_until<'a>(
-    client: &'a Conn,
-    handle: &'a ClientHandle,
+fn boxed_readable_until(
+    r: &Relay,
     deadline: tokio::time::Instant,
-) -> BoxFuture<'a, Result<std::io::Result<Woke>, tokio::time::error::Elapsed>> {
+) -> BoxFuture<'_, Result<std::io::Result<Woke>, tokio::time::error::Elapsed>> {
     Box::pin(tokio::time::timeout_at(
         deadline,
-        std::future::poll_fn(|cx| poll_idle(client, handle, cx)),
+        std::future::poll_fn(|cx| poll_idle(r, cx)),
     ))
 }
 
@@ -288,6 +324,7 @@ impl Relay {
             max_packet: shared.config().general.max_packet_size as u32,
             statements: None,
             touching: None,
+            listening: None,
             sess,
             handle,
             shared,
@@ -339,6 +376,8 @@ pub(super) struct Relay {
     /// Its statements whose Parse may change session settings, and which: each Bind of one
     /// is read back like the Parse (`None` while it has none, as most clients).
     touching: Option<Box<Touching>>,
+    /// Its LISTENs, served by the pool's listener (`pool::listen`), once it has made one.
+    listening: Option<Box<crate::pool::listen::Listening>>,
     /// Where the client parks when idle long enough.
     parking: Weak<Parking>,
     /// When client_idle_timeout ends the idle wait of a client woken from parking.

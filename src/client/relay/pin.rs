@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use bytes::Buf;
 use tokio::io::AsyncWriteExt;
 
 use super::{Relay, Txn};
@@ -27,9 +26,16 @@ const STATE_QUERY: &str = "SELECT \
     EXISTS (SELECT 1 FROM pg_catalog.pg_prepared_statements WHERE from_sql), \
     EXISTS (SELECT 1 FROM pg_catalog.pg_listening_channels())";
 
-/// Whether the transaction that just ended may leave its client pinned (or unpinned).
+/// The LISTEN bit of `clients::PIN_REASONS`: never left set, the channels move to the
+/// pool's listener.
+const LISTEN: u8 = 1 << 4;
+
+/// Whether the transaction that just ended may leave its client pinned (or unpinned), or
+/// changed what it listens to.
 pub(super) fn may_hold(t: &Txn) -> bool {
-    t.pinned != 0 || t.touched.as_ref().is_some_and(|x| x.creates || x.load)
+    t.pinned != 0
+        || (t.touched.as_ref())
+            .is_some_and(|x| x.creates || x.load || x.unlisten_all || !x.unlisten.is_empty())
 }
 
 impl Relay {
@@ -39,6 +45,15 @@ impl Relay {
         let Some(x) = t.touched.as_mut() else {
             return Ok(t.pinned != 0);
         };
+        // UNLISTEN: the server it ran on listened to nothing; the listener stops serving it.
+        if x.unlisten_all || !x.unlisten.is_empty() {
+            let channels = (!x.unlisten_all).then(|| std::mem::take(&mut x.unlisten));
+            x.unlisten_all = false;
+            x.unlisten.clear();
+            if let Some(l) = &self.listening {
+                l.unlisten(channels);
+            }
+        }
         let check = x.creates || x.load || (x.drops && t.pinned != 0);
         let load = std::mem::take(&mut x.load);
         (x.creates, x.drops) = (false, false);
@@ -48,28 +63,38 @@ impl Relay {
         if !check {
             return Ok(t.pinned != 0);
         }
-        // The client first gets what is owed to it: the query's answer goes through the same
-        // buffer.
-        if t.s_ready > 0 {
-            let out = &t.server.rbuf[..t.s_ready];
-            self.client
-                .write_all(out)
-                .await
-                .map_err(|e| e.to_string())?;
-            PoolStats::add(&self.sess.pool.stats.bytes_sent, out.len() as u64);
-            t.server.rbuf.advance(t.s_ready);
-            t.s_ready = 0;
-        }
-        let ask = t.server.hidden_rows(STATE_QUERY);
-        let rows = match tokio::time::timeout(Duration::from_secs(10), ask).await {
-            Ok(r) => r.map_err(|e| format!("asking what the session holds failed: {e}"))?,
-            Err(_) => return Err("asking what the session holds timed out".into()),
-        };
+        // What the client is still owed (its ReadyForQuery) waits until this is settled: the
+        // answers come through the same buffer, and a LISTEN must be the listener's before the
+        // client knows it is done.
+        let held = t.server.rbuf.split_to(t.s_ready);
+        t.s_ready = 0;
+        let rows = hidden(t, STATE_QUERY).await?;
         let mut bits = t.pinned & LOAD;
         for (i, v) in rows.first().into_iter().flatten().enumerate() {
             if v.as_deref() == Some("t") {
                 bits |= 1 << i;
             }
+        }
+        if bits & LISTEN != 0 {
+            // The channels move to the pool's listener; the server listens to none again.
+            let sql = "SELECT pg_catalog.pg_listening_channels(); UNLISTEN *";
+            let channels: Vec<String> = (hidden(t, sql).await?.into_iter())
+                .filter_map(|row| row.into_iter().next().flatten())
+                .collect();
+            let pool = &self.sess.pool;
+            let l = self
+                .listening
+                .get_or_insert_with(|| Box::new(pool.subscribe()));
+            l.listen(channels).await;
+            self.handle.info.never_park();
+            bits &= !LISTEN;
+        }
+        if !held.is_empty() {
+            self.client
+                .write_all(&held)
+                .await
+                .map_err(|e| e.to_string())?;
+            PoolStats::add(&self.sess.pool.stats.bytes_sent, held.len() as u64);
         }
         if bits != t.pinned {
             let span = self.handle.info.span();
@@ -87,6 +112,14 @@ impl Relay {
         }
         t.pinned = bits;
         Ok(bits != 0)
+    }
+}
+
+/// One of pgmux's own queries on the client's server, within 10 s.
+async fn hidden(t: &mut Txn, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    match tokio::time::timeout(Duration::from_secs(10), t.server.hidden_rows(sql)).await {
+        Ok(r) => r.map_err(|e| format!("asking what the session holds failed: {e}")),
+        Err(_) => Err("asking what the session holds timed out".into()),
     }
 }
 

@@ -43,6 +43,8 @@ fn merge(t: &mut Txn, touch: Touch) {
             had.creates |= touch.creates;
             had.drops |= touch.drops;
             had.load |= touch.load;
+            had.unlisten_all |= touch.unlisten_all;
+            had.unlisten.extend(touch.unlisten);
             for n in touch.names {
                 if !had.names.contains(&n) {
                     had.names.push(n);

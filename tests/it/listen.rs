@@ -1,0 +1,149 @@
+//! Integration tests: LISTEN/NOTIFY in transaction mode (issue 16): one listener server per
+//! pool, notifications fanned out to each subscribed client, many clients on a small pool.
+
+use std::time::Duration;
+
+use futures_util::future::poll_fn;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::support::client::{one, rows, tp_config};
+use crate::support::{custom_config, db_entry, Mux};
+
+/// A client whose notifications come out of the receiver, as (channel, payload).
+async fn listening_client(
+    cfg: &tokio_postgres::Config,
+) -> (Client, mpsc::UnboundedReceiver<(String, String)>) {
+    let (client, mut conn) = cfg.connect(NoTls).await.expect("connect");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = poll_fn(|cx| conn.poll_message(cx)).await {
+            if let AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    (client, rx)
+}
+
+/// What arrives within `wait` of the last arrival.
+async fn drain(rx: &mut mpsc::UnboundedReceiver<(String, String)>, wait: Duration) -> Vec<String> {
+    let mut got = Vec::new();
+    while let Ok(Some((c, p))) = tokio::time::timeout(wait, rx.recv()).await {
+        got.push(format!("{c}:{p}"));
+    }
+    got
+}
+
+/// Eight clients LISTEN on a pool of two servers (a LISTEN that pinned would leave the others
+/// waiting); NOTIFY and pg_notify from another client reach exactly the subscribed ones, in
+/// order, only once committed; UNLISTEN and a LISTEN rolled back are honoured; and the
+/// listening clients go on running queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_fan_out_to_listening_clients_on_a_small_pool() {
+    let general = "query_wait_timeout = 5";
+    let mux = Mux::start(custom_config(
+        general,
+        &db_entry("lsdb", "appdb", "pool_size = 2"),
+    ))
+    .await;
+    let cfg = tp_config(mux.port(), "app", "app_pw", "lsdb");
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        let (c, rx) = listening_client(&cfg).await;
+        let sql = match i % 4 {
+            0 => "LISTEN alpha",
+            1 => "LISTEN beta",
+            2 => "LISTEN alpha; LISTEN \"Beta Two\"",
+            _ => "BEGIN; LISTEN alpha; ROLLBACK; LISTEN beta",
+        };
+        rows(&c, sql).await;
+        clients.push((c, rx, sql));
+    }
+    // Every listening client still gets a server for its queries.
+    for (c, _, _) in &clients {
+        assert_eq!(one(c, "SELECT 1").await, "1");
+    }
+    let (n, _nh) = listening_client(&cfg).await;
+    rows(&n, "NOTIFY alpha, 'a1'").await;
+    rows(&n, "SELECT pg_notify('beta', 'b1')").await;
+    rows(&n, "BEGIN; NOTIFY alpha, 'never'; ROLLBACK").await;
+    rows(
+        &n,
+        "BEGIN; NOTIFY \"Beta Two\", 'b2'; NOTIFY alpha, 'a2'; COMMIT",
+    )
+    .await;
+    for (_, rx, sql) in clients.iter_mut() {
+        let want: &[&str] = match *sql {
+            "LISTEN alpha" => &["alpha:a1", "alpha:a2"],
+            "LISTEN beta" => &["beta:b1"],
+            "LISTEN alpha; LISTEN \"Beta Two\"" => &["alpha:a1", "Beta Two:b2", "alpha:a2"],
+            _ => &["beta:b1"],
+        };
+        assert_eq!(drain(rx, Duration::from_millis(500)).await, want, "{sql}");
+    }
+    // UNLISTEN one channel, UNLISTEN *: nothing more for those.
+    rows(&clients[2].0, "UNLISTEN alpha").await;
+    rows(&clients[0].0, "UNLISTEN *").await;
+    rows(&n, "NOTIFY alpha, 'a3'; NOTIFY \"Beta Two\", 'b3'").await;
+    assert_eq!(
+        drain(&mut clients[0].1, Duration::from_millis(500)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        drain(&mut clients[2].1, Duration::from_millis(500)).await,
+        ["Beta Two:b3"]
+    );
+    assert_eq!(
+        drain(&mut clients[4].1, Duration::from_millis(500)).await,
+        ["alpha:a3"]
+    );
+    // Notifications reach a client between its own requests too.
+    let (c, rx, _) = &mut clients[4];
+    for i in 0..20 {
+        rows(&n, &format!("NOTIFY alpha, '{i}'")).await;
+        assert_eq!(one(c, "SELECT 1").await, "1");
+    }
+    assert_eq!(drain(rx, Duration::from_millis(500)).await.len(), 20);
+}
+
+/// psycopg 3's `conn.notifies()` and asyncpg's `add_listener`, then node-postgres'
+/// `client.on('notification')`: six listeners of each and a notifier, through pgmux in
+/// transaction mode on two servers, receive exactly what they receive directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_listen_through_pgmux_as_directly() {
+    use crate::drivers::{node_script, python_script};
+    use crate::support::{config, pg};
+    let limit = Duration::from_secs(90);
+    let mux = Mux::start(config("", &db_entry("lsdrv", "appdb", "pool_size = 2"))).await;
+    for (script, node) in [("listen_notify.py", false), ("node_pg_listen.js", true)] {
+        let run = |port: u16, what: &'static str| async move {
+            let db = if port == pg().port { "appdb" } else { "lsdrv" };
+            match node {
+                false => python_script(script, port, db, limit, what).await,
+                true => node_script(script, port, db, limit, what).await,
+            }
+        };
+        let direct = run(pg().port, "listeners against Postgres").await;
+        assert!(
+            direct.ok,
+            "{script} directly: {}{}",
+            direct.stdout, direct.stderr
+        );
+        assert!(
+            direct.stdout.contains("listener 5: chan_b:b0"),
+            "{}",
+            direct.stdout
+        );
+        let via = run(mux.port(), "listeners through pgmux").await;
+        assert!(
+            via.ok,
+            "{script} through pgmux: {}{}",
+            via.stdout, via.stderr
+        );
+        assert_eq!(
+            via.stdout, direct.stdout,
+            "{script}: through pgmux vs directly"
+        );
+    }
+}
