@@ -357,6 +357,10 @@ pub struct General {
     /// Parameters Postgres reports (ParameterStatus) that follow their client from the reports
     /// alone, beyond the seven pgmux always tracks (PgBouncer's name). Default empty.
     pub track_extra_parameters: Vec<String>,
+    /// Most bytes of notifications (LISTEN/NOTIFY in transaction mode) waiting for one client
+    /// that does not read them; past it the client gets 54000 and is disconnected. Default
+    /// 8 MiB.
+    pub notify_queue_limit: usize,
     /// Let several pgmux processes listen on the same port (SO_REUSEPORT), for restarts
     /// without downtime. Default false. Restart.
     pub so_reuseport: bool,
@@ -472,6 +476,7 @@ impl Default for General {
             ignore_startup_parameters: vec!["extra_float_digits".into()],
             track_session_settings: true,
             track_extra_parameters: Vec::new(),
+            notify_queue_limit: 8 << 20,
             so_reuseport: false,
             shutdown_timeout: Secs(30.0),
             log_format: LogFormat::Text,

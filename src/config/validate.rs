@@ -488,6 +488,7 @@ section_reader!(
         ignore_startup_parameters,
         track_session_settings,
         track_extra_parameters,
+        notify_queue_limit,
         so_reuseport,
         shutdown_timeout,
         log_format,
@@ -593,6 +594,12 @@ fn check_general(g: &General, p: &mut Problems) {
     }
     if g.max_client_conn < 1 {
         p.push("general.max_client_conn", "must be at least 1");
+    }
+    if g.notify_queue_limit < 8192 {
+        p.push(
+            "general.notify_queue_limit",
+            "must be at least 8192 (bytes: one notification can be that large)",
+        );
     }
     if g.default_pool_size < 1 {
         p.push("general.default_pool_size", "must be at least 1");

@@ -5,8 +5,8 @@
 //! The listener's server is outside the pool's size (it holds no client's transaction, and
 //! one per pool that has listening clients). Lost, it is opened again with a backoff and
 //! LISTENs every channel again; notifications sent meanwhile are lost, as with any reconnect.
-//! A client's queue of undelivered notifications is bounded ([`QUEUE_LIMIT`] bytes): past it
-//! the client is told and disconnected, never left to grow pgmux's memory.
+//! A client's queue of undelivered notifications is bounded (`notify_queue_limit` bytes): past
+//! it the client is told and disconnected, never left to grow pgmux's memory.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
@@ -22,14 +22,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::proto::backend;
 use crate::server::Server;
 
-/// Most bytes of notifications queued for one client before it is disconnected.
-pub const QUEUE_LIMIT: usize = 1 << 20;
-
 /// One client's end: its channels and the notifications waiting for it.
 #[derive(Default)]
 pub struct Subscriber {
     queue: Mutex<Queue>,
     waker: AtomicWaker,
+    /// Most bytes that may wait (notify_queue_limit).
+    limit: usize,
 }
 
 #[derive(Default)]
@@ -44,8 +43,8 @@ struct Queue {
 pub enum Pending {
     /// NotificationResponse messages to write, in order.
     Messages(BytesMut),
-    /// More than [`QUEUE_LIMIT`] bytes waited: the client must go.
-    Overflow,
+    /// More than its limit waited: the client must go.
+    Overflow(usize),
 }
 
 impl Subscriber {
@@ -63,7 +62,7 @@ impl Subscriber {
     pub fn take(&self) -> Option<Pending> {
         let mut q = self.queue.lock();
         if q.overflow {
-            return Some(Pending::Overflow);
+            return Some(Pending::Overflow(self.limit));
         }
         if q.messages.is_empty() {
             return None;
@@ -86,7 +85,7 @@ impl Subscriber {
         if q.overflow {
             return;
         }
-        if q.bytes + msg.len() > QUEUE_LIMIT {
+        if q.bytes + msg.len() > self.limit {
             q.overflow = true;
             q.messages.clear();
             q.bytes = 0;
@@ -183,9 +182,12 @@ impl Listener {
         Listener { tx }
     }
 
-    pub(crate) fn subscribe(&self) -> Listening {
+    pub(crate) fn subscribe(&self, limit: usize) -> Listening {
         Listening {
-            sub: Arc::new(Subscriber::default()),
+            sub: Arc::new(Subscriber {
+                limit,
+                ..Default::default()
+            }),
             tx: self.tx.clone(),
         }
     }
@@ -382,8 +384,11 @@ mod tests {
 
     #[test]
     fn channels_listen_once_and_unlisten_when_nobody_is_left() {
-        let a = Arc::new(Subscriber::default());
-        let b = Arc::new(Subscriber::default());
+        let sub = || Subscriber {
+            limit: 1 << 20,
+            ..Default::default()
+        };
+        let (a, b) = (Arc::new(sub()), Arc::new(sub()));
         let mut ch = Channels::default();
         assert_eq!(
             ch.listen(Arc::downgrade(&a), vec!["x".into(), "y".into()]),
@@ -406,12 +411,15 @@ mod tests {
 
     #[test]
     fn a_queue_past_its_limit_overflows() {
-        let s = Subscriber::default();
-        let big = Bytes::from(vec![0u8; QUEUE_LIMIT / 2 + 1]);
+        let s = Subscriber {
+            limit: 1000,
+            ..Default::default()
+        };
+        let big = Bytes::from(vec![0u8; 501]);
         s.push(&big);
         assert!(matches!(s.take(), Some(Pending::Messages(_))));
         s.push(&big);
         s.push(&big);
-        assert!(matches!(s.take(), Some(Pending::Overflow)));
+        assert!(matches!(s.take(), Some(Pending::Overflow(1000))));
     }
 }

@@ -60,6 +60,8 @@ pub struct PoolSettings {
     pub(crate) track_session_settings: bool,
     /// Without it, the settings still carried (track_extra_parameters, lower case).
     pub(crate) track_extra_parameters: Arc<[String]>,
+    /// notify_queue_limit: bytes of notifications a client may leave unread.
+    pub(crate) notify_queue_limit: usize,
     /// Clients idle this long are disconnected.
     pub client_idle_timeout: Option<Duration>,
     /// Clients idle inside a transaction this long are disconnected.
@@ -613,7 +615,7 @@ impl Pool {
             });
             listen::Listener::start(open, format!("{}/{}", self.database, self.user))
         });
-        listener.subscribe()
+        listener.subscribe(self.settings().notify_queue_limit)
     }
 
     /// Open the listener's server: outside the pool's size, not listed among its servers.

@@ -139,6 +139,7 @@ fn resolve(
         server_reset_query: g.server_reset_query.clone(),
         server_reset_query_always: g.server_reset_query_always,
         track_session_settings: g.track_session_settings,
+        notify_queue_limit: g.notify_queue_limit,
         track_extra_parameters: g
             .track_extra_parameters
             .iter()

@@ -147,3 +147,85 @@ async fn drivers_listen_through_pgmux_as_directly() {
         );
     }
 }
+
+/// The listener's server is terminated: the listener opens another and LISTENs again, and
+/// notifications reach the client again (those sent while it was down are lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_listens_again_after_losing_its_server() {
+    use crate::support::client::sql_super;
+    let mux = Mux::start(custom_config(
+        "",
+        &db_entry("lsre", "appdb", "pool_size = 2"),
+    ))
+    .await;
+    let cfg = tp_config(mux.port(), "app", "app_pw", "lsre");
+    let (c, mut rx) = listening_client(&cfg).await;
+    rows(&c, "LISTEN gamma_reconnect").await;
+    let (n, _) = listening_client(&cfg).await;
+    rows(&n, "NOTIFY gamma_reconnect, 'before'").await;
+    assert_eq!(
+        drain(&mut rx, Duration::from_millis(300)).await,
+        ["gamma_reconnect:before"]
+    );
+    let killed = sql_super(
+        "appdb",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE query = 'LISTEN \"gamma_reconnect\";'",
+    )
+    .await;
+    assert_eq!(killed, "1", "the listener's server");
+    let mut got = Vec::new();
+    for i in 0..50 {
+        rows(&n, &format!("NOTIFY gamma_reconnect, 'after {i}'")).await;
+        got = drain(&mut rx, Duration::from_millis(200)).await;
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !got.is_empty(),
+        "no notification after the listener's server was lost"
+    );
+    assert_eq!(one(&c, "SELECT 1").await, "1");
+}
+
+/// A client that stops reading while notifications pour in: at most notify_queue_limit (2 MiB
+/// here) waits for it in pgmux, then it gets 54000 and is disconnected; a client that reads
+/// them is unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_does_not_read_its_notifications_is_disconnected() {
+    use crate::support::raw;
+    let general = "auth_type = \"trust\"\nnotify_queue_limit = 2097152";
+    let mux = Mux::start(custom_config(
+        general,
+        &db_entry("lsbig", "appdb", "pool_size = 2"),
+    ))
+    .await;
+    let (mut slow, _) =
+        raw::login_trust(mux.port(), &[("user", "app"), ("database", "lsbig")]).await;
+    raw::simple_query(&mut slow, "LISTEN big").await;
+    let cfg = tp_config(mux.port(), "app", "", "lsbig");
+    let (ok, mut ok_rx) = listening_client(&cfg).await;
+    rows(&ok, "LISTEN big").await;
+    let (n, _) = listening_client(&cfg).await;
+    // 12 MB, more than the kernel's socket buffers and pgmux's limit together, in bursts of
+    // 0.8 MB (each transaction's notifications come at once).
+    for _ in 0..16 {
+        rows(
+            &n,
+            "SELECT count(pg_notify('big', i || repeat('x', 7900))) \
+                  FROM generate_series(1, 100) i",
+        )
+        .await;
+    }
+    assert_eq!(
+        drain(&mut ok_rx, Duration::from_millis(1000)).await.len(),
+        1600
+    );
+    let msgs = raw::read_to_close(&mut slow).await;
+    let (code, msg, _) = raw::error_of(&msgs).expect("an error before the close");
+    assert_eq!(code, "54000", "{msg}");
+    let notes = msgs.iter().filter(|m| m.0 == b'A').count();
+    assert!(notes < 1600, "all {notes} notifications were delivered");
+    assert_eq!(one(&ok, "SELECT 1").await, "1");
+}

@@ -273,10 +273,10 @@ fn boxed_notify(r: &mut Relay) -> BoxFuture<'_, Option<String>> {
                     Err(e) => Some(format!("client connection error: {e}")),
                 }
             }
-            Pending::Overflow => {
+            Pending::Overflow(limit) => {
                 let msg = format!(
-                    "too many notifications waiting for this client (more than {} bytes)",
-                    crate::pool::listen::QUEUE_LIMIT
+                    "too many notifications waiting for this client (more than \
+                     notify_queue_limit, {limit} bytes)"
                 );
                 r.fatal(sqlstate::PROGRAM_LIMIT_EXCEEDED, &msg).await;
                 Some(msg)
