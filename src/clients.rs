@@ -458,11 +458,17 @@ pub(crate) struct ClientCounts {
     pub active: usize,
     /// The longest current wait, µs.
     pub(crate) max_wait_us: u64,
+    /// Clients pinned to their server, by reason ([`PIN_REASONS`]).
+    pub(crate) pinned: [usize; PIN_REASONS.len()],
 }
 
 impl ClientCounts {
     /// Add one client.
     pub(crate) fn add(&mut self, c: &ClientInfo, now_us: u64) {
+        let pinned = c.pinned();
+        for (i, n) in self.pinned.iter_mut().enumerate() {
+            *n += usize::from(pinned & (1 << i) != 0);
+        }
         match c.state() {
             ClientState::Login => self.login += 1,
             ClientState::Idle => self.idle += 1,

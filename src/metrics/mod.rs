@@ -215,6 +215,13 @@ pub(crate) fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
         "Clients of the pool by state: active (holding a server), waiting (for a server), idle.",
         &["database", "user", "pool_mode", "state"],
     );
+    let pinned = int_gauge_vec(
+        &r,
+        "pgmux_pool_clients_pinned",
+        "Clients of the pool pinned to their server (transaction and statement mode) by state \
+         that cannot move, by reason (a client pinned for two reasons counts under both).",
+        &["database", "user", "pool_mode", "reason"],
+    );
     let servers = int_gauge_vec(
         &r,
         "pgmux_pool_servers",
@@ -266,6 +273,13 @@ pub(crate) fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
         clients
             .with_label_values(&with("idle"))
             .set(v.clients.idle as i64);
+        if settings.mode != crate::config::PoolMode::Session {
+            let reasons = crate::clients::PIN_REASONS.iter().zip(v.clients.pinned);
+            // A LISTEN never pins: it moves to the pool's listener.
+            for (reason, n) in reasons.filter(|(r, _)| **r != "LISTEN") {
+                pinned.with_label_values(&with(reason)).set(n as i64);
+            }
+        }
         let s = &v.servers;
         for (state, n) in [
             ("active", s.active),

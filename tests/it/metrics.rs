@@ -970,3 +970,47 @@ async fn pgbouncer_names_serve_the_exporters_series() {
     let plain = Mux::start(config("", METRICS)).await;
     assert!(!scrape(&plain).await.contains("pgbouncer_"));
 }
+
+/// A client pinned by a session advisory lock and a temporary table is counted under both
+/// reasons, and not once it unlocks and drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_clients_are_counted_by_reason() {
+    let mux = Mux::start(config("", METRICS)).await;
+    let c = mux.connect().await;
+    let pinned = |reason: &'static str, n: f64| {
+        move |t: &str| pool_val(t, "pgmux_pool_clients_pinned", &[("reason", reason)]) == n
+    };
+    let t = scrape(&mux).await;
+    assert_type(&t, "pgmux_pool_clients_pinned", "gauge");
+    assert!(pinned("session advisory lock", 0.0)(&t), "{t}");
+    rows(
+        &c,
+        "SELECT pg_advisory_lock(77); CREATE TEMP TABLE pinned_m (x int)",
+    )
+    .await;
+    scrape_until(
+        &mux,
+        "one client pinned by a lock",
+        pinned("session advisory lock", 1.0),
+    )
+    .await;
+    scrape_until(
+        &mux,
+        "one client pinned by a temp table",
+        pinned("temporary table", 1.0),
+    )
+    .await;
+    rows(&c, "SELECT pg_advisory_unlock(77); DROP TABLE pinned_m").await;
+    scrape_until(
+        &mux,
+        "nobody pinned by a lock",
+        pinned("session advisory lock", 0.0),
+    )
+    .await;
+    scrape_until(
+        &mux,
+        "nobody pinned by a temp table",
+        pinned("temporary table", 0.0),
+    )
+    .await;
+}
