@@ -22,6 +22,10 @@ pub struct Touch {
     pub drops: bool,
     /// LOAD: a library loaded for good, which nothing tells of.
     pub load: bool,
+    /// What would pin its client, said before it runs (for pin_on_session_state = "error"):
+    /// a session advisory lock taken, a temporary table that outlives its transaction, a WITH
+    /// HOLD cursor, an SQL PREPARE, a LOAD.
+    pub refuse: Option<&'static str>,
     /// `UNLISTEN *` or `DISCARD ALL`.
     pub unlisten_all: bool,
     /// The channels of `UNLISTEN name`.
@@ -70,7 +74,12 @@ pub fn touch(query: &[u8]) -> Option<Touch> {
                 Some(Tok::Word(w)) if w.eq_ignore_ascii_case(b"set_config") => {
                     set_config(&mut lx, &mut t)
                 }
-                Some(Tok::Word(w)) if is_advisory(w) => t.creates = true,
+                Some(Tok::Word(w)) if is_advisory(w) => {
+                    t.creates = true;
+                    if takes_advisory_lock(w) {
+                        t.refuse.get_or_insert("a session advisory lock");
+                    }
+                }
                 Some(_) => {}
             }
         }
@@ -130,6 +139,19 @@ fn is_advisory(w: &[u8]) -> bool {
     w.starts_with(b"pg_") && has(b"advisory_") && !has(b"_xact_")
 }
 
+/// A session advisory lock taken (not released): `pg_advisory_lock`, `pg_try_advisory_lock`
+/// and their `_shared` forms.
+fn takes_advisory_lock(w: &[u8]) -> bool {
+    let w = w.to_ascii_lowercase();
+    matches!(
+        &w[..],
+        b"pg_advisory_lock"
+            | b"pg_advisory_lock_shared"
+            | b"pg_try_advisory_lock"
+            | b"pg_try_advisory_lock_shared"
+    )
+}
+
 /// Read one statement's first words.
 fn statement(lx: &mut Lexer, t: &mut Touch) {
     let Some(first) = lx.word() else { return };
@@ -143,15 +165,36 @@ fn statement(lx: &mut Lexer, t: &mut Touch) {
         if either(w, b"global", b"local") {
             w = lx.word();
         }
-        t.creates |= either(w, b"temp", b"temporary");
+        if either(w, b"temp", b"temporary") {
+            t.creates = true;
+            if !lx.ahead(&[b"on", b"commit", b"drop"]) {
+                t.refuse.get_or_insert("a temporary table");
+            }
+        }
         return;
     }
-    if is(b"declare") || is(b"prepare") || is(b"listen") {
+    if is(b"declare") {
+        t.creates = true;
+        if lx.ahead(&[b"with", b"hold"]) {
+            t.refuse.get_or_insert("a WITH HOLD cursor");
+        }
+        return;
+    }
+    if is(b"prepare") {
+        // PREPARE TRANSACTION (two-phase commit) makes no statement.
+        t.creates = true;
+        if !lx.ahead(&[b"transaction"]) {
+            t.refuse.get_or_insert("an SQL PREPARE");
+        }
+        return;
+    }
+    if is(b"listen") {
         t.creates = true;
         return;
     }
     if is(b"load") {
         t.load = true;
+        t.refuse.get_or_insert("a LOAD");
         return;
     }
     if is(b"unlisten") {
@@ -449,6 +492,28 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// Whether `words` come one after the other before the statement ends (nothing is
+    /// consumed).
+    fn ahead(&mut self, words: &[&[u8]]) -> bool {
+        let save = self.at;
+        let mut matched = 0;
+        let found = loop {
+            match self.token() {
+                None | Some(Tok::Semi) => break false,
+                Some(Tok::Word(w)) if w.eq_ignore_ascii_case(words[matched]) => {
+                    matched += 1;
+                    if matched == words.len() {
+                        break true;
+                    }
+                }
+                Some(Tok::Word(w)) if w.eq_ignore_ascii_case(words[0]) => matched = 1,
+                Some(_) => matched = 0,
+            }
+        };
+        self.at = save;
+        found
+    }
+
     /// Whether a `.` comes next (consumed if so).
     fn peek_dot(&mut self) -> bool {
         let save = self.at;
@@ -563,6 +628,28 @@ mod tests {
         assert!(t("unlisten *").unlisten_all);
         assert!(t("SELECT 1; DROP TABLE x").drops);
         assert!(!t("SELECT 1").state());
+        // What pin_on_session_state = "error" refuses before it runs.
+        let r = |q: &str| t(q).refuse;
+        assert_eq!(
+            r("SELECT pg_try_advisory_lock(1)"),
+            Some("a session advisory lock")
+        );
+        assert_eq!(r("SELECT pg_advisory_unlock(1)"), None);
+        assert_eq!(r("CREATE TEMP TABLE x (a int)"), Some("a temporary table"));
+        assert_eq!(r("CREATE TEMP TABLE x (a int) ON COMMIT DROP"), None);
+        assert_eq!(r("DECLARE c CURSOR FOR SELECT 1"), None);
+        assert_eq!(
+            r("DECLARE c NO SCROLL CURSOR WITH HOLD FOR SELECT 1"),
+            Some("a WITH HOLD cursor")
+        );
+        assert_eq!(
+            r("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1; SELECT 'with hold'"),
+            None
+        );
+        assert_eq!(r("PREPARE p AS SELECT 1"), Some("an SQL PREPARE"));
+        assert_eq!(r("PREPARE TRANSACTION 'x'"), None);
+        assert_eq!(r("LOAD 'auto_explain'"), Some("a LOAD"));
+        assert_eq!(r("LISTEN x"), None);
     }
 
     #[test]

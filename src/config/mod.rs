@@ -210,6 +210,17 @@ impl SslMode {
     }
 }
 
+/// What state that cannot move to another server does to its client in transaction and
+/// statement mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinOnSessionState {
+    /// The client keeps its server until the state is gone.
+    Pin,
+    /// The statement that would make it is refused with 0A000.
+    Error,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -361,6 +372,11 @@ pub struct General {
     /// that does not read them; past it the client gets 54000 and is disconnected. Default
     /// 8 MiB.
     pub notify_queue_limit: usize,
+    /// "pin" (default): a client that makes state that cannot move (a session advisory lock,
+    /// a temporary table, a WITH HOLD cursor, an SQL PREPARE, a LOAD) keeps its server until
+    /// the state is gone. "error": the statement is refused with 0A000 naming what it would
+    /// make, before it runs.
+    pub pin_on_session_state: PinOnSessionState,
     /// Let several pgmux processes listen on the same port (SO_REUSEPORT), for restarts
     /// without downtime. Default false. Restart.
     pub so_reuseport: bool,
@@ -477,6 +493,7 @@ impl Default for General {
             track_session_settings: true,
             track_extra_parameters: Vec::new(),
             notify_queue_limit: 8 << 20,
+            pin_on_session_state: PinOnSessionState::Pin,
             so_reuseport: false,
             shutdown_timeout: Secs(30.0),
             log_format: LogFormat::Text,

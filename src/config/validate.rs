@@ -391,6 +391,10 @@ impl Field for SslMode {
         "verify-full",
     ];
 }
+impl Field for super::PinOnSessionState {
+    const EXPECTED: &'static str = r#"one of "pin", "error""#;
+    const CHOICES: &'static [&'static str] = &["pin", "error"];
+}
 impl Field for LogFormat {
     const EXPECTED: &'static str = r#"one of "text", "json""#;
     const CHOICES: &'static [&'static str] = &["text", "json"];
@@ -489,6 +493,7 @@ section_reader!(
         track_session_settings,
         track_extra_parameters,
         notify_queue_limit,
+        pin_on_session_state,
         so_reuseport,
         shutdown_timeout,
         log_format,

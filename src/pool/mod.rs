@@ -62,6 +62,8 @@ pub struct PoolSettings {
     pub(crate) track_extra_parameters: Arc<[String]>,
     /// notify_queue_limit: bytes of notifications a client may leave unread.
     pub(crate) notify_queue_limit: usize,
+    /// pin_on_session_state = "error": refuse what would pin a client.
+    pub(crate) refuse_pinning: bool,
     /// Clients idle this long are disconnected.
     pub client_idle_timeout: Option<Duration>,
     /// Clients idle inside a transaction this long are disconnected.

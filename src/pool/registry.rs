@@ -140,6 +140,7 @@ fn resolve(
         server_reset_query_always: g.server_reset_query_always,
         track_session_settings: g.track_session_settings,
         notify_queue_limit: g.notify_queue_limit,
+        refuse_pinning: g.pin_on_session_state == crate::config::PinOnSessionState::Error,
         track_extra_parameters: g
             .track_extra_parameters
             .iter()

@@ -257,3 +257,74 @@ async fn others_pids(b: &tokio_postgres::Client, c: &tokio_postgres::Client, pin
         assert_ne!(pid(c).await, pinned, "c was given the pinned server");
     }
 }
+
+/// pin_on_session_state = "error": what would pin a client fails with 0A000 before it runs
+/// (a simple query, or a Parse with its parameter types), inside a transaction as Postgres
+/// would fail it; what does not pin (a temporary table dropped at commit, a cursor without
+/// HOLD, an advisory unlock) runs; and nobody is pinned, so a pool of one serves two clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_on_session_state_error_refuses_what_would_pin() {
+    use crate::support::client::code;
+    let general = "pin_on_session_state = \"error\"\nquery_wait_timeout = 5";
+    let mux = Mux::start(custom_config(general, "")).await;
+    let cfg = tp_config(mux.port(), "app", "app_pw", "onedb");
+    let (a, _ha) = tp_connect_ok(&cfg).await;
+    let (b, _hb) = tp_connect_ok(&cfg).await;
+    for (sql, what) in [
+        ("SELECT pg_advisory_lock(5)", "a session advisory lock"),
+        (
+            "SELECT 1; CREATE TEMP TABLE refused_t (x int)",
+            "a temporary table",
+        ),
+        (
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "a WITH HOLD cursor",
+        ),
+        ("PREPARE refused_p AS SELECT 1", "an SQL PREPARE"),
+        ("LOAD 'auto_explain'", "a LOAD"),
+    ] {
+        let e = a.simple_query(sql).await.expect_err(sql);
+        assert_eq!(code(&e).as_deref(), Some("0A000"), "{sql}: {e}");
+        let msg = e.as_db_error().unwrap().message().to_string();
+        assert!(
+            msg.contains(what) && msg.contains("pin_on_session_state"),
+            "{sql}: {msg}"
+        );
+        assert_eq!(one(&b, "SELECT 1").await, "1");
+    }
+    // Inside a transaction block: the block is aborted, as by any error.
+    rows(&a, "BEGIN").await;
+    assert!(a
+        .simple_query("PREPARE refused_p AS SELECT 1")
+        .await
+        .is_err());
+    let e = a.simple_query("SELECT 1").await.expect_err("aborted block");
+    assert_eq!(code(&e).as_deref(), Some("25P02"));
+    rows(&a, "ROLLBACK").await;
+    // Through the extended protocol, with the parameter types given.
+    let st = a
+        .prepare_typed(
+            "SELECT pg_advisory_lock($1)",
+            &[tokio_postgres::types::Type::INT8],
+        )
+        .await
+        .unwrap();
+    let e = a.query(&st, &[&5i64]).await.expect_err("refused");
+    assert_eq!(code(&e).as_deref(), Some("0A000"), "{e}");
+    // What does not pin runs.
+    rows(
+        &a,
+        "BEGIN; CREATE TEMP TABLE ok_t (x int) ON COMMIT DROP; \
+         DECLARE c CURSOR FOR SELECT 1; SELECT pg_advisory_xact_lock(5); COMMIT",
+    )
+    .await;
+    assert_eq!(one(&a, "SELECT pg_advisory_unlock(5)::int").await, "0");
+    assert_eq!(
+        one(
+            &b,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        )
+        .await,
+        "0"
+    );
+}

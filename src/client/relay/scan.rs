@@ -33,6 +33,56 @@ pub(super) fn advance_head(mut remaining: usize, cbuf: &[u8], mut n: usize) -> u
     }
 }
 
+/// What a Query or Parse would make that pins its client, if anything.
+fn refusal(tag: u8, body: &[u8]) -> Option<&'static str> {
+    let query = match tag {
+        b'P' => proto::cstr(body)?.1,
+        _ => body,
+    };
+    crate::sql::touch(query)?.refuse
+}
+
+/// Replace the Query or Parse at `at` (`len` bytes, whole in `cbuf`) with one that makes
+/// Postgres fail with 0A000 saying why, so the client gets the error where the statement
+/// would have run, with the transaction state Postgres gives it. A Parse keeps its name and
+/// parameter types (a driver that left those to Postgres may see its own complaint about the
+/// parameters first).
+fn refuse_message(cbuf: &mut BytesMut, at: usize, len: usize, tag: u8, why: &str) {
+    let message = format!(
+        "pgmux: this statement would make {why}, which ties a client to one server; \
+         pin_on_session_state = error refuses it"
+    );
+    let sql = format!(
+        "DO $pgmux$ BEGIN RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', \
+         MESSAGE = {}, HINT = {}; END $pgmux$",
+        crate::proto::backend::quote_literal(&message),
+        crate::proto::backend::quote_literal(
+            "Run it in a session-mode pool, or set pin_on_session_state = pin."
+        ),
+    );
+    let body = &cbuf[at + 5..at + len];
+    let mut out = BytesMut::with_capacity(sql.len() + 64);
+    crate::proto::backend::message(&mut out, tag, |b| {
+        if tag == b'P' {
+            // name, then (past the query) the parameter types as sent.
+            let name_end = body.iter().position(|&c| c == 0).unwrap_or(body.len());
+            let query_end = (body[name_end + 1..].iter().position(|&c| c == 0))
+                .map_or(body.len(), |i| name_end + 1 + i + 1);
+            b.extend_from_slice(&body[..=name_end]);
+            b.extend_from_slice(sql.as_bytes());
+            b.extend_from_slice(&[0]);
+            b.extend_from_slice(&body[query_end..]);
+        } else {
+            b.extend_from_slice(sql.as_bytes());
+            b.extend_from_slice(&[0]);
+        }
+    });
+    let tail = cbuf.split_off(at + len);
+    cbuf.truncate(at);
+    cbuf.extend_from_slice(&out);
+    cbuf.extend_from_slice(&tail);
+}
+
 /// Add what `touch` names to what the request touched so far.
 fn merge(t: &mut Txn, touch: Touch) {
     match &mut t.touched {
@@ -158,6 +208,14 @@ impl Relay {
                     break;
                 }
                 let body = &cbuf[t.c_ready + 5..end.min(cbuf.len())];
+                // pin_on_session_state = "error": what would pin the client fails instead.
+                let refuse = t.settings.refuse_pinning
+                    && t.settings.mode != crate::config::PoolMode::Session
+                    && end <= cbuf.len();
+                if let Some(why) = refuse.then(|| refusal(tag, body)).flatten() {
+                    refuse_message(cbuf, t.c_ready, len, tag, why);
+                    continue;
+                }
                 self.touched(t, tag, body);
             }
             if t.keeping && !t.keeps_after(cbuf, tag, len) {
