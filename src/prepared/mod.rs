@@ -30,6 +30,9 @@ pub struct Statement {
     /// Parse of it alone (then Sync) can be answered without a server (see
     /// `client::relay::prepare_alone`).
     parsed: AtomicBool,
+    /// The session settings and state its text may change (`sql::touch`), read once: each
+    /// Bind of it counts as the statement run again.
+    pub touch: Option<Box<crate::sql::Touch>>,
 }
 
 impl PartialEq for Statement {
@@ -48,6 +51,7 @@ impl Statement {
             query: query.into(),
             param_types: param_types.into(),
             parsed: AtomicBool::new(false),
+            touch: crate::sql::touch(query).map(Box::new),
         }
     }
 

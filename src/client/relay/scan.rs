@@ -144,9 +144,18 @@ impl Relay {
                     .as_deref()
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                list.iter()
-                    .find(|(n, _)| **n == *name)
-                    .map(|(_, touch)| touch.clone())
+                match list.iter().find(|(n, _)| **n == *name) {
+                    Some((_, touch)) => Some(touch.clone()),
+                    // A statement pgmux maps may have been parsed without a server (its
+                    // Parse answered by pgmux): its text says.
+                    None => (self.statements.as_ref())
+                        .and_then(|m| m.get(name.as_bytes()))
+                        .and_then(|stmt| stmt.touch.as_deref().cloned())
+                        .map(|mut touch| {
+                            touch.names.retain(carried);
+                            touch
+                        }),
+                }
             }
             _ => crate::sql::touch(body).map(|mut touch| {
                 touch.names.retain(carried);
@@ -198,7 +207,7 @@ impl Relay {
                 || t.settings.mode != crate::config::PoolMode::Session;
             let reads = match tag {
                 b'Q' | b'P' => tracks,
-                b'B' => tracks && self.touching.is_some(),
+                b'B' => tracks && (self.touching.is_some() || self.statements.is_some()),
                 _ => false,
             };
             if reads {
