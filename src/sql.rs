@@ -54,12 +54,7 @@ impl Touch {
 /// The settings `query` (a simple query's text, or a Parse's) may change. The common query
 /// costs a look at its first word, one `memchr` for `;` and one for `_`.
 pub fn touch(query: &[u8]) -> Option<Touch> {
-    let mut lx = Lexer { s: query, at: 0 };
-    let first = lx.word();
-    let keyword = |w: &[u8]| FIRST_WORDS.iter().any(|k| w.eq_ignore_ascii_case(k));
-    let slow =
-        first.is_some_and(keyword) || more_than_one_statement(query) || has_underscore_word(query);
-    if !slow {
+    if !may_touch(query) {
         return None;
     }
     let mut t = Touch::default();
@@ -90,16 +85,47 @@ pub fn touch(query: &[u8]) -> Option<Touch> {
     (!t.is_empty()).then_some(t)
 }
 
-/// Whether a `;` is followed by anything but blanks: then statements after the first need
-/// reading too. (A `;` inside a string or comment sends the query down the slow path, which
-/// reads it properly.)
-fn more_than_one_statement(q: &[u8]) -> bool {
-    match memchr::memchr(b';', q) {
-        None => false,
-        Some(i) => q[i + 1..]
-            .iter()
-            .any(|&b| !(b.is_ascii_whitespace() || b == b';' || b == 0)),
+/// The cheap test every query takes: whether its first word is one of [`FIRST_WORDS`] (a
+/// query starting with a comment is read properly), a `;` is followed by more than blanks
+/// (statements after the first need reading too), or a `_` starts `_config` or `_advisory`
+/// (`set_config`, `pg_advisory_lock`, ...; any case). One pass of `memchr2` over the text.
+fn may_touch(q: &[u8]) -> bool {
+    let start = q
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(q.len());
+    let rest = &q[start..];
+    if rest.starts_with(b"--") || rest.starts_with(b"/*") {
+        return true;
     }
+    let len = rest
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    if is_first_word(&rest[..len]) {
+        return true;
+    }
+    memchr::memchr2_iter(b';', b'_', q).any(|i| {
+        if q[i] == b';' {
+            return q[i + 1..]
+                .iter()
+                .any(|&b| !(b.is_ascii_whitespace() || b == b';' || b == 0));
+        }
+        let after = |w: &[u8]| {
+            q.get(i + 1..i + 1 + w.len())
+                .is_some_and(|c| c.eq_ignore_ascii_case(w))
+        };
+        (i >= 3 && q[i - 3..i].eq_ignore_ascii_case(b"set") && after(b"config"))
+            || after(b"advisory")
+    })
+}
+
+/// Whether `w` is one of [`FIRST_WORDS`], compared by length first.
+fn is_first_word(w: &[u8]) -> bool {
+    (3..=10).contains(&w.len())
+        && FIRST_WORDS
+            .iter()
+            .any(|k| k.len() == w.len() && w.eq_ignore_ascii_case(k))
 }
 
 /// First words of statements that may change settings or pinned state.
@@ -117,19 +143,6 @@ const FIRST_WORDS: &[&[u8]] = &[
     b"listen",
     b"unlisten",
 ];
-
-/// Whether `set_config` or an advisory-lock function (`pg_advisory_lock`,
-/// `pg_try_advisory_lock_shared`, ...; any case) appears in `q`.
-fn has_underscore_word(q: &[u8]) -> bool {
-    memchr::memchr_iter(b'_', q).any(|i| {
-        let after = |w: &[u8]| {
-            q.get(i + 1..i + 1 + w.len())
-                .is_some_and(|c| c.eq_ignore_ascii_case(w))
-        };
-        (i >= 3 && q[i - 3..i].eq_ignore_ascii_case(b"set") && after(b"config"))
-            || after(b"advisory")
-    })
-}
 
 /// `pg_advisory_lock`, `pg_try_advisory_lock_shared`, `pg_advisory_unlock_all`, ... but not
 /// the transaction-level `_xact_` ones, which end with their transaction.
@@ -650,6 +663,31 @@ mod tests {
         assert_eq!(r("PREPARE TRANSACTION 'x'"), None);
         assert_eq!(r("LOAD 'auto_explain'"), Some("a LOAD"));
         assert_eq!(r("LISTEN x"), None);
+    }
+
+    #[test]
+    fn the_cheap_test_lets_through_what_the_lexer_would_find() {
+        for q in [
+            "SET a = 1",
+            "  reset all",
+            "/* x */ SET a = 1",
+            "-- x\nSET a = 1",
+            "SELECT 1; SET a = 1",
+            "select Set_Config('a', 'b', false)",
+            "SELECT pg_try_advisory_lock(1)",
+            "DISCARD ALL",
+            "unlisten *",
+        ] {
+            assert!(may_touch(q.as_bytes()), "{q}");
+        }
+        for q in [
+            "SELECT 1",
+            "SELECT aid_x FROM t;  ",
+            "UPDATE t SET x = 1",
+            "selected",
+        ] {
+            assert!(!may_touch(q.as_bytes()), "{q}");
+        }
     }
 
     #[test]

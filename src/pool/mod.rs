@@ -62,8 +62,11 @@ pub struct PoolSettings {
     pub(crate) track_extra_parameters: Arc<[String]>,
     /// notify_queue_limit: bytes of notifications a client may leave unread.
     pub(crate) notify_queue_limit: usize,
-    /// pin_on_session_state = "error": refuse what would pin a client.
+    /// pin_on_session_state = "error" outside session mode: refuse what would pin a client.
     pub(crate) refuse_pinning: bool,
+    /// Queries are read for the settings and state they touch (settings tracked, or a mode
+    /// where state pins): the one flag the relay tests per message.
+    pub(crate) reads_queries: bool,
     /// Clients idle this long are disconnected.
     pub client_idle_timeout: Option<Duration>,
     /// Clients idle inside a transaction this long are disconnected.

@@ -140,7 +140,12 @@ fn resolve(
         server_reset_query_always: g.server_reset_query_always,
         track_session_settings: g.track_session_settings,
         notify_queue_limit: g.notify_queue_limit,
-        refuse_pinning: g.pin_on_session_state == crate::config::PinOnSessionState::Error,
+        refuse_pinning: g.pin_on_session_state == crate::config::PinOnSessionState::Error
+            && mode != PoolMode::Session,
+        // Session mode keeps its server anyway: nothing pins there.
+        reads_queries: g.track_session_settings
+            || !g.track_extra_parameters.is_empty()
+            || mode != PoolMode::Session,
         track_extra_parameters: g
             .track_extra_parameters
             .iter()

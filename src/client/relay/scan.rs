@@ -122,13 +122,18 @@ impl Relay {
                     touch.names.retain(carried);
                     touch
                 });
-                // A statement bound later (another request, maybe) touches them again.
-                let list = self.touching.get_or_insert_with(Default::default);
-                list.retain(|(n, _)| **n != *name);
-                match &touch {
-                    Some(touch) if !touch.is_empty() => list.push((name.into(), touch.clone())),
-                    _ if list.is_empty() => self.touching = None,
-                    _ => {}
+                // A statement bound later (another request, maybe) touches them again. (Most
+                // Parses touch nothing, and most clients keep no list.)
+                let touches = touch.as_ref().is_some_and(|t| !t.is_empty());
+                if let Some(list) = self.touching.as_mut() {
+                    list.retain(|(n, _)| **n != *name);
+                    if list.is_empty() && !touches {
+                        self.touching = None;
+                    }
+                }
+                if let Some(touch) = touch.as_ref().filter(|_| touches) {
+                    let list = self.touching.get_or_insert_with(Default::default);
+                    list.push((name.into(), touch.clone()));
                 }
                 touch
             }
@@ -201,10 +206,7 @@ impl Relay {
                 break;
             };
             // A query that may change session settings is read whole (up to CAP bytes).
-            // Session mode keeps its server anyway: nothing to pin.
-            let tracks = t.settings.track_session_settings
-                || !t.settings.track_extra_parameters.is_empty()
-                || t.settings.mode != crate::config::PoolMode::Session;
+            let tracks = t.settings.reads_queries;
             let reads = match tag {
                 b'Q' | b'P' => tracks,
                 b'B' => tracks && (self.touching.is_some() || self.statements.is_some()),
@@ -218,9 +220,7 @@ impl Relay {
                 }
                 let body = &cbuf[t.c_ready + 5..end.min(cbuf.len())];
                 // pin_on_session_state = "error": what would pin the client fails instead.
-                let refuse = t.settings.refuse_pinning
-                    && t.settings.mode != crate::config::PoolMode::Session
-                    && end <= cbuf.len();
+                let refuse = t.settings.refuse_pinning && end <= cbuf.len();
                 if let Some(why) = refuse.then(|| refusal(tag, body)).flatten() {
                     refuse_message(cbuf, t.c_ready, len, tag, why);
                     continue;
