@@ -324,6 +324,7 @@ impl Relay {
                     _ => return forward(tr, Kind::Bind),
                 };
                 stats.ps_binds.fetch_add(1, Relaxed);
+                super::scan::bound(&t.settings, &mut t.touched, stmt.touch.as_deref());
                 if keeping && super::resend::commits_as_it_runs(&stmt.query) {
                     tr.commits = true;
                 }

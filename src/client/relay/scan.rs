@@ -83,10 +83,31 @@ fn refuse_message(cbuf: &mut BytesMut, at: usize, len: usize, tag: u8, why: &str
     cbuf.extend_from_slice(&tail);
 }
 
+/// What a mapped statement's text touches, counted at its Bind (`prepared.rs`), as
+/// `Relay::touched` counts a Parse's.
+pub(super) fn bound(
+    s: &crate::pool::PoolSettings,
+    touched: &mut Option<Box<Touch>>,
+    stmt_touch: Option<&Touch>,
+) {
+    let Some(touch) = stmt_touch else { return };
+    if !s.reads_queries {
+        return;
+    }
+    let mut touch = touch.clone();
+    touch.names.retain(|n| {
+        tracked_index(n).is_none()
+            && (s.track_session_settings || s.track_extra_parameters.contains(n))
+    });
+    if !touch.is_empty() {
+        merge(touched, touch);
+    }
+}
+
 /// Add what `touch` names to what the request touched so far.
-fn merge(t: &mut Txn, touch: Touch) {
-    match &mut t.touched {
-        None => t.touched = Some(Box::new(touch)),
+fn merge(touched: &mut Option<Box<Touch>>, touch: Touch) {
+    match touched {
+        None => *touched = Some(Box::new(touch)),
         Some(had) => {
             had.all |= touch.all;
             had.unknown |= touch.unknown;
@@ -149,18 +170,8 @@ impl Relay {
                     .as_deref()
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                match list.iter().find(|(n, _)| **n == *name) {
-                    Some((_, touch)) => Some(touch.clone()),
-                    // A statement pgmux maps may have been parsed without a server (its
-                    // Parse answered by pgmux): its text says.
-                    None => (self.statements.as_ref())
-                        .and_then(|m| m.get(name.as_bytes()))
-                        .and_then(|stmt| stmt.touch.as_deref().cloned())
-                        .map(|mut touch| {
-                            touch.names.retain(carried);
-                            touch
-                        }),
-                }
+                // (A statement pgmux maps says what it touches at its Bind: `prepared.rs`.)
+                (list.iter().find(|(n, _)| **n == *name)).map(|(_, touch)| touch.clone())
             }
             _ => crate::sql::touch(body).map(|mut touch| {
                 touch.names.retain(carried);
@@ -168,7 +179,7 @@ impl Relay {
             }),
         };
         if let Some(touch) = touch.filter(|touch| !touch.is_empty()) {
-            merge(t, touch);
+            merge(&mut t.touched, touch);
         }
     }
 
@@ -209,7 +220,7 @@ impl Relay {
             let tracks = t.settings.reads_queries;
             let reads = match tag {
                 b'Q' | b'P' => tracks,
-                b'B' => tracks && (self.touching.is_some() || self.statements.is_some()),
+                b'B' => tracks && self.touching.is_some(),
                 _ => false,
             };
             if reads {
