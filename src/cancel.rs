@@ -96,6 +96,27 @@ impl CancelMap {
         }
     }
 
+    /// Give a client the key `pid` (its session-mode server's real pid) with a fresh random
+    /// secret; a key of pgmux's own if another client has that pid already (two hosts may
+    /// give the same pid).
+    pub(crate) fn register_as(self: &Arc<Self>, pid: i32) -> CancelKey {
+        {
+            let mut map = self.map.lock();
+            if pid > 0 && !map.contains_key(&pid) {
+                let slot = Arc::new(CancelSlot::default());
+                let secret = rand::thread_rng().gen::<i32>();
+                map.insert(pid, (secret, slot.clone()));
+                return CancelKey {
+                    map: self.clone(),
+                    pid,
+                    secret,
+                    slot,
+                };
+            }
+        }
+        self.register()
+    }
+
     /// Forward a CancelRequest to the server the client with this key holds now.
     /// Unknown keys, and clients holding no server, are ignored.
     pub(crate) async fn cancel(&self, pid: i32, secret: i32) {

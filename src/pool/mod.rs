@@ -369,6 +369,37 @@ impl Pool {
         Some(s)
     }
 
+    /// A server without waiting for one: an idle one, or a new one when there is room and
+    /// nobody waits (session mode's login; `None` sends the client to the queue at its first
+    /// request instead, as PgBouncer does).
+    pub(crate) async fn checkout_now(self: &Arc<Self>, started: Instant) -> Option<Checked> {
+        if let Some(s) = self.idle_now(started) {
+            return Some(s);
+        }
+        let slot = {
+            let mut st = self.state.lock();
+            if self.paused.load(Ordering::Acquire) || !st.waiters.is_empty() || st.outage.is_some()
+            {
+                return None;
+            }
+            self.take_room(&mut st, self.settings().pool_size)?
+        };
+        match boxed(slot.open(false)).await {
+            Ok(mut s) => {
+                if !s.looks_alive() {
+                    s.close("closed by the server right after login");
+                    return None;
+                }
+                self.note_checkout(started, &self.settings().hist);
+                Some(s)
+            }
+            Err(e) => {
+                self.connect_failed(&e);
+                None
+            }
+        }
+    }
+
     /// The checkout's full loop (see [`Pool::checkout`]), for a caller that tried
     /// [`Pool::idle_now`] already.
     pub(crate) async fn checkout_from(

@@ -373,3 +373,62 @@ async fn application_scenarios_print_the_same_as_directly() {
     let counts = mux.counts("scenarios", "app").expect("the pool");
     assert!(counts.open <= 4, "the pool grew past its size: {counts:?}");
 }
+
+/// Session mode looks like a direct connection: BackendKeyData carries the client's server's
+/// real pid (so pg_backend_pid() and a self-notification's pid agree with it) while cancels
+/// still go through pgmux; start-up parameters are reported as Postgres reports them; and a
+/// start-up value Postgres refuses fails the login as it would directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_tells_the_client_its_servers_pid_and_spelling() {
+    use crate::support::client::code;
+    use crate::support::{pg, raw};
+    let entry = crate::support::db_entry("sesspid", "appdb", "pool_mode = \"session\"");
+    let mux = Mux::start(custom_config("auth_type = \"trust\"", &entry)).await;
+    let params = [
+        ("user", "app"),
+        ("database", "sesspid"),
+        ("DateStyle", "iso, dmy"),
+        ("client_encoding", "utf-8"),
+    ];
+    let (mut s, msgs) = raw::login_trust(mux.port(), &params).await;
+    let key = msgs.iter().find(|m| m.0 == b'K').expect("BackendKeyData");
+    let pid = i32::from_be_bytes(key.1[..4].try_into().unwrap());
+    let answer = raw::simple_query(&mut s, "SELECT pg_backend_pid()").await;
+    let row = answer.iter().find(|m| m.0 == b'D').expect("a row");
+    assert_eq!(String::from_utf8_lossy(&row.1[6..]), pid.to_string());
+    let notified = raw::simple_query(&mut s, "LISTEN me; NOTIFY me, 'x'").await;
+    let note = notified
+        .iter()
+        .find(|m| m.0 == b'A')
+        .expect("its own notification");
+    assert_eq!(i32::from_be_bytes(note.1[..4].try_into().unwrap()), pid);
+    // Its ParameterStatus as Postgres' own welcome has them.
+    let mut direct = params;
+    (direct[0].1, direct[1].1) = ("postgres", "appdb");
+    let (_d, direct_msgs) = raw::startup_reply(pg().port, &raw::startup(&direct)).await;
+    let status = |msgs: &[raw::Msg], name: &str| {
+        msgs.iter()
+            .filter(|m| m.0 == b'S')
+            .map(|m| String::from_utf8_lossy(&m.1).to_string())
+            .find(|v| v.starts_with(&format!("{name}\0")))
+    };
+    for name in ["DateStyle", "client_encoding", "TimeZone"] {
+        assert_eq!(status(&msgs, name), status(&direct_msgs, name), "{name}");
+    }
+    // A cancel with that key still reaches the query through pgmux.
+    let cfg = tp_config(mux.port(), "app", "", "sesspid");
+    let (c, _h) = tp_connect_ok(&cfg).await;
+    let token = c.cancel_token();
+    let sleeping = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = sleeping.await.unwrap().expect_err("cancelled");
+    assert_eq!(code(&e).as_deref(), Some("57014"), "{e}");
+    // A value Postgres refuses at start-up.
+    let mut bad = cfg.clone();
+    bad.options("-c statement_timeout=soon");
+    let Err(e) = crate::support::client::tp_connect(&bad).await else {
+        panic!("a bad start-up value was accepted");
+    };
+    assert_eq!(code(&e).as_deref(), Some("22023"), "{e}");
+}

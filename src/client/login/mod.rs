@@ -47,6 +47,9 @@ pub(crate) struct Session {
     /// Bytes the client sent after its login messages (boxed: most send none, and an idle
     /// client keeps this until its first request).
     pub(crate) leftover: Option<Box<BytesMut>>,
+    /// Session mode: the server the client was given at login (its pid is the client's), for
+    /// its first request.
+    pub(crate) held: Option<Box<crate::pool::Checked>>,
 }
 
 /// The bytes a client sent after its login messages, if any.
@@ -284,9 +287,17 @@ impl<'a> Ctx<'a> {
             if let Some(key) = client_key {
                 pool.remember_client_key(user, key);
             }
-            let welcome = match pool.welcome() {
-                Some(w) => w,
-                None => {
+            let session = pool.settings().mode == crate::config::PoolMode::Session;
+            // Session mode: the client's server now, so that the client is told its real pid
+            // and the parameters as that server reports them, as by Postgres itself.
+            let held = match session {
+                true => boxed(Self::session_server(&pool, &wanted, settings.as_deref())).await?,
+                false => None,
+            };
+            let welcome = match (&held, pool.welcome()) {
+                (Some(s), _) => Arc::new(s.params.clone()),
+                (None, Some(w)) => w,
+                (None, None) => {
                     // First client of this pool: log a server in to learn its parameters.
                     let s = Box::pin(pool.checkout(std::time::Instant::now()))
                         .await
@@ -297,10 +308,15 @@ impl<'a> Ctx<'a> {
                 }
             };
             let mut client_params = welcome.tracked_only();
-            for (k, v) in wanted.iter() {
-                client_params.set(k, v);
+            if held.is_none() {
+                for (k, v) in wanted.iter() {
+                    client_params.set(k, v);
+                }
             }
-            let key = shared.cancels.register();
+            let key = match &held {
+                Some(s) => shared.cancels.register_as(s.pid),
+                None => shared.cancels.register(),
+            };
             let out = &mut self.out;
             backend::auth_ok(out);
             for (k, v) in welcome.iter() {
@@ -327,7 +343,40 @@ impl<'a> Ctx<'a> {
                 pool,
                 key,
                 leftover: leftover(self.buf),
+                held: held.map(Box::new),
             })))
+        }
+    }
+
+    /// Session mode: the client's server at login, when one is free now (an idle one, or
+    /// room to open one), given the client's start-up parameters and settings (a value
+    /// Postgres refuses fails the login, as it would directly). `None` when the client would
+    /// have to wait: it waits at its first request instead, as in PgBouncer, with a key of
+    /// pgmux's own.
+    async fn session_server(
+        pool: &Arc<Pool>,
+        wanted: &Params,
+        settings: Option<&ClientSettings>,
+    ) -> Result<Option<crate::pool::Checked>, LoginError> {
+        let Some(mut s) = pool.checkout_now(std::time::Instant::now()).await else {
+            return Ok(None);
+        };
+        pool.welcome_from(&s);
+        let mut want = s.params.tracked_only();
+        for (k, v) in wanted.iter() {
+            want.set(k, v);
+        }
+        let none = Settings::default();
+        let synced = match s.sync_params(&mut want).await {
+            Ok(_) => s.sync_settings(settings.map_or(&none, |c| &c.now)).await,
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(()) => Ok(Some(s)),
+            Err(e) => {
+                s.close("a client's start-up parameters were refused");
+                Err(LoginError::Server(e))
+            }
         }
     }
 

@@ -315,6 +315,10 @@ impl Relay {
         handle
             .info
             .set_settings(sess.settings.as_deref().map(|c| &c.now));
+        if sess.held.is_some() {
+            // It holds a server already: it stays in its task.
+            handle.info.never_park();
+        }
         Relay {
             client,
             parking,
@@ -614,7 +618,12 @@ impl Relay {
             // The server is moved into the attached future in a block of its own: a binding
             // still in scope would keep a second slot for it in this future's state.
             let attached = {
-                let server = match self.server_for(cbuf, Instant::now()).await {
+                // Session mode: the server given at login, for the first request.
+                let server = match self.sess.held.take() {
+                    Some(s) => Ok(*s),
+                    None => self.server_for(cbuf, Instant::now()).await,
+                };
+                let server = match server {
                     Ok(s) => {
                         self.handle.info.active(s.id);
                         s.info
