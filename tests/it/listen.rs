@@ -65,6 +65,18 @@ async fn notifications_fan_out_to_listening_clients_on_a_small_pool() {
         assert_eq!(one(c, "SELECT 1").await, "1");
     }
     let (n, _nh) = listening_client(&cfg).await;
+    // pg_listening_channels() is answered for the client, as by Postgres.
+    let asked = "SELECT c FROM pg_listening_channels() c ORDER BY c";
+    let channels: Vec<_> = rows(&clients[2].0, asked)
+        .await
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    assert_eq!(
+        channels,
+        [Some("Beta Two".to_string()), Some("alpha".to_string())]
+    );
+    assert!(rows(&n, asked).await.is_empty());
     rows(&n, "NOTIFY alpha, 'a1'").await;
     rows(&n, "SELECT pg_notify('beta', 'b1')").await;
     rows(&n, "BEGIN; NOTIFY alpha, 'never'; ROLLBACK").await;

@@ -777,10 +777,19 @@ impl Relay {
                 .next()
                 .is_some()
                 || !settings_equal(&t.server.settings, self.sess.settings.as_deref());
-            let synced = match differ {
+            let mut synced = match differ {
                 true => boxed(self.sync(&mut t.server)).await,
                 false => Ok(()),
             };
+            // A listening client that asks pg_listening_channels() gets its channels: its
+            // server LISTENs them for this transaction (handed back to the listener after).
+            if let Some(sql) = synced.is_ok().then(|| self.channels_asked(cbuf)).flatten() {
+                synced = boxed(t.server.run_hidden(&sql)).await.map(|_| ());
+                t.touched = Some(Box::new(crate::sql::Touch {
+                    creates: true,
+                    ..Default::default()
+                }));
+            }
             if let Err(e) = synced {
                 self.sess.key.slot.detach();
                 let pool = &self.sess.pool;
@@ -848,6 +857,23 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// For a listening client whose request names `pg_listening_channels`: the LISTENs that
+    /// give its server the client's channels.
+    fn channels_asked(&self, cbuf: &[u8]) -> Option<String> {
+        let l = self.listening.as_deref()?;
+        let asks = |w: &[u8]| memchr::memmem::find(cbuf, w).is_some();
+        if l.is_empty() || !(asks(b"listening_channels") || asks(b"LISTENING_CHANNELS")) {
+            return None;
+        }
+        let channels = l.subscriber().channels();
+        Some(
+            channels
+                .iter()
+                .map(|c| format!("LISTEN {};", backend::quote_ident(c)))
+                .collect(),
+        )
     }
 
     /// Make the server's parameters and settings the client's (rare: a hidden query).
