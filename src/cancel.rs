@@ -1,4 +1,12 @@
 //! Cancel keys: the (pid, secret) pgmux gives each client, and where a cancel for it goes now.
+//!
+//! With peering (`peer_id`, `[peers]`, PgBouncer's names), a key says which peer issued it:
+//! the pid's bits 16-29 are that peer's id (the pid stays positive), the low 16 bits and the
+//! secret's 31 low bits are random. A cancel for another peer's key is forwarded there once,
+//! with the secret's top bit set; a peer never forwards a key that has it, so a cancel is
+//! never forwarded twice and never loops, whatever the configs say. A key reveals the id of
+//! the peer that issued it, nothing else; forging one is as hard as guessing 31 random bits
+//! of secret (Postgres' own key has 32), and the worst it does is cancel a query.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,6 +68,20 @@ pub(crate) struct CancelMap {
     map: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
 }
 
+/// The secret's top bit: set on a cancel one peer forwarded to another.
+const FORWARDED: i32 = i32::MIN;
+
+/// This process's peering: its id (0: none) and where the other peers listen.
+pub(crate) struct Peering<'a> {
+    pub id: u16,
+    pub peers: &'a std::collections::BTreeMap<String, crate::config::Peer>,
+}
+
+/// The peer that issued a key (0: no peer id in it).
+fn issuer(pid: i32) -> u16 {
+    ((pid >> 16) & 0x3fff) as u16
+}
+
 /// A client's registration; removes the key when dropped.
 pub(crate) struct CancelKey {
     map: Arc<CancelMap>,
@@ -75,17 +97,23 @@ impl Drop for CancelKey {
 }
 
 impl CancelMap {
-    /// Give a new client a fresh random key.
-    pub(crate) fn register(self: &Arc<Self>) -> CancelKey {
+    /// Give a new client a fresh random key; with `peer_id`, one that carries it.
+    pub(crate) fn register(self: &Arc<Self>, peer_id: u16) -> CancelKey {
         let mut rng = rand::thread_rng();
         let slot = Arc::new(CancelSlot::default());
         let mut map = self.map.lock();
         loop {
-            let pid = rng.gen_range(1..i32::MAX);
+            let pid = match peer_id {
+                0 => rng.gen_range(1..i32::MAX),
+                id => (i32::from(id) << 16) | rng.gen_range(0..1 << 16),
+            };
             if map.contains_key(&pid) {
                 continue;
             }
-            let secret = rng.gen::<i32>();
+            let secret = match peer_id {
+                0 => rng.gen::<i32>(),
+                _ => rng.gen::<i32>() & !FORWARDED,
+            };
             map.insert(pid, (secret, slot.clone()));
             return CancelKey {
                 map: self.clone(),
@@ -98,9 +126,9 @@ impl CancelMap {
 
     /// Give a client the key `pid` (its session-mode server's real pid) with a fresh random
     /// secret; a key of pgmux's own if another client has that pid already (two hosts may
-    /// give the same pid).
-    pub(crate) fn register_as(self: &Arc<Self>, pid: i32) -> CancelKey {
-        {
+    /// give the same pid), or with peering, whose keys must name their peer.
+    pub(crate) fn register_as(self: &Arc<Self>, pid: i32, peer_id: u16) -> CancelKey {
+        if peer_id == 0 {
             let mut map = self.map.lock();
             if pid > 0 && !map.contains_key(&pid) {
                 let slot = Arc::new(CancelSlot::default());
@@ -114,12 +142,31 @@ impl CancelMap {
                 };
             }
         }
-        self.register()
+        self.register(peer_id)
     }
 
-    /// Forward a CancelRequest to the server the client with this key holds now.
-    /// Unknown keys, and clients holding no server, are ignored.
-    pub(crate) async fn cancel(&self, pid: i32, secret: i32) {
+    /// Forward a CancelRequest to the server the client with this key holds now, or, with
+    /// peering, to the peer that issued the key (once). Unknown keys, and clients holding no
+    /// server, are ignored.
+    pub(crate) async fn cancel(&self, pid: i32, mut secret: i32, peering: &Peering<'_>) {
+        if peering.id != 0 {
+            let forwarded = secret & FORWARDED != 0;
+            secret &= !FORWARDED;
+            let owner = issuer(pid);
+            if owner != 0 && owner != peering.id {
+                if forwarded {
+                    tracing::warn!(
+                        pid,
+                        owner,
+                        me = peering.id,
+                        "a forwarded cancel request names another peer: not forwarded again \
+                         (do the peers' [peers] sections agree?)"
+                    );
+                    return;
+                }
+                return forward(pid, secret | FORWARDED, owner, peering).await;
+            }
+        }
         let target = {
             let map = self.map.lock();
             match map.get(&pid) {
@@ -143,5 +190,49 @@ impl CancelMap {
                 "cancel request for an unknown key or idle client ignored"
             ),
         }
+    }
+}
+
+/// Send a cancel for a key `owner` issued to that peer.
+async fn forward(pid: i32, secret: i32, owner: u16, peering: &Peering<'_>) {
+    let Some(peer) = peering.peers.get(&owner.to_string()) else {
+        tracing::warn!(
+            pid,
+            owner,
+            "cancel request for a peer not in [peers]: ignored"
+        );
+        return;
+    };
+    let target = CancelTarget {
+        host: peer.host.clone(),
+        port: peer.port,
+        peer: None,
+        pid,
+        secret,
+    };
+    tracing::info!(pid, owner, peer = %format!("{}:{}", peer.host, peer.port),
+        "forwarding cancel request to its peer");
+    if let Err(e) = server::send_cancel(&target).await {
+        tracing::warn!(owner, "forwarding a cancel request to its peer failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_keys_carry_their_peer_and_stay_positive() {
+        let map = Arc::new(CancelMap::default());
+        for id in [1u16, 2, 16383] {
+            for _ in 0..200 {
+                let k = map.register(id);
+                assert!(k.pid > 0, "{}", k.pid);
+                assert_eq!(issuer(k.pid), id);
+                assert_eq!(k.secret & FORWARDED, 0);
+            }
+        }
+        let k = map.register(0);
+        assert!(k.pid > 0);
     }
 }

@@ -92,12 +92,7 @@ pub(crate) fn show(shared: &Shared, what: &str) -> Option<Table> {
         }
         "STATE" => state(shared),
         "CLIENT_SETTINGS" => client_settings(shared),
-        "PEERS" => Table::new(&[
-            ("peer_id", Int4),
-            ("host", Text),
-            ("port", Int4),
-            ("pool_size", Int4),
-        ]),
+        "PEERS" => peers(shared),
         "PEER_POOLS" => Table::new(&[
             ("peer_id", Int4),
             ("cl_active_cancel_req", Int4),
@@ -728,7 +723,7 @@ fn lists(shared: &Shared) -> Table {
     for (name, n) in [
         ("databases", database_names(shared, &config).len() + 1),
         ("users", config.users.len() + 1),
-        ("peers", 0),
+        ("peers", peers(shared).rows().len()),
         ("pools", shared.registry.all().len() + 1),
         ("peer_pools", 0),
         ("free_clients", 0),
@@ -774,6 +769,31 @@ fn client_settings(shared: &Shared) -> Table {
                 v.into(),
             ]);
         }
+    }
+    t
+}
+
+/// SHOW PEERS: the `[peers]` entries (this process's own id left out, as PgBouncer does).
+fn peers(shared: &Shared) -> Table {
+    let mut t = Table::new(&[
+        ("peer_id", Int4),
+        ("host", Text),
+        ("port", Int4),
+        ("pool_size", Int4),
+    ]);
+    let config = shared.config();
+    let mut peers: Vec<(i64, &crate::config::Peer)> = (config.peers.iter())
+        .filter_map(|(id, p)| Some((id.parse::<i64>().ok()?, p)))
+        .filter(|(id, _)| *id != i64::from(config.general.peer_id))
+        .collect();
+    peers.sort_by_key(|(id, _)| *id);
+    for (id, p) in peers {
+        t.row(vec![
+            id.into(),
+            p.host.as_str().into(),
+            i64::from(p.port).into(),
+            (config.general.default_pool_size as i64).into(),
+        ]);
     }
     t
 }

@@ -92,7 +92,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("server_round_robin", "idle servers are reused last-in first-out, as PgBouncer's default"),
     ("auth_ident_file", "no ident maps (no peer authentication over Unix sockets)"),
     ("auth_ldap_options", "no LDAP authentication"),
-    ("peer_id", "no peering yet: a cancel request reaches only the pgmux that issued its key"),
     ("max_db_client_connections", "no per-database client limit: max_client_conn is global"),
     ("max_user_client_connections", "no per-user client limit: max_client_conn is global"),
     ("pool_idle_timeout", "pools of configured databases stay; autodb_idle_timeout removes \"*\" pools"),
@@ -319,6 +318,7 @@ pub fn import(path: &Path, auth_file: Option<&Path>) -> Result<Imported, String>
     let mut general = Table::new();
     let mut databases = Table::new();
     let mut users = Table::new();
+    let mut peers = Table::new();
     for Line {
         section,
         key,
@@ -459,11 +459,27 @@ pub fn import(path: &Path, auth_file: Option<&Path>) -> Result<Imported, String>
                 }
                 users.insert(name, Value::Table(user));
             }
-            "peers" => note(
-                format!("peers.{key}"),
-                NoteKind::Unsupported,
-                "no peering yet: a cancel request reaches only the pgmux that issued its key",
-            ),
+            "peers" => {
+                let id = key.clone();
+                let mut peer = Table::new();
+                let pairs = conn_pairs(value).map_err(|e| format!("[peers] {id}: {e}"))?;
+                for (k, v) in pairs {
+                    match k.as_str() {
+                        "host" => {
+                            peer.insert(k, Value::String(v));
+                        }
+                        "port" => {
+                            peer.insert(k, plain_value(&v));
+                        }
+                        _ => note(
+                            format!("peers.{id}.{k}"),
+                            NoteKind::Unsupported,
+                            "a peer is its host and port (cancels are sent one connection each)",
+                        ),
+                    }
+                }
+                peers.insert(id, Value::Table(peer));
+            }
             other => note(
                 format!("{other}.{key}"),
                 NoteKind::Unsupported,
@@ -503,8 +519,9 @@ pub fn import(path: &Path, auth_file: Option<&Path>) -> Result<Imported, String>
         ("general", general),
         ("databases", databases),
         ("users", users),
+        ("peers", peers),
     ] {
-        if t.is_empty() && name == "users" {
+        if t.is_empty() && (name == "users" || name == "peers") {
             continue;
         }
         let mut doc = Table::new();
@@ -614,7 +631,10 @@ mod tests {
             NoteKind::Unsupported
         );
         assert_eq!(kind("users.ops.pool_size"), NoteKind::Unsupported);
-        assert_eq!(kind("peers.1"), NoteKind::Unsupported);
+        // Peering carries over: peer_id and [peers].
+        assert_eq!(config.general.peer_id, 1);
+        let peer = &config.peers["1"];
+        assert_eq!((peer.host.as_str(), peer.port), ("10.0.0.1", 6432));
         // Values typed and carried: lists, booleans, the %include's databases, quoting.
         assert_eq!(config.general.admin_users, ["admin", "ops"]);
         assert!(!config.general.so_reuseport);

@@ -243,6 +243,25 @@ pub struct Config {
     pub databases: BTreeMap<String, Database>,
     #[serde(default)]
     pub users: BTreeMap<String, User>,
+    /// `[peers.ID]`: the other pgmux processes of a fleet (PgBouncer's `[peers]`), where
+    /// cancels for the keys they issued are forwarded.
+    #[serde(default)]
+    pub peers: BTreeMap<String, Peer>,
+}
+
+/// `[peers.ID]`: another pgmux (or PgBouncer-style peer) of the fleet, by its `peer_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Where it listens for clients (host name or IP address).
+    pub host: String,
+    /// Default 6432.
+    #[serde(default = "default_peer_port")]
+    pub port: u16,
+}
+
+fn default_peer_port() -> u16 {
+    6432
 }
 
 /// `[metrics]`: the HTTP endpoint for Prometheus and health probes.
@@ -377,6 +396,10 @@ pub struct General {
     /// the state is gone. "error": the statement is refused with 0A000 naming what it would
     /// make, before it runs.
     pub pin_on_session_state: PinOnSessionState,
+    /// This process's id in a fleet of peers (PgBouncer's name and range, 1-16383; 0 = no
+    /// peering). Its cancel keys carry it, so a cancel that reaches another peer is forwarded
+    /// here. Default 0.
+    pub peer_id: u16,
     /// Let several pgmux processes listen on the same port (SO_REUSEPORT), for restarts
     /// without downtime. Default false. Restart.
     pub so_reuseport: bool,
@@ -494,6 +517,7 @@ impl Default for General {
             track_extra_parameters: Vec::new(),
             notify_queue_limit: 8 << 20,
             pin_on_session_state: PinOnSessionState::Pin,
+            peer_id: 0,
             so_reuseport: false,
             shutdown_timeout: Secs(30.0),
             log_format: LogFormat::Text,

@@ -43,6 +43,7 @@ pub(crate) fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         metrics: Metrics::default(),
         databases: BTreeMap::new(),
         users: BTreeMap::new(),
+        peers: BTreeMap::new(),
     };
     for (k, v) in &root {
         let path = key_part(k).into_owned();
@@ -98,6 +99,31 @@ pub(crate) fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
                     }
                 }
             }
+            "peers" => {
+                if let Some(t) = section_table(v, &path, &mut p) {
+                    for (id, v) in t {
+                        let path = format!("peers.{}", key_part(id));
+                        if !id
+                            .parse::<u16>()
+                            .is_ok_and(|n| (1..=MAX_PEER_ID).contains(&n))
+                        {
+                            p.push(
+                                &path,
+                                format!("a peer's id is a number from 1 to {MAX_PEER_ID}"),
+                            );
+                            continue;
+                        }
+                        match v.clone().try_into::<super::Peer>() {
+                            Ok(peer) => {
+                                config.peers.insert(id.clone(), peer);
+                            }
+                            Err(e) => {
+                                p.push(&path, format!("expected host = \"...\", port = N: {e}"))
+                            }
+                        }
+                    }
+                }
+            }
             _ => unknown_top_level(&path, k, v, &mut p),
         }
     }
@@ -113,6 +139,9 @@ pub(crate) fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         Err(p.0)
     }
 }
+
+/// The largest peer_id (PgBouncer's): 14 bits of a cancel key's pid.
+pub(crate) const MAX_PEER_ID: u16 = 16383;
 
 /// The problems found so far.
 #[derive(Default)]
@@ -494,6 +523,7 @@ section_reader!(
         track_extra_parameters,
         notify_queue_limit,
         pin_on_session_state,
+        peer_id,
         so_reuseport,
         shutdown_timeout,
         log_format,
@@ -599,6 +629,12 @@ fn check_general(g: &General, p: &mut Problems) {
     }
     if g.max_client_conn < 1 {
         p.push("general.max_client_conn", "must be at least 1");
+    }
+    if g.peer_id > MAX_PEER_ID {
+        p.push(
+            "general.peer_id",
+            format!("at most {MAX_PEER_ID} (0 turns peering off)"),
+        );
     }
     if g.notify_queue_limit < 8192 {
         p.push(

@@ -18,6 +18,7 @@ mod login;
 mod metrics;
 mod modes;
 mod park;
+mod peers;
 mod pgbench;
 mod pool;
 mod prepared;

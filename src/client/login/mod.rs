@@ -155,7 +155,12 @@ impl<'a> Ctx<'a> {
                     boxed(self.encryption(&packet)).await?
                 }
                 StartupPacket::Cancel { pid, secret } => {
-                    self.shared.cancels.cancel(pid, secret).await;
+                    let config = &self.live.config;
+                    let peering = crate::cancel::Peering {
+                        id: config.general.peer_id,
+                        peers: &config.peers,
+                    };
+                    self.shared.cancels.cancel(pid, secret, &peering).await;
                     return Ok(None);
                 }
                 StartupPacket::Startup { minor, params } => return Ok(Some((minor, params))),
@@ -314,8 +319,10 @@ impl<'a> Ctx<'a> {
                 }
             }
             let key = match &held {
-                Some(s) => shared.cancels.register_as(s.pid),
-                None => shared.cancels.register(),
+                Some(s) => shared
+                    .cancels
+                    .register_as(s.pid, self.live.config.general.peer_id),
+                None => shared.cancels.register(self.live.config.general.peer_id),
             };
             let out = &mut self.out;
             backend::auth_ok(out);
@@ -399,7 +406,10 @@ impl<'a> Ctx<'a> {
         if !admin && !g.stats_users.iter().any(|u| u == user) {
             return Err(LoginError::AdminDenied(user.into()));
         }
-        let key = self.shared.cancels.register();
+        let key = self
+            .shared
+            .cancels
+            .register(self.live.config.general.peer_id);
         backend::auth_ok(&mut self.out);
         let version = format!("{}/pgmux", env!("CARGO_PKG_VERSION"));
         for (k, v) in [
