@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::client;
 use crate::clients::Stop;
-use crate::config::Config;
+use crate::config::{Config, PoolMode};
 use crate::shared::{Request, Shared};
 
 /// A running pgmux (in this process).
@@ -201,7 +201,24 @@ impl Running {
             clients = self.shared.clients.count(),
             "shutting down: waiting for clients to leave (shutdown_timeout {timeout:?})"
         );
-        let gone = wait_for(|| self.shared.clients.count() == 0);
+        // Transaction and statement mode: idle clients go now, the others at the end of their
+        // transaction, with 57P01 (a client that reconnects lands on another instance); asked
+        // again every 50 ms for logins that were under way.
+        let shared = &self.shared;
+        let boundary =
+            shared.config().general.shutdown_clients == crate::config::ShutdownClients::Boundary;
+        let gone = async {
+            while shared.clients.count() > 0 {
+                for c in shared.clients.all().into_iter().filter(|_| boundary) {
+                    if c.pool()
+                        .is_some_and(|p| p.settings().mode != PoolMode::Session)
+                    {
+                        c.drain();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
         let timed_out = match timeout {
             Some(t) => tokio::time::timeout(t, gone).await.is_err(),
             None => {

@@ -69,6 +69,9 @@ pub enum Stop {
     Killed = 1,
     /// shutdown_timeout ran out.
     Shutdown = 2,
+    /// Draining (SIGTERM) a transaction- or statement-mode client: it goes when idle, never
+    /// in the middle of a transaction.
+    Drain = 3,
 }
 
 /// Who a logged-in client is.
@@ -264,11 +267,26 @@ impl ClientInfo {
         self.waker.wake();
     }
 
+    /// Ask the client to leave at its next transaction boundary (at once when idle), unless it
+    /// was asked to stop already.
+    pub(crate) fn drain(&self) {
+        let asked = self.stop.compare_exchange(
+            Stop::None as u8,
+            Stop::Drain as u8,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+        if asked.is_ok() {
+            self.waker.wake();
+        }
+    }
+
     /// Why the client must stop, if it must.
     pub fn stopped(&self) -> Stop {
         match self.stop.load(Ordering::Acquire) {
             0 => Stop::None,
             1 => Stop::Killed,
+            3 => Stop::Drain,
             _ => Stop::Shutdown,
         }
     }
@@ -365,6 +383,15 @@ impl ClientInfo {
     /// Completes when [`ClientInfo::stop`] is called (at once if it was called already).
     pub(crate) async fn stop_requested(&self) -> Stop {
         std::future::poll_fn(|cx| self.poll_stop(cx)).await
+    }
+
+    /// [`ClientInfo::stop_requested`] but for a drain, which waits for the transaction's end.
+    pub(crate) async fn stop_now_requested(&self) -> Stop {
+        std::future::poll_fn(|cx| match self.poll_stop(cx) {
+            std::task::Poll::Ready(Stop::Drain) => std::task::Poll::Pending,
+            other => other,
+        })
+        .await
     }
 }
 

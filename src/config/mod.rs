@@ -221,6 +221,17 @@ pub enum PinOnSessionState {
     Error,
 }
 
+/// What a drain (SIGTERM) does to the clients still connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShutdownClients {
+    /// Transaction and statement mode: a client goes (57P01) as soon as it is idle, at once
+    /// or at the end of its transaction, so that it reconnects to another instance.
+    Boundary,
+    /// PgBouncer's: clients stay until they leave (or shutdown_timeout).
+    Wait,
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -400,6 +411,11 @@ pub struct General {
     /// peering). Its cancel keys carry it, so a cancel that reaches another peer is forwarded
     /// here. Default 0.
     pub peer_id: u16,
+    /// On SIGTERM, "boundary" (default): transaction- and statement-mode clients are told to
+    /// reconnect (57P01) once idle, at once or when their transaction ends, never in the
+    /// middle of one; "wait": PgBouncer's, clients stay until they leave. shutdown_timeout
+    /// ends either.
+    pub shutdown_clients: ShutdownClients,
     /// Let several pgmux processes listen on the same port (SO_REUSEPORT), for restarts
     /// without downtime. Default false. Restart.
     pub so_reuseport: bool,
@@ -518,6 +534,7 @@ impl Default for General {
             notify_queue_limit: 8 << 20,
             pin_on_session_state: PinOnSessionState::Pin,
             peer_id: 0,
+            shutdown_clients: ShutdownClients::Boundary,
             so_reuseport: false,
             shutdown_timeout: Secs(30.0),
             log_format: LogFormat::Text,

@@ -424,6 +424,10 @@ impl Field for super::PinOnSessionState {
     const EXPECTED: &'static str = r#"one of "pin", "error""#;
     const CHOICES: &'static [&'static str] = &["pin", "error"];
 }
+impl Field for super::ShutdownClients {
+    const EXPECTED: &'static str = r#"one of "boundary", "wait""#;
+    const CHOICES: &'static [&'static str] = &["boundary", "wait"];
+}
 impl Field for LogFormat {
     const EXPECTED: &'static str = r#"one of "text", "json""#;
     const CHOICES: &'static [&'static str] = &["text", "json"];
@@ -524,6 +528,7 @@ section_reader!(
         notify_queue_limit,
         pin_on_session_state,
         peer_id,
+        shutdown_clients,
         so_reuseport,
         shutdown_timeout,
         log_format,

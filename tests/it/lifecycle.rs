@@ -140,38 +140,67 @@ async fn sighup_reloads_without_dropping_clients_and_refuses_a_bad_config() {
     );
 }
 
+/// SIGTERM drains a transaction-mode pool: new clients are refused, an idle client goes at
+/// once with 57P01, a client in a transaction finishes it and goes at its end, never in the
+/// middle; then pgmux exits, well before shutdown_timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_clients_finish_then_exits() {
     let port = free_port();
     let (_dir, path) = temp_config();
     write_config(&path, port, "shutdown_timeout = 30", "");
     let mut p = Proc::start(&path);
-    let busy = connect(port, "app", "app_pw", "appdb").await;
-    let idle = connect(port, "app", "app_pw", "appdb").await;
+    let connstr = format!("host=127.0.0.1 port={port} user=app password=app_pw dbname=appdb");
+    let (busy, busy_conn) = tokio_postgres::connect(&connstr, NoTls).await.unwrap();
+    let busy_conn = tokio::spawn(busy_conn);
+    let (idle, idle_conn) = tokio_postgres::connect(&connstr, NoTls).await.unwrap();
+    let idle_conn = tokio::spawn(idle_conn);
+    assert_eq!(one(&idle, "SELECT 1").await, "1");
     busy.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let t0 = Instant::now();
     p.signal("-TERM");
     p.wait_log("stopped accepting clients", 10);
     // New clients are not accepted any more.
-    let refused = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={port} user=app password=app_pw dbname=appdb connect_timeout=2"
-        ),
-        NoTls,
-    )
-    .await;
+    let refused = tokio_postgres::connect(&format!("{connstr} connect_timeout=2"), NoTls).await;
     assert!(refused.is_err(), "a new client got in while draining");
-    // Connected clients go on: the transaction finishes, the idle client runs more.
+    // The idle client goes first, told to connect again.
+    let end = tokio::time::timeout(Duration::from_secs(5), idle_conn)
+        .await
+        .expect("the idle client was not closed")
+        .unwrap();
+    let e = end.expect_err("the idle client's connection ends with an error");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57P01"),
+        "{e}"
+    );
+    let msg = e.as_db_error().unwrap().message();
+    assert!(msg.contains("connect again"), "{msg}");
+    // The transaction goes on to its end...
     assert_eq!(one(&busy, "SELECT 41 + 1").await, "42");
+    assert!(!p.exited(), "exited while a transaction was open");
     busy.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(one(&idle, "SELECT 7").await, "7");
-    assert!(!p.exited(), "exited while clients were connected");
-    drop(busy);
-    drop(idle);
+    // ... and then its client goes, and pgmux exits.
+    let end = tokio::time::timeout(Duration::from_secs(5), busy_conn)
+        .await
+        .expect("the client was not closed after its transaction")
+        .unwrap();
+    let e = end.expect_err("its connection ends with an error");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57P01"),
+        "{e}"
+    );
     assert!(p.wait_exit(10), "exit status:\n{}", p.log());
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "waited for shutdown_timeout"
+    );
 }
 
+/// A client still inside a transaction when shutdown_timeout runs out is closed then, with
+/// 57P01 (an idle one would have gone at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_timeout_closes_idle_clients_with_57p01() {
+async fn shutdown_timeout_closes_clients_left_in_a_transaction_with_57p01() {
     let port = free_port();
     let (_dir, path) = temp_config();
     write_config(&path, port, "shutdown_timeout = 1", "");
@@ -183,12 +212,12 @@ async fn shutdown_timeout_closes_idle_clients_with_57p01() {
     .await
     .unwrap();
     let conn = tokio::spawn(conn);
-    assert_eq!(one(&client, "SELECT 1").await, "1");
+    client.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let t0 = Instant::now();
     p.signal("-TERM");
     let end = tokio::time::timeout(Duration::from_secs(10), conn)
         .await
-        .expect("the idle client was not closed")
+        .expect("the client was not closed")
         .unwrap();
     let e = end.expect_err("the connection should end with an error");
     assert_eq!(
@@ -302,7 +331,7 @@ async fn so_reuseport_restart_under_pgbench_loses_no_transaction() {
     write_config(
         &path,
         port,
-        "so_reuseport = true\nshutdown_timeout = 30",
+        "so_reuseport = true\nshutdown_timeout = 30\nshutdown_clients = \"wait\"",
         &format!("[databases.restartdb]\nport = {}\n", pg.port),
     );
     let mut old = Proc::start(&path);

@@ -121,6 +121,7 @@ enum Woke {
 fn stop_message(why: Stop) -> &'static str {
     match why {
         Stop::Shutdown => "pgmux is shutting down",
+        Stop::Drain => "pgmux is shutting down: connect again (to another instance)",
         _ => "terminating connection due to administrator command",
     }
 }
@@ -715,7 +716,7 @@ impl Relay {
             tokio::select! {
                 biased;
                 s = &mut checkout => return Ok(Some(s?)),
-                why = info.stop_requested() => {
+                why = info.stop_now_requested() => {
                     return Err(Error::client(sqlstate::ADMIN_SHUTDOWN, stop_message(why)));
                 }
                 r = self.client.readable(), if watch => {
@@ -1008,8 +1009,18 @@ impl Relay {
             }
             // The task's waker was registered for stop requests while it waited for this
             // server (`checkout_watching`): checking the flag is enough here.
-            if info.stopped() != Stop::None {
-                return Poll::Ready(Ok(Event::Stop));
+            // A drain waits for the transaction's end (the idle wait acts on it); meanwhile
+            // the task stays registered for a stop that cannot wait (its wake-up was spent).
+            match info.stopped() {
+                Stop::None => {}
+                Stop::Drain => {
+                    if let Poll::Ready(why) = info.poll_stop(cx) {
+                        if why != Stop::Drain {
+                            return Poll::Ready(Ok(Event::Stop));
+                        }
+                    }
+                }
+                _ => return Poll::Ready(Ok(Event::Stop)),
             }
             Poll::Pending
         })
