@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every pgmux test on a fresh machine: installs PostgreSQL and PgBouncer (apt-get) when missing,
+# Run every pgmux test on a fresh machine: installs PostgreSQL, PgBouncer and HAProxy (apt-get) when missing,
 # then runs unit and integration tests (each integration test binary starts its own Postgres),
 # then, with no cargo test filter given, the deploy checks (systemd unit, Kubernetes overlays,
 # Prometheus rules and tests, the Grafana dashboard against a real Prometheus, PgBouncer's
@@ -28,6 +28,12 @@ if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
   echo "installing iproute2 (apt-get)..." >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
+fi
+# HAProxy (TCP mode): the load balancer in front of a fleet of replicas (tests/it/peers.rs).
+if ! command -v haproxy >/dev/null 2>&1; then
+  echo "installing HAProxy (apt-get)..." >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
 fi
 # The real-driver tests (tests/it/drivers.rs): asyncpg, psycopg, node-postgres, JDBC.
 bash tests/drivers/setup.sh

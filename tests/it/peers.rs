@@ -122,3 +122,121 @@ async fn a_forwarded_cancel_is_never_forwarded_again() {
     let answer = raw::simple_query(&mut t, "SELECT 1").await;
     assert!(answer.iter().any(|m| m.0 == b'D'));
 }
+
+/// Debian's HAProxy in TCP mode, round-robin over `ports`, on a port of its own (killed on
+/// drop): the stand-in for a Kubernetes Service in front of the fleet.
+struct Balancer {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Balancer {
+    fn start(ports: &[u16]) -> Balancer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let servers: String = (ports.iter().enumerate())
+            .map(|(i, p)| format!("  server r{i} 127.0.0.1:{p}\n"))
+            .collect();
+        let cfg = format!(
+            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
+             timeout client 1m\n  timeout server 1m\nlisten fleet\n  bind 127.0.0.1:{port}\n  \
+             balance roundrobin\n{servers}"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("haproxy (scripts/test.sh installs it)");
+        Balancer {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 17's drill: 100 `pg_sleep(30)` queries through a round-robin balancer in front of
+/// three replicas, each cancelled through the balancer (so most cancels reach a replica that
+/// did not issue the key): all 100 are cancelled within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_cancels_through_a_balancer_all_land() {
+    let ports = [free_port(), free_port(), free_port()];
+    let peers = peers_section(&ports);
+    let entry = crate::support::db_entry("drilldb", "appdb", "pool_size = 40");
+    let mut fleet = Vec::new();
+    for id in 1..=3 {
+        let general = format!("auth_type = \"trust\"\npeer_id = {id}");
+        let mut config = custom_config(&general, &format!("{peers}{entry}"));
+        config.general.listen_port = ports[id - 1];
+        fleet.push(Mux::start(config).await);
+    }
+    let lb = Balancer::start(&ports);
+    // HAProxy listens a moment after it starts.
+    let mut tries = 0;
+    while TcpStream::connect(("127.0.0.1", lb.port)).await.is_err() {
+        tries += 1;
+        assert!(tries < 100, "haproxy did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        let (s, msgs) =
+            raw::login_trust(lb.port, &[("user", "app"), ("database", "drilldb")]).await;
+        let key = msgs.iter().find(|m| m.0 == b'K').expect("BackendKeyData");
+        let pid = i32::from_be_bytes(key.1[..4].try_into().unwrap());
+        let secret = i32::from_be_bytes(key.1[4..8].try_into().unwrap());
+        clients.push((s, pid, secret));
+    }
+    let issuers: std::collections::BTreeSet<i32> = clients.iter().map(|c| c.1 >> 16).collect();
+    assert_eq!(
+        issuers.len(),
+        3,
+        "the balancer spread the clients: {issuers:?}"
+    );
+    for (s, _, _) in clients.iter_mut() {
+        raw::send(s, &raw::query("SELECT pg_sleep(30)")).await;
+    }
+    // Every query runs in Postgres before the cancels go.
+    let running = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::support::client::sql_super("postgres", running).await != "100" {
+        assert!(Instant::now() < deadline, "the 100 queries never all ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The cancels go at once, each on a connection of its own, as 100 clients' would.
+    let sent = Instant::now();
+    let cancels: Vec<_> = (clients.iter())
+        .map(|(_, pid, secret)| tokio::spawn(cancel(lb.port, *pid, *secret)))
+        .collect();
+    for c in cancels {
+        c.await.unwrap();
+    }
+    let mut cancelled = 0;
+    for (s, _, _) in clients.iter_mut() {
+        let msgs = answer(s).await;
+        if raw::error_of(&msgs).is_some_and(|e| e.0 == "57014") {
+            cancelled += 1;
+        }
+    }
+    let took = sent.elapsed();
+    eprintln!("100 cancels through the balancer: all answered in {took:?}");
+    assert_eq!(cancelled, 100);
+    assert!(
+        took < Duration::from_secs(1),
+        "the 100 cancels took {took:?}"
+    );
+}
