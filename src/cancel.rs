@@ -114,13 +114,7 @@ impl CancelMap {
                 0 => rng.gen::<i32>(),
                 _ => rng.gen::<i32>() & !FORWARDED,
             };
-            map.insert(pid, (secret, slot.clone()));
-            return CancelKey {
-                map: self.clone(),
-                pid,
-                secret,
-                slot,
-            };
+            return self.key(&mut map, pid, secret, slot);
         }
     }
 
@@ -131,18 +125,28 @@ impl CancelMap {
         if peer_id == 0 {
             let mut map = self.map.lock();
             if pid > 0 && !map.contains_key(&pid) {
-                let slot = Arc::new(CancelSlot::default());
                 let secret = rand::thread_rng().gen::<i32>();
-                map.insert(pid, (secret, slot.clone()));
-                return CancelKey {
-                    map: self.clone(),
-                    pid,
-                    secret,
-                    slot,
-                };
+                return self.key(&mut map, pid, secret, Arc::new(CancelSlot::default()));
             }
         }
         self.register(peer_id)
+    }
+
+    /// Record (pid, secret) for `slot` in `map` (this map, locked) and hand out the key.
+    fn key(
+        self: &Arc<Self>,
+        map: &mut HashMap<i32, (i32, Arc<CancelSlot>)>,
+        pid: i32,
+        secret: i32,
+        slot: Arc<CancelSlot>,
+    ) -> CancelKey {
+        map.insert(pid, (secret, slot.clone()));
+        CancelKey {
+            map: self.clone(),
+            pid,
+            secret,
+            slot,
+        }
     }
 
     /// Forward a CancelRequest to the server the client with this key holds now, or, with

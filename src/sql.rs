@@ -267,21 +267,25 @@ fn set(lx: &mut Lexer, t: &mut Touch) {
         "schema" => t.name("search_path"),
         "xml" => t.name("xmloption"),
         "role" => t.name("role"),
-        _ => {
-            let mut name = w;
-            while lx.peek_dot() {
-                match lx.name() {
-                    Some(part) => {
-                        name.push('.');
-                        name.push_str(&part);
-                    }
-                    None => return,
-                }
+        _ => dotted_name(lx, t, w),
+    }
+}
+
+/// A setting's name that starts with `first` and goes on with `.part`s (`app.tenant`), noted
+/// when it is one pgmux may pass back to Postgres.
+fn dotted_name(lx: &mut Lexer, t: &mut Touch, first: String) {
+    let mut name = first;
+    while lx.peek_dot() {
+        match lx.name() {
+            Some(part) => {
+                name.push('.');
+                name.push_str(&part);
             }
-            if valid_name(&name) {
-                t.name(&name);
-            }
+            None => return,
         }
+    }
+    if valid_name(&name) {
+        t.name(&name);
     }
 }
 
@@ -293,21 +297,7 @@ fn reset(lx: &mut Lexer, t: &mut Touch) {
         "time" => t.name("timezone"),
         "session" => t.name("session_authorization"),
         "transaction" => {}
-        _ => {
-            let mut name = w;
-            while lx.peek_dot() {
-                match lx.name() {
-                    Some(part) => {
-                        name.push('.');
-                        name.push_str(&part);
-                    }
-                    None => return,
-                }
-            }
-            if valid_name(&name) {
-                t.name(&name);
-            }
-        }
+        _ => dotted_name(lx, t, w),
     }
 }
 

@@ -245,7 +245,7 @@ impl Channels {
 }
 
 /// `LISTEN "a";LISTEN "b";` (or UNLISTEN).
-fn statements(verb: &str, channels: &[String]) -> String {
+pub(crate) fn statements(verb: &str, channels: &[String]) -> String {
     channels
         .iter()
         .map(|c| format!("{verb} {};", backend::quote_ident(c)))

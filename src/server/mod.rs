@@ -732,7 +732,7 @@ impl Server {
     /// as this server's settings. Returns the rows as (name, value) of those still set.
     pub(crate) async fn read_back(
         &mut self,
-        names: &[(&str, Option<&str>)],
+        names: &[(String, Option<String>)],
         user: &str,
     ) -> Result<()> {
         for (n, _) in names {
@@ -741,7 +741,7 @@ impl Server {
         if names.is_empty() {
             return Ok(());
         }
-        let sql = settings::read_back_sql(names.iter().copied());
+        let sql = settings::read_back_sql(names.iter().map(|(n, v)| (n.as_str(), v.as_deref())));
         let rows = self.hidden_rows(&sql).await?;
         for row in rows {
             let [Some(n), v, source] = &row[..] else {

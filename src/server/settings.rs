@@ -48,6 +48,17 @@ impl Settings {
         self.0.iter().map(|(k, v)| (&**k, &**v))
     }
 
+    /// Its names, then those of `more` it lacks, each once: what a read-back asks for.
+    pub fn names_and<'a>(&self, more: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let mut names: Vec<String> = self.iter().map(|(k, _)| k.to_string()).collect();
+        for n in more {
+            if !names.iter().any(|m| m == n) {
+                names.push(n.to_string());
+            }
+        }
+        names
+    }
+
     /// The SQL that takes a server whose settings are `self` to `wanted`: a RESET for each
     /// setting it has that `wanted` lacks, a `set_config` for each that differs. `None` when
     /// they are equal.

@@ -144,13 +144,7 @@ pub(crate) async fn python_script(
     limit: Duration,
     what: &str,
 ) -> Outcome {
-    let mut cmd = Command::new(python());
-    cmd.arg(scripts().join(name))
-        .args(["127.0.0.1", &port.to_string(), "app", "app_pw", db]);
-    let what = what.to_string();
-    tokio::task::spawn_blocking(move || run_limited(cmd, limit, &what))
-        .await
-        .unwrap()
+    script(Command::new(python()), name, port, db, limit, what).await
 }
 
 /// Run the node script `name` of tests/drivers (arguments as [`python_script`]'s) off the
@@ -162,7 +156,19 @@ pub(crate) async fn node_script(
     limit: Duration,
     what: &str,
 ) -> Outcome {
-    let mut cmd = Command::new("node");
+    script(Command::new("node"), name, port, db, limit, what).await
+}
+
+/// Run `cmd` (an interpreter) on tests/drivers/`name` (in that directory) with the arguments of
+/// [`python_script`], off the runtime, killed (and failing) after `limit`.
+async fn script(
+    mut cmd: Command,
+    name: &str,
+    port: u16,
+    db: &str,
+    limit: Duration,
+    what: &str,
+) -> Outcome {
     cmd.arg(scripts().join(name))
         .args(["127.0.0.1", &port.to_string(), "app", "app_pw", db])
         .current_dir(scripts());

@@ -42,22 +42,24 @@ pub(super) enum Released {
 /// Read back what a server's settings are now: the ones it had and `extra` (named by a client
 /// that is gone). Returns false when that failed (the server must close).
 async fn settle(server: &mut Checked, extra: &[String]) -> bool {
-    let mut names: Vec<String> = server.settings.iter().map(|(k, _)| k.to_string()).collect();
-    for n in extra {
-        if !names.contains(n) {
-            names.push(n.clone());
-        }
-    }
-    if names.is_empty() {
-        return true;
-    }
-    let names: Vec<(&str, Option<&str>)> = names.iter().map(|n| (n.as_str(), None)).collect();
+    let names = server.settings.names_and(extra.iter().map(String::as_str));
+    let names: Vec<_> = names.into_iter().map(|n| (n, None)).collect();
     let user = server.target.user.clone();
-    let read = server.read_back(&names, &user);
-    matches!(
-        tokio::time::timeout(Duration::from_secs(10), read).await,
-        Ok(Ok(()))
-    )
+    read_back_within(server, &names, &user).await.is_ok()
+}
+
+/// [`Server::read_back`](crate::server::Server::read_back) within 10 s.
+async fn read_back_within(
+    server: &mut Checked,
+    names: &[(String, Option<String>)],
+    user: &str,
+) -> crate::error::Result<()> {
+    match tokio::time::timeout(Duration::from_secs(10), server.read_back(names, user)).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::error::Error::Protocol(
+            "reading settings back timed out".into(),
+        )),
+    }
 }
 
 impl Relay {
@@ -152,35 +154,22 @@ impl Relay {
     ) -> crate::error::Result<()> {
         let client = self.sess.settings.get_or_insert_with(Default::default);
         // The names the server had (the client's, synced at attach), the ones named now, and
-        // after RESET ALL the client's start-up ones.
-        let mut names: Vec<&str> = server.settings.iter().map(|(k, _)| k).collect();
-        for n in &touched.names {
-            if !names.contains(&n.as_str()) {
-                names.push(n);
-            }
-        }
-        if touched.all {
-            for (k, _) in client.startup.iter() {
-                if !names.contains(&k) {
-                    names.push(k);
-                }
-            }
-        }
-        let names: Vec<(String, Option<String>)> = names
-            .into_iter()
-            .map(|n| (n.to_string(), client.startup.get(n).map(str::to_string)))
-            .collect();
-        let names: Vec<(&str, Option<&str>)> = names
+        // after RESET ALL the client's start-up ones; each with its start-up value.
+        let startup = touched.all.then(|| client.startup.iter().map(|(k, _)| k));
+        let more = touched
+            .names
             .iter()
-            .map(|(n, v)| (n.as_str(), v.as_deref()))
+            .map(String::as_str)
+            .chain(startup.into_iter().flatten());
+        let names: Vec<(String, Option<String>)> = (server.settings.names_and(more).into_iter())
+            .map(|n| {
+                let v = client.startup.get(&n).map(str::to_string);
+                (n, v)
+            })
             .collect();
         server.info.set_state(crate::server::ServerState::Tested);
         let user = self.sess.pool.user.clone();
-        let read = server.read_back(&names, &user);
-        match tokio::time::timeout(Duration::from_secs(10), read).await {
-            Ok(r) => r?,
-            Err(_) => return Err(crate::error::Error::Protocol("timed out".into())),
-        }
+        read_back_within(server, &names, &user).await?;
         client.now = server.settings.clone();
         self.handle.info.set_settings(Some(&client.now));
         if client.now.is_empty() && client.startup.is_empty() {

@@ -869,12 +869,7 @@ impl Relay {
             return None;
         }
         let channels = l.subscriber().channels();
-        Some(
-            channels
-                .iter()
-                .map(|c| format!("LISTEN {};", backend::quote_ident(c)))
-                .collect(),
-        )
+        Some(crate::pool::listen::statements("LISTEN", &channels))
     }
 
     /// Make the server's parameters and settings the client's (rare: a hidden query).

@@ -94,14 +94,20 @@ pub(super) fn bound(
     if !s.reads_queries {
         return;
     }
-    let mut touch = touch.clone();
+    let touch = carried(s, touch.clone());
+    if !touch.is_empty() {
+        merge(touched, touch);
+    }
+}
+
+/// `touch` with only the names pgmux carries itself: not the tracked parameters (they follow
+/// ParameterStatus), and without track_session_settings only track_extra_parameters.
+fn carried(s: &crate::pool::PoolSettings, mut touch: Touch) -> Touch {
     touch.names.retain(|n| {
         tracked_index(n).is_none()
             && (s.track_session_settings || s.track_extra_parameters.contains(n))
     });
-    if !touch.is_empty() {
-        merge(touched, touch);
-    }
+    touch
 }
 
 /// Add what `touch` names to what the request touched so far.
@@ -130,19 +136,12 @@ impl Relay {
     /// may change (tracked parameters follow ParameterStatus instead).
     fn touched(&mut self, t: &mut Txn, tag: u8, body: &[u8]) {
         let s = &t.settings;
-        let carried = |n: &String| {
-            tracked_index(n).is_none()
-                && (s.track_session_settings || s.track_extra_parameters.contains(n))
-        };
         let touch = match tag {
             b'P' => {
                 let Some((name, query)) = proto::cstr(body) else {
                     return;
                 };
-                let touch = crate::sql::touch(query).map(|mut touch| {
-                    touch.names.retain(carried);
-                    touch
-                });
+                let touch = crate::sql::touch(query).map(|touch| carried(s, touch));
                 // A statement bound later (another request, maybe) touches them again. (Most
                 // Parses touch nothing, and most clients keep no list.)
                 let touches = touch.as_ref().is_some_and(|t| !t.is_empty());
@@ -173,10 +172,7 @@ impl Relay {
                 // (A statement pgmux maps says what it touches at its Bind: `prepared.rs`.)
                 (list.iter().find(|(n, _)| **n == *name)).map(|(_, touch)| touch.clone())
             }
-            _ => crate::sql::touch(body).map(|mut touch| {
-                touch.names.retain(carried);
-                touch
-            }),
+            _ => crate::sql::touch(body).map(|touch| carried(s, touch)),
         };
         if let Some(touch) = touch.filter(|touch| !touch.is_empty()) {
             merge(&mut t.touched, touch);
