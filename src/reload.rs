@@ -76,6 +76,11 @@ pub fn apply(shared: &Shared, mut new: Config) -> Result<Reloaded, ReloadError> 
         tracing::warn!("[metrics] changed in the config: the new value needs a restart");
         out.restart_needed.push("metrics.listen".into());
     }
+    if old.fleet != new.fleet {
+        tracing::warn!("[fleet] changed in the config: the new value needs a restart");
+        out.restart_needed.push("fleet".into());
+        new.fleet = old.fleet.clone();
+    }
     let g = &mut new.general;
     g.listen_addr = old.general.listen_addr.clone();
     g.listen_port = old.general.listen_port;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::clients::ClientCounts;
-use crate::pool::Pool;
+use crate::pool::{BudgetCounts, Pool};
 use crate::server::{unix_us, ServerState};
 use crate::shared::Shared;
 
@@ -33,8 +33,11 @@ pub(crate) struct PoolView {
     pub clients: ClientCounts,
     pub servers: ServerCounts,
     /// The most servers this pool can have now without its reserve: pool_size, lowered by
-    /// max_db_connections / max_user_connections when those are smaller.
+    /// max_db_connections / max_user_connections when those are smaller, and by what the
+    /// fleet budget leaves it (the slots it holds and those free).
     pub limit: usize,
+    /// `[fleet]`: the budget's max_servers and figures (`pool/fleet.rs`).
+    pub fleet: Option<(usize, BudgetCounts)>,
 }
 
 impl PoolView {
@@ -82,7 +85,13 @@ pub(crate) fn pools(shared: &Shared) -> Vec<PoolView> {
                     limit = limit.min(cap);
                 }
             }
+            let fleet = pool.budget.as_ref().map(|b| (b.max(), b.counts()));
+            if let Some((max, c)) = fleet {
+                // What it holds and what the rest of the fleet leaves free.
+                limit = limit.min(c.held + max.saturating_sub(c.fleet_held));
+            }
             PoolView {
+                fleet,
                 clients: per_pool
                     .get(&Arc::as_ptr(&pool))
                     .copied()

@@ -86,6 +86,13 @@ impl Table {
         }
     }
 
+    /// The same columns and more after them (before any row).
+    pub(crate) fn with(mut self, cols: &[(&'static str, Ty)]) -> Table {
+        debug_assert!(self.rows.is_empty(), "columns added before the rows");
+        self.cols.extend_from_slice(cols);
+        self
+    }
+
     /// The position of the column called `name`.
     pub(crate) fn column(&self, name: &str) -> Option<usize> {
         self.cols.iter().position(|(n, _)| *n == name)

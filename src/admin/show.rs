@@ -163,6 +163,17 @@ fn pools(shared: &Shared) -> Table {
         ("pool_mode", Text),
         ("load_balance_hosts", Text),
     ]);
+    // With [fleet], four columns of pgmux's own after PgBouncer's: this replica's slots, the
+    // fleet's, its max_servers, and its replicas.
+    let fleet = shared.config().fleet.is_some();
+    if fleet {
+        t = t.with(&[
+            ("fleet_held", Int4),
+            ("fleet_total", Int4),
+            ("fleet_max", Int4),
+            ("fleet_replicas", Int4),
+        ]);
+    }
     // The console's own pool, as PgBouncer lists it: its clients active, no servers.
     let mut console = vec![
         CONSOLE.into(),
@@ -171,11 +182,14 @@ fn pools(shared: &Shared) -> Table {
     ];
     console.extend((0..12).map(|_| V::from(0)));
     console.extend(["statement".into(), V::NULL]);
+    if fleet {
+        console.extend((0..4).map(|_| V::NULL));
+    }
     t.row(console);
     for v in snapshot::pools(shared) {
         let c = &v.clients;
         let s = &v.servers;
-        t.row(vec![
+        let mut row = vec![
             (&v.pool.database).into(),
             (&v.pool.user).into(),
             // PgBouncer counts idle logged-in clients as active.
@@ -194,7 +208,19 @@ fn pools(shared: &Shared) -> Table {
             (c.max_wait_us % 1_000_000).into(),
             v.pool.settings().mode_label.into(),
             V::NULL,
-        ]);
+        ];
+        if fleet {
+            match v.fleet {
+                Some((max, c)) => row.extend([
+                    c.held.into(),
+                    c.fleet_held.into(),
+                    max.into(),
+                    c.replicas.into(),
+                ]),
+                None => row.extend((0..4).map(|_| V::NULL)),
+            }
+        }
+        t.row(row);
     }
     t
 }

@@ -258,6 +258,37 @@ pub struct Config {
     /// cancels for the keys they issued are forwarded.
     #[serde(default)]
     pub peers: BTreeMap<String, Peer>,
+    /// `[fleet]`: one server budget shared by every replica of the fleet, kept by Postgres
+    /// (advisory locks; `pool/fleet.rs`). Restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`: replicas that give the same name share `max_servers` servers per pool (or per
+/// database), counted in Postgres with advisory locks, with no coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    /// The fleet's name: replicas with the same name (and database, and user with scope
+    /// "pool") share one budget.
+    pub name: String,
+    /// Servers the whole fleet may hold at once, per (database, user) or per database.
+    pub max_servers: usize,
+    /// "pool" (default): the budget is per (database, user); "database": per database, shared
+    /// by its users.
+    #[serde(default)]
+    pub scope: FleetScope,
+}
+
+/// What one fleet budget covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FleetScope {
+    /// One budget per (database, user).
+    #[default]
+    Pool,
+    /// One budget per database, for all its users.
+    Database,
 }
 
 /// `[peers.ID]`: another pgmux (or PgBouncer-style peer) of the fleet, by its `peer_id`.

@@ -44,6 +44,7 @@ pub(crate) fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
         databases: BTreeMap::new(),
         users: BTreeMap::new(),
         peers: BTreeMap::new(),
+        fleet: None,
     };
     for (k, v) in &root {
         let path = key_part(k).into_owned();
@@ -124,6 +125,22 @@ pub(crate) fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
                     }
                 }
             }
+            "fleet" => match v.clone().try_into::<super::Fleet>() {
+                Ok(f) if f.name.trim().is_empty() => {
+                    p.push("fleet.name", "a fleet needs a name (the same on every replica)")
+                }
+                Ok(f) if !(1..=MAX_FLEET_SERVERS).contains(&f.max_servers) => p.push(
+                    "fleet.max_servers",
+                    format!("a number from 1 to {MAX_FLEET_SERVERS}"),
+                ),
+                Ok(f) => config.fleet = Some(f),
+                Err(e) => p.push(
+                    "fleet",
+                    format!(
+                        "expected name = \"...\", max_servers = N, scope = \"pool\" or \"database\": {e}"
+                    ),
+                ),
+            },
             _ => unknown_top_level(&path, k, v, &mut p),
         }
     }
@@ -142,6 +159,8 @@ pub(crate) fn validate(text: &str) -> Result<Config, Vec<ConfigProblem>> {
 
 /// The largest peer_id (PgBouncer's): 14 bits of a cancel key's pid.
 pub(crate) const MAX_PEER_ID: u16 = 16383;
+/// The largest fleet budget (`[fleet] max_servers`): slots are advisory lock keys below it.
+pub(crate) const MAX_FLEET_SERVERS: usize = 1_000_000;
 
 /// The problems found so far.
 #[derive(Default)]

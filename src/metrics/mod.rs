@@ -253,6 +253,38 @@ pub(crate) fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
         "How long the oldest waiting client has waited for a server.",
         POOL_LABELS,
     );
+    let fl = &["database", "user", "pool_mode", "fleet"];
+    let fleet_held = int_gauge_vec(
+        &r,
+        "pgmux_fleet_slots_held",
+        "[fleet]: servers this replica may have under the pool's fleet budget (the advisory \
+         locks its budget connection holds).",
+        fl,
+    );
+    let fleet_total = int_gauge_vec(
+        &r,
+        "pgmux_fleet_slots_total",
+        "[fleet]: slots the whole fleet holds under the pool's budget, as last read (every second).",
+        fl,
+    );
+    let fleet_max = int_gauge_vec(
+        &r,
+        "pgmux_fleet_max_servers",
+        "[fleet]: max_servers of the pool's fleet budget.",
+        fl,
+    );
+    let fleet_replicas = int_gauge_vec(
+        &r,
+        "pgmux_fleet_replicas",
+        "[fleet]: replicas with a connection to the pool's budget, as last read.",
+        fl,
+    );
+    let fleet_up = int_gauge_vec(
+        &r,
+        "pgmux_fleet_connected",
+        "[fleet]: 1 while the budget connection is up (without it no server opens).",
+        fl,
+    );
     let counters: Vec<_> = POOL_COUNTERS
         .iter()
         .map(|(name, help, get)| (counter_vec(&r, name, help, POOL_LABELS), get))
@@ -304,6 +336,14 @@ pub(crate) fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
             .with_label_values(&labels)
             .set(i64::from(pool.in_outage()));
         saturation.with_label_values(&labels).set(v.saturation());
+        if let (Some((max, c)), Some(b)) = (v.fleet, &pool.budget) {
+            let l = [labels[0], labels[1], labels[2], b.fleet.as_str()];
+            fleet_held.with_label_values(&l).set(c.held as i64);
+            fleet_total.with_label_values(&l).set(c.fleet_held as i64);
+            fleet_max.with_label_values(&l).set(max as i64);
+            fleet_replicas.with_label_values(&l).set(c.replicas as i64);
+            fleet_up.with_label_values(&l).set(i64::from(c.connected));
+        }
         max_wait
             .with_label_values(&labels)
             .set(v.clients.max_wait_us as f64 / 1e6);

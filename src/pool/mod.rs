@@ -9,6 +9,7 @@
 
 mod checked;
 mod control;
+mod fleet;
 mod janitor;
 mod limit;
 pub mod listen;
@@ -32,6 +33,8 @@ use crate::config::PoolMode;
 use crate::error::{CheckoutError, ConnectError, Error, Result};
 use crate::server::{Params, Server, ServerInfo, ServerState, Target};
 pub(crate) use checked::Checked;
+pub use fleet::Counts as BudgetCounts;
+pub(crate) use fleet::{key as fleet_key, Budget};
 pub(crate) use janitor::run_janitor;
 pub(crate) use limit::Limit;
 pub use outage::passes as connect_error_passes;
@@ -114,6 +117,16 @@ impl State {
     }
 }
 
+/// What a pool's servers count against besides its own size.
+pub(crate) struct Caps {
+    /// max_db_connections of its database.
+    pub db_limit: Arc<Limit>,
+    /// max_user_connections of the user its servers log in as.
+    pub user_limit: Arc<Limit>,
+    /// `[fleet]`: the fleet's budget.
+    pub budget: Option<Arc<Budget>>,
+}
+
 /// The servers of one (database, user).
 pub struct Pool {
     pub database: String,
@@ -136,6 +149,8 @@ pub struct Pool {
     resumed: Notify,
     pub(crate) db_limit: Arc<Limit>,
     pub(crate) user_limit: Arc<Limit>,
+    /// `[fleet]`: the budget shared with the other replicas (`fleet.rs`), when configured.
+    pub(crate) budget: Option<Arc<Budget>>,
     server_ids: Arc<AtomicU64>,
     welcome: Mutex<Option<Arc<Params>>>,
     /// The parameters the latest client logged in with: clients that want the same share
@@ -173,10 +188,14 @@ impl Pool {
         user: String,
         settings: PoolSettings,
         target: Arc<Target>,
-        db_limit: Arc<Limit>,
-        user_limit: Arc<Limit>,
+        caps: Caps,
         server_ids: Arc<AtomicU64>,
     ) -> Pool {
+        let Caps {
+            db_limit,
+            user_limit,
+            budget,
+        } = caps;
         Pool {
             database,
             user,
@@ -199,6 +218,7 @@ impl Pool {
             }),
             db_limit,
             user_limit,
+            budget,
             server_ids,
             welcome: Mutex::new(None),
             client_params: Mutex::new(None),
@@ -254,6 +274,11 @@ impl Pool {
     /// The servers connected now.
     pub fn server_infos(&self) -> Vec<Arc<ServerInfo>> {
         self.servers.lock().values().cloned().collect()
+    }
+
+    /// `[fleet]`: this replica's figures for the pool's budget.
+    pub fn fleet_counts(&self) -> Option<BudgetCounts> {
+        self.budget.as_ref().map(|b| b.counts())
     }
 
     /// Servers logging in now.
@@ -316,6 +341,11 @@ impl Pool {
         }
         if !self.user_limit.try_acquire() {
             self.db_limit.release();
+            return None;
+        }
+        if self.budget.as_ref().is_some_and(|b| !b.try_acquire()) {
+            self.db_limit.release();
+            self.user_limit.release();
             return None;
         }
         st.open += 1;
@@ -561,7 +591,8 @@ impl Pool {
             (0, _) => None,
             (_, t) => Some(started + t.unwrap_or_default()),
         };
-        let capped = self.db_limit.is_capped() || self.user_limit.is_capped();
+        let capped =
+            self.db_limit.is_capped() || self.user_limit.is_capped() || self.budget.is_some();
         let mut poll = tokio::time::interval(Duration::from_millis(100));
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -647,15 +678,16 @@ impl Pool {
             let pool = Arc::downgrade(self);
             let open: listen::Opener = Arc::new(move || {
                 let pool = pool.clone();
-                Box::pin(async move { pool.upgrade()?.open_listener().await })
+                Box::pin(async move { pool.upgrade()?.open_outside("listener").await })
             });
             listen::Listener::start(open, format!("{}/{}", self.database, self.user))
         });
         listener.subscribe(self.settings().notify_queue_limit)
     }
 
-    /// Open the listener's server: outside the pool's size, not listed among its servers.
-    async fn open_listener(&self) -> Option<Server> {
+    /// Open a server outside the pool's size, not listed among its servers (the listener's,
+    /// the fleet budget's), named `what` in a failure's log line.
+    async fn open_outside(&self, what: &str) -> Option<Server> {
         let id = self.server_ids.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation.load(Ordering::Relaxed);
         let key = *self.client_key.lock();
@@ -663,7 +695,7 @@ impl Pool {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::warn!(db = %self.database, user = %self.user,
-                    "listener connect failed: {e}");
+                    "{what} connect failed: {e}");
                 None
             }
         }
@@ -739,6 +771,8 @@ impl Pool {
             Some("its host no longer fits target_session_attrs")
         } else if !s.host.still_points_at(s.info.addr, s.target.dns_ttl) {
             Some("its host name points elsewhere now (dns_max_ttl)")
+        } else if self.budget.as_ref().is_some_and(|b| b.is_over()) {
+            Some(fleet::SHED)
         } else {
             None
         }
@@ -747,16 +781,35 @@ impl Pool {
     /// Close a checked-out server that is idle (nothing runs on it), logging why; dropping
     /// its slot passes the room on.
     fn close_checked(s: Box<Server>, slot: Slot, reason: &str) {
-        slot.pool().forget(&s, reason);
-        terminate(s);
-        drop(slot);
+        let pool = slot.pool().clone();
+        pool.forget(&s, reason);
+        pool.terminate_then(s, move || drop(slot));
     }
 
     /// Close a server already taken out of the idle list, logging why.
     fn close_idle_server(self: &Arc<Self>, s: Box<Server>, reason: &str) {
         self.forget(&s, reason);
-        terminate(s);
-        self.server_gone(false);
+        let pool = self.clone();
+        self.terminate_then(s, move || pool.server_gone(false));
+    }
+
+    /// Send Terminate, then run `gone` (which frees the server's room). Under a fleet budget
+    /// `gone` waits until Postgres has closed the session (at most 5 s): its slot must not
+    /// open another server, here or on another replica, while its backend still runs.
+    fn terminate_then(&self, s: Box<Server>, gone: impl FnOnce() + Send + 'static) {
+        let budget = match &self.budget {
+            Some(b) if tokio::runtime::Handle::try_current().is_ok() => b.clone(),
+            _ => {
+                terminate(s);
+                return gone();
+            }
+        };
+        budget.closing();
+        tokio::spawn(async move {
+            reap::until_closed(s).await;
+            gone();
+            budget.closed();
+        });
     }
 
     /// A server is being closed: log why, count it, and take it off the server list.
@@ -774,6 +827,9 @@ impl Pool {
     fn server_gone(self: &Arc<Self>, active: bool) {
         self.db_limit.release();
         self.user_limit.release();
+        if let Some(b) = &self.budget {
+            b.release();
+        }
         let mut st = self.state.lock();
         st.open -= 1;
         if active {
@@ -804,6 +860,38 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// Room waiters can be given now (the fleet budget got slots for them).
+    fn grant_now(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        st.prune();
+        self.grant_slots(&mut st);
+    }
+
+    /// Servers this pool would open now if its fleet budget allowed: one per waiter (up to
+    /// its size with the reserve), and those missing for min_pool_size.
+    fn fleet_demand(&self) -> usize {
+        let s = self.settings();
+        let mut st = self.state.lock();
+        st.prune();
+        let room = (s.pool_size + s.reserve_pool_size).saturating_sub(st.open);
+        st.waiters.len().min(room) + s.min_pool_size.saturating_sub(st.open)
+    }
+
+    /// Close up to `n` idle servers (the least recently used first), logging `reason`;
+    /// returns how many.
+    fn shed_idle(self: &Arc<Self>, n: usize, reason: &str) -> usize {
+        let victims: Vec<_> = {
+            let mut st = self.state.lock();
+            let k = n.min(st.idle.len());
+            st.idle.drain(..k).collect()
+        };
+        let k = victims.len();
+        for s in victims {
+            self.close_idle_server(s, reason);
+        }
+        k
     }
 
     /// Every idle server, removed from the idle list (a pool being removed).

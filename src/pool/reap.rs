@@ -30,9 +30,16 @@ impl Pool {
     /// Its `slot` is held until the session has ended.
     pub(super) fn close_busy(s: Box<Server>, slot: Slot, reason: &str) {
         slot.pool().forget(&s, reason);
+        let budget = slot.pool().budget.clone();
+        if let Some(b) = &budget {
+            b.closing();
+        }
         tokio::spawn(async move {
             reap(s).await;
             drop(slot);
+            if let Some(b) = budget {
+                b.closed();
+            }
         });
     }
 }
@@ -62,6 +69,20 @@ async fn reap(mut s: Box<Server>) {
                 "a closed server did not end within {REAP_LIMIT:?}"
             );
             return;
+        }
+    }
+}
+
+/// Send Terminate to an idle server and wait until Postgres has closed the session (EOF), at
+/// most `REAP_LIMIT`.
+pub(super) async fn until_closed(mut s: Box<Server>) {
+    let deadline = Instant::now() + REAP_LIMIT;
+    let _ = s.stream.try_write(&[b'X', 0, 0, 0, 4]);
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, s.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
         }
     }
 }

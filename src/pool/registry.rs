@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use super::{Limit, Pool, PoolSettings};
+use super::{Budget, Caps, Limit, Pool, PoolSettings};
 use crate::auth::Secret;
 use crate::config::{Config, LoadBalance, PoolMode};
 use crate::error::{sqlstate, Error};
@@ -51,6 +51,8 @@ pub struct Registry {
     pub(crate) one_off_lookups: tokio::sync::Semaphore,
     db_limits: Mutex<HashMap<String, Arc<Limit>>>,
     user_limits: Mutex<HashMap<String, Arc<Limit>>>,
+    /// `[fleet]` budgets by advisory-lock key (`fleet.rs`).
+    budgets: Mutex<HashMap<u32, Arc<Budget>>>,
     flags: Mutex<HashMap<String, DbFlags>>,
     server_ids: Arc<AtomicU64>,
     /// Every host servers go to, shared by the pools that list it.
@@ -64,6 +66,9 @@ struct Resolved {
     db_max: usize,
     server_user: String,
     user_max: usize,
+    /// `[fleet]`: the fleet's name, its budget's key and max_servers (not for auth_query's
+    /// own pools).
+    fleet: Option<(String, u32, usize)>,
 }
 
 /// `fetched`: the user's secret from auth_query, used when the server user is the client's
@@ -166,7 +171,13 @@ fn resolve(
         settings.min_pool_size = 0;
         settings.reserve_pool_size = 0;
     }
+    let fleet = config.fleet.as_ref().filter(|_| !auth).map(|f| {
+        let user = (f.scope == crate::config::FleetScope::Pool).then_some(target.user.as_str());
+        let key = super::fleet_key(&f.name, &target.dbname, user);
+        (f.name.clone(), key, f.max_servers)
+    });
     Some(Resolved {
+        fleet,
         settings,
         target,
         db_max: db.max_db_connections.unwrap_or(g.max_db_connections),
@@ -192,6 +203,7 @@ impl Registry {
             one_off_lookups: tokio::sync::Semaphore::new(AUTH_POOL_SIZE),
             db_limits: Default::default(),
             user_limits: Default::default(),
+            budgets: Default::default(),
             flags: Default::default(),
             server_ids: Arc::new(AtomicU64::new(1)),
             hosts: Default::default(),
@@ -311,13 +323,23 @@ impl Registry {
             .entry(r.server_user)
             .or_insert_with(|| Arc::new(Limit::new(r.user_max)))
             .clone();
+        let budget = r.fleet.map(|(name, key, max)| {
+            self.budgets
+                .lock()
+                .entry(key)
+                .or_insert_with(|| Budget::start(&name, key, max))
+                .clone()
+        });
         let pool = Arc::new(Pool::new(
             database.to_string(),
             user.to_string(),
             r.settings,
             Arc::new(r.target),
-            db_limit,
-            user_limit,
+            Caps {
+                db_limit,
+                user_limit,
+                budget,
+            },
             self.server_ids.clone(),
         ));
         let mut pools = self.pools.lock();
@@ -329,6 +351,9 @@ impl Registry {
         }
         pool.db_limit.add_member(&pool);
         pool.user_limit.add_member(&pool);
+        if let Some(b) = &pool.budget {
+            b.add_pool(&pool);
+        }
         pools.insert(key, pool.clone());
         Ok(pool)
     }

@@ -51,6 +51,9 @@ impl Slot {
         st.open -= 1;
         self.pool.db_limit.release();
         self.pool.user_limit.release();
+        if let Some(b) = &self.pool.budget {
+            b.release();
+        }
         self.held = false;
     }
 

@@ -11,6 +11,7 @@ mod cli;
 mod drivers;
 mod extended;
 mod faults;
+mod fleet;
 mod hosts;
 mod lifecycle;
 mod listen;

@@ -69,6 +69,11 @@ fn metrics_addr(mux: &Mux) -> SocketAddr {
     mux.running.metrics_addr.expect("[metrics] listen is set")
 }
 
+/// The text of GET /metrics at `addr`.
+pub(crate) async fn scrape_addr(addr: SocketAddr) -> String {
+    http(addr, "GET", "/metrics").await.body
+}
+
 /// GET /metrics: 200 and the Prometheus text.
 async fn scrape(mux: &Mux) -> String {
     let r = http(metrics_addr(mux), "GET", "/metrics").await;

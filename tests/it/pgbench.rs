@@ -57,7 +57,7 @@ pub(crate) fn clean_run(what: &str, (ok, stdout, stderr): (bool, String, String)
 }
 
 /// A database of its own with pgbench's tables at scale 1 (made directly on Postgres).
-fn tpcb_database(db: &str) {
+pub(crate) fn tpcb_database(db: &str) {
     let pg = pg();
     pg.psql_super("postgres", &format!("CREATE DATABASE {db} OWNER app"));
     let mut init = Command::new("pgbench");
