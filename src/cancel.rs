@@ -7,9 +7,22 @@
 //! never forwarded twice and never loops, whatever the configs say. A key reveals the id of
 //! the peer that issued it, nothing else; forging one is as hard as guessing 31 random bits
 //! of secret (Postgres' own key has 32), and the worst it does is cancel a query.
+//!
+//! With discovery (`peer_dns`: a name that resolves to every replica, as a Kubernetes headless
+//! Service does), replicas have no ids. A key's pid bits 16-30 are then a tag of the address
+//! its client reached the replica at (a 15-bit hash, never 0), the rest random as above. A
+//! cancel whose key this replica did not issue is forwarded, once and marked, to the name's
+//! addresses with that tag (other than the address it came in at); two replicas whose tags
+//! collide both get it, and the one without the key ignores it. What a key reveals: 15 bits of
+//! a hash of the replica's address, which the client reached anyway. What a forged key can do:
+//! cancel a query if it guesses the 47 random bits of a live client's key (Postgres' own keys
+//! have a guessable pid and 32 random bits); it is never forwarded twice, and only ever to an
+//! address the fleet's own DNS name lists, so it cannot make pgmux connect anywhere else.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rand::Rng;
@@ -66,20 +79,53 @@ impl CancelSlot {
 #[derive(Default)]
 pub(crate) struct CancelMap {
     map: Mutex<HashMap<i32, (i32, Arc<CancelSlot>)>>,
+    /// peer_dns's last answer: when, for which name, the addresses.
+    discovered: Mutex<Option<(Instant, String, Vec<IpAddr>)>>,
 }
+
+/// How long peer_dns's answer is used before the name is resolved again.
+const DISCOVERY_TTL: Duration = Duration::from_secs(1);
 
 /// The secret's top bit: set on a cancel one peer forwarded to another.
 const FORWARDED: i32 = i32::MIN;
 
-/// This process's peering: its id (0: none) and where the other peers listen.
+/// This process's peering: its id (0: none) and where the other peers listen; or the DNS name
+/// of the fleet, its replicas' port, and the address this cancel came in at.
 pub(crate) struct Peering<'a> {
     pub id: u16,
     pub peers: &'a std::collections::BTreeMap<String, crate::config::Peer>,
+    pub dns: &'a str,
+    pub dns_port: u16,
+    pub local: Option<SocketAddr>,
 }
 
-/// The peer that issued a key (0: no peer id in it).
+/// The peer that issued a key: its peer_id, or its address tag (0: none in it).
 fn issuer(pid: i32) -> u16 {
-    ((pid >> 16) & 0x3fff) as u16
+    ((pid >> 16) & 0x7fff) as u16
+}
+
+/// The tag a key issued to a client that reached this replica at `ip` carries (peer_dns):
+/// FNV-1a of the address' bytes, in 1..=32767.
+pub(crate) fn address_tag(ip: IpAddr) -> u16 {
+    let octets: Vec<u8> = match ip.to_canonical() {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let mut h: u32 = 0x811c_9dc5;
+    for b in octets {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % 32767) as u16 + 1
+}
+
+/// What a new client's key carries: peer_id, or with peer_dns the tag of the address the
+/// client reached (`local`), else nothing (0).
+pub(crate) fn key_tag(g: &crate::config::General, local: Option<SocketAddr>) -> u16 {
+    match (g.peer_id, g.peer_dns.is_empty(), local) {
+        (0, false, Some(a)) => address_tag(a.ip()),
+        (id, _, _) => id,
+    }
 }
 
 /// A client's registration; removes the key when dropped.
@@ -97,7 +143,8 @@ impl Drop for CancelKey {
 }
 
 impl CancelMap {
-    /// Give a new client a fresh random key; with `peer_id`, one that carries it.
+    /// Give a new client a fresh random key; with a `peer_id` or address tag, one that carries
+    /// it.
     pub(crate) fn register(self: &Arc<Self>, peer_id: u16) -> CancelKey {
         let mut rng = rand::thread_rng();
         let slot = Arc::new(CancelSlot::default());
@@ -153,6 +200,9 @@ impl CancelMap {
     /// peering, to the peer that issued the key (once). Unknown keys, and clients holding no
     /// server, are ignored.
     pub(crate) async fn cancel(&self, pid: i32, mut secret: i32, peering: &Peering<'_>) {
+        if peering.id == 0 && !peering.dns.is_empty() {
+            return self.cancel_discovered(pid, secret, peering).await;
+        }
         if peering.id != 0 {
             let forwarded = secret & FORWARDED != 0;
             secret &= !FORWARDED;
@@ -171,29 +221,126 @@ impl CancelMap {
                 return forward(pid, secret | FORWARDED, owner, peering).await;
             }
         }
-        let target = {
-            let map = self.map.lock();
-            match map.get(&pid) {
-                Some((s, slot))
-                    if crate::auth::constant_time_eq(&s.to_be_bytes(), &secret.to_be_bytes()) =>
-                {
-                    slot.take_for_cancel()
-                }
-                _ => None,
+        let target = self.local(pid, secret).flatten();
+        send_local(pid, target).await;
+    }
+
+    /// A key of this process: `None` if it issued no such key, else where the cancel goes
+    /// (`None` inside: the client holds no server).
+    fn local(&self, pid: i32, secret: i32) -> Option<Option<CancelTarget>> {
+        let map = self.map.lock();
+        match map.get(&pid) {
+            Some((s, slot))
+                if crate::auth::constant_time_eq(&s.to_be_bytes(), &secret.to_be_bytes()) =>
+            {
+                Some(slot.take_for_cancel())
             }
-        };
-        match target {
-            Some(t) => {
-                tracing::info!(pid, server_pid = t.pid, "forwarding cancel request");
-                if let Err(e) = server::send_cancel(&t).await {
-                    tracing::warn!("cancel request failed: {e}");
-                }
-            }
-            None => tracing::info!(
-                pid,
-                "cancel request for an unknown key or idle client ignored"
-            ),
+            _ => None,
         }
+    }
+
+    /// [`CancelMap::cancel`] with peer_dns: this replica's own key, or forwarded once to the
+    /// replicas of the name whose address has the key's tag.
+    async fn cancel_discovered(&self, pid: i32, secret: i32, peering: &Peering<'_>) {
+        let forwarded = secret & FORWARDED != 0;
+        let secret = secret & !FORWARDED;
+        if let Some(target) = self.local(pid, secret) {
+            return send_local(pid, target).await;
+        }
+        if forwarded {
+            tracing::info!(
+                pid,
+                "a forwarded cancel request for an unknown key: ignored"
+            );
+            return;
+        }
+        let tag = issuer(pid);
+        let me = peering.local.map(|a| a.ip().to_canonical());
+        let port = match peering.dns_port {
+            0 => peering.local.map_or(6432, |a| a.port()),
+            p => p,
+        };
+        let addrs = self.discover(peering.dns, port).await;
+        let to: Vec<IpAddr> = addrs
+            .into_iter()
+            .filter(|a| Some(*a) != me && address_tag(*a) == tag)
+            .collect();
+        if to.is_empty() {
+            tracing::info!(
+                pid,
+                tag,
+                name = peering.dns,
+                "cancel request for an unknown key, and no replica of peer_dns has its tag: ignored"
+            );
+        }
+        for addr in to {
+            let target = CancelTarget {
+                host: addr.to_string(),
+                port,
+                peer: Some(SocketAddr::new(addr, port)),
+                pid,
+                secret: secret | FORWARDED,
+            };
+            tracing::info!(pid, tag, replica = %SocketAddr::new(addr, port),
+                "forwarding cancel request to the replica that issued its key");
+            if let Err(e) = server::send_cancel(&target).await {
+                tracing::warn!(replica = %addr, "forwarding a cancel request failed: {e}");
+            }
+        }
+    }
+
+    /// The addresses `name` resolves to (at most DISCOVERY_TTL old). With PGMUX_HOSTS_FILE
+    /// set, a hosts-format file that names `name` answers instead of DNS (tests, and setups
+    /// without a resolver).
+    async fn discover(&self, name: &str, port: u16) -> Vec<IpAddr> {
+        if let Some((at, n, addrs)) = &*self.discovered.lock() {
+            if n == name && at.elapsed() < DISCOVERY_TTL {
+                return addrs.clone();
+            }
+        }
+        let mut addrs = match std::env::var_os("PGMUX_HOSTS_FILE") {
+            Some(f) => hosts_file(&std::fs::read_to_string(f).unwrap_or_default(), name),
+            None => Vec::new(),
+        };
+        if addrs.is_empty() {
+            match tokio::net::lookup_host((name, port)).await {
+                Ok(found) => addrs = found.map(|a| a.ip().to_canonical()).collect(),
+                Err(e) => tracing::warn!(name, "peer_dns: cannot resolve: {e}"),
+            }
+        }
+        addrs.sort();
+        addrs.dedup();
+        *self.discovered.lock() = Some((Instant::now(), name.to_string(), addrs.clone()));
+        addrs
+    }
+}
+
+/// The addresses a hosts-format text (`address name...` per line, `#` comments) gives `name`.
+fn hosts_file(text: &str, name: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut words = l.split('#').next()?.split_whitespace();
+            let addr: IpAddr = words.next()?.parse().ok()?;
+            words
+                .any(|w| w.eq_ignore_ascii_case(name))
+                .then(|| addr.to_canonical())
+        })
+        .collect()
+}
+
+/// Send a cancel for one of this process's keys to the server its client holds.
+async fn send_local(pid: i32, target: Option<CancelTarget>) {
+    match target {
+        Some(t) => {
+            tracing::info!(pid, server_pid = t.pid, "forwarding cancel request");
+            if let Err(e) = server::send_cancel(&t).await {
+                tracing::warn!("cancel request failed: {e}");
+            }
+        }
+        None => tracing::info!(
+            pid,
+            "cancel request for an unknown key or idle client ignored"
+        ),
     }
 }
 
@@ -238,5 +385,38 @@ mod tests {
         }
         let k = map.register(0);
         assert!(k.pid > 0);
+        // Address tags use bit 30 too, and the pid stays positive.
+        let k = map.register(32767);
+        assert!(k.pid > 0);
+        assert_eq!(issuer(k.pid), 32767);
+    }
+
+    #[test]
+    fn address_tags_are_stable_and_never_zero() {
+        let a: IpAddr = "10.1.2.3".parse().unwrap();
+        assert_eq!(address_tag(a), address_tag(a));
+        assert_ne!(address_tag(a), address_tag("10.1.2.4".parse().unwrap()));
+        // An IPv4 client reaching a dual-stack listener has the same tag.
+        assert_eq!(
+            address_tag(a),
+            address_tag("::ffff:10.1.2.3".parse().unwrap())
+        );
+        for i in 0..=255u8 {
+            let t = address_tag(IpAddr::from([192, 168, 0, i]));
+            assert!((1..=32767).contains(&t));
+        }
+    }
+
+    #[test]
+    fn hosts_files_name_every_address() {
+        let text = "# fleet\n127.0.0.1 localhost\n127.0.0.2 pgmux-fleet other\n\
+                    127.0.0.3 pgmux-fleet # third\nbad line\n::1 PGMUX-FLEET\n";
+        let got = hosts_file(text, "pgmux-fleet");
+        let want: Vec<IpAddr> = ["127.0.0.2", "127.0.0.3", "::1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        assert!(hosts_file(text, "nothing").is_empty());
     }
 }

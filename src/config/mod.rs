@@ -442,6 +442,15 @@ pub struct General {
     /// peering). Its cancel keys carry it, so a cancel that reaches another peer is forwarded
     /// here. Default 0.
     pub peer_id: u16,
+    /// A DNS name that resolves to every replica of the fleet (a Kubernetes headless Service),
+    /// instead of peer_id and [peers]: each cancel key carries a tag of the address its client
+    /// reached this replica at, and a cancel for another replica's key is forwarded (once) to
+    /// the addresses of the name with that tag. Resolved again at most every second. Default
+    /// "" (off).
+    pub peer_dns: String,
+    /// The port the replicas found through peer_dns listen on; 0 = this one's listen_port.
+    /// Default 0.
+    pub peer_dns_port: u16,
     /// On SIGTERM, "boundary" (default): transaction- and statement-mode clients are told to
     /// reconnect (57P01) once idle, at once or when their transaction ends, never in the
     /// middle of one; "wait": PgBouncer's, clients stay until they leave. shutdown_timeout
@@ -565,6 +574,8 @@ impl Default for General {
             notify_queue_limit: 8 << 20,
             pin_on_session_state: PinOnSessionState::Pin,
             peer_id: 0,
+            peer_dns: String::new(),
+            peer_dns_port: 0,
             shutdown_clients: ShutdownClients::Boundary,
             so_reuseport: false,
             shutdown_timeout: Secs(30.0),

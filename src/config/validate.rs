@@ -547,6 +547,8 @@ section_reader!(
         notify_queue_limit,
         pin_on_session_state,
         peer_id,
+        peer_dns,
+        peer_dns_port,
         shutdown_clients,
         so_reuseport,
         shutdown_timeout,
@@ -658,6 +660,12 @@ fn check_general(g: &General, p: &mut Problems) {
         p.push(
             "general.peer_id",
             format!("at most {MAX_PEER_ID} (0 turns peering off)"),
+        );
+    }
+    if g.peer_id != 0 && !g.peer_dns.is_empty() {
+        p.push(
+            "general.peer_dns",
+            "peer_dns and peer_id are two ways to find the fleet's replicas: set one",
         );
     }
     if g.notify_queue_limit < 8192 {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::support::process::Proc;
 use crate::support::raw;
 use crate::support::{custom_config, free_port, Mux};
 
@@ -27,7 +28,18 @@ async fn replica(id: usize, ports: &[u16], peers: &str) -> Mux {
 
 /// A logged-in raw client of `port`: its stream and its cancel key.
 async fn client(port: u16) -> (TcpStream, i32, i32) {
-    let (s, msgs) = raw::login_trust(port, &[("user", "app"), ("database", "appdb")]).await;
+    client_at("127.0.0.1", port).await
+}
+
+/// A logged-in raw client of pgmux at `addr`:`port` (database drilldb when not on 127.0.0.1).
+async fn client_at(addr: &str, port: u16) -> (TcpStream, i32, i32) {
+    let db = if addr == "127.0.0.1" {
+        "appdb"
+    } else {
+        "drilldb"
+    };
+    let s = TcpStream::connect((addr, port)).await.unwrap();
+    let (s, msgs) = raw::login_trust_on(s, &[("user", "app"), ("database", db)]).await;
     let key = msgs.iter().find(|m| m.0 == b'K').expect("BackendKeyData");
     let pid = i32::from_be_bytes(key.1[..4].try_into().unwrap());
     let secret = i32::from_be_bytes(key.1[4..8].try_into().unwrap());
@@ -49,7 +61,12 @@ async fn answer(s: &mut TcpStream) -> Vec<raw::Msg> {
 
 /// Send a CancelRequest for (pid, secret) to pgmux on `port`.
 async fn cancel(port: u16, pid: i32, secret: i32) {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    cancel_at("127.0.0.1", port, pid, secret).await
+}
+
+/// Send a CancelRequest for (pid, secret) to pgmux at `addr`:`port`.
+async fn cancel_at(addr: &str, port: u16, pid: i32, secret: i32) {
+    let mut c = TcpStream::connect((addr, port)).await.unwrap();
     let mut req = Vec::new();
     for v in [16, 80877102, pid, secret] {
         req.extend_from_slice(&v.to_be_bytes());
@@ -133,10 +150,16 @@ struct Balancer {
 
 impl Balancer {
     fn start(ports: &[u16]) -> Balancer {
+        let replicas: Vec<_> = ports.iter().map(|p| ("127.0.0.1", *p)).collect();
+        Balancer::start_at(&replicas)
+    }
+
+    /// Round-robin over `replicas` (address, port).
+    fn start_at(replicas: &[(&str, u16)]) -> Balancer {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let servers: String = (ports.iter().enumerate())
-            .map(|(i, p)| format!("  server r{i} 127.0.0.1:{p}\n"))
+        let servers: String = (replicas.iter().enumerate())
+            .map(|(i, (a, p))| format!("  server r{i} {a}:{p}\n"))
             .collect();
         let cfg = format!(
             "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
@@ -184,6 +207,109 @@ async fn a_hundred_cancels_through_a_balancer_all_land() {
         fleet.push(Mux::start(config).await);
     }
     let lb = Balancer::start(&ports);
+    hundred_cancels(&lb, "peer_id").await;
+}
+
+/// The same drill with replicas found through DNS (`peer_dns`; a hosts-format file stands in
+/// for the headless Service's name): three pgmux processes on 127.0.0.1-3, no peer ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_cancels_through_a_balancer_all_land_with_peer_dns() {
+    let port = free_port();
+    let addrs = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let dns = DnsFleet::start(port, &addrs, &addrs);
+    let replicas: Vec<_> = addrs.iter().map(|a| (*a, port)).collect();
+    let lb = Balancer::start_at(&replicas);
+    hundred_cancels(&lb, "peer_dns").await;
+    drop(dns);
+}
+
+/// Replicas found through `peer_dns` are found again as the name changes: a replica the name
+/// does not list yet gets no forwarded cancel; once it is listed, it does (within a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_dns_is_resolved_again_as_it_changes() {
+    let port = free_port();
+    let addrs = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let dns = DnsFleet::start(port, &addrs, &addrs[..2]);
+    // A client of the third replica, cancelled through the first.
+    let (mut s, pid, secret) = client_at("127.0.0.3", port).await;
+    raw::send(&mut s, &raw::query("SELECT pg_sleep(3)")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel_at("127.0.0.1", port, pid, secret).await;
+    let msgs = answer(&mut s).await;
+    assert!(
+        raw::error_of(&msgs).is_none(),
+        "cancelled though the name does not list the replica: {msgs:?}"
+    );
+    assert!(dns.replicas[0]
+        .log()
+        .contains("no replica of peer_dns has its tag"));
+    // The name now lists it.
+    dns.write_hosts(&addrs);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    raw::send(&mut s, &raw::query("SELECT pg_sleep(30)")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = Instant::now();
+    cancel_at("127.0.0.1", port, pid, secret).await;
+    let msgs = answer(&mut s).await;
+    assert_eq!(
+        raw::error_of(&msgs).map(|e| e.0),
+        Some("57014".to_string()),
+        "{msgs:?}"
+    );
+    assert!(sent.elapsed() < Duration::from_secs(1));
+}
+
+/// pgmux processes on `addrs` (one port), each with peer_dns = "pgmux-fleet.test", which a
+/// hosts-format file (PGMUX_HOSTS_FILE) resolves to `listed`.
+struct DnsFleet {
+    replicas: Vec<Proc>,
+    hosts: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DnsFleet {
+    fn start(port: u16, addrs: &[&str], listed: &[&str]) -> DnsFleet {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("hosts");
+        let mut fleet = DnsFleet {
+            replicas: Vec::new(),
+            hosts,
+            _dir: dir,
+        };
+        fleet.write_hosts(listed);
+        for (i, a) in addrs.iter().enumerate() {
+            let path = fleet._dir.path().join(format!("r{i}.toml"));
+            let text = format!(
+                "[general]\nlisten_addr = \"{a}\"\nlisten_port = {port}\nauth_type = \"trust\"\n\
+                 max_client_conn = 500\npeer_dns = \"pgmux-fleet.test\"\n\
+                 [databases.drilldb]\ndbname = \"appdb\"\nport = {}\npool_size = 40\n\
+                 [users.app]\npassword = \"app_pw\"\n",
+                crate::support::pg().port
+            );
+            std::fs::write(&path, text).unwrap();
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgmux"));
+            cmd.arg("-c")
+                .arg(&path)
+                .env("PGMUX_HOSTS_FILE", &fleet.hosts);
+            fleet.replicas.push(Proc::spawn(cmd));
+        }
+        fleet
+    }
+
+    /// The name resolves to `listed` from now on.
+    fn write_hosts(&self, listed: &[&str]) {
+        let text: String = listed
+            .iter()
+            .map(|a| format!("{a} pgmux-fleet.test\n"))
+            .collect();
+        std::fs::write(&self.hosts, format!("127.0.0.1 localhost\n{text}")).unwrap();
+    }
+}
+
+/// 100 `pg_sleep(30)` queries through `lb`, each cancelled through it: all cancelled within
+/// a second.
+async fn hundred_cancels(lb: &Balancer, label: &str) {
+    let sleep = format!("SELECT pg_sleep(30) /* {label} */");
     // HAProxy listens a moment after it starts.
     let mut tries = 0;
     while TcpStream::connect(("127.0.0.1", lb.port)).await.is_err() {
@@ -207,13 +333,14 @@ async fn a_hundred_cancels_through_a_balancer_all_land() {
         "the balancer spread the clients: {issuers:?}"
     );
     for (s, _, _) in clients.iter_mut() {
-        raw::send(s, &raw::query("SELECT pg_sleep(30)")).await;
+        raw::send(s, &raw::query(&sleep)).await;
     }
     // Every query runs in Postgres before the cancels go.
-    let running = "SELECT count(*) FROM pg_stat_activity \
-                   WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'";
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = '{sleep}' AND state = 'active'"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while crate::support::client::sql_super("postgres", running).await != "100" {
+    while crate::support::client::sql_super("postgres", &running).await != "100" {
         assert!(Instant::now() < deadline, "the 100 queries never all ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -233,7 +360,7 @@ async fn a_hundred_cancels_through_a_balancer_all_land() {
         }
     }
     let took = sent.elapsed();
-    eprintln!("100 cancels through the balancer: all answered in {took:?}");
+    eprintln!("100 cancels through the balancer ({label}): all answered in {took:?}");
     assert_eq!(cancelled, 100);
     assert!(
         took < Duration::from_secs(1),

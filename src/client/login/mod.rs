@@ -159,6 +159,9 @@ impl<'a> Ctx<'a> {
                     let peering = crate::cancel::Peering {
                         id: config.general.peer_id,
                         peers: &config.peers,
+                        dns: &config.general.peer_dns,
+                        dns_port: config.general.peer_dns_port,
+                        local: self.info.local(),
                     };
                     self.shared.cancels.cancel(pid, secret, &peering).await;
                     return Ok(None);
@@ -318,11 +321,10 @@ impl<'a> Ctx<'a> {
                     client_params.set(k, v);
                 }
             }
+            let tag = crate::cancel::key_tag(&self.live.config.general, self.info.local());
             let key = match &held {
-                Some(s) => shared
-                    .cancels
-                    .register_as(s.pid, self.live.config.general.peer_id),
-                None => shared.cancels.register(self.live.config.general.peer_id),
+                Some(s) => shared.cancels.register_as(s.pid, tag),
+                None => shared.cancels.register(tag),
             };
             let out = &mut self.out;
             backend::auth_ok(out);
@@ -406,10 +408,8 @@ impl<'a> Ctx<'a> {
         if !admin && !g.stats_users.iter().any(|u| u == user) {
             return Err(LoginError::AdminDenied(user.into()));
         }
-        let key = self
-            .shared
-            .cancels
-            .register(self.live.config.general.peer_id);
+        let tag = crate::cancel::key_tag(&self.live.config.general, self.info.local());
+        let key = self.shared.cancels.register(tag);
         backend::auth_ok(&mut self.out);
         let version = format!("{}/pgmux", env!("CARGO_PKG_VERSION"));
         for (k, v) in [

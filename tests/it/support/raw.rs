@@ -299,6 +299,14 @@ pub async fn login_trust(port: u16, params: &[(&str, &str)]) -> (TcpStream, Vec<
     (s, msgs)
 }
 
+/// [`login_trust`] on a connection already open (another address than 127.0.0.1).
+pub async fn login_trust_on(mut s: TcpStream, params: &[(&str, &str)]) -> (TcpStream, Vec<Msg>) {
+    send(&mut s, &startup(params)).await;
+    let msgs = read_until_ready(&mut s).await;
+    assert_eq!(auth_code(&msgs[0]), 0, "trust sends AuthenticationOk first");
+    (s, msgs)
+}
+
 /// Start SCRAM-SHA-256 with `password` after an AuthenticationSASL request: send the
 /// SASLInitialResponse and read the server's answer (SASLContinue, or an error).
 pub async fn scram_begin(s: &mut TcpStream, password: &str) -> (ScramSha256, Msg) {
