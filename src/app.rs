@@ -201,19 +201,24 @@ impl Running {
             clients = self.shared.clients.count(),
             "shutting down: waiting for clients to leave (shutdown_timeout {timeout:?})"
         );
-        // Transaction and statement mode: idle clients go now, the others at the end of their
-        // transaction, with 57P01 (a client that reconnects lands on another instance); asked
-        // again every 50 ms for logins that were under way.
+        // Transaction and statement mode, with 57P01 (a client that reconnects lands on another
+        // instance): a client goes once idle a moment or when it checks its connection, and
+        // after DRAIN_GRACE also with the answer that ends its transaction; never in the
+        // middle of one (`client::relay`). Asked again every 50 ms, for logins under way.
         let shared = &self.shared;
         let boundary =
             shared.config().general.shutdown_clients == crate::config::ShutdownClients::Boundary;
+        if boundary {
+            shared.run.begin_drain();
+        }
         let gone = async {
             while shared.clients.count() > 0 {
+                let now = shared.run.drain_phase().unwrap_or(false);
                 for c in shared.clients.all().into_iter().filter(|_| boundary) {
                     if c.pool()
                         .is_some_and(|p| p.settings().mode != PoolMode::Session)
                     {
-                        c.drain();
+                        c.drain(now);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

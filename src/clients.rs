@@ -69,9 +69,20 @@ pub enum Stop {
     Killed = 1,
     /// shutdown_timeout ran out.
     Shutdown = 2,
-    /// Draining (SIGTERM) a transaction- or statement-mode client: it goes when idle, never
-    /// in the middle of a transaction.
+    /// Draining (SIGTERM) a transaction- or statement-mode client: it goes once it has been
+    /// idle a moment (a pool's connection at rest), or when it checks its connection (an
+    /// empty query), never in the middle of a transaction.
     Drain = 3,
+    /// Draining for a while already: it goes with the answer that ends its next transaction
+    /// too.
+    DrainNow = 4,
+}
+
+impl Stop {
+    /// A drain of either kind.
+    pub fn draining(self) -> bool {
+        matches!(self, Stop::Drain | Stop::DrainNow)
+    }
 }
 
 /// Who a logged-in client is.
@@ -267,15 +278,15 @@ impl ClientInfo {
         self.waker.wake();
     }
 
-    /// Ask the client to leave at its next transaction boundary (at once when idle), unless it
-    /// was asked to stop already.
-    pub(crate) fn drain(&self) {
-        let asked = self.stop.compare_exchange(
-            Stop::None as u8,
-            Stop::Drain as u8,
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+    /// Ask the client to leave when idle ([`Stop::Drain`]), or (`now`) also at its next
+    /// transaction boundary ([`Stop::DrainNow`]), unless it was asked to stop otherwise.
+    pub(crate) fn drain(&self, now: bool) {
+        let to = if now { Stop::DrainNow } else { Stop::Drain } as u8;
+        let asked = self
+            .stop
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
+                (s == Stop::None as u8 || (now && s == Stop::Drain as u8)).then_some(to)
+            });
         if asked.is_ok() {
             self.waker.wake();
         }
@@ -287,6 +298,7 @@ impl ClientInfo {
             0 => Stop::None,
             1 => Stop::Killed,
             3 => Stop::Drain,
+            4 => Stop::DrainNow,
             _ => Stop::Shutdown,
         }
     }
@@ -388,7 +400,7 @@ impl ClientInfo {
     /// [`ClientInfo::stop_requested`] but for a drain, which waits for the transaction's end.
     pub(crate) async fn stop_now_requested(&self) -> Stop {
         std::future::poll_fn(|cx| match self.poll_stop(cx) {
-            std::task::Poll::Ready(Stop::Drain) => std::task::Poll::Pending,
+            std::task::Poll::Ready(why) if why.draining() => std::task::Poll::Pending,
             other => other,
         })
         .await

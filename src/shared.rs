@@ -213,7 +213,15 @@ pub struct RunState {
     pub changed: Notify,
     /// A RELOAD or SHUTDOWN asked for by the admin console (handled by the process owner).
     pub requests: Mutex<Vec<Request>>,
+    /// When a drain that closes clients at their boundaries began (SIGTERM with
+    /// shutdown_clients = "boundary").
+    drain_began: Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a drain waits for clients to leave when idle or checked before it also closes
+/// them at their next transaction boundary (a pool that neither checks its connections nor
+/// lets them rest would lose a request either way).
+pub(crate) const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the admin console asks of the process owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +237,21 @@ pub enum Request {
 impl RunState {
     pub(crate) fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// A drain that closes transaction- and statement-mode clients at their boundaries
+    /// begins now.
+    pub(crate) fn begin_drain(&self) {
+        self.drain_began
+            .lock()
+            .get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// Draining: `Some(now)`, where `now` says the grace is over (clients go at their next
+    /// transaction boundary too).
+    pub(crate) fn drain_phase(&self) -> Option<bool> {
+        let began = (*self.drain_began.lock())?;
+        Some(began.elapsed() >= DRAIN_GRACE)
     }
 
     pub fn begin_shutdown(&self) {

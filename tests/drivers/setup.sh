@@ -3,8 +3,8 @@
 #   - asyncpg and psycopg 3 in a venv at target/driver-venv (the tests run its python);
 #   - node-postgres (npm package `pg`, pinned in package.json/package-lock.json) in
 #     tests/drivers/node_modules;
-#   - Debian's PostgreSQL JDBC driver (/usr/share/java/postgresql.jar) and a headless JDK when
-#     `java` is missing.
+#   - Debian's PostgreSQL JDBC driver (/usr/share/java/postgresql.jar), HikariCP and slf4j
+#     (/usr/share/java/HikariCP.jar, slf4j-*.jar), and a headless JDK when `java` is missing.
 # Idempotent and quiet: each step is skipped at once when what it installs is already there.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -26,13 +26,18 @@ quiet() {
 apt_pkgs=()
 command -v npm >/dev/null 2>&1 || apt_pkgs+=(nodejs npm)
 [ -f /usr/share/java/postgresql.jar ] || apt_pkgs+=(libpostgresql-jdbc-java)
+# HikariCP (and the slf4j it logs through): the rolling-restart drill (tests/it/fleet.rs).
+[ -f /usr/share/java/HikariCP.jar ] || apt_pkgs+=(libhikaricp-java)
+[ -f /usr/share/java/slf4j-nop.jar ] || apt_pkgs+=(libslf4j-java)
 command -v java >/dev/null 2>&1 || apt_pkgs+=(default-jdk-headless)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "installing ${apt_pkgs[*]} (apt-get)..." >&2
   quiet apt-get update
   quiet env DEBIAN_FRONTEND=noninteractive apt-get install -y "${apt_pkgs[@]}"
 fi
-[ -f /usr/share/java/postgresql.jar ] || { echo "missing /usr/share/java/postgresql.jar" >&2; exit 1; }
+for jar in postgresql HikariCP slf4j-api slf4j-nop; do
+  [ -f "/usr/share/java/$jar.jar" ] || { echo "missing /usr/share/java/$jar.jar" >&2; exit 1; }
+done
 command -v java >/dev/null 2>&1 || { echo "missing java" >&2; exit 1; }
 
 # Python: asyncpg and psycopg 3 (binary wheels), the versions in requirements.txt (a copy in

@@ -2,6 +2,8 @@
 //! kept by Postgres with advisory locks: three replicas under pgbench never hold more than
 //! max_servers servers together, each gets its share, and a replica killed with SIGKILL frees
 //! its slots at once; a budget connection that is cut comes back and takes its slots again.
+//! And rolling restarts (issue 17's third part): replicas restarted in turn behind HAProxy
+//! under reconnecting pools fail no request.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 use crate::pgbench::{clean_run, tpcb_database};
+use crate::support::haproxy::Balancer;
 use crate::support::process::Proc;
 use crate::support::{custom_config, db_entry, free_port, pg, run, Mux};
 
@@ -292,5 +295,138 @@ async fn a_cut_budget_connection_comes_back_with_its_slots() {
         "pgmux_fleet_connected{database=\"fleetcut\",fleet=\"cut\",pool_mode=\"transaction\",user=\"app\"} 1",
     ] {
         assert!(text.contains(line), "no {line} in\n{text}");
+    }
+}
+
+/// The classpath of HikariRestart.java: Debian's HikariCP, JDBC driver and slf4j.
+const HIKARI_CP: &str = "/usr/share/java/HikariCP.jar:/usr/share/java/postgresql.jar:\
+                         /usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-nop.jar";
+
+/// A replica for the rolling restart: on `addr`:`port`, /ready on `addr`:`ready`, appdb.
+fn write_restart_replica(path: &Path, addr: &str, port: u16, ready: u16) {
+    let text = format!(
+        "[general]\nlisten_addr = \"{addr}\"\nlisten_port = {port}\nauth_type = \"trust\"\n\
+         max_client_conn = 500\ndefault_pool_size = 10\n\
+         [databases.appdb]\nport = {}\n\
+         [users.app]\npassword = \"app_pw\"\n\
+         [metrics]\nlisten = \"{addr}:{ready}\"\n",
+        pg().port
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// "<pool> ok=N failed=M" lines of a drill script's output: (pool, ok, failed).
+fn tallies(out: &str) -> Vec<(String, u64, u64)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let pool = w.next()?.to_string();
+            let ok = w.next()?.strip_prefix("ok=")?.parse().ok()?;
+            let failed = w.next()?.strip_prefix("failed=")?.parse().ok()?;
+            Some((pool, ok, failed))
+        })
+        .collect()
+}
+
+/// The issue's third drill: three replicas behind HAProxy (round-robin, /ready as its health
+/// check), each restarted in turn (SIGTERM, exit, start again) under load from reconnecting
+/// pools: psycopg_pool with its check (busy), asyncpg's pool (resting between requests),
+/// HikariCP with its defaults (connections resting over 500 ms) and HikariCP checking every
+/// connection (busy). No request fails, and each replica exits within a few seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, ready) = (free_port(), free_port());
+    let addrs = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+    let paths: Vec<_> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let path = dir.path().join(format!("r{i}.toml"));
+            write_restart_replica(&path, a, port, ready);
+            path
+        })
+        .collect();
+    let mut replicas: Vec<Proc> = paths.iter().map(|p| Proc::start(p)).collect();
+    let targets: Vec<_> = addrs.iter().map(|a| (*a, port)).collect();
+    let lb = Balancer::start_at(&targets, Some(ready));
+    lb.listening().await;
+    // Every replica is in once HAProxy counted two good checks of each.
+    let t = Instant::now();
+    for _ in 0..6 {
+        while tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={} user=app dbname=appdb", lb.port),
+            NoTls,
+        )
+        .await
+        .is_err()
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "HAProxy lets nobody in"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let secs = 24;
+    let mut py = Command::new(crate::drivers::python());
+    py.arg(crate::drivers::scripts().join("rolling_restart.py"))
+        .arg(format!(
+            "postgresql://app:app_pw@127.0.0.1:{}/appdb",
+            lb.port
+        ))
+        .arg(secs.to_string());
+    let py = tokio::task::spawn_blocking(move || {
+        crate::drivers::run_limited(py, Duration::from_secs(secs + 60), "rolling_restart.py")
+    });
+    let mut java = Command::new("java");
+    java.args(["-cp", HIKARI_CP])
+        .arg(crate::drivers::scripts().join("HikariRestart.java"))
+        .arg(format!("jdbc:postgresql://127.0.0.1:{}/appdb", lb.port))
+        .arg(secs.to_string());
+    let java = tokio::task::spawn_blocking(move || {
+        crate::drivers::run_limited(java, Duration::from_secs(secs + 60), "HikariRestart.java")
+    });
+
+    // Java needs a few seconds to start; then each replica in turn.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut exits = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        replicas[i].signal("-TERM");
+        let t = Instant::now();
+        let clean = tokio::task::block_in_place(|| replicas[i].wait_exit(20));
+        assert!(
+            clean,
+            "replica {} did not exit cleanly:\n{}",
+            i + 1,
+            replicas[i].log()
+        );
+        exits.push(t.elapsed());
+        replicas[i] = Proc::start(path);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let (py, java) = (py.await.unwrap(), java.await.unwrap());
+    assert!(py.ok, "rolling_restart.py:\n{}\n{}", py.stdout, py.stderr);
+    assert!(
+        java.ok,
+        "HikariRestart.java:\n{}\n{}",
+        java.stdout, java.stderr
+    );
+    let out = format!("{}{}", py.stdout, java.stdout);
+    let all = tallies(&out);
+    eprintln!("rolling restart: replicas exited after {exits:?}; {all:?}");
+    let pools: Vec<_> = all.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(
+        pools,
+        ["psycopg_pool", "asyncpg", "hikaricp", "hikaricp-checked"],
+        "{out}"
+    );
+    for (pool, ok, failed) in &all {
+        assert_eq!(*failed, 0, "{pool} had failed requests:\n{out}");
+        assert!(*ok > 0, "{pool} made no request:\n{out}");
+    }
+    for e in exits {
+        assert!(e < Duration::from_secs(10), "a replica took {e:?} to drain");
     }
 }

@@ -197,6 +197,86 @@ async fn sigterm_lets_clients_finish_then_exits() {
     );
 }
 
+/// How a draining pgmux lets connection pools move without a failed request: a client that
+/// checked its connection just before SIGTERM still runs the request that follows (an idle
+/// client goes only once it has been quiet a moment); a connection check (an empty query) on
+/// a draining pgmux is answered with 57P01, so the pool takes another connection; a client
+/// left idle goes after about a second; a client that is never idle goes after the drain's
+/// grace (5 s), with the answer that ends a transaction, never in the middle of one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_lets_pools_move_their_connections_without_a_failed_request() {
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(&path, port, "shutdown_timeout = 30", "");
+    let mut p = Proc::start(&path);
+    let connstr = format!("host=127.0.0.1 port={port} user=app password=app_pw dbname=appdb");
+    let connect = || async {
+        let (c, conn) = tokio_postgres::connect(&connstr, NoTls).await.unwrap();
+        (c, tokio::spawn(conn))
+    };
+    let (checked, _checked_conn) = connect().await;
+    let (idle, idle_conn) = connect().await;
+    let (busy, busy_conn) = connect().await;
+    assert_eq!(one(&idle, "SELECT 1").await, "1");
+    // The busy client: a query every 50 ms, never idle long.
+    let busy_loop = tokio::spawn(async move {
+        let mut answered = 0u32;
+        while busy.simple_query("SELECT 1").await.is_ok() {
+            answered += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        answered
+    });
+    // A pool hands `checked` out: it checks it...
+    checked.simple_query("").await.unwrap();
+    let t0 = Instant::now();
+    p.signal("-TERM");
+    p.wait_log("stopped accepting clients", 10);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ... and its request runs, though pgmux is draining.
+    assert_eq!(one(&checked, "SELECT 41 + 1").await, "42");
+    // The pool's next check is answered with 57P01: it takes another connection.
+    let e = checked.simple_query("").await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("57P01"), "{e}");
+    // The idle client goes once quiet for about a second.
+    let end = tokio::time::timeout(Duration::from_secs(5), idle_conn)
+        .await
+        .expect("the idle client was not closed")
+        .unwrap();
+    let idle_went = t0.elapsed();
+    let e = end.expect_err("the idle client's connection ends with an error");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57P01"),
+        "{e}"
+    );
+    assert!(
+        idle_went >= Duration::from_millis(900) && idle_went < Duration::from_secs(3),
+        "the idle client went after {idle_went:?}"
+    );
+    // The busy client goes after the grace, with the answer to its last query.
+    let end = tokio::time::timeout(Duration::from_secs(10), busy_conn)
+        .await
+        .expect("the busy client was not closed")
+        .unwrap();
+    let busy_went = t0.elapsed();
+    let e = end.expect_err("the busy client's connection ends with an error");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("57P01"),
+        "{e}"
+    );
+    assert!(
+        busy_went >= Duration::from_secs(5) && busy_went < Duration::from_secs(8),
+        "the busy client went after {busy_went:?}"
+    );
+    assert!(
+        busy_loop.await.unwrap() > 50,
+        "the busy client was served meanwhile"
+    );
+    assert!(p.wait_exit(10), "exit status:\n{}", p.log());
+}
+
 /// A client still inside a transaction when shutdown_timeout runs out is closed then, with
 /// 57P01 (an idle one would have gone at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

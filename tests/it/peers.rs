@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::support::haproxy::Balancer;
 use crate::support::process::Proc;
 use crate::support::raw;
 use crate::support::{custom_config, free_port, Mux};
@@ -75,6 +76,21 @@ async fn cancel_at(addr: &str, port: u16, pid: i32, secret: i32) {
     let _ = c.shutdown().await;
 }
 
+/// The query of `a_cancel_sent_to_any_replica_reaches_its_query` (no other test runs it).
+const SLEEP_ANY: &str = "SELECT pg_sleep(30) /* any replica */";
+
+/// Wait until Postgres runs `query` (a cancel sent before would find nothing to cancel).
+async fn running(query: &str) {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = '{query}' AND state = 'active'"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while crate::support::client::sql_super("postgres", &sql).await != "1" {
+        assert!(Instant::now() < deadline, "{query} never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Three replicas, each query cancelled through each of the other two: every cancel reaches
 /// it within a second; the keys carry their replica's id and stay positive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,8 +106,8 @@ async fn a_cancel_sent_to_any_replica_reaches_its_query() {
             let (mut s, pid, secret) = client(*port).await;
             assert!(pid > 0, "a negative pid: {pid}");
             assert_eq!((pid >> 16) as usize, at + 1, "the key names its replica");
-            raw::send(&mut s, &raw::query("SELECT pg_sleep(30)")).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            raw::send(&mut s, &raw::query(SLEEP_ANY)).await;
+            running(SLEEP_ANY).await;
             let sent = Instant::now();
             cancel(*other, pid, secret).await;
             let msgs = answer(&mut s).await;
@@ -140,57 +156,6 @@ async fn a_forwarded_cancel_is_never_forwarded_again() {
     assert!(answer.iter().any(|m| m.0 == b'D'));
 }
 
-/// Debian's HAProxy in TCP mode, round-robin over `ports`, on a port of its own (killed on
-/// drop): the stand-in for a Kubernetes Service in front of the fleet.
-struct Balancer {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Balancer {
-    fn start(ports: &[u16]) -> Balancer {
-        let replicas: Vec<_> = ports.iter().map(|p| ("127.0.0.1", *p)).collect();
-        Balancer::start_at(&replicas)
-    }
-
-    /// Round-robin over `replicas` (address, port).
-    fn start_at(replicas: &[(&str, u16)]) -> Balancer {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let servers: String = (replicas.iter().enumerate())
-            .map(|(i, (a, p))| format!("  server r{i} {a}:{p}\n"))
-            .collect();
-        let cfg = format!(
-            "global\n  maxconn 4000\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
-             timeout client 1m\n  timeout server 1m\nlisten fleet\n  bind 127.0.0.1:{port}\n  \
-             balance roundrobin\n{servers}"
-        );
-        let path = dir.path().join("haproxy.cfg");
-        std::fs::write(&path, cfg).unwrap();
-        let child = std::process::Command::new("haproxy")
-            .arg("-db")
-            .arg("-f")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("haproxy (scripts/test.sh installs it)");
-        Balancer {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Issue 17's drill: 100 `pg_sleep(30)` queries through a round-robin balancer in front of
 /// three replicas, each cancelled through the balancer (so most cancels reach a replica that
 /// did not issue the key): all 100 are cancelled within a second.
@@ -218,7 +183,7 @@ async fn a_hundred_cancels_through_a_balancer_all_land_with_peer_dns() {
     let addrs = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
     let dns = DnsFleet::start(port, &addrs, &addrs);
     let replicas: Vec<_> = addrs.iter().map(|a| (*a, port)).collect();
-    let lb = Balancer::start_at(&replicas);
+    let lb = Balancer::start_at(&replicas, None);
     hundred_cancels(&lb, "peer_dns").await;
     drop(dns);
 }
@@ -232,8 +197,9 @@ async fn peer_dns_is_resolved_again_as_it_changes() {
     let dns = DnsFleet::start(port, &addrs, &addrs[..2]);
     // A client of the third replica, cancelled through the first.
     let (mut s, pid, secret) = client_at("127.0.0.3", port).await;
-    raw::send(&mut s, &raw::query("SELECT pg_sleep(3)")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let short = "SELECT pg_sleep(3) /* not listed yet */";
+    raw::send(&mut s, &raw::query(short)).await;
+    running(short).await;
     cancel_at("127.0.0.1", port, pid, secret).await;
     let msgs = answer(&mut s).await;
     assert!(
@@ -246,8 +212,9 @@ async fn peer_dns_is_resolved_again_as_it_changes() {
     // The name now lists it.
     dns.write_hosts(&addrs);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    raw::send(&mut s, &raw::query("SELECT pg_sleep(30)")).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let long = "SELECT pg_sleep(30) /* listed */";
+    raw::send(&mut s, &raw::query(long)).await;
+    running(long).await;
     let sent = Instant::now();
     cancel_at("127.0.0.1", port, pid, secret).await;
     let msgs = answer(&mut s).await;
@@ -310,13 +277,7 @@ impl DnsFleet {
 /// a second.
 async fn hundred_cancels(lb: &Balancer, label: &str) {
     let sleep = format!("SELECT pg_sleep(30) /* {label} */");
-    // HAProxy listens a moment after it starts.
-    let mut tries = 0;
-    while TcpStream::connect(("127.0.0.1", lb.port)).await.is_err() {
-        tries += 1;
-        assert!(tries < 100, "haproxy did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    lb.listening().await;
     let mut clients = Vec::new();
     for _ in 0..100 {
         let (s, msgs) =

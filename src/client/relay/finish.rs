@@ -96,9 +96,15 @@ impl Relay {
     }
 
     /// What [`Relay::release`] left to do: reset the server, then deliver the rest.
-    pub(super) async fn after_release(&mut self, released: Released) -> Option<String> {
-        let rest = match released {
-            Released::Done => return None,
+    /// `drained`: pgmux is draining; the client goes now, told with its last answer.
+    pub(super) async fn after_release(
+        &mut self,
+        released: Released,
+        drained: bool,
+    ) -> Option<String> {
+        let mut rest = match released {
+            Released::Done if !drained => return None,
+            Released::Done => BytesMut::new(),
             Released::Deliver(rest) => rest,
             Released::Reset(server, rest) => {
                 self.reset_and_release(server, &[]).await;
@@ -119,12 +125,27 @@ impl Relay {
                 rest
             }
         };
+        // The FATAL goes in the same write as the ReadyForQuery it follows: a driver that reads
+        // ahead (asyncpg, node-postgres) sees the connection end before it can send again.
+        let why = drained.then(|| {
+            let msg = super::stop_message(crate::clients::Stop::Drain);
+            crate::proto::backend::error_response(
+                &mut rest,
+                "FATAL",
+                sqlstate::ADMIN_SHUTDOWN,
+                msg,
+            );
+            msg.to_string()
+        });
         if !rest.is_empty() {
-            if let Err(e) = self.client.write_all(&rest).await {
-                return Some(format!("client connection error: {e}"));
+            let write = tokio::time::timeout(Duration::from_secs(1), self.client.write_all(&rest));
+            match write.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Some(format!("client connection error: {e}")),
+                Err(_) => return Some("client connection: write timed out".into()),
             }
         }
-        None
+        why
     }
 
     /// `extra`: settings a client that is gone may have changed there.

@@ -121,7 +121,9 @@ enum Woke {
 fn stop_message(why: Stop) -> &'static str {
     match why {
         Stop::Shutdown => "pgmux is shutting down",
-        Stop::Drain => "pgmux is shutting down: connect again (to another instance)",
+        Stop::Drain | Stop::DrainNow => {
+            "pgmux is shutting down: connect again (to another instance)"
+        }
         _ => "terminating connection due to administrator command",
     }
 }
@@ -151,6 +153,9 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
                     None => std::future::poll_fn(|cx| poll_idle(r, cx)).await?,
                 };
                 match woke {
+                    // Draining: an idle client goes once it has sent nothing for DRAIN_QUIET;
+                    // one that sends meanwhile is served, and goes with its answer.
+                    Woke::Stop(why) if why.draining() && !boxed_quiet(r).await? => {}
                     Woke::Stop(stop) => {
                         let msg = stop_message(stop);
                         boxed_fatal(r, sqlstate::ADMIN_SHUTDOWN, msg).await;
@@ -298,6 +303,64 @@ fn boxed_readable_until(
     ))
 }
 
+/// How long an idle client may still send a request once pgmux drains. A connection pool
+/// hands a connection out, checks it, and sends the request right after: closing the
+/// connection in that gap would fail the request; one quiet this long sits in its pool, which
+/// checks it (or, reading ahead, sees it close) before it is used again. At least HikariCP's
+/// 500 ms, below which it skips its check.
+const DRAIN_QUIET: Duration = Duration::from_secs(1);
+
+/// Whether the request starting `cbuf` only checks the connection: an empty query, simple
+/// (libpq), extended (psycopg_pool's check), or a Bind of a prepared empty statement (pgjdbc's
+/// `isValid`, which HikariCP calls, once pgjdbc prepared it); `statements`: the client's.
+fn checks_connection(cbuf: &[u8], statements: Option<&crate::prepared::ClientStatements>) -> bool {
+    let Some((&tag, rest)) = cbuf.split_first() else {
+        return false;
+    };
+    let Some(len) = rest
+        .get(..4)
+        .map(|l| u32::from_be_bytes(l.try_into().unwrap()) as usize)
+    else {
+        return false;
+    };
+    let Some(body) = rest.get(4..len.max(4)) else {
+        return false;
+    };
+    let mut fields = body.split(|&b| b == 0);
+    let text = match tag {
+        b'Q' => fields.next(),
+        // Parse: the statement's name, then its text.
+        b'P' => fields.nth(1),
+        // Bind: the portal's name, then the statement's.
+        b'B' => fields
+            .nth(1)
+            .and_then(|name| statements?.get(name))
+            .map(|s| &s.query[..]),
+        _ => None,
+    };
+    text.is_some_and(|t| t.iter().all(|b| b.is_ascii_whitespace() || *b == b';'))
+}
+
+/// Draining: wait up to [`DRAIN_QUIET`] for the idle client to send (false: it did, serve
+/// it) or not (true: it goes). A stop that cannot wait ends the wait at once (true).
+fn boxed_quiet(r: &Relay) -> BoxFuture<'_, std::io::Result<bool>> {
+    Box::pin(async move {
+        let quiet = tokio::time::sleep(DRAIN_QUIET);
+        tokio::pin!(quiet);
+        std::future::poll_fn(|cx| {
+            let why = r.handle.info.stopped();
+            if why != Stop::None && !why.draining() {
+                return Poll::Ready(Ok(true));
+            }
+            if let Poll::Ready(res) = r.client.poll_read_ready(cx) {
+                return Poll::Ready(res.map(|()| false));
+            }
+            quiet.as_mut().poll(cx).map(|()| Ok(true))
+        })
+        .await
+    })
+}
+
 /// `Relay::fatal`, boxed outside the async fn (as `boxed_request`).
 fn boxed_fatal<'a>(r: &'a mut Relay, code: &'a str, msg: &'a str) -> BoxFuture<'a, ()> {
     Box::pin(r.fatal(code, msg))
@@ -316,6 +379,13 @@ impl Relay {
         handle
             .info
             .set_settings(sess.settings.as_deref().map(|c| &c.now));
+        // A client that logged in while pgmux drains is drained from the start (a pool's new
+        // connection that landed here checks it, and learns it goes).
+        if let Some(now) = shared.run.drain_phase() {
+            if sess.pool.settings().mode != crate::config::PoolMode::Session {
+                handle.info.drain(now);
+            }
+        }
         if sess.held.is_some() {
             // It holds a server already: it stays in its task.
             handle.info.never_park();
@@ -515,6 +585,9 @@ enum Event {
 enum Exit {
     /// The transaction is over: the server goes back.
     Release,
+    /// The transaction is over while pgmux drains (SIGTERM): the server goes back, and the
+    /// client is told to reconnect with the rest of its answer.
+    Drained,
     /// The client is gone or must go (told why already, when it must be).
     ClientLost(String),
     /// The server broke.
@@ -603,6 +676,14 @@ impl Relay {
         };
         if tag == b'X' {
             return Some("client closed (Terminate)".into());
+        }
+        // Draining: a pool checking this connection learns that it is going, and uses another.
+        if self.handle.info.stopped().draining()
+            && checks_connection(cbuf, self.statements.as_deref())
+        {
+            let msg = stop_message(Stop::Drain);
+            self.fatal(sqlstate::ADMIN_SHUTDOWN, msg).await;
+            return Some(msg.into());
         }
         if tag == b'P' {
             if let Some(answer) = self.prepare_alone(cbuf) {
@@ -891,8 +972,12 @@ impl Relay {
         match exit {
             Exit::Release => match self.release(t) {
                 finish::Released::Done => Ending::Done(None),
-                released => Ending::Later(Box::pin(self.after_release(released))),
+                released => Ending::Later(Box::pin(self.after_release(released, false))),
             },
+            Exit::Drained => {
+                let released = self.release(t);
+                Ending::Later(Box::pin(self.after_release(released, true)))
+            }
             Exit::ClientLost(why) => Ending::Gone(Box::pin(self.client_lost(t, why))),
             Exit::ServerLost(why) => Ending::Gone(Box::pin(self.server_lost(t, why))),
             Exit::ClientProtocol(e) => Ending::Gone(Box::pin(self.client_protocol_error(t, e))),
@@ -922,6 +1007,15 @@ impl Relay {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => return Err(Exit::ServerLost(e.to_string())),
             }
+        }
+        // Draining, and this answer ends the client's transaction with nothing more asked:
+        // it goes with the answer (`Exit::Drained`), which is not written here.
+        if t.state.at_boundary()
+            && t.head_remaining == 0
+            && cbuf.len() == t.kept
+            && self.handle.info.stopped() == Stop::DrainNow
+        {
+            return Err(Exit::Drained);
         }
         if t.s_ready > 0 {
             match self.client.try_write(&t.server.rbuf[..t.s_ready]) {
@@ -1008,9 +1102,9 @@ impl Relay {
             // the task stays registered for a stop that cannot wait (its wake-up was spent).
             match info.stopped() {
                 Stop::None => {}
-                Stop::Drain => {
+                Stop::Drain | Stop::DrainNow => {
                     if let Poll::Ready(why) = info.poll_stop(cx) {
-                        if why != Stop::Drain {
+                        if !why.draining() {
                             return Poll::Ready(Ok(Event::Stop));
                         }
                     }
@@ -1136,5 +1230,51 @@ mod tests {
         );
         let size = checkout(|p| crate::pool::Pool::checkout(p, std::time::Instant::now()));
         assert!(size <= 64, "a checkout's future is {size} bytes");
+    }
+}
+
+#[cfg(test)]
+mod drain_tests {
+    use super::checks_connection;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn empty_queries_are_connection_checks() {
+        let none = None;
+        assert!(checks_connection(&msg(b'Q', b"\0"), none));
+        assert!(checks_connection(&msg(b'Q', b" ;\n\0"), none));
+        assert!(!checks_connection(&msg(b'Q', b"SELECT 1\0"), none));
+        // Parse of an empty statement text, with Bind/Execute/Sync after it.
+        let mut p = msg(b'P', b"\0\0\0\0");
+        p.extend(msg(b'S', b""));
+        assert!(checks_connection(&p, none));
+        assert!(!checks_connection(&msg(b'P', b"s1\0SELECT 1\0\0\0"), none));
+        assert!(checks_connection(&msg(b'P', b"S_1\0\0\0\0"), none));
+        // A Bind of a statement the client prepared empty (pgjdbc's isValid, from its fifth).
+        let mut statements = crate::prepared::ClientStatements::new();
+        let empty = std::sync::Arc::new(crate::prepared::Statement::new(b"", &[]));
+        let one = std::sync::Arc::new(crate::prepared::Statement::new(b"SELECT 1", &[]));
+        statements.insert(b"S_1"[..].into(), empty);
+        statements.insert(b"S_2"[..].into(), one);
+        let bind = |name: &[u8]| {
+            let mut b = b"\0".to_vec();
+            b.extend_from_slice(name);
+            b.extend_from_slice(b"\0\0\0\0\0\0\0");
+            msg(b'B', &b)
+        };
+        assert!(checks_connection(&bind(b"S_1"), Some(&statements)));
+        assert!(!checks_connection(&bind(b"S_2"), Some(&statements)));
+        assert!(!checks_connection(&bind(b"S_3"), Some(&statements)));
+        assert!(!checks_connection(&bind(b"S_1"), none));
+        // Not whole yet, or another message: not a check.
+        assert!(!checks_connection(&msg(b'Q', b"\0")[..4], none));
+        assert!(!checks_connection(&msg(b'D', b"S\0"), none));
+        assert!(!checks_connection(b"", none));
     }
 }

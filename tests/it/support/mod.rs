@@ -18,6 +18,7 @@ use tokio_postgres::NoTls;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod haproxy;
 pub mod netns;
 pub mod process;
 pub mod raw;
