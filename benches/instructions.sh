@@ -16,7 +16,9 @@
 # (callgrind_annotate --inclusive=yes it; start-up and logins are in it too).
 #
 # Knobs: MODE (simple), CLIENTS (4), N1 (200), N2 (1200), TARGETS ("pgbouncer pgmux"),
-# WORKERS (pgmux's workers; default 0), PGMUX (the binary; default target/release/pgmux).
+# WORKERS (pgmux's workers; default 0), PGMUX (the binary; default target/release/pgmux),
+# EXTRA (more pgmux [general] lines; a section header may follow, e.g.
+# EXTRA='[fleet]\nname = "bench"\nmax_servers = 40' for the fleet budget's cost).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-instr}
@@ -31,7 +33,7 @@ mkdir -p "$W"
 trap '(cd "$B" && ./pg.sh stop >/dev/null)' EXIT
 chmod 777 "$W"
 
-pgmux_config "$PORT" "${WORKERS:-0}" > "$W/pgmux.toml"
+pgmux_config "$PORT" "${WORKERS:-0}" "${EXTRA:-}" > "$W/pgmux.toml"
 cat > "$W/pgbouncer.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$PG_PORT dbname=bench
