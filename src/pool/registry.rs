@@ -51,8 +51,9 @@ pub struct Registry {
     pub(crate) one_off_lookups: tokio::sync::Semaphore,
     db_limits: Mutex<HashMap<String, Arc<Limit>>>,
     user_limits: Mutex<HashMap<String, Arc<Limit>>>,
-    /// `[fleet]` budgets by advisory-lock key (`fleet.rs`).
-    budgets: Mutex<HashMap<u32, Arc<Budget>>>,
+    /// `[fleet]` budgets by advisory-lock key (`fleet.rs`), held by their pools: a budget
+    /// whose pools were all removed ends, and its connection closes.
+    budgets: Mutex<HashMap<u32, std::sync::Weak<Budget>>>,
     flags: Mutex<HashMap<String, DbFlags>>,
     server_ids: Arc<AtomicU64>,
     /// Every host servers go to, shared by the pools that list it.
@@ -324,11 +325,16 @@ impl Registry {
             .or_insert_with(|| Arc::new(Limit::new(r.user_max)))
             .clone();
         let budget = r.fleet.map(|(name, key, max)| {
-            self.budgets
-                .lock()
-                .entry(key)
-                .or_insert_with(|| Budget::start(&name, key, max))
-                .clone()
+            let mut budgets = self.budgets.lock();
+            budgets.retain(|_, b| b.strong_count() > 0);
+            match budgets.get(&key).and_then(std::sync::Weak::upgrade) {
+                Some(b) => b,
+                None => {
+                    let b = Budget::start(&name, key, max);
+                    budgets.insert(key, Arc::downgrade(&b));
+                    b
+                }
+            }
         });
         let pool = Arc::new(Pool::new(
             database.to_string(),
