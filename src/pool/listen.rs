@@ -19,6 +19,10 @@ use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
+/// Longest a client's LISTEN waits for the pool's listener to confirm it (a loaded machine
+/// can take seconds to open the listener's server).
+const LISTEN_WAIT: Duration = Duration::from_secs(15);
+
 use crate::proto::backend;
 use crate::server::Server;
 
@@ -119,7 +123,7 @@ impl Listening {
     }
 
     /// LISTEN to `channels` too; completes once the listener does (or gave up: its server
-    /// cannot be opened now).
+    /// cannot be opened now, or not within [`LISTEN_WAIT`]).
     pub async fn listen(&self, channels: Vec<String>) {
         {
             let mut q = self.sub.queue.lock();
@@ -133,7 +137,14 @@ impl Listening {
         let _ = self
             .tx
             .send(Cmd::Listen(Arc::downgrade(&self.sub), channels, ack));
-        let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+        // A listener that cannot open its server now: the client goes on without waiting
+        // longer (it would not wait on Postgres either), and it is said.
+        if tokio::time::timeout(LISTEN_WAIT, done).await.is_err() {
+            tracing::warn!(
+                "the pool's listener did not confirm a LISTEN within {LISTEN_WAIT:?}: \
+                 notifications sent meanwhile may not reach this client"
+            );
+        }
     }
 
     /// UNLISTEN `channels` (`None`: all of them).
@@ -340,8 +351,9 @@ async fn run(open: Opener, mut rx: mpsc::UnboundedReceiver<Cmd>, label: String) 
             server = None;
         }
         if server.is_none() {
-            // Answers that will never come: their waiters go on.
-            acks.clear();
+            // Answers that will never come: their waiters wait for the next server's LISTEN
+            // of every channel instead (theirs among them).
+            waiting.extend(acks.drain(..).flatten());
         }
     }
 }
