@@ -188,7 +188,16 @@ impl Budget {
         self.over.store(Budget::above(c) > 0, Ordering::Relaxed);
     }
 
-    fn pools(&self) -> Vec<Arc<Pool>> {
+    /// Every slot here is in use and the fleet had none free at its last count: a pool
+    /// under this budget that waits can only get a server another one gives up.
+    pub(crate) fn exhausted(&self) -> bool {
+        let c = self.counts.lock();
+        // A server closing already frees a slot soon.
+        c.used.saturating_sub(c.closing) >= c.held && c.fleet_held >= self.max
+    }
+
+    /// The pools under this budget.
+    pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
         self.pools.lock().iter().filter_map(Weak::upgrade).collect()
     }
 

@@ -645,17 +645,20 @@ impl Pool {
         Some(Grant::Slot { slot, reserve })
     }
 
-    /// When a cap shared with other pools blocks this pool, close one idle server of another
-    /// pool under that cap (its oldest idle one).
+    /// When a cap shared with other pools blocks this pool (max_db_connections,
+    /// max_user_connections, a fleet budget over several users), close one idle server of
+    /// another pool under that cap (its oldest idle one).
     fn evict_idle_elsewhere(self: &Arc<Self>) {
         if self.state.lock().open >= self.settings().pool_size {
             return; // this pool is at its own size: no cap is to blame
         }
-        for limit in [&self.db_limit, &self.user_limit] {
-            if !limit.is_full() {
-                continue;
-            }
-            for other in limit.members() {
+        let full = |l: &Arc<Limit>| l.is_full().then(|| l.members());
+        let budget = self.budget.as_ref().filter(|b| b.exhausted());
+        let sharing = [full(&self.db_limit), full(&self.user_limit)]
+            .into_iter()
+            .chain([budget.map(|b| b.pools())]);
+        for members in sharing.flatten() {
+            for other in members {
                 if Arc::ptr_eq(&other, self) {
                     continue;
                 }

@@ -430,3 +430,49 @@ async fn a_rolling_restart_fails_no_request() {
         assert!(e < Duration::from_secs(10), "a replica took {e:?} to drain");
     }
 }
+
+/// `scope = "database"`: the pools of two users share one budget of 2 servers for the
+/// database. Idle servers of one user's pool make room for the other's waiting client (they
+/// are closed for it), and the two pools never hold more than 2 servers together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_budget_is_shared_by_its_users() {
+    let general = "auth_type = \"trust\"\nquery_wait_timeout = 10\ndefault_pool_size = 5";
+    let extra = format!(
+        "{}[fleet]\nname = \"per-db\"\nmax_servers = 2\nscope = \"database\"\n",
+        db_entry("fleetdbscope", "appdb", "")
+    );
+    let mux = Mux::start(custom_config(general, &extra)).await;
+    let port = mux.port();
+    let connect = |user: &'static str| async move {
+        let (c, conn) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port={port} user={user} dbname=fleetdbscope"),
+            NoTls,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        c
+    };
+    // app takes both slots, then its servers go idle.
+    let (a1, a2) = (connect("app").await, connect("app").await);
+    a1.simple_query("BEGIN; SELECT 1").await.unwrap();
+    a2.simple_query("BEGIN; SELECT 1").await.unwrap();
+    a1.simple_query("COMMIT").await.unwrap();
+    a2.simple_query("COMMIT").await.unwrap();
+    let app = mux.pool("fleetdbscope", "app").unwrap();
+    assert_eq!(app.counts().open, 2);
+    // other's client gets a server: one of app's idle ones is closed for it.
+    let o = connect("other").await;
+    let t = Instant::now();
+    o.simple_query("SELECT 1").await.unwrap();
+    let waited = t.elapsed();
+    let other = mux.pool("fleetdbscope", "other").unwrap();
+    let (a, b) = (app.counts().open, other.counts().open);
+    assert!(a + b <= 2, "app {a} + other {b} servers");
+    assert_eq!(b, 1);
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    let c = other.fleet_counts().unwrap();
+    assert_eq!((c.held, c.replicas), (2, 1), "{c:?}");
+}
