@@ -239,14 +239,23 @@ impl CancelMap {
         }
     }
 
+    /// [`CancelMap::local`] for a cancel that may have been forwarded (its secret's top bit
+    /// set). A key issued without a tag (a client on a Unix socket) keeps a random top bit, so
+    /// the secret is tried as it came first, then without the mark.
+    fn own_key(&self, pid: i32, secret: i32) -> Option<Option<CancelTarget>> {
+        let forwarded = secret & FORWARDED != 0;
+        self.local(pid, secret)
+            .or_else(|| self.local(pid, secret & !FORWARDED).filter(|_| forwarded))
+    }
+
     /// [`CancelMap::cancel`] with peer_dns: this replica's own key, or forwarded once to the
     /// replicas of the name whose address has the key's tag.
     async fn cancel_discovered(&self, pid: i32, secret: i32, peering: &Peering<'_>) {
         let forwarded = secret & FORWARDED != 0;
-        let secret = secret & !FORWARDED;
-        if let Some(target) = self.local(pid, secret) {
+        if let Some(target) = self.own_key(pid, secret) {
             return send_local(pid, target).await;
         }
+        let secret = secret & !FORWARDED;
         if forwarded {
             tracing::info!(
                 pid,
@@ -389,6 +398,23 @@ mod tests {
         let k = map.register(32767);
         assert!(k.pid > 0);
         assert_eq!(issuer(k.pid), 32767);
+    }
+
+    #[test]
+    fn keys_without_a_tag_are_found_whatever_their_top_bit() {
+        let map = Arc::new(CancelMap::default());
+        let keys: Vec<_> = (0..64).map(|_| map.register(0)).collect();
+        let marked = keys.iter().find(|k| k.secret & FORWARDED != 0).unwrap();
+        let clear = keys.iter().find(|k| k.secret & FORWARDED == 0).unwrap();
+        // As issued, and a clear one as forwarded (marked by another replica).
+        assert!(map.own_key(marked.pid, marked.secret).is_some());
+        assert!(map.own_key(clear.pid, clear.secret).is_some());
+        assert!(map.own_key(clear.pid, clear.secret | FORWARDED).is_some());
+        // A wrong secret is nobody's.
+        assert!(map
+            .own_key(marked.pid, marked.secret & !FORWARDED)
+            .is_none());
+        assert!(map.own_key(clear.pid, clear.secret ^ 1).is_none());
     }
 
     #[test]

@@ -193,7 +193,7 @@ impl Budget {
     pub(crate) fn exhausted(&self) -> bool {
         let c = self.counts.lock();
         // A server closing already frees a slot soon.
-        c.used.saturating_sub(c.closing) >= c.held && c.fleet_held >= self.max
+        c.used.saturating_sub(c.closing) >= c.held.min(c.cap) && c.fleet_held >= self.max
     }
 
     /// The pools under this budget.
@@ -310,7 +310,8 @@ impl Budget {
             // while it goes back.
             let extra = {
                 let mut c = self.counts.lock();
-                let extra = c.held - c.used.max(need);
+                // `used` may be above `held` (slots not all taken back after a reconnect).
+                let extra = c.held.saturating_sub(c.used.max(need));
                 c.held -= extra;
                 extra
             };

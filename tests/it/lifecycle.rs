@@ -202,7 +202,8 @@ async fn sigterm_lets_clients_finish_then_exits() {
 /// client goes only once it has been quiet a moment); a connection check (an empty query) on
 /// a draining pgmux is answered with 57P01, so the pool takes another connection; a client
 /// left idle goes after about a second; a client that is never idle goes after the drain's
-/// grace (5 s), with the answer that ends a transaction, never in the middle of one.
+/// grace (5 s), with the answer that ends a transaction, never in the middle of one; a client
+/// pinned to its server (a session advisory lock) keeps it, as in session mode.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_lets_pools_move_their_connections_without_a_failed_request() {
     let port = free_port();
@@ -217,7 +218,26 @@ async fn a_drain_lets_pools_move_their_connections_without_a_failed_request() {
     let (checked, _checked_conn) = connect().await;
     let (idle, idle_conn) = connect().await;
     let (busy, busy_conn) = connect().await;
+    let (pinned, _pinned_conn) = connect().await;
     assert_eq!(one(&idle, "SELECT 1").await, "1");
+    pinned
+        .simple_query("SELECT pg_advisory_lock(4242)")
+        .await
+        .unwrap();
+    let pinned_loop = tokio::spawn(async move {
+        let held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' \
+                    AND objid = 4242 AND pid = pg_backend_pid()";
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(7) {
+            assert_eq!(
+                one(&pinned, held).await,
+                "1",
+                "the pinned client lost its lock"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        pinned
+    });
     // The busy client: a query every 50 ms, never idle long.
     let busy_loop = tokio::spawn(async move {
         let mut answered = 0u32;
@@ -274,6 +294,8 @@ async fn a_drain_lets_pools_move_their_connections_without_a_failed_request() {
         busy_loop.await.unwrap() > 50,
         "the busy client was served meanwhile"
     );
+    // The pinned client kept its server and its lock past the grace; it goes when it leaves.
+    drop(pinned_loop.await.unwrap());
     assert!(p.wait_exit(10), "exit status:\n{}", p.log());
 }
 

@@ -156,8 +156,9 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
                     // Draining: an idle client goes once it has sent nothing for DRAIN_QUIET;
                     // one that sends meanwhile is served, and goes with its answer.
                     Woke::Stop(why) if why.draining() && !boxed_quiet(r).await? => {}
-                    Woke::Stop(stop) => {
-                        let msg = stop_message(stop);
+                    Woke::Stop(_) => {
+                        // Read again: a KILL or shutdown may have ended a drain's wait.
+                        let msg = stop_message(r.handle.info.stopped());
                         boxed_fatal(r, sqlstate::ADMIN_SHUTDOWN, msg).await;
                         return Ok(LoopEnd::Left(msg.into()));
                     }
@@ -920,7 +921,9 @@ impl Relay {
                 if let Err(mut exit) = step {
                     // A transaction that may have left state on its server: keep the server
                     // while it holds some (`pin.rs`).
-                    if matches!(exit, Exit::Release) && pin::may_hold(&t) {
+                    // A drained client too: pinned, it keeps its server as a session-mode
+                    // client does, and goes when it leaves (or at shutdown_timeout).
+                    if matches!(exit, Exit::Release | Exit::Drained) && pin::may_hold(&t) {
                         match boxed(self.settle_pin(&mut t)).await {
                             Ok(true) => {
                                 t.state.keep();
