@@ -225,8 +225,9 @@ pub enum PinOnSessionState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ShutdownClients {
-    /// Transaction and statement mode: a client goes (57P01) as soon as it is idle, at once
-    /// or at the end of its transaction, so that it reconnects to another instance.
+    /// Transaction and statement mode: a client goes (57P01) at a moment its pool can take
+    /// (its connection checked, rested, or after a grace with its transaction's last answer),
+    /// so that it reconnects to another instance.
     Boundary,
     /// PgBouncer's: clients stay until they leave (or shutdown_timeout).
     Wait,
@@ -452,9 +453,9 @@ pub struct General {
     /// Default 0.
     pub peer_dns_port: u16,
     /// On SIGTERM, "boundary" (default): transaction- and statement-mode clients are told to
-    /// reconnect (57P01) once idle, at once or when their transaction ends, never in the
-    /// middle of one; "wait": PgBouncer's, clients stay until they leave. shutdown_timeout
-    /// ends either.
+    /// reconnect (57P01) when their pool checks the connection, once it rested 1 s, or after a
+    /// 5 s grace with the answer that ends a transaction; never in the middle of one. "wait":
+    /// PgBouncer's, clients stay until they leave. shutdown_timeout ends either.
     pub shutdown_clients: ShutdownClients,
     /// Let several pgmux processes listen on the same port (SO_REUSEPORT), for restarts
     /// without downtime. Default false. Restart.
