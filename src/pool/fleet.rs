@@ -317,7 +317,10 @@ impl Budget {
             };
             h.give_back(extra).await?;
         }
-        if short || now >= t.status_at {
+        // The fleet's counts matter to a replica that holds or wants slots: an idle one does
+        // not ask (a fleet of many pools and replicas would scan pg_locks for nothing).
+        let busy = held > 0 || used > 0 || want > 0;
+        if short || (busy && now >= t.status_at) {
             t.status_at = now + STATUS_EVERY;
             let (replicas, others_waiting, fleet_held) = h.status().await?;
             let share = self.max.div_ceil(replicas.max(1));
