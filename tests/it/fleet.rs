@@ -29,21 +29,32 @@ const SAMPLE: &str = "SELECT \
        AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
        AND objid::text::bigint < 2000000000)";
 
-/// A superuser connection straight to Postgres' `db`.
-async fn direct(db: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=postgres dbname={db}",
-            pg().port
-        ),
-        NoTls,
-    )
-    .await
-    .unwrap();
+/// A tokio-postgres client of `connstr` (its connection driven by a task of its own).
+async fn client(connstr: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(connstr, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {connstr}: {e}"));
     tokio::spawn(async move {
         let _ = conn.await;
     });
     c
+}
+
+/// A client of pgmux on 127.0.0.1:`port` as `user` (trust) to `db`.
+async fn client_of(port: u16, user: &str, db: &str) -> tokio_postgres::Client {
+    client(&format!(
+        "host=127.0.0.1 port={port} user={user} dbname={db}"
+    ))
+    .await
+}
+
+/// A superuser connection straight to Postgres' `db`.
+async fn direct(db: &str) -> tokio_postgres::Client {
+    let port = pg().port;
+    client(&format!(
+        "host=127.0.0.1 port={port} user=postgres dbname={db}"
+    ))
+    .await
 }
 
 /// (servers, slots) in `db` now.
@@ -76,15 +87,10 @@ fn write_replica(path: &Path, addr: &str, port: u16, db: &str, fleet: &str, max:
 
 /// SHOW POOLS' fleet_held for `db` on the replica at `addr`:`port`.
 async fn fleet_held(addr: &str, port: u16, db: &str) -> usize {
-    let (c, conn) = tokio_postgres::connect(
-        &format!("host={addr} port={port} user=app dbname=pgbouncer"),
-        NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let c = client(&format!(
+        "host={addr} port={port} user=app dbname=pgbouncer"
+    ))
+    .await;
     for m in c.simple_query("SHOW POOLS").await.unwrap() {
         if let SimpleQueryMessage::Row(r) = m {
             if r.get("database") == Some(db) {
@@ -225,18 +231,7 @@ async fn a_cut_budget_connection_comes_back_with_its_slots() {
     );
     let mux = Mux::start(custom_config(general, &extra)).await;
     let port = mux.port();
-    let connect = || async move {
-        let (c, conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={port} user=app dbname=fleetcut"),
-            NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        c
-    };
+    let connect = || client_of(port, "app", "fleetcut");
     // Four clients in transactions: three get servers, the fourth waits and times out.
     let mut clients = Vec::new();
     for _ in 0..3 {
@@ -443,18 +438,7 @@ async fn a_database_budget_is_shared_by_its_users() {
     );
     let mux = Mux::start(custom_config(general, &extra)).await;
     let port = mux.port();
-    let connect = |user: &'static str| async move {
-        let (c, conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={port} user={user} dbname=fleetdbscope"),
-            NoTls,
-        )
-        .await
-        .unwrap();
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        c
-    };
+    let connect = |user: &'static str| client_of(port, user, "fleetdbscope");
     // app takes both slots, then its servers go idle.
     let (a1, a2) = (connect("app").await, connect("app").await);
     a1.simple_query("BEGIN; SELECT 1").await.unwrap();
