@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::client;
 use crate::clients::Stop;
-use crate::config::{Config, PoolMode};
+use crate::config::Config;
 use crate::shared::{Request, Shared};
 
 /// A running pgmux (in this process).
@@ -215,11 +215,7 @@ impl Running {
             while shared.clients.count() > 0 {
                 let now = shared.run.drain_phase().unwrap_or(false);
                 for c in shared.clients.all().into_iter().filter(|_| boundary) {
-                    if c.pool()
-                        .is_some_and(|p| p.settings().mode != PoolMode::Session)
-                    {
-                        c.drain(now);
-                    }
+                    c.drain_pooled(now);
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

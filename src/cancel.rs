@@ -107,15 +107,10 @@ fn issuer(pid: i32) -> u16 {
 /// The tag a key issued to a client that reached this replica at `ip` carries (peer_dns):
 /// FNV-1a of the address' bytes, in 1..=32767.
 pub(crate) fn address_tag(ip: IpAddr) -> u16 {
-    let octets: Vec<u8> = match ip.to_canonical() {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+    let h = match ip.to_canonical() {
+        IpAddr::V4(a) => crate::pool::fnv1a(a.octets()),
+        IpAddr::V6(a) => crate::pool::fnv1a(a.octets()),
     };
-    let mut h: u32 = 0x811c_9dc5;
-    for b in octets {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
     (h % 32767) as u16 + 1
 }
 

@@ -292,6 +292,17 @@ impl ClientInfo {
         }
     }
 
+    /// [`ClientInfo::drain`] for a client of a transaction- or statement-mode pool (a
+    /// session-mode client stays until it leaves, as in PgBouncer).
+    pub(crate) fn drain_pooled(&self, now: bool) {
+        if self
+            .pool()
+            .is_some_and(|p| p.settings().mode != crate::config::PoolMode::Session)
+        {
+            self.drain(now);
+        }
+    }
+
     /// Why the client must stop, if it must.
     pub fn stopped(&self) -> Stop {
         match self.stop.load(Ordering::Acquire) {

@@ -253,37 +253,30 @@ pub(crate) fn gather(shared: &Shared) -> Vec<prometheus::proto::MetricFamily> {
         "How long the oldest waiting client has waited for a server.",
         POOL_LABELS,
     );
-    let fl = &["database", "user", "pool_mode", "fleet"];
-    let fleet_held = int_gauge_vec(
-        &r,
+    let fg = |name: &str, help: &str| {
+        int_gauge_vec(&r, name, help, &["database", "user", "pool_mode", "fleet"])
+    };
+    let fleet_held = fg(
         "pgmux_fleet_slots_held",
         "[fleet]: servers this replica may have under the pool's fleet budget (the advisory \
          locks its budget connection holds).",
-        fl,
     );
-    let fleet_total = int_gauge_vec(
-        &r,
+    let fleet_total = fg(
         "pgmux_fleet_slots_total",
-        "[fleet]: slots the whole fleet holds under the pool's budget, as last read (every second).",
-        fl,
+        "[fleet]: slots the whole fleet holds under the pool's budget, as last read (every \
+         second while this replica holds or wants slots).",
     );
-    let fleet_max = int_gauge_vec(
-        &r,
+    let fleet_max = fg(
         "pgmux_fleet_max_servers",
         "[fleet]: max_servers of the pool's fleet budget.",
-        fl,
     );
-    let fleet_replicas = int_gauge_vec(
-        &r,
+    let fleet_replicas = fg(
         "pgmux_fleet_replicas",
         "[fleet]: replicas with a connection to the pool's budget, as last read.",
-        fl,
     );
-    let fleet_up = int_gauge_vec(
-        &r,
+    let fleet_up = fg(
         "pgmux_fleet_connected",
         "[fleet]: 1 while the budget connection is up (without it no server opens).",
-        fl,
     );
     let counters: Vec<_> = POOL_COUNTERS
         .iter()

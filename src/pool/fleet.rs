@@ -49,15 +49,20 @@ pub(super) const SHED: &str = "fleet budget: another replica waits for its share
 /// database's name on Postgres and, with scope "pool", the user servers log in as. Every
 /// replica computes the same key, whatever its build.
 pub(crate) fn key(fleet: &str, dbname: &str, user: Option<&str>) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
     let parts = [Some(fleet), Some(dbname), user];
-    for part in parts.into_iter().flatten() {
-        for b in part.bytes().chain([0]) {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    }
-    h & 0x7fff_ffff
+    let bytes = parts
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p.bytes().chain([0]));
+    fnv1a(bytes) & 0x7fff_ffff
+}
+
+/// FNV-1a (32 bits) of `bytes`: fixed, so every replica, whatever its build, agrees (fleet
+/// keys here, cancel keys' address tags in `cancel.rs`).
+pub(crate) fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u32 {
+    bytes.into_iter().fold(0x811c_9dc5, |h: u32, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// One budget, shared by the pools it covers in this replica.
@@ -165,18 +170,13 @@ impl Budget {
         self.over.load(Ordering::Relaxed)
     }
 
-    /// A server under the budget is closing: it no longer counts towards shedding.
-    pub(crate) fn closing(&self) {
+    /// A server under the budget is closing: it no longer counts towards shedding until the
+    /// returned value is dropped (after its slot was released).
+    pub(crate) fn closing(self: &Arc<Self>) -> Closing {
         let mut c = self.counts.lock();
         c.closing += 1;
         self.note_over(&c);
-    }
-
-    /// A closing server's backend is gone (its slot was released just before).
-    pub(crate) fn closed(&self) {
-        let mut c = self.counts.lock();
-        c.closing = c.closing.saturating_sub(1);
-        self.note_over(&c);
+        Closing(self.clone())
     }
 
     /// Servers staying (not closing) beyond what this replica may use now.
@@ -342,6 +342,18 @@ impl Budget {
             }
         }
         Ok(if short { SHORT_EVERY } else { STATUS_EVERY })
+    }
+}
+
+/// A server closing under a budget (see [`Budget::closing`]); dropped once its backend is
+/// gone and its slot released.
+pub(crate) struct Closing(Arc<Budget>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        let mut c = self.0.counts.lock();
+        c.closing = c.closing.saturating_sub(1);
+        self.0.note_over(&c);
     }
 }
 

@@ -34,7 +34,7 @@ use crate::error::{CheckoutError, ConnectError, Error, Result};
 use crate::server::{Params, Server, ServerInfo, ServerState, Target};
 pub(crate) use checked::Checked;
 pub use fleet::Counts as BudgetCounts;
-pub(crate) use fleet::{key as fleet_key, Budget};
+pub(crate) use fleet::{fnv1a, key as fleet_key, Budget};
 pub(crate) use janitor::run_janitor;
 pub(crate) use limit::Limit;
 pub use outage::passes as connect_error_passes;
@@ -800,18 +800,17 @@ impl Pool {
     /// `gone` waits until Postgres has closed the session (at most 5 s): its slot must not
     /// open another server, here or on another replica, while its backend still runs.
     fn terminate_then(&self, s: Box<Server>, gone: impl FnOnce() + Send + 'static) {
-        let budget = match &self.budget {
-            Some(b) if tokio::runtime::Handle::try_current().is_ok() => b.clone(),
+        let closing = match &self.budget {
+            Some(b) if tokio::runtime::Handle::try_current().is_ok() => b.closing(),
             _ => {
                 terminate(s);
                 return gone();
             }
         };
-        budget.closing();
         tokio::spawn(async move {
             reap::until_closed(s).await;
             gone();
-            budget.closed();
+            drop(closing);
         });
     }
 

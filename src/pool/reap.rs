@@ -30,16 +30,11 @@ impl Pool {
     /// Its `slot` is held until the session has ended.
     pub(super) fn close_busy(s: Box<Server>, slot: Slot, reason: &str) {
         slot.pool().forget(&s, reason);
-        let budget = slot.pool().budget.clone();
-        if let Some(b) = &budget {
-            b.closing();
-        }
+        let closing = slot.pool().budget.as_ref().map(|b| b.closing());
         tokio::spawn(async move {
             reap(s).await;
             drop(slot);
-            if let Some(b) = budget {
-                b.closed();
-            }
+            drop(closing);
         });
     }
 }

@@ -81,12 +81,20 @@ const SLEEP_ANY: &str = "SELECT pg_sleep(30) /* any replica */";
 
 /// Wait until Postgres runs `query` (a cancel sent before would find nothing to cancel).
 async fn running(query: &str) {
+    running_n(query, 1).await
+}
+
+/// Wait until Postgres runs `query` `n` times at once.
+async fn running_n(query: &str, n: usize) {
     let sql = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE query = '{query}' AND state = 'active'"
     );
     let deadline = Instant::now() + Duration::from_secs(20);
-    while crate::support::client::sql_super("postgres", &sql).await != "1" {
-        assert!(Instant::now() < deadline, "{query} never ran");
+    while crate::support::client::sql_super("postgres", &sql).await != n.to_string() {
+        assert!(
+            Instant::now() < deadline,
+            "{query} never ran {n} times at once"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -297,14 +305,7 @@ async fn hundred_cancels(lb: &Balancer, label: &str) {
         raw::send(s, &raw::query(&sleep)).await;
     }
     // Every query runs in Postgres before the cancels go.
-    let running = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE query = '{sleep}' AND state = 'active'"
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while crate::support::client::sql_super("postgres", &running).await != "100" {
-        assert!(Instant::now() < deadline, "the 100 queries never all ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    running_n(&sleep, 100).await;
     // The cancels go at once, each on a connection of its own, as 100 clients' would.
     let sent = Instant::now();
     let cancels: Vec<_> = (clients.iter())

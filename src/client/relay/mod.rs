@@ -315,16 +315,10 @@ const DRAIN_QUIET: Duration = Duration::from_secs(1);
 /// (libpq), extended (psycopg_pool's check), or a Bind of a prepared empty statement (pgjdbc's
 /// `isValid`, which HikariCP calls, once pgjdbc prepared it); `statements`: the client's.
 fn checks_connection(cbuf: &[u8], statements: Option<&crate::prepared::ClientStatements>) -> bool {
-    let Some((&tag, rest)) = cbuf.split_first() else {
+    let Ok(Some((tag, len))) = proto::header(cbuf, usize::MAX) else {
         return false;
     };
-    let Some(len) = rest
-        .get(..4)
-        .map(|l| u32::from_be_bytes(l.try_into().unwrap()) as usize)
-    else {
-        return false;
-    };
-    let Some(body) = rest.get(4..len.max(4)) else {
+    let Some(body) = cbuf.get(5..len) else {
         return false;
     };
     let mut fields = body.split(|&b| b == 0);
@@ -383,9 +377,7 @@ impl Relay {
         // A client that logged in while pgmux drains is drained from the start (a pool's new
         // connection that landed here checks it, and learns it goes).
         if let Some(now) = shared.run.drain_phase() {
-            if sess.pool.settings().mode != crate::config::PoolMode::Session {
-                handle.info.drain(now);
-            }
+            handle.info.drain_pooled(now);
         }
         if sess.held.is_some() {
             // It holds a server already: it stays in its task.
