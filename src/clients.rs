@@ -170,7 +170,7 @@ const IN_TASK: u8 = 0;
 const PARK_ASKED: u8 = 1;
 /// Parked: no task, its socket watched by the parking task.
 const PARKED: u8 = 2;
-/// Never parked (a TLS client, whose bridge task holds it anyway; the admin console).
+/// Never parked (a TLS client; the admin console).
 const NEVER_PARK: u8 = 3;
 
 /// A socket address in 20 bytes (a `SocketAddr` takes 32 for an IPv6 flow label and scope

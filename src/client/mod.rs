@@ -9,7 +9,6 @@ mod secret;
 use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
@@ -165,7 +164,7 @@ pub(crate) async fn send_fatal(stream: &mut Conn, e: &Error) {
             backend::error_response(&mut out, "FATAL", code, &msg);
         }
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.write_all(&out)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.send_all(&out)).await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
-//! Connections as the relay sees them: a TCP socket, or (for TLS) one end of a Unix socket
-//! pair whose other end a bridge task pumps through rustls. Both give the non-blocking,
-//! readiness-based calls the relay is built on.
+//! Connections as the relay sees them: a TCP socket, or a TCP socket with rustls run inline
+//! on it ([`inline`]). Both give the non-blocking, readiness-based calls the relay is built on.
 
+pub(crate) mod inline;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 
@@ -11,14 +11,16 @@ use std::task::{Context, Poll};
 
 use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+
+use inline::TlsConn;
 
 /// A client or server connection.
 #[derive(Debug)]
 pub(crate) enum Conn {
     Tcp(TcpStream),
-    /// The plaintext end of a TLS bridge (see [`tls::bridge`]).
-    Bridged(UnixStream),
+    /// TLS, decrypted and encrypted inside the calls.
+    Tls(Box<TlsConn>),
     /// Taken away for a TLS handshake that failed: every call fails.
     Closed,
 }
@@ -31,7 +33,7 @@ macro_rules! each {
     ($self:expr, $s:ident => $e:expr, $closed:expr) => {
         match $self {
             Conn::Tcp($s) => $e,
-            Conn::Bridged($s) => $e,
+            Conn::Tls($s) => $e,
             Conn::Closed => $closed,
         }
     };
@@ -41,6 +43,10 @@ macro_rules! each {
 }
 
 impl Conn {
+    /// A connection whose TLS handshake is done: rustls goes on inline on the socket.
+    pub(crate) fn tls(tcp: TcpStream, tls: impl Into<rustls::Connection>) -> Conn {
+        Conn::Tls(Box::new(TlsConn::new(tcp, tls)))
+    }
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each!(self, s => s.poll_read_ready(cx), Poll::Ready(Err(closed())))
     }
@@ -48,7 +54,20 @@ impl Conn {
         each!(self, s => s.poll_write_ready(cx), Poll::Ready(Err(closed())))
     }
     pub(crate) async fn readable(&self) -> io::Result<()> {
-        each!(self, s => s.readable().await)
+        match self {
+            Conn::Tcp(s) => s.readable().await,
+            Conn::Tls(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await,
+            Conn::Closed => Err(closed()),
+        }
+    }
+    /// Send output a TLS connection still holds, registering for write readiness when the
+    /// socket is full (Ready at once for TCP, whose writes keep nothing back). Every wait on
+    /// a connection calls it, so that no answer stays behind in rustls.
+    pub(crate) fn poll_send_pending(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Conn::Tls(s) => s.poll_send_pending(cx),
+            _ => Poll::Ready(Ok(())),
+        }
     }
     pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         each!(self, s => s.try_write(buf))
@@ -64,11 +83,24 @@ impl Conn {
         interest: Interest,
         f: impl FnOnce() -> io::Result<R>,
     ) -> io::Result<R> {
-        each!(self, s => s.try_io(interest, f))
+        match self {
+            Conn::Tcp(s) => s.try_io(interest, f),
+            // Plaintext may wait in rustls while the socket has nothing: the calls inside
+            // `f` keep the socket's readiness themselves.
+            Conn::Tls(_) => f(),
+            Conn::Closed => Err(closed()),
+        }
+    }
+    /// Write all of `buf` and see it sent: for TLS, until rustls holds none of it (the
+    /// connection may be dropped next); for TCP, `write_all`.
+    pub(crate) async fn send_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.write_all(buf).await?;
+        self.flush().await
     }
     /// Whether the bytes go through TLS.
     pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Conn::Bridged(_))
+        matches!(self, Conn::Tls(_))
     }
 }
 
@@ -78,7 +110,11 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf), Poll::Ready(Err(closed())))
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => s.poll_read(cx, buf),
+            Conn::Closed => Poll::Ready(Err(closed())),
+        }
     }
 }
 
@@ -88,12 +124,25 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf), Poll::Ready(Err(closed())))
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => s.poll_write(cx, buf),
+            Conn::Closed => Poll::Ready(Err(closed())),
+        }
     }
+    /// Sends what a TLS connection still holds (see [`Conn::poll_send_pending`]).
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx), Poll::Ready(Err(closed())))
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => s.poll_send_pending(cx),
+            Conn::Closed => Poll::Ready(Err(closed())),
+        }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx), Poll::Ready(Ok(())))
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => s.poll_shutdown(cx),
+            Conn::Closed => Poll::Ready(Ok(())),
+        }
     }
 }

@@ -1,20 +1,16 @@
 //! TLS with rustls: pgmux's server side for clients (`client_tls_*`) and its client side for
-//! servers (`server_tls_*`), with libpq's sslmode semantics; and the bridge that turns a TLS
-//! stream into a plain [`Conn`] for the relay.
+//! servers (`server_tls_*`), with libpq's sslmode semantics. After the handshake the
+//! connection runs inline on its socket ([`super::inline`]).
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::{General, SslMode};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::UnixStream;
-
-use super::Conn;
-use crate::config::{General, SslMode};
 
 /// Why TLS could not be set up from the config.
 #[derive(Debug, thiserror::Error)]
@@ -363,19 +359,4 @@ pub(crate) fn describe(packed: u64) -> String {
         other => format!("{other:?}"),
     };
     format!("{version}/{suite:?}/ECDH={group:?}")
-}
-
-/// Pump a TLS stream through one end of a Unix socket pair in a task of its own, and give
-/// the other end to the relay, which then sees plaintext with the same non-blocking calls as
-/// a TCP socket. The task ends when either side closes.
-pub(crate) fn bridge<S>(tls: S) -> std::io::Result<Conn>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (ours, theirs) = UnixStream::pair()?;
-    tokio::spawn(async move {
-        let (mut tls, mut theirs) = (tls, theirs);
-        let _ = tokio::io::copy_bidirectional(&mut tls, &mut theirs).await;
-    });
-    Ok(Conn::Bridged(ours))
 }

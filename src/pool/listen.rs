@@ -16,7 +16,6 @@ use std::time::Duration;
 use atomic_waker::AtomicWaker;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 /// Longest a client's LISTEN waits for the pool's listener to confirm it (a loaded machine
@@ -266,7 +265,7 @@ pub(crate) fn statements(verb: &str, channels: &[String]) -> String {
 async fn send(server: &mut Server, sql: &str) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     backend::query(&mut out, sql);
-    server.stream.write_all(&out).await
+    server.stream.send_all(&out).await
 }
 
 /// The listener task.

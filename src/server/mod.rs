@@ -263,7 +263,7 @@ impl Server {
     async fn simple_value(&mut self, sql: &str) -> Result<Option<String>> {
         let mut out = BytesMut::new();
         backend::query(&mut out, sql);
-        self.stream.write_all(&out).await?;
+        self.stream.send_all(&out).await?;
         let mut value = None;
         let (_, err) = self
             .read_internal(|_, tag, body| {
@@ -365,7 +365,8 @@ impl Server {
                             source,
                         })?;
                 let info = crate::net::tls::info(stream.get_ref().1);
-                Ok((crate::net::tls::bridge(stream)?, info))
+                let (tcp, tls) = stream.into_inner();
+                Ok((Conn::tls(tcp, tls), info))
             }
             b'N' if !tls.mode.required() => Ok((Conn::Tcp(tcp), 0)),
             b'N' => Err(ConnectError::TlsDeclined {
@@ -388,7 +389,7 @@ impl Server {
             ],
             &mut out,
         )?;
-        self.stream.write_all(&out).await?;
+        self.stream.send_all(&out).await?;
         let mut scram: Option<ScramSha256> = None;
         let mut keys: Option<ScramKeysClient> = None;
         loop {
@@ -479,7 +480,7 @@ impl Server {
                         other => return Err(ConnectError::UnsupportedMethod(other)),
                     }
                     if !out.is_empty() {
-                        self.stream.write_all(&out).await?;
+                        self.stream.send_all(&out).await?;
                     }
                 }
                 b'S' => {
@@ -544,7 +545,7 @@ impl Server {
     pub(crate) async fn run_hidden(&mut self, sql: &str) -> Result<u8> {
         let mut out = BytesMut::new();
         backend::query(&mut out, sql);
-        self.stream.write_all(&out).await?;
+        self.stream.send_all(&out).await?;
         let (status, err) = self
             .read_internal(|s, tag, body| {
                 if tag == b'C' && drops_all_statements(body) {
@@ -620,7 +621,7 @@ impl Server {
         })?;
         frontend::execute("", 0, &mut out).map_err(bad)?;
         frontend::sync(&mut out);
-        self.stream.write_all(&out).await?;
+        self.stream.send_all(&out).await?;
         let mut row = None;
         let (status, err) = self
             .read_internal(|_, tag, body| {
@@ -703,7 +704,7 @@ impl Server {
     pub(crate) async fn hidden_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         let mut out = BytesMut::new();
         backend::query(&mut out, sql);
-        self.stream.write_all(&out).await?;
+        self.stream.send_all(&out).await?;
         let mut rows = Vec::new();
         let (status, err) = self
             .read_internal(|_, tag, body| {
@@ -778,7 +779,7 @@ impl Server {
     pub async fn terminate(mut self) {
         let mut out = BytesMut::new();
         frontend::terminate(&mut out);
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(&out)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.stream.send_all(&out)).await;
     }
 }
 

@@ -109,8 +109,8 @@ async fn psql_with_sslmode_require_and_verify_full() {
     assert!(out[2].2.contains("SSL required"), "{}", out[2].2);
 }
 
-/// A TLS client idle past client_park_delay is asked to park, cannot (its bridge task holds
-/// the socket), and goes on in its task.
+/// A TLS client idle past client_park_delay is asked to park, cannot (parking moves only a
+/// plain socket), and goes on in its task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_client_idle_past_client_park_delay_keeps_working() {
     let certs = Certs::new();
@@ -491,4 +491,88 @@ async fn show_clients_and_servers_describe_their_tls() {
             "{what} does not describe the TLS connection:\n{out}"
         );
     }
+}
+
+/// The CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses: utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// TLS on both sides carries bulk both ways and many clients at once, with rustls run inline
+/// on the sockets: pgbench's COPY (`-i`) and 16 clients with the extended protocol, a 40 MB
+/// answer, and a client that reads none of a large answer for 2 s, during which pgmux waits
+/// without spinning and then delivers every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_and_many_clients_through_tls_on_both_sides() {
+    let certs = Certs::new();
+    let pg = tls_postgres(&certs, "tls-bulk");
+    let port = crate::support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgmux.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nauth_type = \"trust\"\n\
+             default_pool_size = 4\nserver_tls_sslmode = \"require\"\n{}{}[users.app]\n",
+            certs.client_tls("require"),
+            tlsdb_section(&pg),
+        ),
+    )
+    .unwrap();
+    let mux = crate::support::process::Proc::start(&path);
+    let pid = mux.pid();
+    let pgbench = |args: &str| {
+        run(std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec pgbench -h 127.0.0.1 -p {port} -U app {args} tlsdb"
+            ))
+            .env("PGSSLMODE", "require"))
+    };
+    tokio::task::block_in_place(|| {
+        let init = pgbench("-i -s 2 -q");
+        assert!(init.0, "pgbench -i through TLS: {}{}", init.1, init.2);
+        crate::pgbench::clean_run(
+            "pgbench -S -M extended, 16 clients, TLS both sides",
+            pgbench("-S -M extended -c 16 -j 2 -T 3"),
+        );
+
+        let (ok, out, err) = psql_tls(
+            port,
+            "sslmode=require dbname=tlsdb",
+            "select repeat('x', 2000) from generate_series(1, 20000)",
+        );
+        assert!(ok, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 20000, "rows of the 40 MB answer");
+        assert!(lines.iter().all(|l| l.len() == 2000), "a row came cut");
+
+        let before = cpu_ticks(pid);
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/drivers/tls_slow_reader.py"
+        );
+        let (ok, out, err) = run(std::process::Command::new("python3").args([
+            script,
+            &port.to_string(),
+            "app",
+            "tlsdb",
+            "20000",
+            "2000",
+            "2",
+        ]));
+        let used = cpu_ticks(pid) - before;
+        eprintln!("pgmux CPU around the slow reader: {used} ticks");
+        assert!(ok, "slow reader: {out}{err}");
+        assert_eq!(out.trim(), "20000 40000000", "what the slow reader got");
+        // Spinning while the client does not read would take about 2 s of CPU (200 ticks).
+        assert!(
+            used < 80,
+            "pgmux used {used} ticks of CPU around a 2 s pause"
+        );
+    });
 }

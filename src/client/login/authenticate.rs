@@ -4,7 +4,7 @@
 
 use bytes::{Buf, BytesMut};
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::{Ctx, LoginError, MAX_LOGIN_MESSAGE};
 use crate::auth::{verify_md5_response, ScramSecret, ScramServer, Secret};
@@ -20,7 +20,7 @@ impl Ctx<'_> {
     /// Send the authentication request in `out`, then read the client's answer: a 'p' message
     /// (PasswordMessage, SASLInitialResponse or SASLResponse: `what`), returning its body.
     async fn answer(&mut self, what: &str) -> Result<BytesMut> {
-        self.stream.write_all(&self.out).await?;
+        self.stream.send_all(&self.out).await?;
         self.out.clear();
         let (tag, body) = read_message(self.stream, &mut self.buf).await?;
         if tag != b'p' {

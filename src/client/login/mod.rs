@@ -12,7 +12,7 @@ pub(super) use error::LoginError;
 
 use crate::net::{tls, Conn};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::admin::AdminSession;
 use crate::boxed::boxed;
@@ -183,7 +183,7 @@ impl<'a> Ctx<'a> {
         }
         match (packet, &self.live.client_tls.acceptor, &*self.stream) {
             (StartupPacket::Ssl, Some(acceptor), Conn::Tcp(_)) => {
-                self.stream.write_all(b"S").await?;
+                self.stream.send_all(b"S").await?;
                 let Conn::Tcp(tcp) = std::mem::replace(self.stream, Conn::Closed) else {
                     unreachable!("matched above");
                 };
@@ -196,9 +196,10 @@ impl<'a> Ctx<'a> {
                     tls::info(tls.get_ref().1),
                     std::sync::atomic::Ordering::Relaxed,
                 );
-                *self.stream = tls::bridge(tls)?;
+                let (tcp, tls) = tls.into_inner();
+                *self.stream = Conn::tls(tcp, tls);
             }
-            _ => self.stream.write_all(b"N").await?,
+            _ => self.stream.send_all(b"N").await?,
         }
         Ok(())
     }
@@ -393,7 +394,7 @@ impl<'a> Ctx<'a> {
     async fn welcome_end(&mut self, key: &CancelKey, login: Login) -> Result<()> {
         backend::backend_key_data(&mut self.out, key.pid, key.secret);
         backend::ready_for_query(&mut self.out, b'I');
-        self.stream.write_all(&self.out).await?;
+        self.stream.send_all(&self.out).await?;
         let _ = self.info.login.set(login);
         self.info.idle();
         Ok(())

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 
-use tokio::io::AsyncWriteExt;
-
 use super::{pin, Relay, Txn};
 use crate::config::PoolMode;
 use crate::error::sqlstate;
@@ -140,7 +138,7 @@ impl Relay {
         if !rest.is_empty() {
             // A client told to go gets its last answer within a second; any other, however
             // slowly it reads.
-            let write = self.client.write_all(&rest);
+            let write = self.client.send_all(&rest);
             let written = match drained {
                 true => tokio::time::timeout(Duration::from_secs(1), write)
                     .await
@@ -274,7 +272,7 @@ impl Relay {
         if t.s_ready > 0 {
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
-                self.client.write_all(&t.server.rbuf[..t.s_ready]),
+                self.client.send_all(&t.server.rbuf[..t.s_ready]),
             )
             .await;
             t.server.rbuf.clear();

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::net::Conn;
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 mod alone;
 mod finish;
@@ -67,7 +66,7 @@ pub(super) fn run(mut r: Relay) -> impl Future<Output = ()> + Send {
                 Err(e) => break e.to_string(),
                 Ok(LoopEnd::Park) => match Parking::park(r) {
                     Ok(()) => return,
-                    // A TLS client (its bridge task holds the socket), or nobody watches
+                    // A TLS client (parking moves only a plain socket), or nobody watches
                     // parked clients any more: this task goes on.
                     Err(back) => {
                         r = back;
@@ -275,7 +274,7 @@ fn boxed_notify(r: &mut Relay) -> BoxFuture<'_, Option<String>> {
         match pending {
             Pending::Messages(out) => {
                 PoolStats::add(&r.sess.pool.stats.bytes_sent, out.len() as u64);
-                match r.client.write_all(&out).await {
+                match r.client.send_all(&out).await {
                     Ok(()) => None,
                     Err(e) => Some(format!("client connection error: {e}")),
                 }
@@ -570,6 +569,8 @@ enum Event {
     ServerReadable,
     ClientReadable,
     Writable,
+    /// Sending the output TLS still held for the client failed.
+    ClientSendFailed(std::io::Error),
     Timer,
     Stop,
 }
@@ -622,7 +623,7 @@ impl Relay {
     async fn fatal(&mut self, code: &str, msg: &str) {
         let mut out = BytesMut::new();
         backend::error_response(&mut out, "FATAL", code, msg);
-        let write = tokio::time::timeout(Duration::from_secs(1), self.client.write_all(&out));
+        let write = tokio::time::timeout(Duration::from_secs(1), self.client.send_all(&out));
         let _ = Box::pin(write).await;
     }
 
@@ -681,7 +682,7 @@ impl Relay {
         if tag == b'P' {
             if let Some(answer) = self.prepare_alone(cbuf) {
                 PoolStats::add(&self.sess.pool.stats.bytes_sent, answer.len() as u64);
-                if let Err(e) = self.client.write_all(&answer).await {
+                if let Err(e) = self.client.send_all(&answer).await {
                     return Some(format!("client connection error: {e}"));
                 }
                 return None;
@@ -715,7 +716,7 @@ impl Relay {
                         server.release();
                         self.handle.info.idle();
                         PoolStats::add(&self.sess.pool.stats.bytes_sent, answer.len() as u64);
-                        if let Err(e) = self.client.write_all(&answer).await {
+                        if let Err(e) = self.client.send_all(&answer).await {
                             return Some(format!("client connection error: {e}"));
                         }
                         return None;
@@ -765,7 +766,7 @@ impl Relay {
             Some(raw) => {
                 let mut out = BytesMut::new();
                 backend::message(&mut out, b'E', |b| b.extend_from_slice(raw));
-                let _ = self.client.write_all(&out).await;
+                let _ = self.client.send_all(&out).await;
             }
             None => self.fatal(code, &msg).await,
         }
@@ -1066,6 +1067,13 @@ impl Relay {
         let c_write = write_limit > 0;
         let s_write = t.s_ready > 0;
         std::future::poll_fn(|cx| {
+            // What TLS still holds goes out first (nothing to do for TCP).
+            if let Poll::Ready(Err(e)) = server.poll_send_pending(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if let Poll::Ready(Err(e)) = client.poll_send_pending(cx) {
+                return Poll::Ready(Ok(Event::ClientSendFailed(e)));
+            }
             if s_can_read {
                 if let Poll::Ready(r) = server.poll_read_ready(cx) {
                     return Poll::Ready(r.map(|_| Event::ServerReadable));
@@ -1122,6 +1130,9 @@ impl Relay {
         match ev {
             Err(e) => Err(Exit::ServerLost(e.to_string())),
             Ok(Event::Writable) => Ok(()),
+            Ok(Event::ClientSendFailed(e)) => {
+                Err(Exit::ClientLost(format!("client connection error: {e}")))
+            }
             Ok(Event::Stop) => {
                 let msg = stop_message(self.handle.info.stopped());
                 self.fatal(sqlstate::ADMIN_SHUTDOWN, msg).await;

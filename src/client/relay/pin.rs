@@ -8,8 +8,6 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-
 use super::{Relay, Txn};
 use crate::pool::PoolStats;
 
@@ -91,7 +89,7 @@ impl Relay {
         }
         if !held.is_empty() {
             self.client
-                .write_all(&held)
+                .send_all(&held)
                 .await
                 .map_err(|e| e.to_string())?;
             PoolStats::add(&self.sess.pool.stats.bytes_sent, held.len() as u64);
