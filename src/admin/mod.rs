@@ -62,7 +62,7 @@ pub(crate) async fn run(
                     let mut out = BytesMut::new();
                     backend::error_response(&mut out, "FATAL", sqlstate::ADMIN_SHUTDOWN,
                         "terminating connection due to administrator command");
-                    let _ = stream.write_all(&out).await;
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.send_all(&out)).await;
                     return;
                 }
             }
@@ -86,12 +86,16 @@ pub(crate) async fn run(
                     sqlstate::FEATURE_NOT_SUPPORTED,
                     "the admin console supports only the simple query protocol",
                 );
-                let _ = stream.write_all(&out).await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), stream.send_all(&out))
+                        .await;
                 return;
             }
             Err(e) => {
                 backend::error_response(&mut out, "FATAL", sqlstate::PROTOCOL_VIOLATION, &e);
-                let _ = stream.write_all(&out).await;
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(1), stream.send_all(&out))
+                        .await;
                 return;
             }
         }

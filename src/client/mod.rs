@@ -164,7 +164,15 @@ pub(crate) async fn send_fatal(stream: &mut Conn, e: &Error) {
             backend::error_response(&mut out, "FATAL", code, &msg);
         }
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.send_all(&out)).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        stream.send_all(&out).await?;
+        // TLS: close_notify, so that the client sees a clean end after the FATAL.
+        if stream.is_tls() {
+            tokio::io::AsyncWriteExt::shutdown(stream).await?;
+        }
+        std::io::Result::Ok(())
+    })
+    .await;
 }
 
 #[cfg(test)]

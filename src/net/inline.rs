@@ -86,6 +86,7 @@ impl TlsConn {
     fn send(&self, tls: &mut rustls::Connection) -> io::Result<bool> {
         while tls.wants_write() {
             match tls.write_tls(&mut RawWrite(&self.tcp)) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
@@ -192,11 +193,12 @@ impl TlsConn {
     /// still pending is sent first.
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut tls = self.tls.lock();
-        if let Poll::Ready(Err(e)) = self.poll_send(&mut tls, cx) {
-            return Poll::Ready(Err(e));
-        }
+        // What came is read first: a peer's last words (a FATAL) before its closed socket.
         if Self::has_input(&mut tls) {
             return Poll::Ready(Ok(()));
+        }
+        if let Poll::Ready(Err(e)) = self.poll_send(&mut tls, cx) {
+            return Poll::Ready(Err(e));
         }
         self.tcp.poll_read_ready(cx)
     }

@@ -85,8 +85,8 @@ impl Conn {
     ) -> io::Result<R> {
         match self {
             Conn::Tcp(s) => s.try_io(interest, f),
-            // Plaintext may wait in rustls while the socket has nothing: the calls inside
-            // `f` keep the socket's readiness themselves.
+            // For reads (`read_some`): plaintext may wait in rustls while the socket has
+            // nothing, and the reads inside `f` keep the socket's readiness themselves.
             Conn::Tls(_) => f(),
             Conn::Closed => Err(closed()),
         }

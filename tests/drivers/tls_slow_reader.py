@@ -1,6 +1,7 @@
 """A TLS client that asks for a large answer and then reads none of it for a while, so the
 pooler's sends to it fill the socket and wait; then it reads everything. Prints the DataRows
-and payload bytes it got. Standard library only; the pooler must use auth_type = trust.
+and payload bytes it got, once the pooler has closed TLS cleanly after Terminate. Standard
+library only; the pooler must use auth_type = trust.
 
     python3 tls_slow_reader.py PORT USER DBNAME ROWS WIDTH PAUSE_SECONDS
 """
@@ -19,7 +20,7 @@ assert sock.recv(1) == b"S", "no TLS"
 ctx = ssl.create_default_context()
 ctx.check_hostname = False
 ctx.verify_mode = ssl.CERT_NONE
-tls = ctx.wrap_socket(sock)
+tls = ctx.wrap_socket(sock, suppress_ragged_eofs=False)
 
 buf = bytearray()
 
@@ -63,6 +64,8 @@ body = query.encode() + b"\0"
 tls.sendall(b"Q" + struct.pack("!i", len(body) + 4) + body)
 time.sleep(pause)
 got = until_ready()
-print(got[0], got[1])
 tls.sendall(b"X\0\0\0\4")
+# The pooler ends TLS cleanly (close_notify): an end without it raises SSLEOFError here.
+assert tls.recv(1) == b"", "data after Terminate"
+print(got[0], got[1])
 tls.close()

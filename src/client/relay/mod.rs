@@ -75,6 +75,14 @@ pub(super) fn run(mut r: Relay) -> impl Future<Output = ()> + Send {
                 },
             }
         };
+        if r.client.is_tls() {
+            // close_notify: a strict TLS client (rustls) takes an end without it as an attack.
+            let shutdown = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncWriteExt::shutdown(&mut r.client),
+            );
+            let _ = boxed(shutdown).await;
+        }
         if r.shared.config().general.log_disconnections {
             r.handle
                 .info
@@ -569,7 +577,7 @@ enum Event {
     ServerReadable,
     ClientReadable,
     Writable,
-    /// Sending the output TLS still held for the client failed.
+    /// The client's connection failed (for TLS, maybe sending what rustls held).
     ClientSendFailed(std::io::Error),
     Timer,
     Stop,
@@ -793,6 +801,15 @@ impl Relay {
                 s = &mut checkout => return Ok(Some(s?)),
                 why = info.stop_now_requested() => {
                     return Err(Error::client(sqlstate::ADMIN_SHUTDOWN, stop_message(why)));
+                }
+                // Output TLS still holds for the client goes on while it waits (nothing for
+                // TCP: Pending at once).
+                e = std::future::poll_fn(|cx| match self.client.poll_send_pending(cx) {
+                    Poll::Ready(Err(e)) => Poll::Ready(e),
+                    _ => Poll::Pending,
+                }) => {
+                    tracing::debug!("client connection error: {e}");
+                    return Ok(None);
                 }
                 r = self.client.readable(), if watch => {
                     r?;
@@ -1081,7 +1098,9 @@ impl Relay {
             }
             if c_can_read {
                 if let Poll::Ready(r) = client.poll_read_ready(cx) {
-                    return Poll::Ready(r.map(|_| Event::ClientReadable));
+                    return Poll::Ready(Ok(
+                        r.map_or_else(Event::ClientSendFailed, |_| Event::ClientReadable)
+                    ));
                 }
             }
             if c_write {
@@ -1091,7 +1110,9 @@ impl Relay {
             }
             if s_write {
                 if let Poll::Ready(r) = client.poll_write_ready(cx) {
-                    return Poll::Ready(r.map(|_| Event::Writable));
+                    return Poll::Ready(Ok(
+                        r.map_or_else(Event::ClientSendFailed, |_| Event::Writable)
+                    ));
                 }
             }
             if let Some(timer) = timer.as_mut() {
