@@ -18,11 +18,12 @@
 # HAPROXY=1 adds Debian's HAProxy in plain TCP mode (one thread) straight to Postgres: the
 # cost of one proxy hop that parses nothing, the floor for any pooler. It pools nothing (a
 # server connection per client, and pg.sh allows 300), so keep CLIENTS at 250 or below.
-# EXTRA2 / PGMUX2: a second pgmux (target `pgmux2`, port MUX2_PORT) with these [general]
-# lines instead of EXTRA, or another binary, measured in the same run: the cost of a setting
-# or of a change, e.g.
+# EXTRA2 / PGMUX2 / WORKERS2: a second pgmux (target `pgmux2`, port MUX2_PORT) with these
+# [general] lines instead of EXTRA, another binary, or other workers, measured in the same
+# run: the cost of a setting or of a change, e.g.
 #   EXTRA2='track_session_settings = false' MODES="simple extended" bash benches/side_by_side.sh
 #   PGMUX2=/tmp/before/target/release/pgmux bash benches/side_by_side.sh
+#   WORKERS2=1 MODES="simple extended" bash benches/side_by_side.sh
 # BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -36,8 +37,8 @@ pgmux_config "$MUX_PORT" "${WORKERS:-0}" "${EXTRA:-}" > "$W/pgmux.toml"
 "$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
 TARGETS=()
-if [ -n "${EXTRA2:-}${PGMUX2:-}" ]; then
-  pgmux_config "$MUX2_PORT" "${WORKERS:-0}" "${EXTRA2:-${EXTRA:-}}" > "$W/pgmux2.toml"
+if [ -n "${EXTRA2:-}${PGMUX2:-}${WORKERS2:-}" ]; then
+  pgmux_config "$MUX2_PORT" "${WORKERS2:-${WORKERS:-0}}" "${EXTRA2:-${EXTRA:-}}" > "$W/pgmux2.toml"
   "${PGMUX2:-$REPO/target/release/pgmux}" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
   MUX2_PID=$!
   TARGETS+=("pgmux2=$MUX2_PORT:$MUX2_PID")
