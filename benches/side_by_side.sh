@@ -88,4 +88,5 @@ if [ "${IDLE:-0}" -gt 0 ]; then
   echo "## idle logged-in clients: $IDLE"
   echo "pgbouncer: $(python3 idle_clients.py "$PGB_PORT" "$PGB_PID" "$IDLE" | tail -1)"
   echo "pgmux:     $(python3 idle_clients.py "$MUX_PORT" "$MUX_PID" "$IDLE" | tail -1)"
+  [ -z "${MUX2_PID:-}" ] || echo "pgmux2:    $(python3 idle_clients.py "$MUX2_PORT" "$MUX2_PID" "$IDLE" | tail -1)"
 fi

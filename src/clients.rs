@@ -93,27 +93,34 @@ pub enum Login {
         pool: Arc<Pool>,
         application_name: Box<str>,
     },
-    /// An admin console client.
-    Admin { user: Box<str>, database: Box<str> },
+    /// An admin console client (boxed: a rare kind must not widen every client's record).
+    Admin(Box<AdminLogin>),
+}
+
+/// Who an admin console client is.
+#[derive(Debug)]
+pub struct AdminLogin {
+    pub user: Box<str>,
+    pub database: Box<str>,
 }
 
 impl Login {
     /// Whether this is an admin console client.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Login::Admin { .. })
+        matches!(self, Login::Admin(_))
     }
 
     pub fn user(&self) -> &str {
         match self {
             Login::Pool { pool, .. } => &pool.user,
-            Login::Admin { user, .. } => user,
+            Login::Admin(a) => &a.user,
         }
     }
 
     pub fn database(&self) -> &str {
         match self {
             Login::Pool { pool, .. } => &pool.database,
-            Login::Admin { database, .. } => database,
+            Login::Admin(a) => &a.database,
         }
     }
 
@@ -122,7 +129,7 @@ impl Login {
             Login::Pool {
                 application_name, ..
             } => application_name,
-            Login::Admin { .. } => "",
+            Login::Admin(_) => "",
         }
     }
 }
@@ -136,8 +143,8 @@ pub struct ClientInfo {
     addr: Addr,
     /// pgmux's end of the connection.
     local: Option<Addr>,
-    /// When it connected, seconds since the Unix epoch.
-    connect_secs: u64,
+    /// When it connected, seconds since the Unix epoch (u32: until 2106).
+    connect_secs: u32,
     /// Set once the client has logged in.
     pub login: OnceLock<Login>,
     state: AtomicU8,
@@ -149,13 +156,10 @@ pub struct ClientInfo {
     pub prepared: AtomicU32,
     /// Its TLS protocol, cipher and group (`net::tls::info`; 0: plaintext).
     pub(crate) tls: AtomicU64,
-    /// The tracked parameters it wants, as its request loop last published them (shared
-    /// with it: SHOW CLIENT_SETTINGS reads them).
-    params: parking_lot::Mutex<Option<Arc<crate::server::Params>>>,
+    /// What its request loop publishes for SHOW CLIENT_SETTINGS.
+    published: parking_lot::Mutex<Published>,
     /// Why it is pinned to its server, as `relay::pin` bits (0: it is not).
     pinned: AtomicU8,
-    /// The other session settings it changed (`server::settings`), for SHOW CLIENT_SETTINGS.
-    settings: parking_lot::Mutex<Option<Arc<crate::server::Settings>>>,
     stop: AtomicU8,
     /// Whether its request loop runs in a task of its own or is parked (`client::park`).
     park: AtomicU8,
@@ -172,6 +176,15 @@ const PARK_ASKED: u8 = 1;
 const PARKED: u8 = 2;
 /// Never parked (a TLS client; the admin console).
 const NEVER_PARK: u8 = 3;
+
+/// What a client's request loop publishes for SHOW CLIENT_SETTINGS, under one lock.
+#[derive(Debug, Default)]
+struct Published {
+    /// The tracked parameters it wants (shared with it).
+    params: Option<Arc<crate::server::Params>>,
+    /// The other session settings it changed (`server::settings`).
+    settings: Option<Arc<crate::server::Settings>>,
+}
 
 /// A socket address in 20 bytes (a `SocketAddr` takes 32 for an IPv6 flow label and scope
 /// that clients never need shown).
@@ -209,7 +222,7 @@ impl ClientInfo {
 
     /// When the client connected (to the second).
     pub fn connect_time(&self) -> SystemTime {
-        UNIX_EPOCH + std::time::Duration::from_secs(self.connect_secs)
+        UNIX_EPOCH + std::time::Duration::from_secs(u64::from(self.connect_secs))
     }
 
     /// The span one of this client's log lines is written in, made when the line is logged:
@@ -268,7 +281,7 @@ impl ClientInfo {
     pub fn pool(&self) -> Option<&Arc<Pool>> {
         match self.login.get()? {
             Login::Pool { pool, .. } => Some(pool),
-            Login::Admin { .. } => None,
+            Login::Admin(_) => None,
         }
     }
 
@@ -363,12 +376,12 @@ impl ClientInfo {
     /// Publish the tracked parameters the client wants now (at login, and when a SET or a
     /// sync changes them).
     pub(crate) fn set_params(&self, params: &Arc<crate::server::Params>) {
-        *self.params.lock() = Some(params.clone());
+        self.published.lock().params = Some(params.clone());
     }
 
     /// The tracked parameters it wants (none before it has logged in to a pool).
     pub(crate) fn params(&self) -> Option<Arc<crate::server::Params>> {
-        self.params.lock().clone()
+        self.published.lock().params.clone()
     }
 
     /// Publish why it is pinned to its server (0: it is not).
@@ -386,12 +399,12 @@ impl ClientInfo {
         let new = settings
             .filter(|s| !s.is_empty())
             .map(|s| Arc::new(s.clone()));
-        *self.settings.lock() = new;
+        self.published.lock().settings = new;
     }
 
     /// The other session settings it has.
     pub(crate) fn settings(&self) -> Option<Arc<crate::server::Settings>> {
-        self.settings.lock().clone()
+        self.published.lock().settings.clone()
     }
 
     pub fn parked(&self) -> bool {
@@ -438,15 +451,14 @@ impl ClientList {
             id,
             addr: addr.into(),
             local: local.map(Addr::from),
-            connect_secs: unix_us() / 1_000_000,
+            connect_secs: (unix_us() / 1_000_000) as u32,
             login: OnceLock::new(),
             state: AtomicU8::new(ClientState::Login as u8),
             link: AtomicU64::new(0),
             request_us: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
             tls: AtomicU64::new(0),
-            params: parking_lot::Mutex::new(None),
-            settings: parking_lot::Mutex::new(None),
+            published: parking_lot::Mutex::default(),
             pinned: AtomicU8::new(0),
             stop: AtomicU8::new(0),
             park: AtomicU8::new(IN_TASK),

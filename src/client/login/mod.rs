@@ -425,10 +425,10 @@ impl<'a> Ctx<'a> {
         ] {
             backend::parameter_status(&mut self.out, k, v);
         }
-        let login = Login::Admin {
+        let login = Login::Admin(Box::new(crate::clients::AdminLogin {
             user: user.into(),
             database: database.into(),
-        };
+        }));
         self.welcome_end(&key, login).await?;
         PoolStats::add(&self.shared.console_logins, 1);
         Ok(Some(LoggedIn::Admin(AdminSession {

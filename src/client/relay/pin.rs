@@ -48,7 +48,7 @@ impl Relay {
             let channels = (!x.unlisten_all).then(|| std::mem::take(&mut x.unlisten));
             x.unlisten_all = false;
             x.unlisten.clear();
-            if let Some(l) = &self.listening {
+            if let Some(l) = self.listening() {
                 l.unlisten(channels);
             }
         }
@@ -80,9 +80,8 @@ impl Relay {
                 .filter_map(|row| row.into_iter().next().flatten())
                 .collect();
             let pool = &self.sess.pool;
-            let l = self
-                .listening
-                .get_or_insert_with(|| Box::new(pool.subscribe()));
+            let l = (self.rare.get_or_insert_with(Default::default).listening)
+                .get_or_insert_with(|| pool.subscribe());
             l.listen(channels).await;
             self.handle.info.never_park();
             bits &= !LISTEN;

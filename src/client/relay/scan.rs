@@ -145,15 +145,11 @@ impl Relay {
                 // A statement bound later (another request, maybe) touches them again. (Most
                 // Parses touch nothing, and most clients keep no list.)
                 let touches = touch.as_ref().is_some_and(|t| !t.is_empty());
-                if let Some(list) = self.touching.as_mut() {
-                    list.retain(|(n, _)| **n != *name);
-                    if list.is_empty() && !touches {
-                        self.touching = None;
-                    }
+                if let Some(rare) = self.rare.as_mut() {
+                    rare.touching.retain(|(n, _)| **n != *name);
                 }
                 if let Some(touch) = touch.as_ref().filter(|_| touches) {
-                    let list = self.touching.get_or_insert_with(Default::default);
-                    list.push((name.into(), touch.clone()));
+                    self.rare().touching.push((name.into(), touch.clone()));
                 }
                 touch
             }
@@ -164,11 +160,7 @@ impl Relay {
                 let Some((name, _)) = proto::cstr(rest) else {
                     return;
                 };
-                let list = self
-                    .touching
-                    .as_deref()
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
+                let list = self.touching();
                 // (A statement pgmux maps says what it touches at its Bind: `prepared.rs`.)
                 (list.iter().find(|(n, _)| **n == *name)).map(|(_, touch)| touch.clone())
             }
@@ -216,7 +208,7 @@ impl Relay {
             let tracks = t.settings.reads_queries;
             let reads = match tag {
                 b'Q' | b'P' => tracks,
-                b'B' => tracks && self.touching.is_some(),
+                b'B' => tracks && !self.touching().is_empty(),
                 _ => false,
             };
             if reads {
