@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
@@ -575,4 +576,67 @@ async fn bulk_and_many_clients_through_tls_on_both_sides() {
             "pgmux used {used} ticks of CPU around a 2 s pause"
         );
     });
+}
+
+/// A client is killed (KILL_CLIENT) while its COPY FROM STDIN waits for a lock, with TLS
+/// toward the server: the COPY data pgmux still holds for the server (in rustls, which the
+/// blocked server never reads) does not hold back the cancel, and the server's session ends
+/// at once instead of when the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_client_mid_copy_gets_its_tls_server_cancelled() {
+    use crate::support::raw::{self, Raw};
+    let certs = Certs::new();
+    let pg = tls_postgres(&certs, "tls-reap");
+    pg.psql_super("postgres", "CREATE TABLE t (a text)");
+    let port = crate::support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgmux.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nauth_type = \"trust\"\n\
+             admin_users = [\"app\"]\nserver_tls_sslmode = \"require\"\n{}[users.app]\n",
+            tlsdb_section(&pg),
+        ),
+    )
+    .unwrap();
+    let mux = crate::support::process::Proc::start(&path);
+    let (mut holder, _, _) = Raw::login(port, "tlsdb").await;
+    holder
+        .simple_query("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await;
+    let (mut c, _, _) = Raw::login(port, "tlsdb").await;
+    c.send(&raw::query("COPY t FROM STDIN")).await;
+    // Far more than the socket buffers hold: the server waits for the lock and reads none.
+    let row = raw::msg(b'd', &[b'x'; 65535]);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        for _ in 0..512 {
+            c.send(&row).await;
+        }
+    })
+    .await;
+    let copying = || {
+        pg.psql_super(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY t FROM STDIN%'",
+        )
+        .trim()
+        .to_string()
+    };
+    assert_eq!(copying(), "1", "the COPY is not waiting for the lock");
+    // Client ids go in login order: the holder is 1, the COPY's client 2.
+    let (mut admin, _, _) = Raw::login(port, "pgbouncer").await;
+    admin.simple_query("KILL_CLIENT 2").await;
+    let gone = Instant::now();
+    while copying() != "0" {
+        assert!(
+            gone.elapsed() < Duration::from_secs(3),
+            "the COPY's session still runs {:?} after its client was killed:\n{}",
+            gone.elapsed(),
+            mux.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    holder.simple_query("COMMIT").await;
+    drop(c);
 }
