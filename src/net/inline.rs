@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 
 use bytes::BufMut;
 use parking_lot::Mutex;
-use tokio::io::{AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A TCP socket and the rustls connection that runs over it. The lock is taken only inside
@@ -29,29 +29,14 @@ impl std::fmt::Debug for TlsConn {
     }
 }
 
-/// Raw bytes for rustls, read without blocking. A short read means the socket is drained:
-/// its read readiness is dropped at once, as the relay's `read_some` does for plaintext,
-/// instead of being learnt from one more failed read.
+/// Raw bytes for rustls, read without blocking: a drained read ([`super::read_drained`]), as
+/// for plaintext.
 struct RawRead<'a>(&'a TcpStream);
 
 impl Read for RawRead<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let sock = socket2::SockRef::from(self.0);
-        let room = buf.len();
-        let mut got = None;
-        let outcome = self.0.try_io(Interest::READABLE, || {
-            let n = (&*sock).read(buf)?;
-            got = Some(n);
-            if n > 0 && n < room {
-                Err(ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
-            }
-        });
-        match got {
-            Some(n) => Ok(n),
-            None => outcome.map(|()| 0),
-        }
+        super::read_drained(self.0, buf.len(), || (&*sock).read(buf))
     }
 }
 

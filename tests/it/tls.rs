@@ -494,6 +494,28 @@ async fn show_clients_and_servers_describe_their_tls() {
     }
 }
 
+/// A pgmux process (its CPU time can be read apart from the tests') with trust
+/// authentication, `[general]` lines `general`, and `[databases.tlsdb]` on `pg`, for user
+/// app; its port, the process and the directory of its config.
+fn trusting_mux_process(
+    pg: &PrivatePg,
+    general: &str,
+) -> (u16, crate::support::process::Proc, tempfile::TempDir) {
+    let port = crate::support::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgmux.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nauth_type = \"trust\"\n\
+             {general}{}[users.app]\n",
+            tlsdb_section(pg),
+        ),
+    )
+    .unwrap();
+    (port, crate::support::process::Proc::start(&path), dir)
+}
+
 /// The CPU time (user + system, in clock ticks) a process has used so far.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -511,20 +533,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 async fn bulk_and_many_clients_through_tls_on_both_sides() {
     let certs = Certs::new();
     let pg = tls_postgres(&certs, "tls-bulk");
-    let port = crate::support::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pgmux.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nauth_type = \"trust\"\n\
-             default_pool_size = 4\nserver_tls_sslmode = \"require\"\n{}{}[users.app]\n",
-            certs.client_tls("require"),
-            tlsdb_section(&pg),
-        ),
-    )
-    .unwrap();
-    let mux = crate::support::process::Proc::start(&path);
+    let general = format!(
+        "default_pool_size = 4\nserver_tls_sslmode = \"require\"\n{}",
+        certs.client_tls("require")
+    );
+    let (port, mux, _dir) = trusting_mux_process(&pg, &general);
     let pid = mux.pid();
     let pgbench = |args: &str| {
         run(std::process::Command::new("sh")
@@ -588,19 +601,8 @@ async fn a_killed_client_mid_copy_gets_its_tls_server_cancelled() {
     let certs = Certs::new();
     let pg = tls_postgres(&certs, "tls-reap");
     pg.psql_super("postgres", "CREATE TABLE t (a text)");
-    let port = crate::support::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pgmux.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[general]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nauth_type = \"trust\"\n\
-             admin_users = [\"app\"]\nserver_tls_sslmode = \"require\"\n{}[users.app]\n",
-            tlsdb_section(&pg),
-        ),
-    )
-    .unwrap();
-    let mux = crate::support::process::Proc::start(&path);
+    let general = "admin_users = [\"app\"]\nserver_tls_sslmode = \"require\"\n";
+    let (port, mux, _dir) = trusting_mux_process(&pg, general);
     let (mut holder, _, _) = Raw::login(port, "tlsdb").await;
     holder
         .simple_query("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE")

@@ -186,7 +186,7 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
                 }
                 // Readiness can be stale: only real bytes end the idle wait.
                 reserve(&mut cbuf, FIRST_READ);
-                match read_some(&r.client, &mut cbuf) {
+                match r.client.read_some(&mut cbuf) {
                     Ok(0) => return Ok(LoopEnd::Left("client closed the connection".into())),
                     Ok(n) => {
                         PoolStats::add(&r.sess.pool.stats.bytes_received, n as u64);
@@ -403,28 +403,6 @@ impl Relay {
             handle,
             shared,
         }
-    }
-}
-
-/// A non-blocking read. When it returns less than there was room for, the socket is drained:
-/// its read readiness is dropped right away instead of being learnt from a failed read, which
-/// saves a system call per request. The readiness dropped is the one observed before the read
-/// (the outer `try_io`), so data that arrives meanwhile still wakes the task.
-fn read_some(stream: &Conn, buf: &mut BytesMut) -> std::io::Result<usize> {
-    let room = buf.capacity() - buf.len();
-    let mut got = None;
-    let outcome = stream.try_io(tokio::io::Interest::READABLE, || {
-        let n = stream.try_read_buf(buf)?;
-        got = Some(n);
-        if n > 0 && n < room {
-            Err(ErrorKind::WouldBlock.into())
-        } else {
-            Ok(())
-        }
-    });
-    match got {
-        Some(n) => Ok(n),
-        None => outcome.map(|()| 0),
     }
 }
 
@@ -687,7 +665,7 @@ impl Relay {
             }
             // Most requests are small: start with a small buffer, grow when one is not.
             reserve(cbuf, FIRST_READ);
-            match read_some(&self.client, cbuf) {
+            match self.client.read_some(cbuf) {
                 Ok(0) => return Some("client closed the connection".into()),
                 Ok(n) => PoolStats::add(&self.sess.pool.stats.bytes_received, n as u64),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -836,7 +814,7 @@ impl Relay {
                 r = self.client.readable(), if watch => {
                     r?;
                     reserve(cbuf, CHUNK);
-                    match read_some(&self.client, cbuf) {
+                    match self.client.read_some(cbuf) {
                         Ok(0) => return Ok(None),
                         Ok(n) => PoolStats::add(&pool.stats.bytes_received, n as u64),
                         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
@@ -1196,7 +1174,7 @@ impl Relay {
             Ok(Event::ServerReadable) => {
                 let server = &mut *t.server;
                 reserve(&mut server.rbuf, CHUNK);
-                match read_some(&server.stream, &mut server.rbuf) {
+                match server.stream.read_some(&mut server.rbuf) {
                     Ok(0) => Err(Exit::ServerLost("server closed the connection".into())),
                     Ok(_) => {
                         if t.keeping {
@@ -1215,7 +1193,7 @@ impl Relay {
             }
             Ok(Event::ClientReadable) => {
                 reserve(cbuf, CHUNK);
-                match read_some(&self.client, cbuf) {
+                match self.client.read_some(cbuf) {
                     Ok(0) => Err(Exit::ClientLost("client closed the connection".into())),
                     Ok(n) => {
                         PoolStats::add(&pool.stats.bytes_received, n as u64);
