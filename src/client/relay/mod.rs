@@ -1223,8 +1223,16 @@ mod tests {
     /// glibc rounds a chunk (size + 8) up to 16: 168 bytes is the last size of its class.
     #[test]
     fn a_parked_clients_records_stay_small() {
-        assert!(std::mem::size_of::<super::Relay>() <= 168);
-        assert!(std::mem::size_of::<crate::clients::ClientInfo>() <= 168);
+        // mio adds a field to each socket in debug builds (a registration check): the Relay
+        // is counted with its connection at its release size, 32 bytes.
+        let conn = std::mem::size_of::<crate::net::Conn>();
+        let relay = std::mem::size_of::<super::Relay>() - conn + 32;
+        let info = std::mem::size_of::<crate::clients::ClientInfo>();
+        assert!(
+            relay <= 168,
+            "Relay is {relay} bytes (with a 32-byte connection)"
+        );
+        assert!(info <= 168, "ClientInfo is {info} bytes");
     }
 
     /// An idle client's task holds the request loop's future: it must stay small (an async
