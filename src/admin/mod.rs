@@ -62,7 +62,7 @@ pub(crate) async fn run(
                     let mut out = BytesMut::new();
                     backend::error_response(&mut out, "FATAL", sqlstate::ADMIN_SHUTDOWN,
                         "terminating connection due to administrator command");
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), stream.send_all(&out)).await;
+                    stream.close(&out).await;
                     return;
                 }
             }
@@ -78,7 +78,7 @@ pub(crate) async fn run(
                 info.idle();
                 backend::ready_for_query(&mut out, b'I');
             }
-            Ok((b'X', _)) => return,
+            Ok((b'X', _)) => return stream.close(&[]).await,
             Ok(_) => {
                 backend::error_response(
                     &mut out,
@@ -86,16 +86,12 @@ pub(crate) async fn run(
                     sqlstate::FEATURE_NOT_SUPPORTED,
                     "the admin console supports only the simple query protocol",
                 );
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), stream.send_all(&out))
-                        .await;
+                stream.close(&out).await;
                 return;
             }
             Err(e) => {
                 backend::error_response(&mut out, "FATAL", sqlstate::PROTOCOL_VIOLATION, &e);
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(1), stream.send_all(&out))
-                        .await;
+                stream.close(&out).await;
                 return;
             }
         }

@@ -164,15 +164,7 @@ pub(crate) async fn send_fatal(stream: &mut Conn, e: &Error) {
             backend::error_response(&mut out, "FATAL", code, &msg);
         }
     }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-        stream.send_all(&out).await?;
-        // TLS: close_notify, so that the client sees a clean end after the FATAL.
-        if stream.is_tls() {
-            tokio::io::AsyncWriteExt::shutdown(stream).await?;
-        }
-        std::io::Result::Ok(())
-    })
-    .await;
+    stream.close(&out).await;
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! The calls keep a TCP socket's meaning. A read decrypts what the socket has and returns
 //! plaintext, or WouldBlock. A write takes plaintext once everything written before has gone,
 //! and sends what the socket takes; the rest goes at the next call on the connection, which
-//! every wait makes (`poll_send_pending`, and the readiness calls).
+//! every wait makes (`Conn::poll_send_pending`, and the readiness calls).
 
 use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::pin::Pin;
@@ -119,9 +119,7 @@ impl TlsConn {
                 return Err(io::Error::new(ErrorKind::InvalidData, e));
             }
             // Key updates and alerts have answers.
-            if tls.wants_write() {
-                self.send(tls)?;
-            }
+            self.send(tls)?;
         }
     }
 
@@ -191,12 +189,6 @@ impl TlsConn {
     /// Ready when plaintext can be written: every earlier byte has gone.
     pub(crate) fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_send(&mut self.tls.lock(), cx)
-    }
-
-    /// Send pending output as far as the socket takes it, registering for write readiness
-    /// when some is left: the waits call it so that no answer sits in rustls.
-    pub(crate) fn poll_send_pending(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_write_ready(cx)
     }
 
     pub(crate) fn poll_read(

@@ -90,7 +90,7 @@ impl Conn {
     /// a connection calls it, so that no answer stays behind in rustls.
     pub(crate) fn poll_send_pending(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Conn::Tls(s) => s.poll_send_pending(cx),
+            Conn::Tls(s) => s.poll_write_ready(cx),
             _ => Poll::Ready(Ok(())),
         }
     }
@@ -119,6 +119,22 @@ impl Conn {
         use tokio::io::AsyncWriteExt;
         self.write_all(buf).await?;
         self.flush().await
+    }
+    /// End the session with `last` (a FATAL, or nothing), sent within a second, then for TLS
+    /// close_notify: a strict TLS client (rustls) takes an end without it as an attack. The
+    /// drop closes the socket.
+    pub(crate) async fn close(&mut self, last: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            if !last.is_empty() {
+                self.send_all(last).await?;
+            }
+            if self.is_tls() {
+                self.shutdown().await?;
+            }
+            io::Result::Ok(())
+        })
+        .await;
     }
     /// Whether the bytes go through TLS.
     pub(crate) fn is_tls(&self) -> bool {
@@ -156,7 +172,7 @@ impl AsyncWrite for Conn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => s.poll_send_pending(cx),
+            Conn::Tls(s) => s.poll_write_ready(cx),
             Conn::Closed => Poll::Ready(Err(closed())),
         }
     }

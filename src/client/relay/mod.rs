@@ -76,12 +76,7 @@ pub(super) fn run(mut r: Relay) -> impl Future<Output = ()> + Send {
             }
         };
         if r.client.is_tls() {
-            // close_notify: a strict TLS client (rustls) takes an end without it as an attack.
-            let shutdown = tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::io::AsyncWriteExt::shutdown(&mut r.client),
-            );
-            let _ = boxed(shutdown).await;
+            boxed(r.client.close(&[])).await;
         }
         if r.shared.config().general.log_disconnections {
             r.handle
