@@ -245,3 +245,31 @@ async fn a_client_that_does_not_read_its_notifications_is_disconnected() {
     assert!(notes < 1600, "all {notes} notifications were delivered");
     assert_eq!(one(&ok, "SELECT 1").await, "1");
 }
+
+/// A client told its LISTEN is done gets every notification sent after that, even one sent
+/// at once straight to Postgres: its ReadyForQuery waits until the pool's listener LISTENs
+/// (the first time, once it has opened its server). It came before, and a NOTIFY in that gap
+/// was lost (seen as a flaky test under load).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_sent_right_after_listen_returns_arrives() {
+    use crate::support::pg;
+    let mux = Mux::start(custom_config(
+        "",
+        &db_entry("lsnow", "appdb", "pool_size = 2"),
+    ))
+    .await;
+    let (direct, _) = listening_client(&tp_config(pg().port, "app", "app_pw", "appdb")).await;
+    let (c, mut rx) = listening_client(&tp_config(mux.port(), "app", "app_pw", "lsnow")).await;
+    // The first opens the listener's server; the others add a channel to it.
+    for (i, channel) in ["now_a", "now_b", "now_c"].into_iter().enumerate() {
+        rows(&c, &format!("LISTEN {channel}")).await;
+        direct
+            .batch_execute(&format!("NOTIFY {channel}, 'at once {i}'"))
+            .await
+            .unwrap();
+        assert_eq!(
+            drain(&mut rx, Duration::from_millis(1000)).await,
+            [format!("{channel}:at once {i}")]
+        );
+    }
+}
