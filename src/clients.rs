@@ -368,6 +368,11 @@ impl ClientInfo {
     }
 
     /// The client cannot park: never ask it again.
+    /// Whether it may still be asked to park (not a client that never does).
+    pub(crate) fn may_park(&self) -> bool {
+        self.park.load(Ordering::Relaxed) != NEVER_PARK
+    }
+
     pub(crate) fn never_park(&self) {
         self.park.store(NEVER_PARK, Ordering::Release);
     }

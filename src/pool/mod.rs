@@ -593,8 +593,13 @@ impl Pool {
         };
         let capped =
             self.db_limit.is_capped() || self.user_limit.is_capped() || self.budget.is_some();
-        let mut poll = tokio::time::interval(Duration::from_millis(100));
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Only a capped pool polls (its room can come from another pool): an interval is an
+        // allocation and a timer per wait.
+        let mut poll = capped.then(|| {
+            let mut i = tokio::time::interval(Duration::from_millis(100));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         loop {
             tokio::select! {
                 g = &mut rx => return g.map_err(|_| CheckoutError::Closed),
@@ -607,7 +612,7 @@ impl Pool {
                     }
                     reserve_at = Some(Instant::now() + Duration::from_millis(100));
                 }
-                _ = poll.tick(), if capped => {
+                Some(_) = async { Some(poll.as_mut()?.tick().await) }, if capped => {
                     if let Some(g) = self.take_slot_for(id, s.pool_size, false) {
                         return Ok(g);
                     }

@@ -47,6 +47,8 @@ const INJECTED_PANIC: &[u8] = b"SELECT 'pgmux: injected panic'";
 const CHUNK: usize = 16 * 1024;
 /// The first read of a request.
 const FIRST_READ: usize = 2 * 1024;
+/// Largest client buffer kept while the client idles (until it parks).
+const KEEP_IDLE: usize = FIRST_READ;
 /// Most bytes buffered in one direction before pgmux waits for the other side to drain them.
 const CAP: usize = 64 * 1024;
 
@@ -133,9 +135,14 @@ fn stop_message(why: Stop) -> &'static str {
 async fn serve(r: &mut Relay) -> Result<LoopEnd> {
     let mut cbuf = r.sess.leftover.take().map_or_else(BytesMut::new, |b| *b);
     loop {
-        // Idle: hold no server, and no buffer (an idle client must stay small).
+        // Idle: hold no server. A buffer of the first read's size is kept for the next
+        // request (allocating it was a request's costliest allocation) by a client that
+        // parks once idle long enough, which leaves this loop and frees it; any other
+        // client, or a larger buffer, gives it up now (an idle client must stay small).
         if cbuf.is_empty() {
-            cbuf = BytesMut::new();
+            if cbuf.capacity() > KEEP_IDLE || !r.parks() {
+                cbuf = BytesMut::new();
+            }
             // A client woken from parking keeps the deadline it parked with.
             let deadline = r
                 .idle_deadline
@@ -165,7 +172,11 @@ async fn serve(r: &mut Relay) -> Result<LoopEnd> {
                         return Ok(LoopEnd::Left(msg.into()));
                     }
                     // A listening client stays in its task: its notifications wake it.
-                    Woke::Park if r.listening().is_some() => r.handle.info.never_park(),
+                    // It stays small all the same: the buffer goes.
+                    Woke::Park if r.listening().is_some() => {
+                        r.handle.info.never_park();
+                        cbuf = BytesMut::new();
+                    }
                     // A client that cannot park (TLS) comes back from `Parking::park`.
                     Woke::Park => {
                         r.idle_deadline = deadline;
@@ -460,6 +471,18 @@ impl Relay {
     /// The rare parts, made when first needed.
     fn rare(&mut self) -> &mut Rare {
         self.rare.get_or_insert_with(Default::default)
+    }
+
+    /// Whether an idle wait ends in parking, once long enough (`client::park`).
+    fn parks(&self) -> bool {
+        self.handle.info.may_park()
+            && self
+                .shared
+                .config()
+                .general
+                .client_park_delay
+                .get()
+                .is_some()
     }
 
     /// When client_idle_timeout ends an idle wait that starts now, if it is set.
