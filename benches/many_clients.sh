@@ -6,7 +6,9 @@
 #   bash benches/many_clients.sh                  # 10,000 clients, -T 90, select-only, simple
 #   CLIENTS=5000 T=60 WORKERS=0 bash benches/many_clients.sh
 # Knobs: CLIENTS (10000), T (90), MODE (simple), WORKERS (pgmux's, default 1), TARGETS
-# ("pgbouncer pgmux"), KEEP=1 leaves Postgres running.
+# ("pgbouncer pgmux", plus pgmux2 when set), KEEP=1 leaves Postgres running; PGMUX2 /
+# WORKERS2: a second pgmux (target `pgmux2`, port MUX2_PORT) with another binary or workers,
+#   WORKERS=0 WORKERS2=1 T=150 bash benches/many_clients.sh
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side} PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
@@ -19,14 +21,21 @@ start_postgres_and_pgbouncer
 pgmux_config "$MUX_PORT" "${WORKERS:-1}" > "$W/pgmux.toml"
 "$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
-trap 'kill $MUX_PID 2>/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT
+MUX2_PORT=${MUX2_PORT:-15536} MUX2_PID=
+if [ -n "${PGMUX2:-}${WORKERS2:-}" ]; then
+  pgmux_config "$MUX2_PORT" "${WORKERS2:-${WORKERS:-1}}" > "$W/pgmux2.toml"
+  "${PGMUX2:-$REPO/target/release/pgmux}" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
+  MUX2_PID=$!
+fi
+trap 'kill $MUX_PID $MUX2_PID 2>/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "| target | clients | tps | p50 ms | p99 ms | failed | login s | pooler cpu us/tx |"
 echo "|---|---|---|---|---|---|---|---|"
-for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID"; do
+for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2_PORT:$MUX2_PID"; do
   IFS=: read -r name port pid <<< "$t"
-  [[ " ${TARGETS:-pgbouncer pgmux} " == *" $name "* ]] || continue
+  [ -n "$pid" ] || continue
+  [[ " ${TARGETS:-pgbouncer pgmux pgmux2} " == *" $name "* ]] || continue
   rm -f "$W"/log.*
   c0=$(ticks "$pid")
   out=$(cd "$W" && PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" \
