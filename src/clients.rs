@@ -367,12 +367,12 @@ impl ClientInfo {
         self.park.store(v, Ordering::Release);
     }
 
-    /// The client cannot park: never ask it again.
     /// Whether it may still be asked to park (not a client that never does).
     pub(crate) fn may_park(&self) -> bool {
         self.park.load(Ordering::Relaxed) != NEVER_PARK
     }
 
+    /// The client cannot park: never ask it again.
     pub(crate) fn never_park(&self) {
         self.park.store(NEVER_PARK, Ordering::Release);
     }

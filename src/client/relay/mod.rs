@@ -1049,9 +1049,9 @@ impl Relay {
             return Err(Exit::Drained);
         }
         // The answer that ends a transaction which may have left state waits until
-        // `settle_pin` has settled it: a client told its LISTEN is done must get every
-        // notification sent after that.
-        let settle_first = t.state.at_boundary() && t.head_remaining == 0 && pin::may_hold(t);
+        // `settle_pin` has asked what it left: a client told its LISTEN is done must get
+        // every notification sent after that.
+        let settle_first = t.state.at_boundary() && t.head_remaining == 0 && pin::asks(t);
         if t.s_ready > 0 && !settle_first {
             match self.client.try_write(&t.server.rbuf[..t.s_ready]) {
                 Ok(n) => {

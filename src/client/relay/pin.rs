@@ -36,10 +36,18 @@ pub(super) fn may_hold(t: &Txn) -> bool {
             .is_some_and(|x| x.creates || x.load || x.unlisten_all || !x.unlisten.is_empty())
 }
 
+/// Whether `settle_pin` will ask the server what it holds: then the answer that ends the
+/// transaction waits for it (a LISTEN must be the listener's before the client knows it is
+/// done).
+pub(super) fn asks(t: &Txn) -> bool {
+    (t.touched.as_ref()).is_some_and(|x| x.creates || x.load || (x.drops && t.pinned != 0))
+}
+
 impl Relay {
     /// At the end of a transaction that may have made or dropped state: ask the server what
     /// it holds. Returns whether the client stays pinned to it; `Err` when the server failed.
     pub(super) async fn settle_pin(&mut self, t: &mut Txn) -> Result<bool, String> {
+        let check = asks(t);
         let Some(x) = t.touched.as_mut() else {
             return Ok(t.pinned != 0);
         };
@@ -52,7 +60,6 @@ impl Relay {
                 l.unlisten(channels);
             }
         }
-        let check = x.creates || x.load || (x.drops && t.pinned != 0);
         let load = std::mem::take(&mut x.load);
         (x.creates, x.drops) = (false, false);
         if load {
