@@ -3,7 +3,7 @@
 
 use crate::support::client::{code, connect_ok, one, sql_super, tp_config, tp_connect};
 use crate::support::config::database_section;
-use crate::support::{pg, ConfigBuilder, Mux, PrivatePg};
+use crate::support::{eventually, pg, ConfigBuilder, Mux, PrivatePg};
 
 /// pgmux with trust logins for `postgres`, and entry `moving` on 127.0.0.1:`port`.
 fn moving_config(port: u16) -> pgmux::config::Config {
@@ -132,23 +132,10 @@ async fn unused_pools_of_the_star_entry_are_removed() {
         panic!("no such database");
     };
     assert_eq!(code(&e).as_deref(), Some("3D000"));
-    let gone = |db: &'static str, within: u64| {
-        let mux = &mux;
-        async move {
-            let t = std::time::Instant::now();
-            while mux.pool(db, "rb2_user").is_some() {
-                if t.elapsed() > std::time::Duration::from_secs(within) {
-                    return false;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            true
-        }
-    };
-    assert!(
-        gone("rb2_nosuch", 3).await,
-        "a pool that never connected stays"
-    );
+    eventually(3, "a pool that never connected goes", || {
+        mux.pool("rb2_nosuch", "rb2_user").is_none()
+    })
+    .await;
     // The idle one stays until the timeout. Checked only while it surely has not passed:
     // a loaded machine may take seconds to get here.
     if unused.elapsed() < std::time::Duration::from_millis(3500) {
@@ -157,7 +144,10 @@ async fn unused_pools_of_the_star_entry_are_removed() {
             "removed before autodb_idle_timeout"
         );
     }
-    assert!(gone("appdb", 10).await, "unused past autodb_idle_timeout");
+    eventually(10, "the pool unused past autodb_idle_timeout goes", || {
+        mux.pool("appdb", "rb2_user").is_none()
+    })
+    .await;
     assert!(
         unused.elapsed() >= std::time::Duration::from_secs(4),
         "removed before autodb_idle_timeout"

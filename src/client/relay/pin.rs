@@ -32,8 +32,8 @@ const LISTEN: u8 = 1 << 4;
 /// changed what it listens to.
 pub(super) fn may_hold(t: &Txn) -> bool {
     t.pinned != 0
-        || (t.touched.as_ref())
-            .is_some_and(|x| x.creates || x.load || x.unlisten_all || !x.unlisten.is_empty())
+        || asks(t)
+        || (t.touched.as_ref()).is_some_and(|x| x.unlisten_all || !x.unlisten.is_empty())
 }
 
 /// Whether `settle_pin` will ask the server what it holds: then the answer that ends the
