@@ -31,14 +31,7 @@ W=$BENCH_DIR/split
 mkdir -p "$W"
 start_postgres_and_pgbouncer
 PM_PID=$(head -1 "$BENCH_DIR/pgdata/postmaster.pid")
-pgmux_config "$MUX_PORT" "${WORKERS:-0}" "${EXTRA:-}" > "$W/pgmux.toml"
-"$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
-MUX_PID=$! MUX2_PID=
-if [ -n "${EXTRA2:-}${PGMUX2:-}${WORKERS2:-}" ]; then
-  pgmux_config "$MUX2_PORT" "${WORKERS2:-${WORKERS:-0}}" "${EXTRA2:-${EXTRA:-}}" > "$W/pgmux2.toml"
-  "${PGMUX2:-$REPO/target/release/pgmux}" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
-  MUX2_PID=$!
-fi
+start_pgmux_and_pgmux2 0
 PGB=
 cleanup() {
   [ -z "$PGB" ] || kill "$PGB" 2>/dev/null || true

@@ -33,16 +33,9 @@ MUX_PORT=${MUX_PORT:-15534} HAP_PORT=${HAP_PORT:-15535} MUX2_PORT=${MUX2_PORT:-1
 W=$BENCH_DIR/pgmux
 mkdir -p "$W"
 start_postgres_and_pgbouncer
-pgmux_config "$MUX_PORT" "${WORKERS:-0}" "${EXTRA:-}" > "$W/pgmux.toml"
-"$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
-MUX_PID=$!
+start_pgmux_and_pgmux2 0
 TARGETS=()
-if [ -n "${EXTRA2:-}${PGMUX2:-}${WORKERS2:-}" ]; then
-  pgmux_config "$MUX2_PORT" "${WORKERS2:-${WORKERS:-0}}" "${EXTRA2:-${EXTRA:-}}" > "$W/pgmux2.toml"
-  "${PGMUX2:-$REPO/target/release/pgmux}" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
-  MUX2_PID=$!
-  TARGETS+=("pgmux2=$MUX2_PORT:$MUX2_PID")
-fi
+[ -z "$MUX2_PID" ] || TARGETS+=("pgmux2=$MUX2_PORT:$MUX2_PID")
 if [ "${HAPROXY:-0}" = 1 ]; then
   command -v haproxy >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
   cat > "$W/haproxy.cfg" <<CFG
