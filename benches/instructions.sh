@@ -12,8 +12,9 @@
 #   MODE=extended CLIENTS=8 bash benches/instructions.sh
 #   TARGETS="pgmux" PGMUX=/path/to/other/pgmux bash benches/instructions.sh
 #
-# The profile of each target's second run is kept in $BENCH_DIR/instr/TARGET.callgrind
-# (callgrind_annotate --inclusive=yes it; start-up and logins are in it too).
+# The profile of each target's second run is kept in $BENCH_DIR/instr/TARGET.callgrind, the
+# first's in TARGET-n1.callgrind (start-up and logins are in both). Per function, per
+# transaction, without them: python3 benches/callgrind_diff.py TARGET CLIENTS*(N2-N1).
 #
 # Knobs: MODE (simple), CLIENTS (4), N1 (200), N2 (1200), TARGETS ("pgbouncer pgmux"),
 # WORKERS (pgmux's workers; default 0), PGMUX (the binary; default target/release/pgmux),
@@ -45,6 +46,7 @@ auth_type = scram-sha-256
 auth_file = $W/userlist.txt
 pool_mode = transaction
 default_pool_size = 20
+max_client_conn = 20000
 logfile = $W/pgbouncer-own.log
 INI
 echo '"bench" "bench"' > "$W/userlist.txt"
@@ -71,12 +73,13 @@ count() { # target n
   pkill -INT -f "$W/(pgmux.toml|pgbouncer.ini)" 2>/dev/null || true
   wait $pid 2>/dev/null || true
   # Every thread's file (pgmux's workers each write one with --separate-threads=no: one file).
-  cat "$W"/callgrind.out.* | awk '/^summary:/ {s += $2} END {print s}'
+  cat "$W"/callgrind.out.* | awk '/^summary:/ {s += $2} END {printf "%.0f\n", s}'
 }
 
 echo "user-space instructions per transaction (callgrind), select-only, -M $MODE, $CLIENTS clients, -t $N2 minus -t $N1"
 for t in ${TARGETS:-pgbouncer pgmux}; do
   a=$(count "$t" "$N1")
+  cat "$W"/callgrind.out.* > "$W/$t-n1.callgrind" 2>/dev/null || true
   b=$(count "$t" "$N2")
   cat "$W"/callgrind.out.* > "$W/$t.callgrind" 2>/dev/null || true
   echo "$t: $(( (b - a) / (CLIENTS * (N2 - N1)) )) instructions/tx"

@@ -8,6 +8,7 @@
 #![allow(clippy::vec_box)]
 
 mod checked;
+mod clock;
 mod control;
 mod fleet;
 mod janitor;
@@ -92,6 +93,8 @@ enum Grant {
     Server(Checked),
     /// Room to open a new server.
     Slot { slot: Slot, reserve: bool },
+    /// query_wait_timeout passed (the waiters' clock, `clock.rs`).
+    Expired,
 }
 
 struct State {
@@ -104,8 +107,10 @@ struct State {
     active: usize,
     /// Waiters, oldest first. A waiter that stops waiting drops its receiver; its entry is
     /// skipped by whoever hands out next and pruned where the queue is looked at.
-    waiters: VecDeque<(u64, oneshot::Sender<Grant>, Instant)>,
+    waiters: VecDeque<clock::Waiter>,
     next_waiter: u64,
+    /// Ends the waits past query_wait_timeout.
+    clock: clock::Clock,
     /// No server can be opened now: clients wait, a retrier tries (`outage.rs`).
     outage: Option<outage::Outage>,
 }
@@ -113,7 +118,7 @@ struct State {
 impl State {
     /// Drop the entries of waiters that left.
     fn prune(&mut self) {
-        self.waiters.retain(|w| !w.1.is_closed());
+        self.waiters.retain(|w| !w.tx.is_closed());
     }
 }
 
@@ -214,6 +219,7 @@ impl Pool {
                 active: 0,
                 waiters: VecDeque::new(),
                 next_waiter: 0,
+                clock: Default::default(),
                 outage: None,
             }),
             db_limit,
@@ -326,7 +332,7 @@ impl Pool {
             max_wait: st
                 .waiters
                 .front()
-                .map(|w| w.2.elapsed())
+                .map(|w| w.since.elapsed())
                 .unwrap_or_default(),
         }
     }
@@ -444,7 +450,10 @@ impl Pool {
             }
             // Settings are read where used, never held across an await (a reload may come
             // while a client waits).
-            let pool_size = self.settings().pool_size;
+            let (pool_size, query_wait_timeout) = {
+                let s = self.settings();
+                (s.pool_size, s.query_wait_timeout)
+            };
             let grant = {
                 let mut st = self.state.lock();
                 if self.paused.load(Ordering::Acquire) {
@@ -465,10 +474,20 @@ impl Pool {
                     let id = st.next_waiter;
                     st.next_waiter += 1;
                     let (tx, rx) = oneshot::channel();
+                    let deadline = query_wait_timeout.map(|t| started + t);
+                    if let Some(d) = deadline {
+                        self.arm_clock(&mut st, d);
+                    }
+                    let w = clock::Waiter {
+                        id,
+                        tx,
+                        since: started,
+                        deadline,
+                    };
                     if held {
-                        st.waiters.push_front((id, tx, started));
+                        st.waiters.push_front(w);
                     } else {
-                        st.waiters.push_back((id, tx, started));
+                        st.waiters.push_back(w);
                     }
                     Err((id, rx))
                 }
@@ -514,6 +533,10 @@ impl Pool {
                     Err(e) if self.connect_failed(&e) => held = true,
                     Err(e) => return Err(e.into()),
                 },
+                Grant::Expired => {
+                    self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                    return Err(self.outage_timeout().unwrap_or(CheckoutError::WaitTimeout));
+                }
             }
         }
     }
@@ -577,22 +600,26 @@ impl Pool {
 
     /// Wait in the queue as waiter `id`. Leaving (an error, or this future dropped) drops
     /// `rx`: the entry is skipped from then on, and a grant already sent to it gives itself
-    /// back when dropped with it.
+    /// back when dropped with it. query_wait_timeout comes as [`Grant::Expired`] from the
+    /// pool's clock (`clock.rs`); most waits arm no timer of their own.
     async fn wait(
         self: &Arc<Self>,
         id: u64,
         mut rx: oneshot::Receiver<Grant>,
         started: Instant,
     ) -> Result<Grant, CheckoutError> {
-        let s = self.settings.load_full();
-        let far = started + Duration::from_secs(86400 * 365);
-        let deadline = s.query_wait_timeout.map_or(far, |t| started + t);
-        let mut reserve_at = match (s.reserve_pool_size, s.reserve_pool_timeout) {
-            (0, _) => None,
-            (_, t) => Some(started + t.unwrap_or_default()),
+        let (pool_size, reserve_size, reserve_timeout) = {
+            let s = self.settings();
+            (s.pool_size, s.reserve_pool_size, s.reserve_pool_timeout)
         };
         let capped =
             self.db_limit.is_capped() || self.user_limit.is_capped() || self.budget.is_some();
+        if reserve_size == 0 && !capped {
+            return rx.await.map_err(|_| CheckoutError::Closed);
+        }
+        let far = started + Duration::from_secs(86400 * 365);
+        let mut reserve_at =
+            (reserve_size > 0).then(|| started + reserve_timeout.unwrap_or_default());
         // Only a capped pool polls (its room can come from another pool): an interval is an
         // allocation and a timer per wait.
         let mut poll = capped.then(|| {
@@ -604,7 +631,7 @@ impl Pool {
             tokio::select! {
                 g = &mut rx => return g.map_err(|_| CheckoutError::Closed),
                 _ = tokio::time::sleep_until(reserve_at.unwrap_or(far).into()), if reserve_at.is_some() => {
-                    if let Some(g) = self.take_slot_for(id, s.pool_size + s.reserve_pool_size, true) {
+                    if let Some(g) = self.take_slot_for(id, pool_size + reserve_size, true) {
                         self.stats.reserve_opened.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(db = %self.database, user = %self.user,
                             "opening a reserve pool server: a client waited {:?}", started.elapsed());
@@ -613,19 +640,12 @@ impl Pool {
                     reserve_at = Some(Instant::now() + Duration::from_millis(100));
                 }
                 Some(_) = async { Some(poll.as_mut()?.tick().await) }, if capped => {
-                    if let Some(g) = self.take_slot_for(id, s.pool_size, false) {
+                    if let Some(g) = self.take_slot_for(id, pool_size, false) {
                         return Ok(g);
                     }
                     // A shared cap is full: close an idle server of another pool under it
                     // (as PgBouncer does), so the room goes where clients wait.
                     self.evict_idle_elsewhere();
-                }
-                _ = tokio::time::sleep_until(deadline.into()) => {
-                    if let Ok(g) = rx.try_recv() {
-                        return Ok(g); // granted as the deadline came: take it
-                    }
-                    self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Err(self.outage_timeout().unwrap_or(CheckoutError::WaitTimeout));
                 }
             }
         }
@@ -642,7 +662,7 @@ impl Pool {
         }
         st.prune();
         // Reserve servers go to the oldest waiter; the cap poll only to the first too.
-        if st.waiters.front().map(|w| w.0) != Some(id) {
+        if st.waiters.front().map(|w| w.id) != Some(id) {
             return None;
         }
         let slot = self.take_room(&mut st, cap)?;
@@ -754,12 +774,12 @@ impl Pool {
             .prepared
             .store(s.prepared.len() as u32, Ordering::Relaxed);
         let mut st = self.state.lock();
-        while let Some((_, tx, _)) = st.waiters.pop_front() {
+        while let Some(w) = st.waiters.pop_front() {
             // A waiter that left refuses it: it comes back whole.
-            match tx.send(Grant::Server(Checked::new(s, slot))) {
+            match w.tx.send(Grant::Server(Checked::new(s, slot))) {
                 Ok(()) => return,
                 Err(Grant::Server(back)) => (s, slot) = back.into_parts(),
-                Err(Grant::Slot { .. }) => unreachable!("sent a server"),
+                Err(_) => unreachable!("sent a server"),
             }
         }
         slot.into_idle(&mut st);
@@ -855,15 +875,15 @@ impl Pool {
             let Some(slot) = self.take_room(st, pool_size) else {
                 return;
             };
-            let (_, tx, _) = st.waiters.pop_front().expect("non-empty");
-            if let Err(back) = tx.send(Grant::Slot {
+            let w = st.waiters.pop_front().expect("non-empty");
+            if let Err(back) = w.tx.send(Grant::Slot {
                 slot,
                 reserve: false,
             }) {
                 // That waiter left: undo (under the lock, so not by a drop) and go on.
                 match back {
                     Grant::Slot { slot, .. } => slot.undo(st),
-                    Grant::Server(_) => unreachable!("sent a slot"),
+                    _ => unreachable!("sent a slot"),
                 }
             }
         }

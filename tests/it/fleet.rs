@@ -225,9 +225,12 @@ async fn a_cut_budget_connection_comes_back_with_its_slots() {
     let metrics = free_port();
     let general = "auth_type = \"trust\"\nadmin_users = [\"app\"]\nquery_wait_timeout = 2\n\
          default_pool_size = 10";
+    // A database of its own: the budget connection cut below is found by its database,
+    // and other tests' fleets run on the shared ones meanwhile.
+    pg().psql_super("postgres", "CREATE DATABASE fleetcutdb OWNER app");
     let extra = format!(
         "{}[fleet]\nname = \"cut\"\nmax_servers = 3\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
-        db_entry("fleetcut", "appdb", "")
+        db_entry("fleetcut", "fleetcutdb", "")
     );
     let mux = Mux::start(custom_config(general, &extra)).await;
     let port = mux.port();
@@ -256,7 +259,7 @@ async fn a_cut_budget_connection_comes_back_with_its_slots() {
     let rows = c
         .simple_query(
             "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity \
-             WHERE application_name = 'pgmux fleet budget' AND datname = 'appdb' \
+             WHERE application_name = 'pgmux fleet budget' AND datname = 'fleetcutdb' \
              AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' \
                AND objid::text::bigint >= 2000000000)",
         )

@@ -252,6 +252,77 @@ async fn query_wait_timeout_fails_the_waiter_and_disconnects_it() {
     assert_eq!((counts.open, counts.waiting), (1, 0), "{counts:?}");
 }
 
+/// query_wait_timeout comes from one clock per pool, not a timer per waiter: it ends waits
+/// again after the clock stopped (nobody left to time out), and a shorter timeout set while a
+/// client waits holds for those who join after it, while the earlier waiter keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_holds_after_the_queue_empties_and_when_shortened() {
+    let mux = Mux::start(config(
+        "query_wait_timeout = 1\nadmin_users = [\"app\"]",
+        &db_entry("qwtclockdb", "appdb", "pool_size = 1"),
+    ))
+    .await;
+    let a = mux.connect_as("app", "app_pw", "qwtclockdb").await;
+    col(&a, "BEGIN; SELECT 1").await;
+    // Two waits one after the other: the second starts after the first one's clock ended.
+    for round in 0..2 {
+        let b = mux.connect_as("app", "app_pw", "qwtclockdb").await;
+        let t0 = Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(5), b.simple_query("SELECT 1"))
+            .await
+            .unwrap_or_else(|_| panic!("waiter {round} was not timed out"))
+            .expect_err("a waiter got the only server");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+            "waiter {round}: query_wait_timeout = 1 fired after {waited:?}"
+        );
+        assert_eq!(code(&err).as_deref(), Some("57014"), "{err:?}");
+    }
+    // A long timeout, a waiter under it, then a short one: the next waiter gets the short one.
+    let console = mux.connect_as("app", "app_pw", "pgmux").await;
+    console
+        .simple_query("SET query_wait_timeout = 30")
+        .await
+        .unwrap();
+    let patient = mux.connect_as("app", "app_pw", "qwtclockdb").await;
+    let (patient_done, patient_wait) =
+        spawn_flagged(async move { one(&patient, "SELECT 'patient'").await });
+    eventually(5, "the patient client waits", || {
+        mux.counts("qwtclockdb", "app").unwrap().waiting == 1
+    })
+    .await;
+    console
+        .simple_query("SET query_wait_timeout = 1")
+        .await
+        .unwrap();
+    let c = mux.connect_as("app", "app_pw", "qwtclockdb").await;
+    let t0 = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), c.simple_query("SELECT 1"))
+        .await
+        .expect("a waiter under the shortened timeout was not timed out")
+        .expect_err("a waiter got the only server");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "query_wait_timeout shortened to 1 fired after {waited:?}"
+    );
+    assert_eq!(code(&err).as_deref(), Some("57014"), "{err:?}");
+    // The earlier waiter still waits (its 30 s), and gets the server when A is done.
+    assert!(
+        !patient_done.load(Ordering::Relaxed),
+        "the patient waiter was timed out"
+    );
+    col(&a, "COMMIT").await;
+    let got = tokio::time::timeout(Duration::from_secs(5), patient_wait)
+        .await
+        .expect("the patient waiter never got the server")
+        .unwrap();
+    assert_eq!(got, "patient");
+    let counts = mux.counts("qwtclockdb", "app").unwrap();
+    assert_eq!((counts.open, counts.waiting), (1, 0), "{counts:?}");
+}
+
 // 4. Reserve pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserve_pool_serves_a_waiter_after_reserve_pool_timeout() {
