@@ -425,15 +425,6 @@ impl ClientInfo {
     pub(crate) async fn stop_requested(&self) -> Stop {
         std::future::poll_fn(|cx| self.poll_stop(cx)).await
     }
-
-    /// [`ClientInfo::stop_requested`] but for a drain, which waits for the transaction's end.
-    pub(crate) async fn stop_now_requested(&self) -> Stop {
-        std::future::poll_fn(|cx| match self.poll_stop(cx) {
-            std::task::Poll::Ready(why) if why.draining() => std::task::Poll::Pending,
-            other => other,
-        })
-        .await
-    }
 }
 
 /// Every client of this process.

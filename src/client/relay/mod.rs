@@ -591,6 +591,14 @@ enum Ending<'a> {
     Resend(Resend),
 }
 
+/// What ended a wait for a server in `checkout_watching`.
+enum Watched {
+    Checked(std::result::Result<Checked, crate::error::CheckoutError>),
+    Stop(Stop),
+    SendFailed(std::io::Error),
+    Readable(std::io::Result<()>),
+}
+
 enum Event {
     ServerReadable,
     ClientReadable,
@@ -808,28 +816,45 @@ impl Relay {
         started: Instant,
     ) -> Result<Option<Checked>> {
         let pool = self.sess.pool.clone();
-        let info = self.handle.info.clone();
         // `server_for` tried an idle server already: straight to the full checkout.
-        let checkout = boxed(pool.checkout_from(started));
-        tokio::pin!(checkout);
+        let mut checkout = boxed(pool.checkout_from(started));
         loop {
             let watch = cbuf.len() < CAP;
-            tokio::select! {
-                biased;
-                s = &mut checkout => return Ok(Some(s?)),
-                why = info.stop_now_requested() => {
-                    return Err(Error::client(sqlstate::ADMIN_SHUTDOWN, stop_message(why)));
+            // One poll function, not a `select!`: the client's readiness is polled directly
+            // (no per-wait future in the socket's waiter list), as in `wait`.
+            let (info, client) = (&self.handle.info, &self.client);
+            let woke = std::future::poll_fn(|cx| {
+                if let Poll::Ready(s) = checkout.as_mut().poll(cx) {
+                    return Poll::Ready(Watched::Checked(s));
+                }
+                if let Poll::Ready(why) = info.poll_stop(cx) {
+                    if !why.draining() {
+                        return Poll::Ready(Watched::Stop(why));
+                    }
                 }
                 // Output TLS still holds for the client goes on while it waits (nothing for
-                // TCP: Pending at once).
-                e = std::future::poll_fn(|cx| match self.client.poll_send_pending(cx) {
-                    Poll::Ready(Err(e)) => Poll::Ready(e),
-                    _ => Poll::Pending,
-                }) => {
+                // TCP).
+                if let Poll::Ready(Err(e)) = client.poll_send_pending(cx) {
+                    return Poll::Ready(Watched::SendFailed(e));
+                }
+                if watch {
+                    if let Poll::Ready(r) = client.poll_read_ready(cx) {
+                        return Poll::Ready(Watched::Readable(r));
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match woke {
+                Watched::Checked(s) => return Ok(Some(s?)),
+                Watched::Stop(why) => {
+                    return Err(Error::client(sqlstate::ADMIN_SHUTDOWN, stop_message(why)));
+                }
+                Watched::SendFailed(e) => {
                     tracing::debug!("client connection error: {e}");
                     return Ok(None);
                 }
-                r = self.client.readable(), if watch => {
+                Watched::Readable(r) => {
                     r?;
                     reserve(cbuf, CHUNK);
                     match self.client.read_some(cbuf) {
