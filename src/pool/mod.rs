@@ -97,6 +97,14 @@ enum Grant {
     Expired,
 }
 
+/// What a waiter reads of the settings when it joins the queue.
+#[derive(Clone, Copy)]
+struct Sizes {
+    pool_size: usize,
+    reserve_size: usize,
+    reserve_timeout: Option<Duration>,
+}
+
 struct State {
     /// Idle servers; the last is the most recently used. Boxed: a server (400 bytes) moves
     /// between this list, waiters and clients on every transaction, as a pointer.
@@ -450,10 +458,16 @@ impl Pool {
             }
             // Settings are read where used, never held across an await (a reload may come
             // while a client waits).
-            let (pool_size, query_wait_timeout) = {
+            let (sizes, query_wait_timeout) = {
                 let s = self.settings();
-                (s.pool_size, s.query_wait_timeout)
+                let sizes = Sizes {
+                    pool_size: s.pool_size,
+                    reserve_size: s.reserve_pool_size,
+                    reserve_timeout: s.reserve_pool_timeout,
+                };
+                (sizes, s.query_wait_timeout)
             };
+            let pool_size = sizes.pool_size;
             let grant = {
                 let mut st = self.state.lock();
                 if self.paused.load(Ordering::Acquire) {
@@ -494,7 +508,7 @@ impl Pool {
             };
             let grant = match grant {
                 Ok(g) => g,
-                Err((id, rx)) => self.wait(id, rx, started).await?,
+                Err((id, rx)) => self.wait(id, rx, started, sizes).await?,
             };
             match grant {
                 Grant::Server(mut s) => {
@@ -502,19 +516,23 @@ impl Pool {
                         s.close("closed by the server while idle");
                         continue;
                     }
-                    let check = {
+                    // One settings read for the common case (no check due); a check, rare,
+                    // reads them again after its await.
+                    let query = {
                         let settings = self.settings();
-                        settings
-                            .server_check_query
-                            .clone()
-                            .filter(|_| s.idle_since.elapsed() >= settings.server_check_delay)
+                        let due = (settings.server_check_query.as_ref())
+                            .filter(|_| s.idle_since.elapsed() >= settings.server_check_delay);
+                        match due {
+                            Some(q) => q.clone(),
+                            None => {
+                                s.info.set_state(ServerState::Active);
+                                self.note_checkout(started, &settings.hist);
+                                return Ok(s);
+                            }
+                        }
                     };
-                    let s = match check {
-                        None => s,
-                        Some(q) => match boxed(self.check_idle(s, &q)).await {
-                            Some(s) => s,
-                            None => continue,
-                        },
+                    let Some(s) = boxed(self.check_idle(s, &query)).await else {
+                        continue;
                     };
                     s.info.set_state(ServerState::Active);
                     self.note_checkout(started, &self.settings().hist);
@@ -607,11 +625,13 @@ impl Pool {
         id: u64,
         mut rx: oneshot::Receiver<Grant>,
         started: Instant,
+        sizes: Sizes,
     ) -> Result<Grant, CheckoutError> {
-        let (pool_size, reserve_size, reserve_timeout) = {
-            let s = self.settings();
-            (s.pool_size, s.reserve_pool_size, s.reserve_pool_timeout)
-        };
+        let Sizes {
+            pool_size,
+            reserve_size,
+            reserve_timeout,
+        } = sizes;
         let capped =
             self.db_limit.is_capped() || self.user_limit.is_capped() || self.budget.is_some();
         if reserve_size == 0 && !capped {
