@@ -21,7 +21,8 @@
 # (`pgmux2`), EXTRA (more pgmux [general] lines), TARGETS ("pgbouncer pgmux", plus pgmux2 when
 # set), KEEP=1 leaves Postgres running. PIN=1: pgbench on the last core, Postgres and the
 # poolers on the others (as if the clients ran elsewhere; the pooler then shares its cores
-# with Postgres only). The ppoll column needs perf (`-` without it).
+# with Postgres only). The ppoll column needs perf (`-` without it). Context switches per
+# transaction are the whole machine's (/proc/stat), pgbench and Postgres included.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side} PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
@@ -58,11 +59,12 @@ pg_ticks() {
   done | awk '{s += $1} END {print s}'
 }
 idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+ctxt() { awk '/^ctxt / {print $2}' /proc/stat; }
 progress_lines() { grep -c '^progress' "$1" || true; }
 HZ=$(getconf CLK_TCK)
 echo "$(nproc) cores, pgbench -j ${J:-2} -M $MODE, window ${WINDOW} s${PIN:+, PIN=$PIN}"
-echo "| clients | target | tps | pgbench µs/tx | pooler user µs/tx | pooler sys µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| clients | target | tps | pgbench µs/tx | pooler user µs/tx | pooler sys µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll | context switches per tx |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 ALL=("pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2_PORT:$MUX2_PID")
 for c in $CLIENTS; do
   for r in $(seq "$ROUNDS"); do
@@ -84,7 +86,7 @@ for c in $CLIENTS; do
       n0=$(progress_lines "$out")
       read -r bu0 bs0 <<< "$(ticks "$PGB")"
       read -r pu0 ps0 <<< "$(ticks "$pid")"
-      g0=$(pg_ticks) i0=$(idle_ticks) t0=$(date +%s.%N)
+      g0=$(pg_ticks) i0=$(idle_ticks) x0=$(ctxt) t0=$(date +%s.%N)
       if command -v perf >/dev/null; then
         polls=$(perf stat -x, -e syscalls:sys_enter_ppoll -p "$PGB" -- sleep "$WINDOW" 2>&1 \
           | awk -F, '/sys_enter_ppoll/ {print $1}')
@@ -93,21 +95,21 @@ for c in $CLIENTS; do
       fi
       read -r bu1 bs1 <<< "$(ticks "$PGB")"
       read -r pu1 ps1 <<< "$(ticks "$pid")"
-      g1=$(pg_ticks) i1=$(idle_ticks) t1=$(date +%s.%N)
+      g1=$(pg_ticks) i1=$(idle_ticks) x1=$(ctxt) t1=$(date +%s.%N)
       n1=$(progress_lines "$out")
       kill "$PGB"; wait "$PGB" 2>/dev/null || true; PGB=
       # Transactions in the window: the mean TPS of the progress lines printed during it
       # (one a second) times its length.
       awk -v a="$n0" -v b="$n1" -v e="$(echo "$t1 - $t0" | bc)" -v hz="$HZ" -v c="$c" -v name="$name" -v polls="${polls:-}" \
         -v bt=$((bu1 + bs1 - bu0 - bs0)) -v pu=$((pu1 - pu0)) -v ps=$((ps1 - ps0)) \
-        -v g=$((g1 - g0)) -v i=$((i1 - i0)) '
+        -v g=$((g1 - g0)) -v i=$((i1 - i0)) -v x=$((x1 - x0)) '
         /^progress/ { k++; if (k > a && k <= b) { s += $4; m++ } }
         END {
           tps = m ? s / m : 0; tx = tps * e
-          if (tx <= 0) { printf "| %d | %s | - | | | | | | |\n", c, name; exit }
+          if (tx <= 0) { printf "| %d | %s | - | | | | | | | |\n", c, name; exit }
           f = 1e6 / hz / tx
-          printf "| %d | %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %s |\n", c, name, tps,
-            bt * f, pu * f, ps * f, g * f, i * f, (polls > 0 ? sprintf("%.1f", tx / polls) : "-")
+          printf "| %d | %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %s | %.2f |\n", c, name, tps,
+            bt * f, pu * f, ps * f, g * f, i * f, (polls > 0 ? sprintf("%.1f", tx / polls) : "-"), x / tx
         }' "$out"
       sleep 2
     done
