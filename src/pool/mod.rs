@@ -623,20 +623,35 @@ impl Pool {
     async fn wait(
         self: &Arc<Self>,
         id: u64,
+        rx: oneshot::Receiver<Grant>,
+        started: Instant,
+        sizes: Sizes,
+    ) -> Result<Grant, CheckoutError> {
+        let capped =
+            self.db_limit.is_capped() || self.user_limit.is_capped() || self.budget.is_some();
+        if sizes.reserve_size == 0 && !capped {
+            return rx.await.map_err(|_| CheckoutError::Closed);
+        }
+        // Timers of its own: boxed, so the common wait's future (part of every waiting
+        // checkout's, moved to the heap) holds none of them.
+        boxed(self.wait_timed(id, rx, started, sizes, capped)).await
+    }
+
+    /// [`Pool::wait`] with a reserve pool (its timer) or a cap shared with other pools (its
+    /// poll for room).
+    async fn wait_timed(
+        self: &Arc<Self>,
+        id: u64,
         mut rx: oneshot::Receiver<Grant>,
         started: Instant,
         sizes: Sizes,
+        capped: bool,
     ) -> Result<Grant, CheckoutError> {
         let Sizes {
             pool_size,
             reserve_size,
             reserve_timeout,
         } = sizes;
-        let capped =
-            self.db_limit.is_capped() || self.user_limit.is_capped() || self.budget.is_some();
-        if reserve_size == 0 && !capped {
-            return rx.await.map_err(|_| CheckoutError::Closed);
-        }
         let far = started + Duration::from_secs(86400 * 365);
         let mut reserve_at =
             (reserve_size > 0).then(|| started + reserve_timeout.unwrap_or_default());
