@@ -24,11 +24,12 @@ pub struct Secs(pub f64);
 impl Secs {
     /// The duration, or `None` when zero (disabled).
     pub fn get(self) -> Option<Duration> {
-        if self.0 > 0.0 && self.0.is_finite() {
-            Some(Duration::from_secs_f64(self.0))
-        } else {
-            None
-        }
+        self.is_set().then(|| Duration::from_secs_f64(self.0))
+    }
+
+    /// Whether it is set (not zero): [`Secs::get`] without making the `Duration`.
+    pub fn is_set(self) -> bool {
+        self.0 > 0.0 && self.0.is_finite()
     }
 }
 

@@ -474,15 +474,10 @@ impl Relay {
     }
 
     /// Whether an idle wait ends in parking, once long enough (`client::park`).
+    /// (Once per request: the config is read through a guard, not an `Arc` clone, whose
+    /// shared count every worker thread would write.)
     fn parks(&self) -> bool {
-        self.handle.info.may_park()
-            && self
-                .shared
-                .config()
-                .general
-                .client_park_delay
-                .get()
-                .is_some()
+        self.handle.info.may_park() && self.shared.live().config.general.client_park_delay.is_set()
     }
 
     /// When client_idle_timeout ends an idle wait that starts now, if it is set.
@@ -815,7 +810,7 @@ impl Relay {
         cbuf: &mut BytesMut,
         started: Instant,
     ) -> Result<Option<Checked>> {
-        let pool = self.sess.pool.clone();
+        let pool = &self.sess.pool;
         // `server_for` tried an idle server already: straight to the full checkout.
         let mut checkout = boxed(pool.checkout_from(started));
         loop {
@@ -941,8 +936,6 @@ impl Relay {
                 self.fatal(code, &msg).await;
                 return Ok(Some(format!("parameter sync failed: {msg}")));
             }
-            let pool = self.sess.pool.clone();
-            let info = self.handle.info.clone();
             // Debug builds only: a panic while a server is held, for the test of its containment.
             #[cfg(debug_assertions)]
             if cbuf.get(5..).is_some_and(|b| b.starts_with(INJECTED_PANIC)) {
@@ -966,8 +959,8 @@ impl Relay {
             loop {
                 let step = match self.pump(&mut t, cbuf).await {
                     Ok(write_limit) => {
-                        let ev = self.wait(&t, cbuf, write_limit, &info).await;
-                        self.dispatch(ev, &mut t, cbuf, &pool).await
+                        let ev = self.wait(&t, cbuf, write_limit).await;
+                        self.dispatch(ev, &mut t, cbuf).await
                     }
                     Err(exit) => Err(exit),
                 };
@@ -1114,13 +1107,8 @@ impl Relay {
 
     /// Wait for what can happen next: either socket readable or writable as needed, the
     /// idle timer, or a stop request.
-    async fn wait(
-        &self,
-        t: &Txn,
-        cbuf: &BytesMut,
-        write_limit: usize,
-        info: &crate::clients::ClientInfo,
-    ) -> std::io::Result<Event> {
+    async fn wait(&self, t: &Txn, cbuf: &BytesMut, write_limit: usize) -> std::io::Result<Event> {
+        let info = &self.handle.info;
         let deadline = idle_timer(t).map(|d| t.last_client_activity + d);
         let c_can_read = !t.state.terminating() && (cbuf.len() < CAP || cbuf.len() < t.c_want);
         let s_can_read = !t.state.at_boundary() && t.server.rbuf.len() < CAP;
@@ -1193,7 +1181,6 @@ impl Relay {
         ev: std::io::Result<Event>,
         t: &mut Txn,
         cbuf: &mut BytesMut,
-        pool: &crate::pool::Pool,
     ) -> Result<(), Exit> {
         match ev {
             Err(e) => Err(Exit::ServerLost(e.to_string())),
@@ -1243,7 +1230,7 @@ impl Relay {
                 match self.client.read_some(cbuf) {
                     Ok(0) => Err(Exit::ClientLost("client closed the connection".into())),
                     Ok(n) => {
-                        PoolStats::add(&pool.stats.bytes_received, n as u64);
+                        PoolStats::add(&self.sess.pool.stats.bytes_received, n as u64);
                         t.last_client_activity = Instant::now();
                         let was_boundary = t.state.at_boundary();
                         self.scan_client(t, cbuf).map_err(Exit::ClientProtocol)?;
