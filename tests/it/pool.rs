@@ -208,6 +208,23 @@ async fn waiters_are_served_first_in_first_out() {
 }
 
 // 3. query_wait_timeout.
+
+/// `client` (`who`) asks for a server that another client holds, and gets query_wait_timeout's
+/// error (QUERY_CANCELED, 57014) after about 1 s (the timeout these tests set).
+async fn times_out_after_1s(client: &Client, who: &str) -> tokio_postgres::Error {
+    let t0 = Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), client.simple_query("SELECT 1"))
+        .await
+        .unwrap_or_else(|_| panic!("{who} was not timed out"))
+        .expect_err("a waiter got the server another client held");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{who}: query_wait_timeout = 1 fired after {waited:?}"
+    );
+    assert_eq!(code(&err).as_deref(), Some("57014"), "{err:?}");
+    err
+}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_wait_timeout_fails_the_waiter_and_disconnects_it() {
     let mux = Mux::start(config(
@@ -218,18 +235,8 @@ async fn query_wait_timeout_fails_the_waiter_and_disconnects_it() {
     let a = mux.connect_as("app", "app_pw", "qwtdb").await;
     let (b, b_conn) = mux.connect_with_handle("app", "app_pw", "qwtdb").await;
     col(&a, "BEGIN; SELECT 1").await;
-    let t0 = Instant::now();
-    let err = tokio::time::timeout(Duration::from_secs(5), b.simple_query("SELECT 1"))
-        .await
-        .expect("the waiter was not timed out")
-        .expect_err("B got a server while A held the only one");
-    let waited = t0.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
-        "query_wait_timeout = 1 fired after {waited:?}"
-    );
-    // pgmux reports it as QUERY_CANCELED (57014), FATAL, and closes the client.
-    assert_eq!(code(&err).as_deref(), Some("57014"), "{err:?}");
+    let err = times_out_after_1s(&b, "B").await;
+    // pgmux reports it as FATAL, and closes the client.
     let db = err.as_db_error().unwrap();
     assert!(db.message().contains("query_wait_timeout"), "{db:?}");
     assert_eq!(db.severity(), "FATAL", "{db:?}");
@@ -265,19 +272,9 @@ async fn query_wait_timeout_holds_after_the_queue_empties_and_when_shortened() {
     let a = mux.connect_as("app", "app_pw", "qwtclockdb").await;
     col(&a, "BEGIN; SELECT 1").await;
     // Two waits one after the other: the second starts after the first one's clock ended.
-    for round in 0..2 {
+    for round in ["first", "second"] {
         let b = mux.connect_as("app", "app_pw", "qwtclockdb").await;
-        let t0 = Instant::now();
-        let err = tokio::time::timeout(Duration::from_secs(5), b.simple_query("SELECT 1"))
-            .await
-            .unwrap_or_else(|_| panic!("waiter {round} was not timed out"))
-            .expect_err("a waiter got the only server");
-        let waited = t0.elapsed();
-        assert!(
-            waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
-            "waiter {round}: query_wait_timeout = 1 fired after {waited:?}"
-        );
-        assert_eq!(code(&err).as_deref(), Some("57014"), "{err:?}");
+        times_out_after_1s(&b, &format!("the {round} waiter")).await;
     }
     // A long timeout, a waiter under it, then a short one: the next waiter gets the short one.
     let console = mux.connect_as("app", "app_pw", "pgmux").await;
@@ -297,17 +294,7 @@ async fn query_wait_timeout_holds_after_the_queue_empties_and_when_shortened() {
         .await
         .unwrap();
     let c = mux.connect_as("app", "app_pw", "qwtclockdb").await;
-    let t0 = Instant::now();
-    let err = tokio::time::timeout(Duration::from_secs(5), c.simple_query("SELECT 1"))
-        .await
-        .expect("a waiter under the shortened timeout was not timed out")
-        .expect_err("a waiter got the only server");
-    let waited = t0.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
-        "query_wait_timeout shortened to 1 fired after {waited:?}"
-    );
-    assert_eq!(code(&err).as_deref(), Some("57014"), "{err:?}");
+    times_out_after_1s(&c, "a waiter under the shortened timeout").await;
     // The earlier waiter still waits (its 30 s), and gets the server when A is done.
     assert!(
         !patient_done.load(Ordering::Relaxed),
