@@ -52,16 +52,18 @@ impl Pool {
             }
         }
     }
+}
 
+impl State {
     /// Take the waiters past their deadline at `now` out of the queue (and those that left);
     /// returns their channels and the next deadline, if a waiter has one.
     fn take_expired_waiters(
-        st: &mut State,
+        &mut self,
         now: Instant,
     ) -> (Vec<oneshot::Sender<Grant>>, Option<Instant>) {
         let mut next: Option<Instant> = None;
         let mut expired = Vec::new();
-        for w in std::mem::take(&mut st.waiters) {
+        for w in std::mem::take(&mut self.waiters) {
             if w.tx.is_closed() {
                 continue;
             }
@@ -69,9 +71,9 @@ impl Pool {
                 Some(d) if d <= now => expired.push(w.tx),
                 Some(d) => {
                     next = Some(next.map_or(d, |n| n.min(d)));
-                    st.waiters.push_back(w);
+                    self.waiters.push_back(w);
                 }
-                None => st.waiters.push_back(w),
+                None => self.waiters.push_back(w),
             }
         }
         (expired, next)
@@ -86,7 +88,7 @@ async fn run(pool: Weak<Pool>, sooner: Arc<tokio::sync::Notify>, mut at: Instant
             _ = tokio::time::sleep_until(at.into()) => {}
             _ = sooner.notified() => {
                 match pool.upgrade().and_then(|p| p.state.lock().clock.at) {
-                    Some(sooner) => at = sooner,
+                    Some(earlier) => at = earlier,
                     None => return,
                 }
                 continue;
@@ -97,7 +99,7 @@ async fn run(pool: Weak<Pool>, sooner: Arc<tokio::sync::Notify>, mut at: Instant
         };
         let (expired, next) = {
             let mut st = pool.state.lock();
-            let (expired, next) = Pool::take_expired_waiters(&mut st, Instant::now());
+            let (expired, next) = st.take_expired_waiters(Instant::now());
             st.clock.at = next;
             (expired, next)
         };
