@@ -16,6 +16,14 @@ inclusive = os.environ.get("INCLUSIVE") == "1"
 top = int(os.environ.get("TOP", "40"))
 
 
+def function_name(text):
+    """A callgrind_annotate entry's function, without its source file, calls count and object:
+    a function appears once per source file its inlined code came from, and those are summed."""
+    text = re.sub(r" \([\d,]+x\)", "", text)
+    text = re.sub(r" \[[^\]]*\]$", "", text)
+    return re.sub(r"^[^:\s]*:(?!:)", "", text, count=1)
+
+
 def per_function(path):
     args = ["callgrind_annotate", "--auto=no", "--threshold=100", f"--inclusive={'yes' if inclusive else 'no'}", path]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
@@ -24,10 +32,7 @@ def per_function(path):
         m = re.match(r"\s*([\d,]+) \([^)]*\)\s+(\S.*)$", line)
         if not m or "PROGRAM TOTALS" in line:
             continue
-        name = m.group(2)
-        # Functions appear once per source file their inlined code came from: sum them.
-        name = re.sub(r"^\S*?:(?=\S)", "", name, count=1) if ":" in name.split(" ")[0] else name
-        name = re.sub(r" \[[^\]]*\]$", "", name)
+        name = function_name(m.group(2))
         totals[name] = totals.get(name, 0) + int(m.group(1).replace(",", ""))
     return totals
 
@@ -42,9 +47,7 @@ def callees(path, pattern):
         if not m:
             inside = False if not line.strip() else inside
             continue
-        name = re.sub(r" \([\d,]+x\)", "", m.group(3))
-        name = re.sub(r" \[[^\]]*\]$", "", name)
-        name = re.sub(r"^\S*?:(?=\S)", "", name, count=1)
+        name = function_name(m.group(3))
         if m.group(2) == "*":
             inside = re.search(pattern, name) is not None
             if not inside:
