@@ -154,6 +154,8 @@ pub struct ClientInfo {
     request_us: AtomicU64,
     /// Named prepared statements it has.
     pub prepared: AtomicU32,
+    /// When it last went idle, in ms after its connect second (wrapping: read as an age).
+    idle_ms: AtomicU32,
     /// Its TLS protocol, cipher and group (`net::tls::info`; 0: plaintext).
     pub(crate) tls: AtomicU64,
     /// What its request loop publishes for SHOW CLIENT_SETTINGS.
@@ -266,11 +268,27 @@ impl ClientInfo {
     /// The client holds no server and runs nothing.
     pub fn idle(&self) {
         self.link.store(0, Ordering::Relaxed);
+        self.idle_ms
+            .store(self.ms_since_connect(unix_us()), Ordering::Relaxed);
         self.state.store(ClientState::Idle as u8, Ordering::Relaxed);
     }
 
     pub fn link(&self) -> u64 {
         self.link.load(Ordering::Relaxed)
+    }
+
+    /// `now_us` (µs since the Unix epoch) as ms after the client's connect second, wrapping
+    /// every 49 days (a u32, where a client's every byte counts).
+    fn ms_since_connect(&self, now_us: u64) -> u32 {
+        (now_us / 1000).wrapping_sub(u64::from(self.connect_secs) * 1000) as u32
+    }
+
+    /// How long the client has been idle at `now_us`, if it is (ms).
+    pub(crate) fn idle_for_ms(&self, now_us: u64) -> Option<u32> {
+        (self.state() == ClientState::Idle).then(|| {
+            let idle = self.idle_ms.load(Ordering::Relaxed);
+            self.ms_since_connect(now_us).wrapping_sub(idle)
+        })
     }
 
     pub(crate) fn request_us(&self) -> u64 {
@@ -338,13 +356,12 @@ impl ClientInfo {
         }
     }
 
-    /// Ask a logged-in client of a pool, idle in its own task since before `cutoff_us` (its
-    /// latest request's start, µs since the Unix epoch), to park: its task is woken and sees
-    /// [`ClientInfo::park_asked`]. Whether it was asked.
-    pub(crate) fn ask_park(&self, cutoff_us: u64) -> bool {
-        let ask = self.state() == ClientState::Idle
+    /// Ask a logged-in client of a pool, idle in its own task for `delay_ms` or more at `now_us`
+    /// (since its latest answer, however long its request took), to park: its task is woken and
+    /// sees [`ClientInfo::park_asked`]. Whether it was asked.
+    pub(crate) fn ask_park(&self, now_us: u64, delay_ms: u32) -> bool {
+        let ask = self.idle_for_ms(now_us).is_some_and(|ms| ms >= delay_ms)
             && self.park.load(Ordering::Relaxed) == IN_TASK
-            && self.request_us() < cutoff_us
             && matches!(self.login.get(), Some(Login::Pool { .. }))
             && self
                 .park
@@ -453,6 +470,7 @@ impl ClientList {
             link: AtomicU64::new(0),
             request_us: AtomicU64::new(0),
             prepared: AtomicU32::new(0),
+            idle_ms: AtomicU32::new(0),
             tls: AtomicU64::new(0),
             published: parking_lot::Mutex::default(),
             pinned: AtomicU8::new(0),

@@ -186,9 +186,9 @@ impl Parking {
             }
         }
         if let Some(delay) = self.shared.config().general.client_park_delay.get() {
-            let cutoff = unix_us().saturating_sub(delay.as_micros() as u64);
+            let (now, delay_ms) = (unix_us(), delay.as_millis().min(u32::MAX.into()) as u32);
             self.shared.clients.each(|c| {
-                c.ask_park(cutoff);
+                c.ask_park(now, delay_ms);
             });
         }
         let now = tokio::time::Instant::now();

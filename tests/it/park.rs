@@ -42,6 +42,31 @@ async fn idle_clients_park_and_come_back_with_their_session() {
     eventually(5, "clients gone", || mux.clients() == 0).await;
 }
 
+/// client_park_delay counts from the client's latest answer: a request that took longer (a slow
+/// query, or a long wait for a server, as with thousands of clients on a small pool) does not
+/// make the client park as soon as it is answered, between two requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_time_counts_from_the_answer_not_from_the_request() {
+    let mux = Mux::start(config("client_park_delay = 2", "")).await;
+    let (c, _h) = connect_ok(mux.port(), "app", "app_pw", "appdb").await;
+    eventually(5, "parked after login", || parked(&mux) == 1).await;
+    c.simple_query("SELECT pg_sleep(2.5)").await.unwrap();
+    let answered = std::time::Instant::now();
+    // The sweep (every 0.5 s) must leave it in its task for 2 s from the answer.
+    while answered.elapsed() < Duration::from_millis(1700) {
+        assert_eq!(
+            parked(&mux),
+            0,
+            "parked {:?} after its answer",
+            answered.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually(5, "parked once idle 2 s", || parked(&mux) == 1).await;
+    assert!(answered.elapsed() >= Duration::from_secs(2));
+    assert_eq!(one(&c, "SELECT 2").await, "2");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_client_parks_when_client_park_delay_is_0() {
     let mux = Mux::start(config("client_park_delay = 0", "")).await;
