@@ -54,3 +54,26 @@ start_postgres_and_pgbouncer() {
   ./pgbouncer.sh start >/dev/null
   PGB_PID=$(cat "$BENCH_DIR/pgbouncer/pgbouncer.pid")
 }
+
+# Start Debian's HAProxy (installed if missing) in plain TCP mode, one thread, on $HAP_PORT
+# straight to Postgres: the cost of one proxy hop that parses nothing, the floor for any
+# pooler. It pools nothing (a server connection per client, and pg.sh allows 300). Sets
+# HAP_PID; its config and log in $W.
+start_haproxy() {
+  command -v haproxy >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  cat > "$W/haproxy.cfg" <<CFG
+global
+  nbthread 1
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen pg
+  bind 127.0.0.1:$HAP_PORT
+  server pg 127.0.0.1:$PG_PORT
+CFG
+  haproxy -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 &
+  HAP_PID=$!
+}

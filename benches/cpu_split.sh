@@ -18,25 +18,28 @@
 #
 # Knobs: CLIENTS (16 128 512), WINDOW (10 s), ROUNDS (1), MODE (simple), J (pgbench threads,
 # 2), WORKERS (pgmux's, 0 = one per core), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux
-# (`pgmux2`), EXTRA (more pgmux [general] lines), TARGETS ("pgbouncer pgmux", plus pgmux2 when
-# set), KEEP=1 leaves Postgres running. PIN=1: pgbench on the last core, Postgres and the
+# (`pgmux2`), EXTRA (more pgmux [general] lines), HAPROXY=1 adds HAProxy in plain TCP mode (the
+# floor of one proxy hop; it pools nothing: CLIENTS 250 at most), TARGETS (every one started),
+# KEEP=1 leaves Postgres running. PIN=1: pgbench on the last core, Postgres and the
 # poolers on the others (as if the clients ran elsewhere; the pooler then shares its cores
 # with Postgres only). The ppoll column needs perf (`-` without it). Context switches per
 # transaction are the whole machine's (/proc/stat), pgbench and Postgres included.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side} PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
-MUX_PORT=${MUX_PORT:-15534} MUX2_PORT=${MUX2_PORT:-15536}
+MUX_PORT=${MUX_PORT:-15534} HAP_PORT=${HAP_PORT:-15535} MUX2_PORT=${MUX2_PORT:-15536}
 CLIENTS=${CLIENTS:-16 128 512} WINDOW=${WINDOW:-10} ROUNDS=${ROUNDS:-1} MODE=${MODE:-simple}
 W=$BENCH_DIR/split
 mkdir -p "$W"
 start_postgres_and_pgbouncer
 PM_PID=$(head -1 "$BENCH_DIR/pgdata/postmaster.pid")
 start_pgmux_and_pgmux2 0
+HAP_PID=
+[ "${HAPROXY:-0}" = 1 ] && start_haproxy
 PGB=
 cleanup() {
   [ -z "$PGB" ] || kill "$PGB" 2>/dev/null || true
-  kill "$MUX_PID" $MUX2_PID 2>/dev/null || true
+  kill "$MUX_PID" $MUX2_PID $HAP_PID 2>/dev/null || true
   ./pgbouncer.sh stop >/dev/null
   [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null
 }
@@ -46,7 +49,7 @@ LAST=$(($(nproc) - 1)) CLIENT_CORES=
 if [ "${PIN:-0}" = 1 ]; then
   [ "$LAST" -gt 0 ] || { echo "PIN=1 needs two cores" >&2; exit 1; }
   # Backends inherit the postmaster's affinity; the poolers' threads are set one by one.
-  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID") "$PGB_PID" "$MUX_PID" $MUX2_PID; do
+  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID") "$PGB_PID" "$MUX_PID" $MUX2_PID $HAP_PID; do
     taskset -a -p -c "0-$((LAST - 1))" "$p" >/dev/null
   done
   CLIENT_CORES="taskset -c $LAST"
@@ -65,15 +68,16 @@ HZ=$(getconf CLK_TCK)
 echo "$(nproc) cores, pgbench -j ${J:-2} -M $MODE, window ${WINDOW} s${PIN:+, PIN=$PIN}"
 echo "| clients | target | tps | pgbench µs/tx | pooler user µs/tx | pooler sys µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll | context switches per tx |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-ALL=("pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2_PORT:$MUX2_PID")
+ALL=("pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2_PORT:$MUX2_PID"
+  "haproxy:$HAP_PORT:$HAP_PID")
 for c in $CLIENTS; do
   for r in $(seq "$ROUNDS"); do
     # Each round starts with the next target: whoever runs first or last is not always the same.
-    for k in 0 1 2; do
-      t=${ALL[$(((k + r - 1) % 3))]}
+    for k in "${!ALL[@]}"; do
+      t=${ALL[$(((k + r - 1) % ${#ALL[@]}))]}
       IFS=: read -r name port pid <<< "$t"
       [ -n "$pid" ] || continue
-      [[ " ${TARGETS:-pgbouncer pgmux pgmux2} " == *" $name "* ]] || continue
+      [[ " ${TARGETS:-pgbouncer pgmux pgmux2 haproxy} " == *" $name "* ]] || continue
       out=$W/$name.$c.out
       # -T: longer than any login phase; pgbench is stopped after the window.
       PGPASSWORD=bench $CLIENT_CORES pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" \

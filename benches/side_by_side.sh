@@ -37,22 +37,7 @@ start_pgmux_and_pgmux2 0
 TARGETS=()
 [ -z "$MUX2_PID" ] || TARGETS+=("pgmux2=$MUX2_PORT:$MUX2_PID")
 if [ "${HAPROXY:-0}" = 1 ]; then
-  command -v haproxy >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
-  cat > "$W/haproxy.cfg" <<CFG
-global
-  nbthread 1
-  maxconn 9000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-listen pg
-  bind 127.0.0.1:$HAP_PORT
-  server pg 127.0.0.1:$PG_PORT
-CFG
-  haproxy -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 &
-  HAP_PID=$!
+  start_haproxy
   TARGETS+=("haproxy=$HAP_PORT:$HAP_PID")
 fi
 cleanup() {
