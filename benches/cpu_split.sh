@@ -22,7 +22,8 @@
 # floor of one proxy hop; it pools nothing: CLIENTS 250 at most), TARGETS (every one started),
 # KEEP=1 leaves Postgres running. PIN=1: pgbench on the last core, Postgres and the
 # poolers on the others (as if the clients ran elsewhere; the pooler then shares its cores
-# with Postgres only). The ppoll column needs perf (`-` without it). Context switches per
+# with Postgres only). SYSCALLS=1 also prints the pooler's system calls and context switches
+# per transaction (perf). The ppoll column needs perf (`-` without it). Context switches per
 # transaction are the whole machine's (/proc/stat), pgbench and Postgres included.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -65,6 +66,11 @@ idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 ctxt() { awk '/^ctxt / {print $2}' /proc/stat; }
 progress_lines() { grep -c '^progress' "$1" || true; }
 HZ=$(getconf CLK_TCK)
+# SYSCALLS=1: the pooler's system calls and scheduler events per transaction, printed after
+# the table (perf stat on the pooler's process over the same window; perf attaches a moment
+# late, so the counts read a few % low: compare targets, not absolute figures).
+SYSCALL_EVENTS=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_futex,sched:sched_switch,sched:sched_wakeup
+SYSCALL_LINES=()
 echo "$(nproc) cores, pgbench -j ${J:-2} -M $MODE, window ${WINDOW} s${PIN:+, PIN=$PIN}"
 echo "| clients | target | tps | pgbench µs/tx | pooler user µs/tx | pooler sys µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll | context switches per tx |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -91,12 +97,19 @@ for c in $CLIENTS; do
       read -r bu0 bs0 <<< "$(ticks "$PGB")"
       read -r pu0 ps0 <<< "$(ticks "$pid")"
       g0=$(pg_ticks) i0=$(idle_ticks) x0=$(ctxt) t0=$(date +%s.%N)
+      sys=$W/$name.$c.$r.syscalls
+      SYSP=
+      if [ "${SYSCALLS:-0}" = 1 ]; then
+        perf stat -x, -o "$sys" -e "$SYSCALL_EVENTS" -p "$pid" -- sleep "$WINDOW" &
+        SYSP=$!
+      fi
       if command -v perf >/dev/null; then
         polls=$(perf stat -x, -e syscalls:sys_enter_ppoll -p "$PGB" -- sleep "$WINDOW" 2>&1 \
           | awk -F, '/sys_enter_ppoll/ {print $1}')
       else
         sleep "$WINDOW"; polls=
       fi
+      [ -z "$SYSP" ] || wait "$SYSP" || true
       read -r bu1 bs1 <<< "$(ticks "$PGB")"
       read -r pu1 ps1 <<< "$(ticks "$pid")"
       g1=$(pg_ticks) i1=$(idle_ticks) x1=$(ctxt) t1=$(date +%s.%N)
@@ -114,8 +127,20 @@ for c in $CLIENTS; do
           f = 1e6 / hz / tx
           printf "| %d | %s | %d | %.1f | %.1f | %.1f | %.1f | %.1f | %s | %.2f |\n", c, name, tps,
             bt * f, pu * f, ps * f, g * f, i * f, (polls > 0 ? sprintf("%.1f", tx / polls) : "-"), x / tx
+          print tx > "'"$W/tx"'"
         }' "$out"
+      if [ "${SYSCALLS:-0}" = 1 ] && [ -s "$W/tx" ]; then
+        SYSCALL_LINES+=("$(awk -F, -v tx="$(cat "$W/tx")" -v c="$c" -v name="$name" '
+          /^[0-9]/ { n = $3; sub(/.*:(sys_enter_)?/, "", n); s = s sprintf(" %s %.3f", n, $1 / tx) }
+          END { printf "%d %s:%s", c, name, s }' "$sys")")
+      fi
+      rm -f "$W/tx"
       sleep 2
     done
   done
 done
+if [ "${#SYSCALL_LINES[@]}" -gt 0 ]; then
+  echo
+  echo "Per transaction, the pooler's (perf stat -e $SYSCALL_EVENTS):"
+  printf '%s\n' "${SYSCALL_LINES[@]}"
+fi
