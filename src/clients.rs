@@ -284,7 +284,7 @@ impl ClientInfo {
     }
 
     /// How long the client has been idle at `now_us`, if it is (ms).
-    pub(crate) fn idle_for_ms(&self, now_us: u64) -> Option<u32> {
+    fn idle_for_ms(&self, now_us: u64) -> Option<u32> {
         (self.state() == ClientState::Idle).then(|| {
             let idle = self.idle_ms.load(Ordering::Relaxed);
             self.ms_since_connect(now_us).wrapping_sub(idle)

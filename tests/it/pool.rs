@@ -225,6 +225,7 @@ async fn times_out_after_1s(client: &Client, who: &str) -> tokio_postgres::Error
     assert_eq!(code(&err).as_deref(), Some("57014"), "{err:?}");
     err
 }
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_wait_timeout_fails_the_waiter_and_disconnects_it() {
     let mux = Mux::start(config(
