@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Many clients, every target measured in short windows taken in turn, many times over, from
+# one login phase each: the machine's drift (Postgres alone moved by 40% per transaction from
+# one 5-minute point to the next in cpu_split.sh at 10,000 clients) falls on every target
+# alike, and twenty windows cost what two rounds of cpu_split.sh cost there.
+#
+# Each target gets its own pgbench, logged in once (one after the other, never two login
+# phases at once), then stopped (SIGSTOP). A round resumes one pgbench at a time, skips WARM
+# seconds (the queue the previous target's clients left at their pooler drains; parked
+# clients unpark), measures WINDOW seconds and stops it again. Per window: TPS (pgbench's
+# progress lines, time-stamped, inside the window) and CPU µs per transaction of pgbench, the
+# pooler, every Postgres process and the idle machine, as cpu_split.sh. Printed: every
+# window, then per target the median of its windows and of its TPS ratio to the first
+# target's window in the same round.
+#
+#   bash benches/interleaved.sh                              # 10,000 clients, PgBouncer and pgmux
+#   CLIENTS=2000 ROUNDS=10 WORKERS2=1 bash benches/interleaved.sh
+#
+# Knobs: CLIENTS (10000), ROUNDS (10), WINDOW (8 s), WARM (4 s), MODE (simple), WORKERS
+# (pgmux's, 0), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux (`pgmux2`), TARGETS (the ones
+# started), PIN=1: pgbench on the last core, Postgres and the poolers on the others (what the
+# poolers give when the clients' own CPU is out of the picture, as in cpu_split.sh). Latency percentiles are not given: a stopped client's transaction in flight counts
+# the stop in its latency (many_clients.sh gives p99).
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side} PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
+MUX_PORT=${MUX_PORT:-15534} MUX2_PORT=${MUX2_PORT:-15536}
+CLIENTS=${CLIENTS:-10000} ROUNDS=${ROUNDS:-10} WINDOW=${WINDOW:-8} WARM=${WARM:-4}
+MODE=${MODE:-simple}
+W=$BENCH_DIR/interleaved
+mkdir -p "$W"
+start_postgres_and_pgbouncer
+PM_PID=$(head -1 "$BENCH_DIR/pgdata/postmaster.pid")
+start_pgmux_and_pgmux2 0
+BENCHES=()
+cleanup() {
+  for p in "${BENCHES[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null || true; done
+  kill "$MUX_PID" $MUX2_PID 2>/dev/null || true
+  ./pgbouncer.sh stop >/dev/null
+  ./pg.sh stop >/dev/null
+}
+trap cleanup EXIT
+sleep 1
+LAST=$(($(nproc) - 1)) CLIENT_CORES=
+if [ "${PIN:-0}" = 1 ]; then
+  [ "$LAST" -gt 0 ] || { echo "PIN=1 needs two cores" >&2; exit 1; }
+  # Backends inherit the postmaster's affinity; the poolers' threads are set one by one.
+  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID") "$PGB_PID" "$MUX_PID" $MUX2_PID; do
+    taskset -a -p -c "0-$((LAST - 1))" "$p" >/dev/null
+  done
+  CLIENT_CORES="taskset -c $LAST"
+fi
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+pg_ticks() {
+  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID"); do
+    awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true
+  done | awk '{s += $1} END {print s}'
+}
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+HZ=$(getconf CLK_TCK)
+
+# Log every target's clients in, one target at a time, and stop each pgbench once it runs.
+NAMES=() PIDS=() OUTS=()
+for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2_PORT:$MUX2_PID"; do
+  IFS=: read -r name port pid <<< "$t"
+  [ -n "$pid" ] || continue
+  [[ " ${TARGETS:-pgbouncer pgmux pgmux2} " == *" $name "* ]] || continue
+  out=$W/$name.out
+  PGPASSWORD=bench $CLIENT_CORES pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" -c "$CLIENTS" \
+    -j 2 -T 36000 -P 1 --progress-timestamp bench > "$out" 2>&1 &
+  b=$!
+  BENCHES+=("$b")
+  until [ "$(awk '/^progress/ && $4 > 0' "$out" | wc -l)" -ge 2 ]; do
+    kill -0 "$b" 2>/dev/null || { tail -3 "$out" >&2; exit 1; }
+    sleep 0.5
+  done
+  kill -STOP "$b"
+  NAMES+=("$name") PIDS+=("$pid") OUTS+=("$out")
+  sleep "$WARM"
+done
+
+echo "$(nproc) cores, $CLIENTS clients, pgbench -j 2 -M $MODE, $ROUNDS rounds of ${WINDOW} s windows (after ${WARM} s)${PIN:+, PIN=$PIN}"
+echo "| round | target | tps | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx |"
+echo "|---|---|---|---|---|---|---|"
+: > "$W/windows"
+for r in $(seq "$ROUNDS"); do
+  # Each round starts with the next target.
+  for k in "${!NAMES[@]}"; do
+    i=$(((k + r - 1) % ${#NAMES[@]}))
+    name=${NAMES[$i]} pid=${PIDS[$i]} out=${OUTS[$i]} b=${BENCHES[$i]}
+    kill -CONT "$b"
+    sleep "$WARM"
+    b0=$(ticks "$b") p0=$(ticks "$pid") g0=$(pg_ticks) i0=$(idle_ticks) t0=$(date +%s.%N)
+    sleep "$WINDOW"
+    b1=$(ticks "$b") p1=$(ticks "$pid") g1=$(pg_ticks) i1=$(idle_ticks) t1=$(date +%s.%N)
+    kill -STOP "$b"
+    # A progress line covers the second before its time stamp: those wholly inside the window.
+    awk -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v r="$r" -v name="$name" \
+      -v bt=$((b1 - b0)) -v pt=$((p1 - p0)) -v g=$((g1 - g0)) -v idle=$((i1 - i0)) '
+      /^progress/ && $2 - 1 >= t0 && $2 <= t1 { s += $4; m++ }
+      END {
+        tps = m ? s / m : 0; tx = tps * (t1 - t0)
+        if (tx <= 0) { printf "| %d | %s | - | | | | |\n", r, name; exit }
+        f = 1e6 / hz / tx
+        printf "| %d | %s | %d | %.1f | %.1f | %.1f | %.1f |\n", r, name, tps, bt * f, pt * f, g * f, idle * f
+        printf "%d %s %f %f %f %f %f\n", r, name, tps, bt * f, pt * f, g * f, idle * f >> "'"$W/windows"'"
+      }' "$out"
+  done
+done
+echo
+echo "Medians over the rounds (ratio: to ${NAMES[0]}'s window of the same round):"
+echo "| target | tps | ratio | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx |"
+echo "|---|---|---|---|---|---|---|"
+python3 - "$W/windows" "${NAMES[0]}" "${NAMES[@]}" <<'PY'
+import statistics, sys
+path, first, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+rows = [l.split() for l in open(path)]
+by = {(r[0], r[1]): [float(x) for x in r[2:]] for r in rows}
+for n in names:
+    mine = [(k[0], v) for k, v in by.items() if k[1] == n]
+    if not mine:
+        continue
+    med = [statistics.median(v[j] for _, v in mine) for j in range(5)]
+    ratios = [v[0] / by[(r, first)][0] for r, v in mine if (r, first) in by]
+    ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
+    print(f"| {n} | {med[0]:.0f} | {ratio} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} |")
+PY
