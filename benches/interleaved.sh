@@ -19,7 +19,10 @@
 # Knobs: CLIENTS (10000), ROUNDS (10), WINDOW (8 s), WARM (4 s), MODE (simple), WORKERS
 # (pgmux's, 0), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux (`pgmux2`), TARGETS (the ones
 # started), PIN=1: pgbench on the last core, Postgres and the poolers on the others (what the
-# poolers give when the clients' own CPU is out of the picture, as in cpu_split.sh). Latency percentiles are not given: a stopped client's transaction in flight counts
+# poolers give when the clients' own CPU is out of the picture, as in cpu_split.sh);
+# CLIENT_SHARES=N: the pgbench processes in a cgroup (v1 cpu controller) of cpu.shares N
+# against every other process's 1024, so they get less of a shared core when others want it.
+# Latency percentiles are not given: a stopped client's transaction in flight counts
 # the stop in its latency (many_clients.sh gives p99).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
@@ -50,6 +53,11 @@ if [ "${PIN:-0}" = 1 ]; then
   done
   CLIENT_CORES="taskset -c $LAST"
 fi
+if [ -n "${CLIENT_SHARES:-}" ]; then
+  CG=/sys/fs/cgroup/cpu/pgmux-bench-clients
+  mkdir -p "$CG"
+  echo "$CLIENT_SHARES" > "$CG/cpu.shares"
+fi
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 pg_ticks() {
   for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID"); do
@@ -70,6 +78,8 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
     -j 2 -T 36000 -P 1 --progress-timestamp bench > "$out" 2>&1 &
   b=$!
   BENCHES+=("$b")
+  # Every thread of it (cgroup v1 moves a whole process through cgroup.procs).
+  [ -z "${CLIENT_SHARES:-}" ] || echo "$b" > "$CG/cgroup.procs"
   until [ "$(awk '/^progress/ && $4 > 0' "$out" | wc -l)" -ge 2 ]; do
     kill -0 "$b" 2>/dev/null || { tail -3 "$out" >&2; exit 1; }
     sleep 0.5
@@ -79,9 +89,9 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
   sleep "$WARM"
 done
 
-echo "$(nproc) cores, $CLIENTS clients, pgbench -j 2 -M $MODE, $ROUNDS rounds of ${WINDOW} s windows (after ${WARM} s)${PIN:+, PIN=$PIN}"
-echo "| round | target | tps | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx |"
-echo "|---|---|---|---|---|---|---|"
+echo "$(nproc) cores, $CLIENTS clients, pgbench -j 2 -M $MODE, $ROUNDS rounds of ${WINDOW} s windows (after ${WARM} s)${PIN:+, PIN=$PIN}${CLIENT_SHARES:+, pgbench at cpu.shares $CLIENT_SHARES}"
+echo "| round | target | tps | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll |"
+echo "|---|---|---|---|---|---|---|---|"
 : > "$W/windows"
 for r in $(seq "$ROUNDS"); do
   # Each round starts with the next target.
@@ -91,26 +101,31 @@ for r in $(seq "$ROUNDS"); do
     kill -CONT "$b"
     sleep "$WARM"
     b0=$(ticks "$b") p0=$(ticks "$pid") g0=$(pg_ticks) i0=$(idle_ticks) t0=$(date +%s.%N)
-    sleep "$WINDOW"
+    if command -v perf >/dev/null; then
+      polls=$(perf stat -x, -e syscalls:sys_enter_ppoll -p "$b" -- sleep "$WINDOW" 2>&1 \
+        | awk -F, '/sys_enter_ppoll/ {print $1}')
+    else
+      sleep "$WINDOW"; polls=
+    fi
     b1=$(ticks "$b") p1=$(ticks "$pid") g1=$(pg_ticks) i1=$(idle_ticks) t1=$(date +%s.%N)
     kill -STOP "$b"
     # A progress line covers the second before its time stamp: those wholly inside the window.
     awk -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v r="$r" -v name="$name" \
-      -v bt=$((b1 - b0)) -v pt=$((p1 - p0)) -v g=$((g1 - g0)) -v idle=$((i1 - i0)) '
+      -v polls="${polls:-}" -v bt=$((b1 - b0)) -v pt=$((p1 - p0)) -v g=$((g1 - g0)) -v idle=$((i1 - i0)) '
       /^progress/ && $2 - 1 >= t0 && $2 <= t1 { s += $4; m++ }
       END {
         tps = m ? s / m : 0; tx = tps * (t1 - t0)
-        if (tx <= 0) { printf "| %d | %s | - | | | | |\n", r, name; exit }
-        f = 1e6 / hz / tx
-        printf "| %d | %s | %d | %.1f | %.1f | %.1f | %.1f |\n", r, name, tps, bt * f, pt * f, g * f, idle * f
-        printf "%d %s %f %f %f %f %f\n", r, name, tps, bt * f, pt * f, g * f, idle * f >> "'"$W/windows"'"
+        if (tx <= 0) { printf "| %d | %s | - | | | | | |\n", r, name; exit }
+        f = 1e6 / hz / tx; pp = polls > 0 ? tx / polls : 0
+        printf "| %d | %s | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", r, name, tps, bt * f, pt * f, g * f, idle * f, (pp ? sprintf("%.1f", pp) : "-")
+        printf "%d %s %f %f %f %f %f %f\n", r, name, tps, bt * f, pt * f, g * f, idle * f, pp >> "'"$W/windows"'"
       }' "$out"
   done
 done
 echo
 echo "Medians over the rounds (ratio: to ${NAMES[0]}'s window of the same round):"
-echo "| target | tps | ratio | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx |"
-echo "|---|---|---|---|---|---|---|"
+echo "| target | tps | ratio | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll |"
+echo "|---|---|---|---|---|---|---|---|"
 python3 - "$W/windows" "${NAMES[0]}" "${NAMES[@]}" <<'PY'
 import statistics, sys
 path, first, names = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -120,8 +135,9 @@ for n in names:
     mine = [(k[0], v) for k, v in by.items() if k[1] == n]
     if not mine:
         continue
-    med = [statistics.median(v[j] for _, v in mine) for j in range(5)]
+    med = [statistics.median(v[j] for _, v in mine) for j in range(6)]
     ratios = [v[0] / by[(r, first)][0] for r, v in mine if (r, first) in by]
     ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
-    print(f"| {n} | {med[0]:.0f} | {ratio} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} |")
+    pp = f"{med[5]:.1f}" if med[5] else "-"
+    print(f"| {n} | {med[0]:.0f} | {ratio} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} | {pp} |")
 PY
