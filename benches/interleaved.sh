@@ -54,6 +54,7 @@ if [ "${PIN:-0}" = 1 ]; then
   CLIENT_CORES="taskset -c $LAST"
 fi
 if [ -n "${CLIENT_SHARES:-}" ]; then
+  [ -w /sys/fs/cgroup/cpu ] || { echo "CLIENT_SHARES needs cgroup v1's cpu controller" >&2; exit 1; }
   CG=/sys/fs/cgroup/cpu/pgmux-bench-clients
   mkdir -p "$CG"
   echo "$CLIENT_SHARES" > "$CG/cpu.shares"

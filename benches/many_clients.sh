@@ -9,6 +9,9 @@
 # ("pgbouncer pgmux", plus pgmux2 when set), KEEP=1 leaves Postgres running; PGMUX2 /
 # WORKERS2: a second pgmux (target `pgmux2`, port MUX2_PORT) with another binary or workers,
 #   WORKERS=0 WORKERS2=1 T=150 bash benches/many_clients.sh
+# CLIENT_SHARES=N runs pgbench in a cgroup (v1 cpu controller) of cpu.shares N against every
+# other process's 1024: a client that does not take a full share of the cores the pooler and
+# Postgres run on (as clients on other machines would not), see benches/interleaved.sh.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side} PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
@@ -30,6 +33,15 @@ fi
 trap 'kill $MUX_PID $MUX2_PID 2>/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+RUN=()
+if [ -n "${CLIENT_SHARES:-}" ]; then
+  [ -w /sys/fs/cgroup/cpu ] || { echo "CLIENT_SHARES needs cgroup v1's cpu controller" >&2; exit 1; }
+  CG=/sys/fs/cgroup/cpu/pgmux-bench-clients
+  mkdir -p "$CG"
+  echo "$CLIENT_SHARES" > "$CG/cpu.shares"
+  # The shell joins the cgroup, then becomes pgbench.
+  RUN=(sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG")
+fi
 echo "| target | clients | tps | p50 ms | p99 ms | failed | login s | pooler cpu us/tx |"
 echo "|---|---|---|---|---|---|---|---|"
 for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2_PORT:$MUX2_PID"; do
@@ -38,7 +50,7 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
   [[ " ${TARGETS:-pgbouncer pgmux pgmux2} " == *" $name "* ]] || continue
   rm -f "$W"/log.*
   c0=$(ticks "$pid")
-  out=$(cd "$W" && PGPASSWORD=bench pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" \
+  out=$(cd "$W" && PGPASSWORD=bench "${RUN[@]}" pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" \
     -c "$CLIENTS" -j 2 -T "$T" -l --sampling-rate=0.05 --log-prefix=log bench 2>&1 || true)
   c1=$(ticks "$pid")
   tx=$(echo "$out" | awk '/actually processed/ {split($NF, a, "/"); print a[1]}')
