@@ -1,7 +1,7 @@
 # Sourced by the benchmarks that run pgmux beside PgBouncer (side_by_side.sh, many_clients.sh,
-# instructions.sh): where things are, and pgmux configured as ../shared/bench/pgbouncer.sh
-# configures PgBouncer. BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next
-# to this repository).
+# cpu_split.sh, interleaved.sh, instructions.sh): where things are, pgmux configured as
+# ../shared/bench/pgbouncer.sh configures PgBouncer, and the helpers they share.
+# BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
 
@@ -76,4 +76,43 @@ listen pg
 CFG
   haproxy -f "$W/haproxy.cfg" > "$W/haproxy.log" 2>&1 &
   HAP_PID=$!
+}
+
+# PIN=1: Postgres (the postmaster $PM_PID and its backends) and the processes given as
+# arguments on every core but the last; sets CLIENT_CORES, the prefix that starts a client on
+# the last one (empty without PIN).
+pin_clients() {
+  local last=$(($(nproc) - 1)) p
+  CLIENT_CORES=
+  [ "${PIN:-0}" = 1 ] || return 0
+  [ "$last" -gt 0 ] || { echo "PIN=1 needs two cores" >&2; exit 1; }
+  # Backends inherit the postmaster's affinity; the poolers' threads are set one by one.
+  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID") "$@"; do
+    taskset -a -p -c "0-$((last - 1))" "$p" >/dev/null
+  done
+  CLIENT_CORES="taskset -c $last"
+}
+
+# CPU ticks (user + system) of every Postgres process: the postmaster $PM_PID and its children.
+pg_ticks() {
+  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID"); do
+    awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true
+  done | awk '{s += $1} END {print s}'
+}
+
+# The whole machine's idle ticks (idle and iowait).
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+
+# CLIENT_SHARES=N: a cgroup (v1 cpu controller) of cpu.shares N, against 1024 for every other
+# process, for the clients: they get less of a core the pooler or Postgres want, as clients on
+# other machines would take none. Sets CLIENT_GROUP, the prefix that starts a client in it
+# (empty without CLIENT_SHARES): a shell joins the cgroup, then becomes the command.
+client_shares() {
+  CLIENT_GROUP=()
+  [ -n "${CLIENT_SHARES:-}" ] || return 0
+  [ -w /sys/fs/cgroup/cpu ] || { echo "CLIENT_SHARES needs cgroup v1's cpu controller" >&2; exit 1; }
+  local cg=/sys/fs/cgroup/cpu/pgmux-bench-clients
+  mkdir -p "$cg"
+  echo "$CLIENT_SHARES" > "$cg/cpu.shares"
+  CLIENT_GROUP=(sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg")
 }

@@ -46,23 +46,9 @@ cleanup() {
 }
 trap cleanup EXIT
 sleep 1
-LAST=$(($(nproc) - 1)) CLIENT_CORES=
-if [ "${PIN:-0}" = 1 ]; then
-  [ "$LAST" -gt 0 ] || { echo "PIN=1 needs two cores" >&2; exit 1; }
-  # Backends inherit the postmaster's affinity; the poolers' threads are set one by one.
-  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID") "$PGB_PID" "$MUX_PID" $MUX2_PID $HAP_PID; do
-    taskset -a -p -c "0-$((LAST - 1))" "$p" >/dev/null
-  done
-  CLIENT_CORES="taskset -c $LAST"
-fi
-# CPU ticks (user, system) of a process, all its threads; of Postgres, all its processes.
+pin_clients "$PGB_PID" "$MUX_PID" $MUX2_PID $HAP_PID
+# CPU ticks (user, system) of a process, all its threads (pg_ticks, idle_ticks: common.sh).
 ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
-pg_ticks() {
-  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID"); do
-    awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true
-  done | awk '{s += $1} END {print s}'
-}
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 ctxt() { awk '/^ctxt / {print $2}' /proc/stat; }
 progress_lines() { grep -c '^progress' "$1" || true; }
 HZ=$(getconf CLK_TCK)

@@ -44,28 +44,9 @@ cleanup() {
 }
 trap cleanup EXIT
 sleep 1
-LAST=$(($(nproc) - 1)) CLIENT_CORES=
-if [ "${PIN:-0}" = 1 ]; then
-  [ "$LAST" -gt 0 ] || { echo "PIN=1 needs two cores" >&2; exit 1; }
-  # Backends inherit the postmaster's affinity; the poolers' threads are set one by one.
-  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID") "$PGB_PID" "$MUX_PID" $MUX2_PID; do
-    taskset -a -p -c "0-$((LAST - 1))" "$p" >/dev/null
-  done
-  CLIENT_CORES="taskset -c $LAST"
-fi
-if [ -n "${CLIENT_SHARES:-}" ]; then
-  [ -w /sys/fs/cgroup/cpu ] || { echo "CLIENT_SHARES needs cgroup v1's cpu controller" >&2; exit 1; }
-  CG=/sys/fs/cgroup/cpu/pgmux-bench-clients
-  mkdir -p "$CG"
-  echo "$CLIENT_SHARES" > "$CG/cpu.shares"
-fi
+pin_clients "$PGB_PID" "$MUX_PID" $MUX2_PID
+client_shares
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-pg_ticks() {
-  for p in "$PM_PID" $(ps -o pid= --ppid "$PM_PID"); do
-    awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true
-  done | awk '{s += $1} END {print s}'
-}
-idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 
 # Log every target's clients in, one target at a time, and stop each pgbench once it runs.
@@ -75,12 +56,10 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
   [ -n "$pid" ] || continue
   [[ " ${TARGETS:-pgbouncer pgmux pgmux2} " == *" $name "* ]] || continue
   out=$W/$name.out
-  PGPASSWORD=bench $CLIENT_CORES pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" -c "$CLIENTS" \
+  PGPASSWORD=bench "${CLIENT_GROUP[@]}" $CLIENT_CORES pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" -c "$CLIENTS" \
     -j 2 -T 36000 -P 1 --progress-timestamp bench > "$out" 2>&1 &
   b=$!
   BENCHES+=("$b")
-  # Every thread of it (cgroup v1 moves a whole process through cgroup.procs).
-  [ -z "${CLIENT_SHARES:-}" ] || echo "$b" > "$CG/cgroup.procs"
   until [ "$(awk '/^progress/ && $4 > 0' "$out" | wc -l)" -ge 2 ]; do
     kill -0 "$b" 2>/dev/null || { tail -3 "$out" >&2; exit 1; }
     sleep 0.5

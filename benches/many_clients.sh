@@ -33,15 +33,7 @@ fi
 trap 'kill $MUX_PID $MUX2_PID 2>/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-RUN=()
-if [ -n "${CLIENT_SHARES:-}" ]; then
-  [ -w /sys/fs/cgroup/cpu ] || { echo "CLIENT_SHARES needs cgroup v1's cpu controller" >&2; exit 1; }
-  CG=/sys/fs/cgroup/cpu/pgmux-bench-clients
-  mkdir -p "$CG"
-  echo "$CLIENT_SHARES" > "$CG/cpu.shares"
-  # The shell joins the cgroup, then becomes pgbench.
-  RUN=(sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG")
-fi
+client_shares
 echo "| target | clients | tps | p50 ms | p99 ms | failed | login s | pooler cpu us/tx |"
 echo "|---|---|---|---|---|---|---|---|"
 for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2_PORT:$MUX2_PID"; do
@@ -50,7 +42,7 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
   [[ " ${TARGETS:-pgbouncer pgmux pgmux2} " == *" $name "* ]] || continue
   rm -f "$W"/log.*
   c0=$(ticks "$pid")
-  out=$(cd "$W" && PGPASSWORD=bench "${RUN[@]}" pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" \
+  out=$(cd "$W" && PGPASSWORD=bench "${CLIENT_GROUP[@]}" pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" \
     -c "$CLIENTS" -j 2 -T "$T" -l --sampling-rate=0.05 --log-prefix=log bench 2>&1 || true)
   c1=$(ticks "$pid")
   tx=$(echo "$out" | awk '/actually processed/ {split($NF, a, "/"); print a[1]}')
