@@ -116,3 +116,15 @@ client_shares() {
   echo "$CLIENT_SHARES" > "$cg/cpu.shares"
   CLIENT_GROUP=(sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$cg")
 }
+
+# Sleep $2 seconds while counting pgbench $1's ppoll calls (perf); prints the count, or
+# nothing without perf. A pgbench loop is one ppoll over every socket of a thread: the
+# transactions per ppoll say how many answers each costly scan found.
+pgbench_ppolls() {
+  if command -v perf >/dev/null; then
+    perf stat -x, -e syscalls:sys_enter_ppoll -p "$1" -- sleep "$2" 2>&1 \
+      | awk -F, '/sys_enter_ppoll/ {print $1}'
+  else
+    sleep "$2"
+  fi
+}

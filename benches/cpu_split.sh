@@ -89,12 +89,7 @@ for c in $CLIENTS; do
         perf stat -x, -o "$sys" -e "$SYSCALL_EVENTS" -p "$pid" -- sleep "$WINDOW" &
         SYSP=$!
       fi
-      if command -v perf >/dev/null; then
-        polls=$(perf stat -x, -e syscalls:sys_enter_ppoll -p "$PGB" -- sleep "$WINDOW" 2>&1 \
-          | awk -F, '/sys_enter_ppoll/ {print $1}')
-      else
-        sleep "$WINDOW"; polls=
-      fi
+      polls=$(pgbench_ppolls "$PGB" "$WINDOW")
       [ -z "$SYSP" ] || wait "$SYSP" || true
       read -r bu1 bs1 <<< "$(ticks "$PGB")"
       read -r pu1 ps1 <<< "$(ticks "$pid")"

@@ -81,12 +81,7 @@ for r in $(seq "$ROUNDS"); do
     kill -CONT "$b"
     sleep "$WARM"
     b0=$(ticks "$b") p0=$(ticks "$pid") g0=$(pg_ticks) i0=$(idle_ticks) t0=$(date +%s.%N)
-    if command -v perf >/dev/null; then
-      polls=$(perf stat -x, -e syscalls:sys_enter_ppoll -p "$b" -- sleep "$WINDOW" 2>&1 \
-        | awk -F, '/sys_enter_ppoll/ {print $1}')
-    else
-      sleep "$WINDOW"; polls=
-    fi
+    polls=$(pgbench_ppolls "$b" "$WINDOW")
     b1=$(ticks "$b") p1=$(ticks "$pid") g1=$(pg_ticks) i1=$(idle_ticks) t1=$(date +%s.%N)
     kill -STOP "$b"
     # A progress line covers the second before its time stamp: those wholly inside the window.
