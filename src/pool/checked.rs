@@ -3,7 +3,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::slot::Slot;
 use super::Pool;
@@ -39,13 +39,15 @@ impl Checked {
 
     /// Give it back to its pool (which may still close it: lifetime, reload, pause).
     pub(crate) fn release(self) {
-        self.release_at(Instant::now());
+        let life = self.pool().settings().server_lifetime;
+        self.release_at(Instant::now(), life);
     }
 
-    /// [`Checked::release`], idle since `now` (a clock read the caller already made).
-    pub(crate) fn release_at(self, now: Instant) {
+    /// [`Checked::release`], idle since `now` (a clock read the caller already made), with
+    /// the pool's server_lifetime as the caller read it.
+    pub(crate) fn release_at(self, now: Instant, server_lifetime: Option<Duration>) {
         let (s, slot) = self.into_parts();
-        slot.pool().clone().release(s, slot, now);
+        slot.pool().clone().release(s, slot, now, server_lifetime);
     }
 
     /// Close it: it is idle (nothing runs on it), logging why.

@@ -97,7 +97,9 @@ impl Pool {
                     (a, b) => a.is_some() != b.is_some(),
                 }
         };
-        self.settings.store(Arc::new(settings));
+        let old = self.settings.swap(Arc::new(settings));
+        // After the store: a client that sees the flag reads the new settings.
+        old.replaced.0.store(true, Ordering::Release);
         self.target.store(Arc::new(target));
         if moved {
             self.reconnect();

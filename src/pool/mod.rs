@@ -73,6 +73,11 @@ pub struct PoolSettings {
     pub(crate) reads_queries: bool,
     /// Clients idle this long are disconnected.
     pub client_idle_timeout: Option<Duration>,
+    /// max_packet_size: the largest message a client may send.
+    pub(crate) max_packet: usize,
+    /// Idle clients park (client_park_delay is set): one keeps its first-read buffer until
+    /// then.
+    pub(crate) parks: bool,
     /// Clients idle inside a transaction this long are disconnected.
     pub idle_transaction_timeout: Option<Duration>,
     /// Longest wait between two attempts to open a server during an outage.
@@ -83,6 +88,39 @@ pub struct PoolSettings {
     /// The pool's latency histograms (labelled with its mode: a reload that changes the mode
     /// starts new ones; otherwise they carry over).
     pub(crate) hist: Arc<Histograms>,
+    /// Set once a reload replaced these settings: a client's [`SettingsCache`] reads the new
+    /// ones then.
+    pub(crate) replaced: Replaced,
+}
+
+/// Whether a pool's settings were replaced (a clone, new settings, starts unset).
+#[derive(Debug, Default)]
+pub(crate) struct Replaced(AtomicBool);
+
+impl Clone for Replaced {
+    fn clone(&self) -> Replaced {
+        Replaced::default()
+    }
+}
+
+/// A pool's settings as one client last read them. Checking they are still in force is one
+/// load of a flag nobody writes but a reload ([`Replaced`]), where reading the pool's own
+/// (an `ArcSwap`) costs a few dozen instructions, several times per request.
+pub(crate) struct SettingsCache(Arc<PoolSettings>);
+
+impl SettingsCache {
+    pub(crate) fn new(pool: &Pool) -> SettingsCache {
+        SettingsCache(pool.settings_arc())
+    }
+
+    /// The pool's settings now.
+    #[inline]
+    pub(crate) fn get(&mut self, pool: &Pool) -> &Arc<PoolSettings> {
+        if self.0.replaced.0.load(Ordering::Acquire) {
+            self.0 = pool.settings_arc();
+        }
+        &self.0
+    }
 }
 
 /// What a waiter is given; dropped untaken (the waiter left), it gives itself back. (A
@@ -377,18 +415,23 @@ impl Pool {
         self: &Arc<Self>,
         started: Instant,
     ) -> Result<Checked, CheckoutError> {
-        if let Some(s) = self.idle_now(started) {
+        let settings = self.settings_arc();
+        if let Some(s) = self.idle_now(started, &settings) {
             return Ok(s);
         }
-        boxed(self.checkout_from(started)).await
+        boxed(self.checkout_from(started, &settings)).await
     }
 
     /// An idle server to hand out at once, if one is there: not paused, alive, no
     /// server_check_query due (one that is due stays in the list for the full checkout,
     /// which checks it). A dead one is closed, and the full checkout decides. `now`: the
-    /// caller's clock read (this path awaits nothing, so the client waited for no server).
-    pub(crate) fn idle_now(self: &Arc<Self>, now: Instant) -> Option<Checked> {
-        let settings = self.settings();
+    /// caller's clock read (this path awaits nothing, so the client waited for no server);
+    /// `settings`: the pool's, as the caller read them.
+    pub(crate) fn idle_now(
+        self: &Arc<Self>,
+        now: Instant,
+        settings: &PoolSettings,
+    ) -> Option<Checked> {
         let mut s = {
             let mut st = self.state.lock();
             if self.paused.load(Ordering::Acquire) {
@@ -417,7 +460,7 @@ impl Pool {
     /// nobody waits (session mode's login; `None` sends the client to the queue at its first
     /// request instead, as PgBouncer does).
     pub(crate) async fn checkout_now(self: &Arc<Self>, started: Instant) -> Option<Checked> {
-        if let Some(s) = self.idle_now(started) {
+        if let Some(s) = self.idle_now(started, &self.settings()) {
             return Some(s);
         }
         let slot = {
@@ -445,10 +488,13 @@ impl Pool {
     }
 
     /// The checkout's full loop (see [`Pool::checkout`]), for a caller that tried
-    /// [`Pool::idle_now`] already.
+    /// [`Pool::idle_now`] already. `settings`: the pool's when the request began (a reload
+    /// while it waits applies to the next request; the pool's own reads, granting servers
+    /// and room, apply it at once).
     pub(crate) async fn checkout_from(
         self: &Arc<Self>,
         started: Instant,
+        settings: &PoolSettings,
     ) -> Result<Checked, CheckoutError> {
         // Its connect failed in an outage: it waits again, at the front of the queue.
         let mut held = false;
@@ -456,17 +502,12 @@ impl Pool {
             if self.paused.load(Ordering::Acquire) {
                 boxed(self.wait_resumed(started)).await?;
             }
-            // Settings are read where used, never held across an await (a reload may come
-            // while a client waits).
-            let (sizes, query_wait_timeout) = {
-                let s = self.settings();
-                let sizes = Sizes {
-                    pool_size: s.pool_size,
-                    reserve_size: s.reserve_pool_size,
-                    reserve_timeout: s.reserve_pool_timeout,
-                };
-                (sizes, s.query_wait_timeout)
+            let sizes = Sizes {
+                pool_size: settings.pool_size,
+                reserve_size: settings.reserve_pool_size,
+                reserve_timeout: settings.reserve_pool_timeout,
             };
+            let query_wait_timeout = settings.query_wait_timeout;
             let pool_size = sizes.pool_size;
             let grant = {
                 let mut st = self.state.lock();
@@ -516,10 +557,7 @@ impl Pool {
                         s.close("closed by the server while idle");
                         continue;
                     }
-                    // One settings read for the common case (no check due); a check, rare,
-                    // reads them again after its await.
                     let query = {
-                        let settings = self.settings();
                         let due = (settings.server_check_query.as_ref())
                             .filter(|_| s.idle_since.elapsed() >= settings.server_check_delay);
                         match due {
@@ -798,8 +836,14 @@ impl Pool {
 
     /// Return a server a client is done with (see [`Checked::release`]). Past
     /// server_lifetime it is closed instead.
-    fn release(self: Arc<Self>, mut s: Box<Server>, mut slot: Slot, now: Instant) {
-        if let Some(reason) = self.close_at_release(&s, now) {
+    fn release(
+        self: Arc<Self>,
+        mut s: Box<Server>,
+        mut slot: Slot,
+        now: Instant,
+        life: Option<Duration>,
+    ) {
+        if let Some(reason) = self.close_at_release(&s, now, life) {
             return Pool::close_checked(s, slot, reason);
         }
         s.idle_since = now;
@@ -821,9 +865,14 @@ impl Pool {
         st.idle.push(s);
     }
 
-    /// Why a server being released must close instead of going back, if it must.
-    fn close_at_release(&self, s: &Server, now: Instant) -> Option<&'static str> {
-        let life = self.settings().server_lifetime;
+    /// Why a server being released must close instead of going back, if it must (`life`:
+    /// server_lifetime).
+    fn close_at_release(
+        &self,
+        s: &Server,
+        now: Instant,
+        life: Option<Duration>,
+    ) -> Option<&'static str> {
         if life.is_some_and(|life| now.duration_since(s.created) >= life) {
             Some("server_lifetime reached")
         } else if self.close_needed(&s.info) {

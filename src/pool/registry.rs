@@ -158,6 +158,8 @@ fn resolve(
             .map(|n| n.to_ascii_lowercase())
             .collect(),
         client_idle_timeout: g.client_idle_timeout.get(),
+        parks: g.client_park_delay.is_set(),
+        max_packet: g.max_packet_size,
         idle_transaction_timeout: g.idle_transaction_timeout.get(),
         server_login_retry: g.server_login_retry.get().unwrap_or_default(),
         server_check_query: Some(g.server_check_query.trim())
@@ -165,6 +167,7 @@ fn resolve(
             .map(Into::into),
         server_check_delay: g.server_check_delay.get().unwrap_or_default(),
         hist: Arc::new(super::Histograms::new(database, user, mode_label)),
+        replaced: Default::default(),
     };
     if auth {
         // auth_query's own pool: a few servers, none kept open, no reserve.

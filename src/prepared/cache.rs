@@ -74,8 +74,7 @@ impl StatementCache {
     }
 
     /// Whether none is held.
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.used.is_empty()
     }
 }

@@ -183,6 +183,21 @@ impl Params {
         }
     }
 
+    /// Whether every tracked parameter `wanted` has a value for has that value here. Values
+    /// found equal are made the same allocation as `wanted`'s (clients wanting the same
+    /// share theirs): the next comparison with them is a pointer's, not the text's.
+    pub fn has_all(&mut self, wanted: &Params) -> bool {
+        for (mine, w) in self.tracked.iter_mut().zip(&wanted.tracked) {
+            let Some(w) = w else { continue };
+            match mine {
+                Some(m) if Arc::ptr_eq(m, w) => {}
+                Some(m) if **m == **w => *m = w.clone(),
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Names of tracked parameters where `wanted` has a value that differs from `self`.
     pub fn differences<'a>(
         &'a self,
@@ -222,6 +237,27 @@ mod tests {
             assert_eq!(canonical_encoding(given), Some(want), "{given}");
         }
         assert_eq!(canonical_encoding("klingon"), None);
+    }
+
+    #[test]
+    fn has_all_agrees_with_differences() {
+        let mut server = Params::default();
+        server.set("TimeZone", "UTC");
+        server.set("DateStyle", "ISO, MDY");
+        let mut want = Params::default();
+        want.set("TimeZone", "UTC");
+        assert!(server.has_all(&want));
+        // Twice: the second time the values are one allocation.
+        assert!(server.has_all(&want));
+        want.set("DateStyle", "German");
+        assert!(!server.has_all(&want));
+        want.set("DateStyle", "ISO, MDY");
+        want.set("application_name", "x");
+        assert!(!server.has_all(&want));
+        assert_eq!(
+            server.differences(&want).collect::<Vec<_>>(),
+            ["application_name"]
+        );
     }
 
     #[test]

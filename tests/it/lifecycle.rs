@@ -143,6 +143,31 @@ async fn sighup_reloads_without_dropping_clients_and_refuses_a_bad_config() {
 /// SIGTERM drains a transaction-mode pool: new clients are refused, an idle client goes at
 /// once with 57P01, a client in a transaction finishes it and goes at its end, never in the
 /// middle; then pgmux exits, well before shutdown_timeout.
+/// A client logged in before a reload gets the new pool settings at its next request (the
+/// request loop keeps them between requests: a reload must reach it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_clients_logged_in_before_it() {
+    let port = free_port();
+    let (_dir, path) = temp_config();
+    write_config(&path, port, "", "");
+    let p = Proc::start(&path);
+    let client = connect(port, "app", "app_pw", "appdb").await;
+    assert_eq!(one(&client, "SELECT 1").await, "1");
+    write_config(&path, port, "idle_transaction_timeout = 1", "");
+    p.signal("-HUP");
+    p.wait_log("config reloaded", 10);
+    client.batch_execute("BEGIN").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let e = client.simple_query("SELECT 2").await.unwrap_err();
+    assert!(
+        e.to_string().contains("idle_transaction_timeout")
+            || e.as_db_error().is_some_and(|d| d.code().code() == "25P03")
+            || e.is_closed(),
+        "{e}"
+    );
+    assert!(p.log().contains("idle_transaction_timeout"), "{}", p.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_clients_finish_then_exits() {
     let port = free_port();

@@ -640,6 +640,52 @@ async fn same_text_is_prepared_once_per_server_and_counted() {
     assert_eq!(st.ps_evictions.load(Relaxed), 0);
 }
 
+/// A client with no statements sends simple queries unmapped (no queue entries), and the
+/// mapping starts mid-request when it must: the queries sent before are owed first. Its
+/// DISCARD ALL, unmapped, still empties the server's statement cache, so another client's
+/// statement is prepared again there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmapped_simple_queries_keep_the_servers_statements_known() {
+    let _pg = pg();
+    let extra = db_entry("psdb7", "appdb", "pool_size = 1");
+    let mux = Mux::start(config("", &extra)).await;
+    let mut a = mux_login(&mux, "psdb7").await;
+    let mut b = mux_login(&mux, "psdb7").await;
+    let tags = |m: &[Msg]| crate::support::raw::tags(m);
+    let p = [parse("mine", "SELECT 'a'"), sync()].concat();
+    assert_eq!(tags(&exchange(&mut a, &p, 1).await), "1Z");
+    let run = [bind("", "mine"), execute(""), sync()].concat();
+    assert_eq!(tags(&exchange(&mut a, &run, 1).await), "2DCZ");
+    assert_eq!(server_statements(&mut b).await.len(), 1);
+    // b has no statements: its DISCARD ALL is not mapped, and empties the server all the same.
+    assert_eq!(
+        tags(&exchange(&mut b, &query("DISCARD ALL"), 1).await),
+        "CZ"
+    );
+    assert_eq!(server_statements(&mut b).await.len(), 0);
+    assert_eq!(tags(&exchange(&mut a, &run, 1).await), "2DCZ");
+    // Queries, then the extended protocol in the same request: the mapping starts at the
+    // Parse, owing the two queries' answers first.
+    let mixed = [
+        query("SELECT 1"),
+        query("SELECT 2"),
+        parse("late", "SELECT 'b'"),
+        bind("", "late"),
+        execute(""),
+        sync(),
+    ]
+    .concat();
+    let msgs = exchange(&mut b, &mixed, 3).await;
+    assert_eq!(tags(&msgs), "TDCZTDCZ12DCZ");
+    assert_eq!(crate::support::raw::data_row_first(&msgs[10].1), "b");
+    let names = server_statements(&mut b).await;
+    assert_eq!(names.len(), 2, "a's and b's: {names:?}");
+    let pool = mux.pool("psdb7", "app").unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    // a's statement twice (prepared again after the DISCARD ALL), b's once.
+    assert_eq!(pool.stats.ps_server_parses.load(Relaxed), 3);
+}
+
 /// max_prepared_statements = 0 turns the mapping off: names reach the server as sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_turns_the_mapping_off() {

@@ -34,13 +34,15 @@ impl Relay {
             return None;
         }
         let pool = &self.sess.pool;
-        if pool.settings().mode == PoolMode::Session || pool.target().max_prepared_statements == 0 {
+        let settings = self.settings.get(pool);
+        if settings.mode == PoolMode::Session || pool.target().max_prepared_statements == 0 {
             return None;
         }
+        let max_packet = settings.max_packet;
         let mut at = 0;
         let mut found: Vec<(Box<[u8]>, Arc<Statement>)> = Vec::new();
         loop {
-            let (tag, len) = proto::header(&cbuf[at..], self.max_packet as usize).ok()??;
+            let (tag, len) = proto::header(&cbuf[at..], max_packet).ok()??;
             if cbuf.len() - at < len {
                 return None;
             }

@@ -84,7 +84,7 @@ impl Relay {
         {
             return Released::Reset(t.server, rest);
         } else {
-            t.server.release_at(t.answer_at);
+            t.server.release_at(t.answer_at, t.settings.server_lifetime);
         }
         if rest.is_empty() {
             Released::Done

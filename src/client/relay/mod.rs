@@ -31,8 +31,8 @@ use crate::boxed::{boxed, BoxFuture};
 use crate::clients::{ClientHandle, Stop};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, Error, Result};
-use crate::pool::Checked;
 use crate::pool::PoolStats;
+use crate::pool::{Checked, SettingsCache};
 use crate::proto::{self, backend};
 use crate::shared::Shared;
 use std::sync::Weak;
@@ -400,11 +400,9 @@ impl Relay {
             client,
             parking,
             idle_deadline: None,
-            discard: 0,
-            // Validated to fit a Postgres message length.
-            max_packet: shared.config().general.max_packet_size as u32,
             statements: None,
             rare: None,
+            settings: SettingsCache::new(&sess.pool),
             sess,
             handle,
             shared,
@@ -425,10 +423,7 @@ pub(super) struct Relay {
     /// This client in the client list (removed when the loop ends).
     handle: ClientHandle,
     shared: std::sync::Arc<Shared>,
-    /// Bytes of stray COPY messages still to drop (see `request`).
-    discard: u32,
     sess: Session,
-    max_packet: u32,
     /// The client's prepared statements, by its names (transaction and statement mode).
     statements: Option<Box<crate::prepared::ClientStatements>>,
     /// What few clients have, in one box (`None` for most: every idle client pays for each
@@ -438,6 +433,8 @@ pub(super) struct Relay {
     parking: Weak<Parking>,
     /// When client_idle_timeout ends the idle wait of a client woken from parking.
     idle_deadline: Option<tokio::time::Instant>,
+    /// Its pool's settings, read once per reload rather than per use.
+    settings: SettingsCache,
 }
 
 /// A client's statements whose Parse may change session settings, by name.
@@ -451,6 +448,8 @@ struct Rare {
     touching: Touching,
     /// Its LISTENs, served by the pool's listener (`pool::listen`), once it has made one.
     listening: Option<crate::pool::listen::Listening>,
+    /// Bytes of stray COPY messages still to drop (see `request`).
+    discard: u32,
 }
 
 /// A request loop taken off its socket, to be parked (`client::park`): its connection is
@@ -474,15 +473,13 @@ impl Relay {
     }
 
     /// Whether an idle wait ends in parking, once long enough (`client::park`).
-    /// (Once per request: the config is read through a guard, not an `Arc` clone, whose
-    /// shared count every worker thread would write.)
-    fn parks(&self) -> bool {
-        self.handle.info.may_park() && self.shared.live().config.general.client_park_delay.is_set()
+    fn parks(&mut self) -> bool {
+        self.handle.info.may_park() && self.settings.get(&self.sess.pool).parks
     }
 
     /// When client_idle_timeout ends an idle wait that starts now, if it is set.
-    fn idle_deadline_from_now(&self) -> Option<tokio::time::Instant> {
-        let t = self.sess.pool.settings().client_idle_timeout?;
+    fn idle_deadline_from_now(&mut self) -> Option<tokio::time::Instant> {
+        let t = self.settings.get(&self.sess.pool).client_idle_timeout?;
         Some(tokio::time::Instant::now() + t)
     }
 
@@ -566,7 +563,8 @@ struct Txn {
     started_now: bool,
     /// When the latest answer ended (the server is idle since then when released).
     answer_at: Instant,
-    /// Prepared-statement mapping (transaction and statement mode with max_prepared_statements).
+    /// Prepared-statement mapping (transaction and statement mode with max_prepared_statements),
+    /// from the first message that may need it (`Relay::maps`).
     prep: Option<prepared::Tracker>,
     /// Settings the request's statements may have changed: read back before the server goes.
     touched: Option<Box<crate::sql::Touch>>,
@@ -660,21 +658,23 @@ impl Relay {
     /// `Some(reason)` when the client is gone.
     async fn request(&mut self, cbuf: &mut BytesMut) -> Option<String> {
         // Read until the first message header is complete.
+        let max_packet = self.settings.get(&self.sess.pool).max_packet;
         let tag = loop {
             // CopyData/CopyDone/CopyFail that arrive with no server attached belong to a COPY
             // that already failed: Postgres would ignore them, so pgmux drops them here rather
             // than check out a server that would then wait for a ReadyForQuery never sent.
-            if self.discard > 0 {
-                let n = (self.discard as usize).min(cbuf.len());
+            if let Some(rare) = self.rare.as_mut().filter(|r| r.discard > 0) {
+                let n = (rare.discard as usize).min(cbuf.len());
                 cbuf.advance(n);
-                self.discard -= n as u32;
+                rare.discard -= n as u32;
                 if cbuf.is_empty() {
                     return None;
                 }
             }
-            match proto::header(cbuf, self.max_packet as usize) {
+            match proto::header(cbuf, max_packet) {
                 Ok(Some((b'd' | b'c' | b'f', len))) => {
-                    self.discard = len as u32; // at most max_packet
+                    // At most max_packet, validated to fit a Postgres message length.
+                    self.rare().discard = len as u32;
                     continue;
                 }
                 Ok(Some((tag, _))) => break tag,
@@ -725,15 +725,15 @@ impl Relay {
             let attached = {
                 // Session mode: the server given at login, for the first request.
                 let server = match self.sess.held.take() {
-                    Some(s) => Ok(*s),
+                    Some(s) => Ok((*s, Instant::now())),
                     None => self.server_for(cbuf, Instant::now()).await,
                 };
-                let server = match server {
-                    Ok(s) => {
+                let (server, now) = match server {
+                    Ok((s, now)) => {
                         self.handle.info.active(s.id);
                         s.info
                             .link_to(self.handle.info.id, self.handle.info.request_us());
-                        s
+                        (s, now)
                     }
                     Err(why) => return Some(why),
                 };
@@ -751,7 +751,7 @@ impl Relay {
                         return None;
                     }
                 }
-                self.attached(server, cbuf, resends < MAX_RESENDS)
+                self.attached(server, now, cbuf, resends < MAX_RESENDS)
             };
             let gone = match attached.await {
                 Ok(gone) => gone,
@@ -772,15 +772,20 @@ impl Relay {
         }
     }
 
-    /// A server for this request, or why the client goes (told already when it must be).
-    /// Nothing here holds a server across an await in the caller's state.
-    async fn server_for(&mut self, cbuf: &mut BytesMut, now: Instant) -> Result<Checked, String> {
+    /// A server for this request and when it came (the request's start, `now`, when it was
+    /// idle), or why the client goes (told already when it must be). Nothing here holds a
+    /// server across an await in the caller's state.
+    async fn server_for(
+        &mut self,
+        cbuf: &mut BytesMut,
+        now: Instant,
+    ) -> Result<(Checked, Instant), String> {
         // Most requests find an idle server: no wait, no watching.
-        if let Some(s) = self.sess.pool.idle_now(now) {
-            return Ok(s);
+        if let Some(s) = (self.sess.pool).idle_now(now, self.settings.get(&self.sess.pool)) {
+            return Ok((s, now));
         }
         match self.checkout_watching(cbuf, now).await {
-            Ok(Some(s)) => Ok(s),
+            Ok(Some(s)) => Ok((s, Instant::now())),
             Ok(None) => Err("client closed the connection while waiting for a server".into()),
             Err(e) => Err(boxed(self.no_server(e)).await),
         }
@@ -812,7 +817,7 @@ impl Relay {
     ) -> Result<Option<Checked>> {
         let pool = &self.sess.pool;
         // `server_for` tried an idle server already: straight to the full checkout.
-        let mut checkout = boxed(pool.checkout_from(started));
+        let mut checkout = boxed(pool.checkout_from(started, self.settings.get(pool)));
         loop {
             let watch = cbuf.len() < CAP;
             // One poll function, not a `select!`: the client's readiness is polled directly
@@ -868,15 +873,16 @@ impl Relay {
     /// whole in `cbuf` for another server (only when `may_resend`).
     ///
     /// An async block, not an async fn, so the server is held once in its state, not twice.
+    /// `now`: when the server came (the first query's start).
     fn attached<'a>(
         &'a mut self,
         server: Checked,
+        now: Instant,
         cbuf: &'a mut BytesMut,
         may_resend: bool,
     ) -> impl Future<Output = Result<Option<String>, Resend>> + Send + 'a {
         self.sess.key.slot.attach(&server);
-        let now = Instant::now();
-        let settings = self.sess.pool.settings_arc();
+        let settings = self.settings.get(&self.sess.pool).clone();
         let mut t = Txn {
             server,
             c_ready: 0,
@@ -901,12 +907,7 @@ impl Relay {
         async move {
             // Most requests find the server's parameters equal to the client's: the sync (a
             // hidden query, rare) is boxed, so its future takes no room in the request's.
-            let differ = t
-                .server
-                .params
-                .differences(&self.sess.params)
-                .next()
-                .is_some()
+            let differ = !t.server.params.has_all(&self.sess.params)
                 || !settings_equal(&t.server.settings, self.sess.settings.as_deref());
             let mut synced = match differ {
                 true => boxed(self.sync(&mut t.server)).await,
@@ -940,9 +941,6 @@ impl Relay {
             #[cfg(debug_assertions)]
             if cbuf.get(5..).is_some_and(|b| b.starts_with(INJECTED_PANIC)) {
                 panic!("injected panic (debug builds only)");
-            }
-            if t.server.target.max_prepared_statements > 0 {
-                t.prep = Some(Default::default());
             }
             if let Err(e) = self.scan_client(&mut t, cbuf) {
                 return Ok(Some(boxed(self.client_protocol_error(t, e)).await));

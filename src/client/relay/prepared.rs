@@ -454,6 +454,29 @@ impl Relay {
         }
     }
 
+    /// Whether this client message goes through the prepared-statement mapping, which starts
+    /// here if it must. A simple query of a client with no statements is sent and answered as
+    /// it is: most transactions of most clients never map anything, and skip the queue; the
+    /// mapping starts at the first message that may need it, owing the answers to the
+    /// queries sent before it (`pending`: only queries were).
+    pub(super) fn maps(&self, t: &mut Txn, tag: u8) -> bool {
+        if t.prep.is_some() {
+            return true;
+        }
+        if tag == b'Q' && self.statements.as_ref().map_or(true, |m| m.is_empty()) {
+            return false;
+        }
+        if t.server.target.max_prepared_statements == 0 {
+            return false;
+        }
+        let mut tr = Tracker::default();
+        for _ in 0..t.state.pending() {
+            tr.queue.push(Expect::forward(Kind::Query));
+        }
+        t.prep = Some(tr);
+        true
+    }
+
     /// A server message at `t.s_ready` with this header. `Ok(None)`: wait for the whole
     /// message. `Ok(Some(Verdict))`: what to do with it (already done for Drop and Replace,
     /// whose bytes are gone from or replaced in the buffer).
@@ -526,18 +549,22 @@ impl Relay {
     /// the client expects them: ParseComplete, CloseComplete, or for a DEALLOCATE of a mapped
     /// statement CommandComplete and ReadyForQuery. Returns whether such a ReadyForQuery ended
     /// the transaction.
+    #[inline]
     pub(super) fn emit_fakes(&mut self, t: &mut Txn) -> bool {
         if t.s_skip > 0 {
             return false;
         }
-        let Some(tr) = t.prep.as_mut() else {
-            return false;
-        };
         // Nearly always none: a made-up answer is owed only after a Parse or Close pgmux
         // took, or a DEALLOCATE of a mapped statement.
-        if !tr.queue.fake_is_due() {
-            return false;
+        match t.prep.as_ref() {
+            Some(tr) if tr.queue.fake_is_due() => self.emit_due_fakes(t),
+            _ => false,
         }
+    }
+
+    /// [`Relay::emit_fakes`] once one is due.
+    fn emit_due_fakes(&mut self, t: &mut Txn) -> bool {
+        let tr = t.prep.as_mut().expect("checked");
         let mut m = BytesMut::new();
         let mut ready = 0;
         while let Some(e) = tr.queue.pop_fake() {

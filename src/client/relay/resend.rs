@@ -125,6 +125,14 @@ pub(super) fn commits_as_it_runs(sql: &[u8]) -> bool {
             break;
         }
     }
+    // Most statements start with a letter none of the keywords below does (SELECT, INSERT,
+    // UPDATE, BEGIN, ...): known from one byte.
+    if !matches!(
+        s.first().map(u8::to_ascii_lowercase),
+        Some(b'c' | b'd' | b'v' | b'r' | b'a')
+    ) {
+        return false;
+    }
     let word_len = s.iter().take_while(|c| c.is_ascii_alphabetic()).count();
     let word = &s[..word_len];
     let first = |k: &&[u8]| word.eq_ignore_ascii_case(k);

@@ -10,6 +10,7 @@ use super::prepared::Track;
 use super::state::{Ready, Sent};
 use super::{Relay, Txn, CAP};
 use crate::pool::PoolStats;
+use crate::prepared::drops_all_statements;
 use crate::prepared::queue::Verdict;
 use crate::proto;
 use crate::server::params::{parse_parameter_status, tracked_index};
@@ -182,7 +183,11 @@ impl Relay {
         PoolStats::add(&pool.stats.query_us, q.as_micros() as u64);
         hist.query.observe(q.as_secs_f64());
         if t.state.transaction_ended() {
-            let x = now.saturating_duration_since(t.xact_start);
+            // Most transactions are one query: the same duration.
+            let x = match t.xact_start == t.query_start {
+                true => q,
+                false => now.saturating_duration_since(t.xact_start),
+            };
             PoolStats::add(&pool.stats.xacts, 1);
             PoolStats::add(&pool.stats.xact_us, x.as_micros() as u64);
             hist.xact.observe(x.as_secs_f64());
@@ -200,8 +205,7 @@ impl Relay {
                 t.c_skip -= n;
                 continue;
             }
-            let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], self.max_packet as usize)?
-            else {
+            let Some((tag, len)) = proto::header(&cbuf[t.c_ready..], t.settings.max_packet)? else {
                 break;
             };
             // A query that may change session settings is read whole (up to CAP bytes).
@@ -239,7 +243,7 @@ impl Relay {
             }
             // With prepared statements mapped, a message may be rewritten first: `ready`
             // bytes of whole messages, then `rest` bytes of its body as the client sent them.
-            let (ready, rest) = if t.prep.is_some() && tag != b'X' {
+            let (ready, rest) = if tag != b'X' && self.maps(t, tag) {
                 match self.track_client(t, cbuf, tag, len) {
                     Track::Wait(want) => {
                         t.c_want = want;
@@ -304,6 +308,15 @@ impl Relay {
                     Some(Verdict::Forward) => {}
                     // Dropped or replaced: the next message is at `s_ready`.
                     Some(_) => continue,
+                }
+            } else if tag == b'C' && !t.server.prepared.is_empty() && len <= CAP {
+                // A simple query's DISCARD ALL or DEALLOCATE ALL, unmapped: the server's
+                // statements are gone all the same.
+                if avail < len {
+                    break;
+                }
+                if drops_all_statements(&t.server.rbuf[t.s_ready + 5..t.s_ready + len]) {
+                    t.server.prepared.clear();
                 }
             }
             match tag {

@@ -156,6 +156,11 @@ impl TxnState {
         self.pending == 0 && !self.unsynced
     }
 
+    /// Query, FunctionCall and Sync messages sent whose ReadyForQuery has not come back.
+    pub(crate) fn pending(&self) -> u32 {
+        self.pending
+    }
+
     /// The last ReadyForQuery ended a transaction (for the transaction count).
     pub(crate) fn transaction_ended(&self) -> bool {
         self.status == b'I' && self.pending == 0
