@@ -109,6 +109,10 @@ pub enum Verdict {
     Replace(Box<[u8]>),
 }
 
+/// The room of a [`Queue`] that owes nothing, kept by its server for the next request.
+#[derive(Debug, Default)]
+pub struct Room(VecDeque<Expect>);
+
 /// A first-in first-out list whose first entry lives inline: a simple-protocol request owes
 /// one answer, and allocates nothing for it.
 #[derive(Debug, Default)]
@@ -180,6 +184,22 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// An empty queue in `room` (see [`Room`]).
+    pub fn in_room(room: Room) -> Queue {
+        Queue {
+            q: Owed {
+                first: None,
+                rest: room.0,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Its room, when it owes nothing (else `None`: the server it was for closes).
+    pub fn into_room(self) -> Option<Room> {
+        (self.q.is_empty() && self.dropped.is_empty()).then_some(Room(self.q.rest))
+    }
+
     pub fn push(&mut self, e: Expect) {
         if self.skipping {
             if e.kind != Kind::Sync {
@@ -336,6 +356,28 @@ mod tests {
 
     fn fwd(kind: Kind) -> Expect {
         Expect::forward(kind)
+    }
+
+    /// A queue that owes nothing gives its room back, kept for the next one; one that owes
+    /// does not (its server closes).
+    #[test]
+    fn room_goes_back_only_when_nothing_is_owed() {
+        let mut q = Queue::in_room(Room::default());
+        for k in [Kind::Parse, Kind::Bind, Kind::Execute, Kind::Sync] {
+            q.push(fwd(k));
+        }
+        for tag in [b'1', b'2', b'C', b'Z'] {
+            assert_eq!(q.on_backend(tag, &mut Vec::new()), Ok(Verdict::Forward));
+        }
+        let room = q.into_room().expect("nothing owed");
+        assert!(
+            room.0.capacity() >= 3,
+            "the room kept: {}",
+            room.0.capacity()
+        );
+        let mut q = Queue::in_room(room);
+        q.push(fwd(Kind::Query));
+        assert!(q.into_room().is_none());
     }
 
     /// `Owed` (its first entry inline) behaves as a VecDeque, over a long mixed sequence.

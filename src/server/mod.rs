@@ -84,6 +84,9 @@ pub struct Server {
     pub reserve: bool,
     /// The pgmux-named prepared statements this server has (transaction and statement mode).
     pub(crate) prepared: StatementCache,
+    /// Room for the answers a request owes (`prepared::queue`), kept between requests: an
+    /// extended-protocol request then allocates none.
+    pub(crate) owed_room: crate::prepared::queue::Room,
     /// What the admin console and metrics see of it.
     pub info: Arc<ServerInfo>,
     /// Lines logged about it carry its id, pool and pid (set by its pool once it is open).
@@ -304,6 +307,7 @@ impl Server {
             created: now,
             idle_since: now,
             prepared: StatementCache::new(target.max_prepared_statements),
+            owed_room: Default::default(),
             target,
             host: host.lease(),
             reserve: false,

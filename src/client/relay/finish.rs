@@ -84,6 +84,9 @@ impl Relay {
         {
             return Released::Reset(t.server, rest);
         } else {
+            if let Some(room) = t.prep.and_then(|tr| tr.queue.into_room()) {
+                t.server.owed_room = room;
+            }
             t.server.release_at(t.answer_at, t.settings.server_lifetime);
         }
         if rest.is_empty() {

@@ -469,7 +469,10 @@ impl Relay {
         if t.server.target.max_prepared_statements == 0 {
             return false;
         }
-        let mut tr = Tracker::default();
+        let mut tr = Tracker {
+            queue: Queue::in_room(std::mem::take(&mut t.server.owed_room)),
+            ..Default::default()
+        };
         for _ in 0..t.state.pending() {
             tr.queue.push(Expect::forward(Kind::Query));
         }
