@@ -68,6 +68,14 @@ impl StatementCache {
         self.order.clear();
     }
 
+    /// The server answered a command with this CommandComplete body: after DISCARD ALL or
+    /// DEALLOCATE ALL it holds no statement.
+    pub(crate) fn command_completed(&mut self, body: &[u8]) {
+        if super::drops_all_statements(body) {
+            self.clear();
+        }
+    }
+
     /// Statements held.
     pub(crate) fn len(&self) -> usize {
         self.used.len()

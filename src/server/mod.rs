@@ -20,7 +20,7 @@ use crate::auth::{ScramKeysClient, Secret};
 use crate::config::{SessionAttrs, SslMode};
 use crate::error::{ConnectError, Error, Result};
 use crate::net::Conn;
-use crate::prepared::{cache::StatementCache, drops_all_statements};
+use crate::prepared::cache::StatementCache;
 use crate::proto::{self, backend};
 pub(crate) use host::{Balance, Host, HostLease, HostTable};
 pub use info::ServerInfo;
@@ -552,8 +552,8 @@ impl Server {
         self.stream.send_all(&out).await?;
         let (status, err) = self
             .read_internal(|s, tag, body| {
-                if tag == b'C' && drops_all_statements(body) {
-                    s.prepared.clear();
+                if tag == b'C' {
+                    s.prepared.command_completed(body);
                 }
                 Ok(())
             })

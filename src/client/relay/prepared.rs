@@ -20,7 +20,7 @@ use crate::prepared::messages::{read_bind, read_parse, read_target, write_bind_h
 use crate::prepared::messages::{write_parse, write_target};
 use crate::prepared::queue::{Action, Expect, Kind, Queue, Undo, Verdict};
 use crate::prepared::{cache::StatementCache, ClientStatements};
-use crate::prepared::{deallocate_target, drops_all_statements, is_drop_all_query};
+use crate::prepared::{deallocate_target, is_drop_all_query};
 use crate::prepared::{server_name, Statement};
 use crate::proto::backend;
 use crate::server::Server;
@@ -503,10 +503,8 @@ impl Relay {
             undo_all(&mut tr.undo, map, &mut t.server, &mut tr.dirty);
         }
         if tag == b'C' && whole {
-            let body = &t.server.rbuf[t.s_ready + 5..t.s_ready + len];
-            if drops_all_statements(body) {
-                t.server.prepared.clear();
-            }
+            let server = &mut *t.server;
+            (server.prepared).command_completed(&server.rbuf[t.s_ready + 5..t.s_ready + len]);
         }
         t.s_ready += answer::apply(&mut t.server.rbuf, t.s_ready, len, &verdict)?;
         Ok(Some(verdict))

@@ -10,7 +10,6 @@ use super::prepared::Track;
 use super::state::{Ready, Sent};
 use super::{Relay, Txn, CAP};
 use crate::pool::PoolStats;
-use crate::prepared::drops_all_statements;
 use crate::prepared::queue::Verdict;
 use crate::proto;
 use crate::server::params::{parse_parameter_status, tracked_index};
@@ -315,9 +314,8 @@ impl Relay {
                 if avail < len {
                     break;
                 }
-                if drops_all_statements(&t.server.rbuf[t.s_ready + 5..t.s_ready + len]) {
-                    t.server.prepared.clear();
-                }
+                let server = &mut *t.server;
+                (server.prepared).command_completed(&server.rbuf[t.s_ready + 5..t.s_ready + len]);
             }
             match tag {
                 b'Z' | b'S' => {
