@@ -17,7 +17,9 @@
 #   CLIENTS=2000 ROUNDS=10 WORKERS2=1 bash benches/interleaved.sh
 #
 # Knobs: CLIENTS (10000), ROUNDS (10), WINDOW (8 s), WARM (4 s), MODE (simple), WORKERS
-# (pgmux's, 0), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux (`pgmux2`), TARGETS (the ones
+# (pgmux's, 0), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux (`pgmux2`), MODE2: pgmux2's
+# pgbench -M (default MODE; `MODE=prepared MODE2=extended TARGETS="pgmux pgmux2"` sets -M
+# prepared, which PgBouncer 1.18 cannot run, beside pgmux's own extended), TARGETS (the ones
 # started), PIN=1: pgbench on the last core, Postgres and the poolers on the others (what the
 # poolers give when the clients' own CPU is out of the picture, as in cpu_split.sh);
 # CLIENT_SHARES=N: the pgbench processes in a cgroup (v1 cpu controller) of cpu.shares N
@@ -55,8 +57,9 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
   IFS=: read -r name port pid <<< "$t"
   [ -n "$pid" ] || continue
   [[ " ${TARGETS:-pgbouncer pgmux pgmux2} " == *" $name "* ]] || continue
-  out=$W/$name.out
-  PGPASSWORD=bench "${CLIENT_GROUP[@]}" $CLIENT_CORES pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$MODE" -c "$CLIENTS" \
+  out=$W/$name.out mode=$MODE
+  [ "$name" != pgmux2 ] || mode=${MODE2:-$MODE}
+  PGPASSWORD=bench "${CLIENT_GROUP[@]}" $CLIENT_CORES pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$mode" -c "$CLIENTS" \
     -j 2 -T 36000 -P 1 --progress-timestamp bench > "$out" 2>&1 &
   b=$!
   BENCHES+=("$b")
@@ -69,7 +72,7 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
   sleep "$WARM"
 done
 
-echo "$(nproc) cores, $CLIENTS clients, pgbench -j 2 -M $MODE, $ROUNDS rounds of ${WINDOW} s windows (after ${WARM} s)${PIN:+, PIN=$PIN}${CLIENT_SHARES:+, pgbench at cpu.shares $CLIENT_SHARES}"
+echo "$(nproc) cores, $CLIENTS clients, pgbench -j 2 -M $MODE${MODE2:+ (pgmux2: -M $MODE2)}, $ROUNDS rounds of ${WINDOW} s windows (after ${WARM} s)${PIN:+, PIN=$PIN}${CLIENT_SHARES:+, pgbench at cpu.shares $CLIENT_SHARES}"
 echo "| round | target | tps | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll |"
 echo "|---|---|---|---|---|---|---|---|"
 : > "$W/windows"
