@@ -4,6 +4,7 @@ the first, divided by the transactions between them, so start-up and logins drop
 
     python3 benches/callgrind_diff.py pgmux 20000            # exclusive, top 40
     INCLUSIVE=1 TOP=60 python3 benches/callgrind_diff.py pgmux 20000
+    EVENT=I1mr python3 benches/callgrind_diff.py pgmux 20000  # another event (CACHE_SIM=1 runs)
 """
 import os
 import re
@@ -14,6 +15,7 @@ target, tx = sys.argv[1], int(sys.argv[2])
 d = os.environ.get("W", "/tmp/pgmux-instr/instr")
 inclusive = os.environ.get("INCLUSIVE") == "1"
 top = int(os.environ.get("TOP", "40"))
+event = os.environ.get("EVENT", "Ir")
 
 
 def function_name(text):
@@ -25,7 +27,8 @@ def function_name(text):
 
 
 def per_function(path):
-    args = ["callgrind_annotate", "--auto=no", "--threshold=100", f"--inclusive={'yes' if inclusive else 'no'}", path]
+    args = ["callgrind_annotate", "--auto=no", "--threshold=100", f"--show={event}", f"--sort={event}",
+            f"--inclusive={'yes' if inclusive else 'no'}", path]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
     totals = {}
     for line in out.splitlines():
@@ -76,6 +79,6 @@ b = per_function(f"{d}/{target}.callgrind")
 diff = {k: (b.get(k, 0) - a.get(k, 0)) / tx for k in set(a) | set(b)}
 total = sum(v for v in diff.values()) if not inclusive else None
 if total is not None:
-    print(f"total {total:,.0f} instructions/tx")
+    print(f"total {total:,.1f} {event}/tx")
 for k, v in sorted(diff.items(), key=lambda kv: -kv[1])[:top]:
     print(f"{v:8.0f}  {k[:170]}")

@@ -29,13 +29,14 @@ password = "bench"
 TOML
 }
 
-# Start pgmux on $MUX_PORT (`workers = ${WORKERS:-$1}`, EXTRA's lines) and, when EXTRA2, PGMUX2
+# Start pgmux (the binary PGMUX, default target/release/pgmux) on $MUX_PORT (`workers =
+# ${WORKERS:-$1}`, EXTRA's lines) and, when EXTRA2, PGMUX2
 # or WORKERS2 is set, a second one on $MUX2_PORT (that binary, those workers, EXTRA2's lines
 # instead of EXTRA's); configs and logs in $W. Sets MUX_PID and MUX2_PID (empty without it).
 start_pgmux_and_pgmux2() {
   local workers=${WORKERS:-$1}
   pgmux_config "$MUX_PORT" "$workers" "${EXTRA:-}" > "$W/pgmux.toml"
-  "$REPO/target/release/pgmux" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
+  "${PGMUX:-$REPO/target/release/pgmux}" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
   MUX_PID=$! MUX2_PID=
   if [ -n "${EXTRA2:-}${PGMUX2:-}${WORKERS2:-}" ]; then
     pgmux_config "$MUX2_PORT" "${WORKERS2:-$workers}" "${EXTRA2:-${EXTRA:-}}" > "$W/pgmux2.toml"

@@ -19,7 +19,9 @@
 # Knobs: MODE (simple), CLIENTS (4), N1 (200), N2 (1200), TARGETS ("pgbouncer pgmux"),
 # WORKERS (pgmux's workers; default 0), PGMUX (the binary; default target/release/pgmux),
 # EXTRA (more pgmux [general] lines; a section header may follow, e.g.
-# EXTRA='[fleet]\nname = "bench"\nmax_servers = 40' for the fleet budget's cost).
+# EXTRA='[fleet]\nname = "bench"\nmax_servers = 40' for the fleet budget's cost), CACHE_SIM=1
+# (callgrind's cache simulation: first-level instruction and data misses and last-level ones too,
+# in a cache of this machine's sizes with nothing else running in it).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-instr}
@@ -61,6 +63,7 @@ count() { # target n
   pgbouncer) cmd="$(command -v pgbouncer || echo /usr/sbin/pgbouncer) $W/pgbouncer.ini" ;;
   esac
   runuser -u postgres -- valgrind --tool=callgrind --callgrind-out-file="$W/callgrind.out.%p" \
+    ${CACHE_SIM:+--cache-sim=yes} \
     $cmd > "$W/$1.out" 2>&1 &
   local pid=$!
   for _ in $(seq 300); do
@@ -73,7 +76,9 @@ count() { # target n
   pkill -INT -f "$W/(pgmux.toml|pgbouncer.ini)" 2>/dev/null || true
   wait $pid 2>/dev/null || true
   # Every thread's file (pgmux's workers each write one with --separate-threads=no: one file).
-  cat "$W"/callgrind.out.* | awk '/^summary:/ {s += $2} END {printf "%.0f\n", s}'
+  # The events, summed over the files: Ir (and with CACHE_SIM: Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw).
+  cat "$W"/callgrind.out.* | awk '/^summary:/ {for (i = 2; i <= NF; i++) s[i] += $i; n = NF}
+    END {for (i = 2; i <= n; i++) printf "%.0f ", s[i]; print ""}'
 }
 
 echo "user-space instructions per transaction (callgrind), select-only, -M $MODE, $CLIENTS clients, -t $N2 minus -t $N1"
@@ -82,5 +87,10 @@ for t in ${TARGETS:-pgbouncer pgmux}; do
   cat "$W"/callgrind.out.* > "$W/$t-n1.callgrind" 2>/dev/null || true
   b=$(count "$t" "$N2")
   cat "$W"/callgrind.out.* > "$W/$t.callgrind" 2>/dev/null || true
-  echo "$t: $(( (b - a) / (CLIENTS * (N2 - N1)) )) instructions/tx"
+  per=$(python3 -c 'import sys; a, b, n = sys.argv[1].split(), sys.argv[2].split(), int(sys.argv[3])
+d = [(int(y) - int(x)) / n for x, y in zip(a, b)]
+print("%d instructions/tx" % d[0] + ("" if len(d) < 9 else
+      ", misses per tx (simulated): I1 %.0f, D1 %.0f, LL %.1f" % (d[3], d[4] + d[5], d[6] + d[7] + d[8])))' \
+    "$a" "$b" $((CLIENTS * (N2 - N1))))
+  echo "$t: $per"
 done

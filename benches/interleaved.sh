@@ -17,7 +17,7 @@
 #   CLIENTS=2000 ROUNDS=10 WORKERS2=1 bash benches/interleaved.sh
 #
 # Knobs: CLIENTS (10000), ROUNDS (10), WINDOW (8 s), WARM (4 s), MODE (simple), WORKERS
-# (pgmux's, 0), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux (`pgmux2`), MODE2: pgmux2's
+# (pgmux's, 0), PGMUX (pgmux's binary; default target/release/pgmux), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux (`pgmux2`), MODE2: pgmux2's
 # pgbench -M (default MODE; `MODE=prepared MODE2=extended TARGETS="pgmux pgmux2"` sets -M
 # prepared, which PgBouncer 1.18 cannot run, beside pgmux's own extended), TARGETS (the ones
 # started), PIN=1: pgbench on the last core, Postgres and the poolers on the others (what the

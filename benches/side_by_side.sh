@@ -24,6 +24,8 @@
 #   EXTRA2='track_session_settings = false' MODES="simple extended" bash benches/side_by_side.sh
 #   PGMUX2=/tmp/before/target/release/pgmux bash benches/side_by_side.sh
 #   WORKERS2=1 MODES="simple extended" bash benches/side_by_side.sh
+# PGMUX: pgmux's binary (default target/release/pgmux, built first; scripts/pgo-build.sh's is
+# target/pgo/release/pgmux).
 # BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
