@@ -5,7 +5,8 @@
 # Ports and set-up as benches/side_by_side.sh (which it calls with KEEP=1 for Postgres).
 #   bash benches/many_clients.sh                  # 10,000 clients, -T 90, select-only, simple
 #   CLIENTS=5000 T=60 WORKERS=0 bash benches/many_clients.sh
-# Knobs: CLIENTS (10000), T (90), MODE (simple), WORKERS (pgmux's, default 1), TARGETS
+# Knobs: CLIENTS (10000), T (90), MODE (simple), WORKERS (pgmux's, default 1), PGMUX (its
+# binary; default target/release/pgmux), TARGETS
 # ("pgbouncer pgmux", plus pgmux2 when set), KEEP=1 leaves Postgres running; PGMUX2 /
 # WORKERS2: a second pgmux (target `pgmux2`, port MUX2_PORT) with another binary or workers,
 #   WORKERS=0 WORKERS2=1 T=150 bash benches/many_clients.sh
