@@ -1,6 +1,7 @@
 # Sourced by the benchmarks that run pgmux beside PgBouncer (side_by_side.sh, many_clients.sh,
-# cpu_split.sh, interleaved.sh, instructions.sh): where things are, pgmux configured as
-# ../shared/bench/pgbouncer.sh configures PgBouncer, and the helpers they share.
+# cpu_split.sh, interleaved.sh, instructions.sh; scripts/pgo-build.sh for pgmux_config): where
+# things are, pgmux configured as ../shared/bench/pgbouncer.sh configures PgBouncer, and the
+# helpers they share.
 # BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}

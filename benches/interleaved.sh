@@ -17,11 +17,12 @@
 #   CLIENTS=2000 ROUNDS=10 WORKERS2=1 bash benches/interleaved.sh
 #
 # Knobs: CLIENTS (10000), ROUNDS (10), WINDOW (8 s), WARM (4 s), MODE (simple), WORKERS
-# (pgmux's, 0), PGMUX (pgmux's binary; default target/release/pgmux), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux (`pgmux2`), MODE2: pgmux2's
-# pgbench -M (default MODE; `MODE=prepared MODE2=extended TARGETS="pgmux pgmux2"` sets -M
-# prepared, which PgBouncer 1.18 cannot run, beside pgmux's own extended), TARGETS (the ones
-# started), PIN=1: pgbench on the last core, Postgres and the poolers on the others (what the
-# poolers give when the clients' own CPU is out of the picture, as in cpu_split.sh);
+# (pgmux's, 0), PGMUX (pgmux's binary; default target/release/pgmux), WORKERS2 / PGMUX2 /
+# EXTRA2: a second pgmux (`pgmux2`), MODE2: pgmux2's pgbench -M (default MODE;
+# `MODE=prepared MODE2=extended TARGETS="pgmux pgmux2"` sets -M prepared, which PgBouncer 1.18
+# cannot run, beside pgmux's own extended), TARGETS (the ones started), PIN=1: pgbench on the
+# last core, Postgres and the poolers on the others (what the poolers give when the clients'
+# own CPU is out of the picture, as in cpu_split.sh);
 # CLIENT_SHARES=N: the pgbench processes in a cgroup (v1 cpu controller) of cpu.shares N
 # against every other process's 1024, so they get less of a shared core when others want it.
 # Latency percentiles are not given: a stopped client's transaction in flight counts

@@ -62,7 +62,6 @@ as_pg=()
 if [ "$(id -u)" = 0 ]; then
   as_pg=(runuser -u postgres --)
   chown postgres "$WORK"
-  chmod 777 "$WORK/raw"
 fi
 "${as_pg[@]}" "$bindir/initdb" -D "$WORK/data" -U postgres --auth=trust -E UTF8 >/dev/null
 "${as_pg[@]}" "$bindir/pg_ctl" -D "$WORK/data" -l "$WORK/postgres.log" -w \
@@ -77,21 +76,9 @@ psql -h 127.0.0.1 -p "$PORT" -U postgres -qc "CREATE ROLE bench LOGIN PASSWORD '
 psql -h 127.0.0.1 -p "$PORT" -U postgres -qc "CREATE DATABASE bench OWNER bench" postgres
 pgbench -h 127.0.0.1 -p "$PORT" -U bench -i -s 1 -q bench >/dev/null 2>&1
 
-cat > "$WORK/pgmux.toml" <<TOML
-[general]
-listen_addr = "127.0.0.1"
-listen_port = $MUX_PORT
-pool_mode = "transaction"
-default_pool_size = 20
-max_client_conn = 2000
-auth_type = "scram-sha-256"
-[databases.bench]
-host = "127.0.0.1"
-port = $PORT
-dbname = "bench"
-[users.bench]
-password = "bench"
-TOML
+# The benchmarks' pgmux config (benches/common.sh): transaction mode, pool 20, SCRAM.
+. benches/common.sh
+PG_PORT=$PORT pgmux_config "$MUX_PORT" 0 > "$WORK/pgmux.toml"
 echo "== training: pgbench through the instrumented pgmux" >&2
 LLVM_PROFILE_FILE="$WORK/raw/pgmux-%p-%m.profraw" target/pgo-gen/release/pgmux -c "$WORK/pgmux.toml" \
   > "$WORK/pgmux.log" 2>&1 &
