@@ -6,13 +6,19 @@ COPY src ./src
 COPY tests ./tests
 # Cargo.toml declares the benches: cargo cannot read the manifest without them.
 COPY benches ./benches
-RUN cargo build --release --locked --bin pgmux
+# A profile-guided build (scripts/pgo-build.sh): an instrumented pgmux is trained with pgbench
+# through a throwaway Postgres the script installs here, then built again with the profile. It
+# takes about twice a plain build's time; the binary spends 5-25% less CPU per transaction.
+# `docker build --build-arg PGO=0 .` builds without a profile (in the same place).
+COPY scripts/pgo-build.sh ./scripts/
+ARG PGO=1
+RUN PGO=${PGO:-1} bash scripts/pgo-build.sh
 
 # The runtime: glibc from debian-slim (the binary is built against bookworm's), no shell
 # tools beyond the base, a numeric non-root user (Kubernetes' runAsNonRoot can check it), and
 # nothing written to disk, so the root file system may be mounted read-only.
 FROM debian:bookworm-slim
-COPY --from=build /src/target/release/pgmux /usr/local/bin/pgmux
+COPY --from=build /src/target/pgo/release/pgmux /usr/local/bin/pgmux
 COPY deploy/docker/pgmux.toml /etc/pgmux/pgmux.toml
 COPY deploy/docker/userlist.txt /etc/pgmux/userlist.txt
 ENV PGMUX_CONFIG=/etc/pgmux/pgmux.toml RUST_LOG=info

@@ -5,6 +5,9 @@
 # BENCH_SCRIPTS: the shared bench scripts (default ../shared/bench next to this repository).
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
+# The binaries may be given relative to where the benchmark was started: the scripts cd.
+[ -z "${PGMUX:-}" ] || PGMUX=$(realpath "$PGMUX")
+[ -z "${PGMUX2:-}" ] || PGMUX2=$(realpath "$PGMUX2")
 
 # pgmux's config, printed: listening on port $1 in front of Postgres on $PG_PORT, `workers =
 # $2`, then extra [general] lines ($3, `\n` between them). Transaction mode, pool_size 20,

@@ -5,6 +5,8 @@
 # Ports and set-up as benches/side_by_side.sh (which it calls with KEEP=1 for Postgres).
 #   bash benches/many_clients.sh                  # 10,000 clients, -T 90, select-only, simple
 #   CLIENTS=5000 T=60 WORKERS=0 bash benches/many_clients.sh
+# pgbench's sampled per-transaction logs stay in $BENCH_DIR/many/logs-TARGET (client id,
+# transaction number, latency in µs, script, epoch seconds and µs: pgbench's --log format).
 # Knobs: CLIENTS (10000), T (90), MODE (simple), WORKERS (pgmux's, default 1), PGMUX (its
 # binary; default target/release/pgmux), TARGETS
 # ("pgbouncer pgmux", plus pgmux2 when set), KEEP=1 leaves Postgres running; PGMUX2 /
@@ -54,5 +56,7 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
     if (NR) printf "%.1f %.1f", a[int(NR * 0.5)] / 1000, a[int(NR * 0.99)] / 1000; else print "- -"}')
   cpu=$(awk -v c="$((c1 - c0))" -v tx="${tx:-0}" 'BEGIN {if (tx > 0) printf "%.1f", c * 10000 / tx; else print "-"}')
   echo "| $name | $CLIENTS | ${tps:--} | ${pct% *} | ${pct#* } | ${failed:--} | ${login:--} | $cpu |"
+  # pgbench's sampled per-transaction logs, kept per target for a closer look.
+  rm -rf "$W/logs-$name" && mkdir -p "$W/logs-$name" && mv "$W"/log.* "$W/logs-$name/" 2>/dev/null || true
   [ -n "$tx" ] || echo "$out" | tail -5 >&2
 done

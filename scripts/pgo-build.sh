@@ -10,17 +10,27 @@
 # the profile lays the hot path out together (benches/instructions.sh with CACHE_SIM=1 counts
 # the simulated misses, benches/interleaved.sh times the binaries side by side).
 #
-# Needs, and installs with apt-get when missing: PostgreSQL with pgbench, and llvm-profdata of
-# rustc's LLVM version (`llvm-N` from Debian, or rustup's llvm-tools component if installed).
+# Needs, and installs when missing: PostgreSQL with pgbench (apt-get), and llvm-profdata of
+# rustc's LLVM version (rustup's llvm-tools component, else Debian's `llvm-N`).
+# The Dockerfile builds the image's binary with it.
 # Knobs: PGO_PORT (Postgres on PGO_PORT, pgmux on PGO_PORT+1; default 15570), PGO_SECONDS
-# (each training run; default 4), PGO_DIR (work directory; default target/pgo-train).
+# (each training run; default 4), PGO_DIR (work directory; default target/pgo-train), PGO=0
+# (no profile: a plain release build, in the same place). CARGO_TARGET_DIR moves target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 PORT=${PGO_PORT:-15570}
 MUX_PORT=$((PORT + 1))
 SECONDS_EACH=${PGO_SECONDS:-4}
-WORK=${PGO_DIR:-$REPO/target/pgo-train}
+WORK=${PGO_DIR:-$TARGET/pgo-train}
+
+if [ "${PGO:-1}" = 0 ]; then
+  echo "== PGO=0: a release build without a profile (target/pgo)" >&2
+  CARGO_TARGET_DIR=$TARGET/pgo cargo build --release --locked -q --bin pgmux
+  echo "$TARGET/pgo/release/pgmux"
+  exit 0
+fi
 
 apt_install() {
   echo "installing $* (apt-get)..." >&2
@@ -37,6 +47,10 @@ for p in "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata "llvm-profda
     break
   fi
 done
+if [ -z "$profdata" ] && command -v rustup >/dev/null 2>&1 &&
+  rustup component add llvm-tools >&2; then
+  profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1)
+fi
 if [ -z "$profdata" ]; then
   apt_install "llvm-$major"
   profdata=llvm-profdata-$major
@@ -53,7 +67,7 @@ fi
 rm -rf "$WORK"
 mkdir -p "$WORK/raw"
 echo "== instrumented build (target/pgo-gen)" >&2
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$WORK/raw" CARGO_TARGET_DIR=target/pgo-gen \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$WORK/raw" CARGO_TARGET_DIR=$TARGET/pgo-gen \
   cargo build --release --locked -q --bin pgmux
 
 # 2. Training: a throwaway Postgres (as the postgres user when run as root: initdb refuses
@@ -80,7 +94,7 @@ pgbench -h 127.0.0.1 -p "$PORT" -U bench -i -s 1 -q bench >/dev/null 2>&1
 . benches/common.sh
 PG_PORT=$PORT pgmux_config "$MUX_PORT" 0 > "$WORK/pgmux.toml"
 echo "== training: pgbench through the instrumented pgmux" >&2
-LLVM_PROFILE_FILE="$WORK/raw/pgmux-%p-%m.profraw" target/pgo-gen/release/pgmux -c "$WORK/pgmux.toml" \
+LLVM_PROFILE_FILE="$WORK/raw/pgmux-%p-%m.profraw" "$TARGET/pgo-gen/release/pgmux" -c "$WORK/pgmux.toml" \
   > "$WORK/pgmux.log" 2>&1 &
 pgmux_pid=$!
 for _ in $(seq 100); do
@@ -105,6 +119,6 @@ pgmux_pid=
 ls "$WORK"/raw/*.profraw >/dev/null
 "$profdata" merge -o "$WORK/pgmux.profdata" "$WORK"/raw/*.profraw
 echo "== profile-guided build (target/pgo)" >&2
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$WORK/pgmux.profdata" CARGO_TARGET_DIR=target/pgo \
+RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$WORK/pgmux.profdata" CARGO_TARGET_DIR=$TARGET/pgo \
   cargo build --release --locked -q --bin pgmux
-echo "target/pgo/release/pgmux"
+echo "$TARGET/pgo/release/pgmux"
