@@ -19,11 +19,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+TARGET=$(realpath -m "${CARGO_TARGET_DIR:-$REPO/target}")
 PORT=${PGO_PORT:-15570}
 MUX_PORT=$((PORT + 1))
 SECONDS_EACH=${PGO_SECONDS:-4}
-WORK=${PGO_DIR:-$TARGET/pgo-train}
+WORK=$(realpath -m "${PGO_DIR:-$TARGET/pgo-train}")
 
 if [ "${PGO:-1}" = 0 ]; then
   echo "== PGO=0: a release build without a profile (target/pgo)" >&2
@@ -72,9 +72,10 @@ RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$WORK/raw" CARGO_TARGET_DIR=$TARGET
 
 # 2. Training: a throwaway Postgres (as the postgres user when run as root: initdb refuses
 # root), pgmux in front of it as the benchmarks run it, pgbench's workloads through it.
-as_pg=()
+# From /: the postgres user may not enter the directory this runs in.
+as_pg=(env -C /)
 if [ "$(id -u)" = 0 ]; then
-  as_pg=(runuser -u postgres --)
+  as_pg=(env -C / runuser -u postgres --)
   chown postgres "$WORK"
 fi
 "${as_pg[@]}" "$bindir/initdb" -D "$WORK/data" -U postgres --auth=trust -E UTF8 >/dev/null
