@@ -27,9 +27,6 @@ pub enum Kind {
     Sync,
     /// ReadyForQuery (Query and FunctionCall; errors inside do not end it).
     Query,
-    /// Whatever a message sent before the mapping started still owes, up to its
-    /// ReadyForQuery (a Query's, or a Sync's after a batch passed on unmapped): any answer.
-    Owed,
 }
 
 impl Kind {
@@ -41,14 +38,14 @@ impl Kind {
             Kind::Close => tag == b'3',
             Kind::DescribeStatement | Kind::DescribePortal => tag == b'T' || tag == b'n',
             Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
-            Kind::Sync | Kind::Query | Kind::Owed => tag == b'Z',
+            Kind::Sync | Kind::Query => tag == b'Z',
         }
     }
 
     /// Whether an ErrorResponse ends it: in the extended protocol an error ends the message
     /// and Postgres skips the rest up to Sync; a Query or Sync goes on to its ReadyForQuery.
     fn error_ends(self) -> bool {
-        !matches!(self, Kind::Sync | Kind::Query | Kind::Owed)
+        !matches!(self, Kind::Sync | Kind::Query)
     }
 }
 
@@ -328,17 +325,9 @@ impl Queue {
     /// A COPY FROM STDIN ended (CopyDone/CopyFail sent): the `syncs` Syncs the client sent
     /// during copy-in mode are ignored by Postgres and get no answer.
     pub(crate) fn forget_syncs_in_copy(&mut self, mut syncs: u32) {
-        let mut unmapped = false;
-        while syncs > 0
-            && (self.q.back()).is_some_and(|e| matches!(e.kind, Kind::Sync | Kind::Owed))
-        {
-            unmapped |= self.q.pop_back().is_some_and(|e| e.kind == Kind::Owed);
+        while syncs > 0 && self.q.back().is_some_and(|e| e.kind == Kind::Sync) {
+            self.q.pop_back();
             syncs -= 1;
-        }
-        if unmapped {
-            // The COPY's Execute was passed on before the mapping started (its Sync owed as
-            // `Owed`): what it still owes is its CommandComplete (or error).
-            self.q.push_back(Expect::forward(Kind::Execute));
         }
     }
 }
@@ -358,7 +347,6 @@ fn fits(kind: Kind, tag: u8) -> bool {
         // A simple query may answer with anything a query can (several statements, COPY,
         // a FunctionCall's FunctionCallResponse).
         Kind::Query => !matches!(tag, b'1' | b'2' | b'3' | b't' | b's'),
-        Kind::Owed => true,
     }
 }
 
@@ -426,43 +414,6 @@ mod tests {
             assert_eq!(owed.front().map(|e| e.kind), model.front().copied());
             assert_eq!(owed.back().map(|e| e.kind), model.back().copied());
         }
-    }
-
-    /// What a batch passed on unmapped still owes: any answer, an error included, up to its
-    /// ReadyForQuery; a Sync ignored in copy-in mode owes nothing after all.
-    #[test]
-    fn owed_takes_any_answer_up_to_ready_for_query() {
-        let mut q = Queue::default();
-        q.push(fwd(Kind::Owed));
-        q.push(fwd(Kind::Parse));
-        let mut undo = Vec::new();
-        for tag in [b'1', b'2', b't', b'T', b'D', b'E', b'C', b'Z'] {
-            assert_eq!(q.on_backend(tag, &mut undo), Ok(Verdict::Forward));
-        }
-        assert_eq!(q.len(), 1, "the Parse's answer is still owed");
-        assert_eq!(q.on_backend(b'1', &mut undo), Ok(Verdict::Forward));
-        assert!(q.is_empty());
-        // An unmapped batch ran COPY FROM STDIN: its Sync is ignored, the copy's
-        // CommandComplete is still owed, then the Sync after CopyDone's ReadyForQuery.
-        let mut q = Queue::default();
-        q.push(fwd(Kind::Query));
-        q.push(fwd(Kind::Owed));
-        q.forget_syncs_in_copy(1);
-        q.push(fwd(Kind::Sync));
-        assert_eq!(q.len(), 3);
-        assert!(
-            q.on_backend(b'1', &mut undo).is_err(),
-            "a Query owes no ParseComplete"
-        );
-        let mut q = Queue::default();
-        q.push(fwd(Kind::Owed));
-        q.push(fwd(Kind::Sync));
-        q.forget_syncs_in_copy(2);
-        q.push(fwd(Kind::Sync));
-        for tag in [b'C', b'Z'] {
-            assert_eq!(q.on_backend(tag, &mut undo), Ok(Verdict::Forward));
-        }
-        assert!(q.is_empty());
     }
 
     fn stmt(n: u32) -> Arc<Statement> {

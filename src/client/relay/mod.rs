@@ -566,9 +566,6 @@ struct Txn {
     /// Prepared-statement mapping (transaction and statement mode with max_prepared_statements),
     /// from the first message that may need it (`Relay::maps`).
     prep: Option<prepared::Tracker>,
-    /// In a batch that names no statement (`prepared::plain_batch`, checked whole when it
-    /// started), passed on without the mapping until its Sync.
-    plain: bool,
     /// Settings the request's statements may have changed: read back before the server goes.
     touched: Option<Box<crate::sql::Touch>>,
     /// Why the client is pinned to this server (`pin.rs`: state that cannot move), if it is.
@@ -903,7 +900,6 @@ impl Relay {
             started_now: true,
             answer_at: now,
             prep: None,
-            plain: false,
             touched: None,
             pinned: 0,
             settings,

@@ -459,18 +459,9 @@ impl Relay {
     /// it is: most transactions of most clients never map anything, and skip the queue; the
     /// mapping starts at the first message that may need it, owing the answers to the
     /// queries sent before it (`pending`: only queries were).
-    ///
-    /// So is a batch of the extended protocol that names no statement (the unnamed one only,
-    /// as pgbench and most drivers' one-off queries send), checked whole when its first message
-    /// is scanned: its answers go to the client as they come, and the mapping, if a later
-    /// message starts it, owes up to each ReadyForQuery still to come (`Kind::Owed`).
-    pub(super) fn maps(&self, t: &mut Txn, cbuf: &[u8], tag: u8) -> bool {
+    pub(super) fn maps(&self, t: &mut Txn, tag: u8) -> bool {
         if t.prep.is_some() {
             return true;
-        }
-        if t.plain {
-            t.plain = tag != b'S';
-            return false;
         }
         if tag == b'Q' && self.statements.as_ref().map_or(true, |m| m.is_empty()) {
             return false;
@@ -478,16 +469,12 @@ impl Relay {
         if t.server.target.max_prepared_statements == 0 {
             return false;
         }
-        if !t.state.unsynced() && plain_batch(&cbuf[t.c_ready..]) {
-            t.plain = tag != b'S';
-            return false;
-        }
         let mut tr = Tracker {
             queue: Queue::in_room(std::mem::take(&mut t.server.owed_room)),
             ..Default::default()
         };
         for _ in 0..t.state.pending() {
-            tr.queue.push(Expect::forward(Kind::Owed));
+            tr.queue.push(Expect::forward(Kind::Query));
         }
         t.prep = Some(tr);
         true
@@ -522,37 +509,6 @@ impl Relay {
         t.s_ready += answer::apply(&mut t.server.rbuf, t.s_ready, len, &verdict)?;
         Ok(Some(verdict))
     }
-}
-
-/// Whether `buf` starts with a whole batch of the extended protocol, up to and including its
-/// Sync, in which no message names a statement: Parse of the unnamed statement, Bind of it
-/// (to any portal), Describe of a portal or of it, Execute, Flush. Nothing in it needs the
-/// prepared-statement mapping. Anything else, or a batch not all received yet: `false`.
-pub(super) fn plain_batch(buf: &[u8]) -> bool {
-    let mut at = 0;
-    while let Some(head) = buf.get(at..at + 5) {
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let Some(body) = len.checked_sub(4).and_then(|n| buf.get(at + 5..at + 5 + n)) else {
-            return false;
-        };
-        let plain = match head[0] {
-            b'S' => return true,
-            b'E' | b'H' => true,
-            b'P' => body.first() == Some(&0),
-            // The portal's name, then the statement's.
-            b'B' => body
-                .iter()
-                .position(|&c| c == 0)
-                .is_some_and(|nul| body.get(nul + 1) == Some(&0)),
-            b'D' => matches!(body, [b'P', ..] | [b'S', 0, ..]),
-            _ => false,
-        };
-        if !plain {
-            return false;
-        }
-        at += 1 + len;
-    }
-    false
 }
 
 /// Apply the undo actions of messages that failed or were skipped, newest first.
@@ -643,75 +599,5 @@ impl Relay {
             over = self.answered(t, None);
         }
         over
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::plain_batch;
-
-    /// A frontend message: tag, length, body.
-    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![tag];
-        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        m.extend_from_slice(body);
-        m
-    }
-
-    fn batch(msgs: &[Vec<u8>]) -> Vec<u8> {
-        msgs.concat()
-    }
-
-    /// pgbench -M extended's batch: Parse, Bind, Describe portal, Execute, Sync, all unnamed.
-    fn pgbench() -> Vec<Vec<u8>> {
-        vec![
-            msg(b'P', b"\0SELECT $1\0\0\0"),
-            msg(b'B', b"\0\0\0\0\0\x01\0\0\0\x011\0\0"),
-            msg(b'D', b"P\0"),
-            msg(b'E', b"\0\0\0\0\0"),
-            msg(b'S', b""),
-        ]
-    }
-
-    #[test]
-    fn a_batch_of_the_unnamed_statement_is_plain() {
-        assert!(plain_batch(&batch(&pgbench())));
-        // A named portal, a Describe of the unnamed statement, a Flush: still plain.
-        let m = vec![
-            msg(b'P', b"\0SELECT 1\0\0\0"),
-            msg(b'D', b"S\0"),
-            msg(b'H', b""),
-            msg(b'B', b"cur\0\0\0\0\0\0\0\0"),
-            msg(b'E', b"cur\0\0\0\0\0"),
-            msg(b'S', b""),
-        ];
-        assert!(plain_batch(&batch(&m)));
-        // What follows the Sync is the next batch's business.
-        let mut two = batch(&pgbench());
-        two.extend(msg(b'P', b"s1\0SELECT 1\0\0\0"));
-        assert!(plain_batch(&two));
-    }
-
-    #[test]
-    fn a_batch_naming_a_statement_or_not_all_here_is_not() {
-        let named = [
-            (0, msg(b'P', b"s1\0SELECT $1\0\0\0")),
-            (1, msg(b'B', b"\0s1\0\0\0\0\x01\0\0\0\x011\0\0")),
-            (2, msg(b'D', b"Ss1\0")),
-            (2, msg(b'C', b"S\0")),
-            (2, msg(b'Q', b"SELECT 1\0")),
-            (3, msg(b'd', b"x")),
-        ];
-        for (i, m) in named {
-            let mut msgs = pgbench();
-            msgs[i] = m;
-            assert!(!plain_batch(&batch(&msgs)), "{:?}", msgs[i]);
-        }
-        let whole = batch(&pgbench());
-        for cut in 0..whole.len() {
-            assert!(!plain_batch(&whole[..cut]), "cut at {cut}");
-        }
-        // A length below 4 is malformed: not plain (Postgres says what is wrong).
-        assert!(!plain_batch(&[b'E', 0, 0, 0, 3, b'S', 0, 0, 0, 4]));
     }
 }

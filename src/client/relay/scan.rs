@@ -242,7 +242,7 @@ impl Relay {
             }
             // With prepared statements mapped, a message may be rewritten first: `ready`
             // bytes of whole messages, then `rest` bytes of its body as the client sent them.
-            let (ready, rest) = if tag != b'X' && self.maps(t, cbuf, tag) {
+            let (ready, rest) = if tag != b'X' && self.maps(t, tag) {
                 match self.track_client(t, cbuf, tag, len) {
                     Track::Wait(want) => {
                         t.c_want = want;

@@ -156,11 +156,6 @@ impl TxnState {
         self.pending == 0 && !self.unsynced
     }
 
-    /// Extended-protocol messages were sent since the last Sync: a batch is open.
-    pub(crate) fn unsynced(&self) -> bool {
-        self.unsynced
-    }
-
     /// Query, FunctionCall and Sync messages sent whose ReadyForQuery has not come back.
     pub(crate) fn pending(&self) -> u32 {
         self.pending
