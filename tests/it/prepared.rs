@@ -461,6 +461,60 @@ fn prepared_scenarios() -> Vec<Scenario> {
         ],
     ));
 
+    // Batches of the unnamed statement, one failing, and one naming a statement sent before
+    // their answers came; then both kinds inside a transaction; then a COPY of the unnamed one.
+    v.push((
+        "unnamed batches, then named ones before their answers",
+        vec![
+            (
+                [
+                    parse("", "SELECT $1::int + 1"),
+                    bind_params("", "", &["1"], false),
+                    describe_portal(""),
+                    execute(""),
+                    sync(),
+                    parse("", "SELECT 1/0"),
+                    bind_params("", "", &[], false),
+                    execute(""),
+                    sync(),
+                    parse("s20", "SELECT $1::text || 'x'"),
+                    bind_params("", "s20", &["a"], false),
+                    execute(""),
+                    sync(),
+                ]
+                .concat(),
+                Ready(3),
+            ),
+            (
+                [
+                    query("BEGIN"),
+                    parse("", "SELECT 2"),
+                    bind_params("", "", &[], false),
+                    execute(""),
+                    sync(),
+                    bind_params("", "s20", &["b"], false),
+                    execute(""),
+                    sync(),
+                    query("COMMIT"),
+                ]
+                .concat(),
+                Ready(4),
+            ),
+            (
+                [
+                    parse("", "COPY (SELECT g FROM generate_series(1, 2) g) TO STDOUT"),
+                    bind_params("", "", &[], false),
+                    execute(""),
+                    sync(),
+                    describe_statement("s20"),
+                    sync(),
+                ]
+                .concat(),
+                Ready(2),
+            ),
+        ],
+    ));
+
     v.push((
         "COPY through a named statement",
         vec![
