@@ -8,7 +8,8 @@ COPY tests ./tests
 COPY benches ./benches
 # A profile-guided build (scripts/pgo-build.sh): an instrumented pgmux is trained with pgbench
 # through a throwaway Postgres the script installs here, then built again with the profile. It
-# takes about twice a plain build's time; the binary spends 5-25% less CPU per transaction.
+# takes about twice a plain build's time; the binary spent 2-25% less CPU per transaction in the
+# benchmarks (README, "The fastest build").
 # `docker build --build-arg PGO=0 .` builds without a profile (in the same place).
 COPY scripts/pgo-build.sh ./scripts/
 ARG PGO=1
