@@ -190,16 +190,13 @@ fn run(config: Config, file: PathBuf) -> ExitCode {
     }
     // One worker: a current-thread runtime (one epoll loop, as PgBouncer), which needs no
     // cross-thread wake-ups or work stealing. More: tokio's multi-thread scheduler.
-    let workers = config.general.runtime_workers();
-    tracing::info!(
-        "{workers} worker thread(s) (workers = {})",
-        config.general.workers
-    );
-    let mut rt = match workers {
+    let mut rt = match config.general.workers {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n);
+            if n > 0 {
+                b.worker_threads(n);
+            }
             b
         }
     };
