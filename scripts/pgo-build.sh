@@ -40,16 +40,19 @@ apt_install() {
 
 # llvm-profdata that reads what rustc's LLVM writes: the same major version.
 major=$(rustc -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-profdata=
-for p in "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata "llvm-profdata-$major" llvm-profdata; do
-  if command -v "$p" >/dev/null 2>&1 && "$p" --version 2>/dev/null | grep -q "LLVM version $major\."; then
-    profdata=$p
-    break
-  fi
-done
+find_profdata() {
+  local p
+  for p in "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata "llvm-profdata-$major" llvm-profdata; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" --version 2>/dev/null | grep -q "LLVM version $major\."; then
+      echo "$p"
+      return
+    fi
+  done
+}
+profdata=$(find_profdata)
 if [ -z "$profdata" ] && command -v rustup >/dev/null 2>&1 &&
   rustup component add llvm-tools >&2; then
-  profdata=$(ls "$(rustc --print sysroot)"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1)
+  profdata=$(find_profdata)
 fi
 if [ -z "$profdata" ]; then
   apt_install "llvm-$major"
