@@ -6,7 +6,8 @@
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=${BENCH_SCRIPTS:-$(dirname "$REPO")/shared/bench}
 # The binaries may be given relative to where the benchmark was started: the scripts cd.
-[ -z "${PGMUX:-}" ] || PGMUX=$(realpath "$PGMUX")
+# PGMUX defaults to the release build; PGMUX2 stays unset unless given (it starts pgmux2).
+PGMUX=$(realpath -m "${PGMUX:-$REPO/target/release/pgmux}")
 [ -z "${PGMUX2:-}" ] || PGMUX2=$(realpath "$PGMUX2")
 
 # pgmux's config, printed: listening on port $1 in front of Postgres on $PG_PORT, `workers =
@@ -40,7 +41,7 @@ TOML
 start_pgmux_and_pgmux2() {
   local workers=${WORKERS:-$1}
   pgmux_config "$MUX_PORT" "$workers" "${EXTRA:-}" > "$W/pgmux.toml"
-  "${PGMUX:-$REPO/target/release/pgmux}" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
+  "$PGMUX" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
   MUX_PID=$! MUX2_PID=
   if [ -n "${EXTRA2:-}${PGMUX2:-}${WORKERS2:-}" ]; then
     pgmux_config "$MUX2_PORT" "${WORKERS2:-$workers}" "${EXTRA2:-${EXTRA:-}}" > "$W/pgmux2.toml"

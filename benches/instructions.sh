@@ -28,7 +28,6 @@ export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-instr}
 export PG_PORT=${PG_PORT:-15552}
 PORT=${PORT:-15553}
 MODE=${MODE:-simple} CLIENTS=${CLIENTS:-4} N1=${N1:-200} N2=${N2:-1200}
-PGMUX=${PGMUX:-$REPO/target/release/pgmux}
 W=$BENCH_DIR/instr
 mkdir -p "$W"
 [ "$PGMUX" != "$REPO/target/release/pgmux" ] || (cd "$REPO" && cargo build --release -q)

@@ -25,7 +25,7 @@ W=$BENCH_DIR/many
 mkdir -p "$W"
 start_postgres_and_pgbouncer
 pgmux_config "$MUX_PORT" "${WORKERS:-1}" > "$W/pgmux.toml"
-"${PGMUX:-$REPO/target/release/pgmux}" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
+"$PGMUX" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
 MUX2_PORT=${MUX2_PORT:-15536} MUX2_PID=
 if [ -n "${PGMUX2:-}${WORKERS2:-}" ]; then

@@ -47,8 +47,8 @@ TLS_LINES="client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"$W/server.
 mux_config $MUX_TLS_PORT "$TLS_LINES" > "$W/tls.toml"
 mux_config $MUX2_TLS_PORT "$TLS_LINES" > "$W/tls2.toml"
 ulimit -n "$(ulimit -Hn)"
-"${PGMUX:-$REPO/target/release/pgmux}" -c "$W/plain.toml" > "$W/pgmux-plain.log" 2>&1 & P1=$!
-"${PGMUX:-$REPO/target/release/pgmux}" -c "$W/tls.toml" > "$W/pgmux-tls.log" 2>&1 & P2=$!
+"$PGMUX" -c "$W/plain.toml" > "$W/pgmux-plain.log" 2>&1 & P1=$!
+"$PGMUX" -c "$W/tls.toml" > "$W/pgmux-tls.log" 2>&1 & P2=$!
 MORE=()
 if [ -n "${PGMUX2:-}" ]; then
   "$PGMUX2" -c "$W/tls2.toml" > "$W/pgmux2-tls.log" 2>&1 & P3=$!
