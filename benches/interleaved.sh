@@ -25,6 +25,9 @@
 # own CPU is out of the picture, as in cpu_split.sh);
 # CLIENT_SHARES=N: the pgbench processes in a cgroup (v1 cpu controller) of cpu.shares N
 # against every other process's 1024, so they get less of a shared core when others want it.
+# The `queued µs/tx` column is the time the pooler's threads spent runnable but waiting for a
+# core (/proc/PID/task/*/schedstat): what the pooler loses to the processes it shares the
+# cores with.
 # Latency percentiles are not given: a stopped client's transaction in flight counts
 # the stop in its latency (many_clients.sh gives p99).
 set -euo pipefail
@@ -50,6 +53,8 @@ sleep 1
 pin_clients "$PGB_PID" "$MUX_PID" $MUX2_PID
 client_shares
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Nanoseconds the process's threads have waited runnable for a core.
+queued() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $2} END {printf "%.0f", s}'; }
 HZ=$(getconf CLK_TCK)
 
 # Log every target's clients in, one target at a time, and stop each pgbench once it runs.
@@ -74,8 +79,8 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
 done
 
 echo "$(nproc) cores, $CLIENTS clients, pgbench -j 2 -M $MODE${MODE2:+ (pgmux2: -M $MODE2)}, $ROUNDS rounds of ${WINDOW} s windows (after ${WARM} s)${PIN:+, PIN=$PIN}${CLIENT_SHARES:+, pgbench at cpu.shares $CLIENT_SHARES}"
-echo "| round | target | tps | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| round | target | tps | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll | queued µs/tx |"
+echo "|---|---|---|---|---|---|---|---|---|"
 : > "$W/windows"
 for r in $(seq "$ROUNDS"); do
   # Each round starts with the next target.
@@ -84,27 +89,27 @@ for r in $(seq "$ROUNDS"); do
     name=${NAMES[$i]} pid=${PIDS[$i]} out=${OUTS[$i]} b=${BENCHES[$i]}
     kill -CONT "$b"
     sleep "$WARM"
-    b0=$(ticks "$b") p0=$(ticks "$pid") g0=$(pg_ticks) i0=$(idle_ticks) t0=$(date +%s.%N)
+    b0=$(ticks "$b") p0=$(ticks "$pid") q0=$(queued "$pid") g0=$(pg_ticks) i0=$(idle_ticks) t0=$(date +%s.%N)
     polls=$(pgbench_ppolls "$b" "$WINDOW")
-    b1=$(ticks "$b") p1=$(ticks "$pid") g1=$(pg_ticks) i1=$(idle_ticks) t1=$(date +%s.%N)
+    b1=$(ticks "$b") p1=$(ticks "$pid") q1=$(queued "$pid") g1=$(pg_ticks) i1=$(idle_ticks) t1=$(date +%s.%N)
     kill -STOP "$b"
     # A progress line covers the second before its time stamp: those wholly inside the window.
     awk -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v r="$r" -v name="$name" \
-      -v polls="${polls:-}" -v bt=$((b1 - b0)) -v pt=$((p1 - p0)) -v g=$((g1 - g0)) -v idle=$((i1 - i0)) '
+      -v polls="${polls:-}" -v q=$((q1 - q0)) -v bt=$((b1 - b0)) -v pt=$((p1 - p0)) -v g=$((g1 - g0)) -v idle=$((i1 - i0)) '
       /^progress/ && $2 - 1 >= t0 && $2 <= t1 { s += $4; m++ }
       END {
         tps = m ? s / m : 0; tx = tps * (t1 - t0)
-        if (tx <= 0) { printf "| %d | %s | - | | | | | |\n", r, name; exit }
-        f = 1e6 / hz / tx; pp = polls > 0 ? tx / polls : 0
-        printf "| %d | %s | %d | %.1f | %.1f | %.1f | %.1f | %s |\n", r, name, tps, bt * f, pt * f, g * f, idle * f, (pp ? sprintf("%.1f", pp) : "-")
-        printf "%d %s %f %f %f %f %f %f\n", r, name, tps, bt * f, pt * f, g * f, idle * f, pp >> "'"$W/windows"'"
+        if (tx <= 0) { printf "| %d | %s | - | | | | | | |\n", r, name; exit }
+        f = 1e6 / hz / tx; pp = polls > 0 ? tx / polls : 0; qt = q / 1e3 / tx
+        printf "| %d | %s | %d | %.1f | %.1f | %.1f | %.1f | %s | %.1f |\n", r, name, tps, bt * f, pt * f, g * f, idle * f, (pp ? sprintf("%.1f", pp) : "-"), qt
+        printf "%d %s %f %f %f %f %f %f %f\n", r, name, tps, bt * f, pt * f, g * f, idle * f, pp, qt >> "'"$W/windows"'"
       }' "$out"
   done
 done
 echo
 echo "Medians over the rounds (ratio: to ${NAMES[0]}'s window of the same round):"
-echo "| target | tps | ratio | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| target | tps | ratio | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll | queued µs/tx |"
+echo "|---|---|---|---|---|---|---|---|---|"
 python3 - "$W/windows" "${NAMES[0]}" "${NAMES[@]}" <<'PY'
 import statistics, sys
 path, first, names = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -114,9 +119,9 @@ for n in names:
     mine = [(k[0], v) for k, v in by.items() if k[1] == n]
     if not mine:
         continue
-    med = [statistics.median(v[j] for _, v in mine) for j in range(6)]
+    med = [statistics.median(v[j] for _, v in mine) for j in range(7)]
     ratios = [v[0] / by[(r, first)][0] for r, v in mine if (r, first) in by]
     ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
     pp = f"{med[5]:.1f}" if med[5] else "-"
-    print(f"| {n} | {med[0]:.0f} | {ratio} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} | {pp} |")
+    print(f"| {n} | {med[0]:.0f} | {ratio} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} | {pp} | {med[6]:.1f} |")
 PY

@@ -25,12 +25,12 @@ W=$BENCH_DIR/many
 mkdir -p "$W"
 start_postgres_and_pgbouncer
 pgmux_config "$MUX_PORT" "${WORKERS:-1}" > "$W/pgmux.toml"
-"$PGMUX" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
+setsid "$PGMUX" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
 MUX2_PORT=${MUX2_PORT:-15536} MUX2_PID=
 if [ -n "${PGMUX2:-}${WORKERS2:-}" ]; then
   pgmux_config "$MUX2_PORT" "${WORKERS2:-${WORKERS:-1}}" > "$W/pgmux2.toml"
-  "${PGMUX2:-$REPO/target/release/pgmux}" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
+  setsid "${PGMUX2:-$REPO/target/release/pgmux}" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
   MUX2_PID=$!
 fi
 trap 'kill $MUX_PID $MUX2_PID 2>/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT

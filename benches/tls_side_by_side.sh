@@ -47,11 +47,11 @@ TLS_LINES="client_tls_sslmode = \"require\"\nclient_tls_cert_file = \"$W/server.
 mux_config $MUX_TLS_PORT "$TLS_LINES" > "$W/tls.toml"
 mux_config $MUX2_TLS_PORT "$TLS_LINES" > "$W/tls2.toml"
 ulimit -n "$(ulimit -Hn)"
-"$PGMUX" -c "$W/plain.toml" > "$W/pgmux-plain.log" 2>&1 & P1=$!
-"$PGMUX" -c "$W/tls.toml" > "$W/pgmux-tls.log" 2>&1 & P2=$!
+setsid "$PGMUX" -c "$W/plain.toml" > "$W/pgmux-plain.log" 2>&1 & P1=$!
+setsid "$PGMUX" -c "$W/tls.toml" > "$W/pgmux-tls.log" 2>&1 & P2=$!
 MORE=()
 if [ -n "${PGMUX2:-}" ]; then
-  "$PGMUX2" -c "$W/tls2.toml" > "$W/pgmux2-tls.log" 2>&1 & P3=$!
+  setsid "$PGMUX2" -c "$W/tls2.toml" > "$W/pgmux2-tls.log" 2>&1 & P3=$!
   MORE+=("pgmux2_tls=$MUX2_TLS_PORT:$P3")
 fi
 trap 'kill $P1 $P2 ${P3:-} 2>/dev/null; PGB_DIR="$W/pgb" ./pgbouncer.sh stop >/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT
