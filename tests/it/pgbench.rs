@@ -99,6 +99,32 @@ async fn pgbench_prepared_tpcb_12_clients_on_pool_of_5_does_not_hang() {
     }
 }
 
+/// pgbench `-M prepared` started twice on one pgmux, 8 clients on a pool of 2 with no reserve:
+/// the second run finds every statement on the servers already, while the pool forgot them
+/// with their last client. Answered from a server's cache, such a Parse once left the
+/// statement unknown, so every client's PQprepare waited for a server, and a thread blocked
+/// in one while its other clients held both servers in their transactions hung until
+/// query_wait_timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_run_again_on_warm_servers_does_not_hang() {
+    tpcb_database("tpcbagain");
+    let extra = database_section("tpcbagain", pg().port, "pool_size = 2");
+    let mux = Mux::start(config("query_wait_timeout = 5", &extra)).await;
+    for run in 0..2 {
+        let port = mux.port();
+        let r = tokio::task::spawn_blocking(move || {
+            pgbench_db(
+                port,
+                "tpcbagain",
+                &["-n", "-M", "prepared", "-c", "8", "-j", "2", "-T", "2"],
+            )
+        })
+        .await
+        .unwrap();
+        clean_run(&format!("run {run}: -c 8 -M prepared, pool 2"), r);
+    }
+}
+
 /// tpcb-like `-M prepared` (BEGIN, three UPDATEs, SELECT, INSERT, END: each a mapped statement,
 /// clients waiting in the queue) at 50 and 500 clients through pools of 5 and of 20, and with
 /// `max_prepared_statements = 3` (fewer than the script's 7 statements: every transaction

@@ -606,6 +606,43 @@ async fn mux_login(mux: &Mux, db: &str) -> TcpStream {
     s
 }
 
+/// A statement whose clients all left is still on the server that parsed it. The next Parse of
+/// it there is answered from that server's cache, and that makes it known good again: a third
+/// client's Parse of it alone, then Sync, is answered while the one server is busy inside a
+/// transaction. Before, only a Parse sent to a server marked a statement good, so once every
+/// server of a pool kept it, every client's PQprepare waited for a server: `pgbench -M
+/// prepared` started a second time on the same pgmux, with more clients than servers, hung
+/// (a thread blocked in PQprepare while its other clients held every server in a transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_a_server_kept_after_its_clients_left_is_prepared_without_a_server() {
+    use crate::support::raw::tags;
+    let _pg = pg();
+    let extra = db_entry("psdb10", "appdb", "pool_size = 1");
+    let mux = Mux::start(config("query_wait_timeout = 30", &extra)).await;
+    let p = |name: &str| [parse(name, "SELECT 'kept'"), sync()].concat();
+    let mut a = mux_login(&mux, "psdb10").await;
+    assert_eq!(tags(&exchange(&mut a, &p("s1"), 1).await), "1Z");
+    drop(a);
+    crate::support::eventually(5, "the first client gone", || mux.clients() == 0).await;
+    // The server still has it: a hit, no Parse sent.
+    let mut b = mux_login(&mux, "psdb10").await;
+    assert_eq!(tags(&exchange(&mut b, &p("s1"), 1).await), "1Z");
+    assert_eq!(tags(&exchange(&mut b, &query("BEGIN"), 1).await), "CZ");
+    // The only server is b's until it commits; c's Parse is answered all the same.
+    let mut c = mux_login(&mux, "psdb10").await;
+    assert_eq!(tags(&step(&mut c, &p("s2"), Until::Msgs(2)).await), "1Z");
+    let pool = mux.pool("psdb10", "app").unwrap();
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(pool.stats.ps_server_parses.load(Relaxed), 1);
+    assert_eq!(pool.stats.ps_hits.load(Relaxed), 2, "b's Parse, c's Parse");
+    // c's statement runs once b is done.
+    crate::support::raw::send(&mut c, &[bind("", "s2"), execute(""), sync()].concat()).await;
+    assert_eq!(tags(&exchange(&mut b, &query("COMMIT"), 1).await), "CZ");
+    let msgs = read_n(&mut c, 4).await;
+    assert_eq!(tags(&msgs), "2DCZ");
+    assert_eq!(crate::support::raw::data_row_first(&msgs[1].1), "kept");
+}
+
 /// max_prepared_statements bounds what each server keeps: the least recently used statement
 /// is closed on the server to make room, and prepared again when needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

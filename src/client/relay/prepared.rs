@@ -282,6 +282,12 @@ impl Relay {
                     map.insert(name.clone(), stmt.clone());
                     if t.server.prepared.touch(&stmt.key) {
                         stats.ps_hits.fetch_add(1, Relaxed);
+                        // The server accepted it once: the next client's Parse of it alone
+                        // needs no server (`alone.rs`), also when this is the first Parse of
+                        // it since its last client left (the pool forgot it, the server not).
+                        if !stmt.known_good() {
+                            stmt.set_parsed(true);
+                        }
                         tr.queue.push(Expect {
                             kind: Kind::Parse,
                             action: Action::Fake,
