@@ -17,8 +17,8 @@
 #   PIN=1 CLIENTS=10000 WINDOW=30 bash benches/cpu_split.sh     # pgbench on a core of its own
 #
 # Knobs: CLIENTS (16 128 512), WINDOW (10 s), ROUNDS (1), MODE (simple), J (pgbench threads,
-# 2), WORKERS (pgmux's, 0 = one per core), WORKERS2 / PGMUX2 / EXTRA2: a second pgmux
-# (`pgmux2`), EXTRA (more pgmux [general] lines), HAPROXY=1 adds HAProxy in plain TCP mode (the
+# 2), WORKERS (pgmux's; 0, the default: 1 on two cores), WORKERS2 / PGMUX2 / EXTRA2: a
+# second pgmux (`pgmux2`), EXTRA (more pgmux [general] lines), HAPROXY=1 adds HAProxy in plain TCP mode (the
 # floor of one proxy hop; it pools nothing: CLIENTS 250 at most), TARGETS (every one started),
 # KEEP=1 leaves Postgres running. PIN=1: pgbench on the last core, Postgres and the
 # poolers on the others (as if the clients ran elsewhere; the pooler then shares its cores

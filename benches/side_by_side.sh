@@ -13,8 +13,9 @@
 #
 # Knobs: WORKLOADS (select), MODES (simple extended prepared), CLIENTS (16 128 512), T (8),
 # ROUNDS (1), IDLE (0: no idle-client run; N: N idle clients against each pooler), WORKERS
-# (pgmux's workers, 0 = one per core), EXTRA (more pgmux [general] lines), KEEP=1 leaves
-# Postgres running for the next run, PERF=1 records `perf record -g` of pgmux over the run.
+# (pgmux's workers; 0, the default: 1 on two cores), EXTRA (more pgmux [general] lines),
+# KEEP=1 leaves Postgres running for the next run, PERF=1 records `perf record -g` of pgmux
+# over the run.
 # HAPROXY=1 adds Debian's HAProxy in plain TCP mode (one thread) straight to Postgres: the
 # cost of one proxy hop that parses nothing, the floor for any pooler. It pools nothing (a
 # server connection per client, and pg.sh allows 300), so keep CLIENTS at 250 or below.
