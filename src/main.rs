@@ -190,13 +190,16 @@ fn run(config: Config, file: PathBuf) -> ExitCode {
     }
     // One worker: a current-thread runtime (one epoll loop, as PgBouncer), which needs no
     // cross-thread wake-ups or work stealing. More: tokio's multi-thread scheduler.
-    let mut rt = match config.general.workers {
+    let workers = config.general.runtime_workers();
+    tracing::info!(
+        "{workers} worker thread(s) (workers = {})",
+        config.general.workers
+    );
+    let mut rt = match workers {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 0 {
-                b.worker_threads(n);
-            }
+            b.worker_threads(n);
             b
         }
     };

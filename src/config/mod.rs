@@ -417,7 +417,8 @@ pub struct General {
     pub tcp_user_timeout: usize,
     /// Append " - <client ip:port>" to each client's application_name. Default false.
     pub application_name_add_host: bool,
-    /// Worker threads; 0 = one per core; 1 = a single-threaded (current-thread) runtime.
+    /// Worker threads; 0 = one per core when the process may use more than two cores, else
+    /// 1 (`General::runtime_workers`); 1 = a single-threaded (current-thread) runtime.
     pub workers: usize,
     /// Startup parameters accepted and not applied (PgBouncer's name). Others that pgmux does
     /// not track are refused. Default ["extra_float_digits"] (JDBC sends it); PgBouncer's
@@ -726,6 +727,24 @@ impl General {
     pub(crate) fn as_table(&self) -> toml::Table {
         toml::Table::try_from(self).unwrap_or_default()
     }
+
+    /// The runtime's worker threads: `workers`, or for 0 one per core the process may use
+    /// (its CPU affinity and cgroup quota) when it may use more than two, else 1.
+    pub fn runtime_workers(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        workers_for(self.workers, cores)
+    }
+}
+
+/// See [`General::runtime_workers`]. On two cores or fewer the pooler shares them with
+/// Postgres or its application (a sidecar), and there the single-threaded runtime measured
+/// cheaper per transaction and fairer in its latency than two workers (README, "workers").
+fn workers_for(configured: usize, cores: usize) -> usize {
+    match configured {
+        0 if cores > 2 => cores,
+        0 => 1,
+        n => n,
+    }
 }
 
 pub(crate) fn general_keys() -> &'static [&'static str] {
@@ -813,5 +832,20 @@ impl Config {
         user.and_then(|u| u.pool_mode)
             .or(db.pool_mode)
             .unwrap_or(self.general.pool_mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workers_for;
+
+    #[test]
+    fn workers_zero_is_one_per_core_above_two_cores_else_one() {
+        assert_eq!(workers_for(0, 1), 1);
+        assert_eq!(workers_for(0, 2), 1);
+        assert_eq!(workers_for(0, 3), 3);
+        assert_eq!(workers_for(0, 16), 16);
+        assert_eq!(workers_for(1, 16), 1);
+        assert_eq!(workers_for(4, 2), 4);
     }
 }
