@@ -7,8 +7,8 @@
 #   CLIENTS=5000 T=60 WORKERS=0 bash benches/many_clients.sh
 # pgbench's sampled per-transaction logs stay in $BENCH_DIR/many/logs-TARGET (client id,
 # transaction number, latency in µs, script, epoch seconds and µs: pgbench's --log format).
-# Knobs: CLIENTS (10000), T (90), MODE (simple), WORKERS (pgmux's, default 1), PGMUX (its
-# binary; default target/release/pgmux), TARGETS
+# Knobs: CLIENTS (10000), T (90), MODE (simple), WORKERS (pgmux's, default 0 as in the
+# config), PGMUX (its binary; default target/release/pgmux), TARGETS
 # ("pgbouncer pgmux", plus pgmux2 when set), KEEP=1 leaves Postgres running; PGMUX2 /
 # WORKERS2: a second pgmux (target `pgmux2`, port MUX2_PORT) with another binary or workers,
 #   WORKERS=0 WORKERS2=1 T=150 bash benches/many_clients.sh
@@ -24,12 +24,12 @@ CLIENTS=${CLIENTS:-10000} T=${T:-90} MODE=${MODE:-simple}
 W=$BENCH_DIR/many
 mkdir -p "$W"
 start_postgres_and_pgbouncer
-pgmux_config "$MUX_PORT" "${WORKERS:-1}" > "$W/pgmux.toml"
+pgmux_config "$MUX_PORT" "${WORKERS:-0}" > "$W/pgmux.toml"
 setsid "$PGMUX" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
 MUX_PID=$!
 MUX2_PORT=${MUX2_PORT:-15536} MUX2_PID=
 if [ -n "${PGMUX2:-}${WORKERS2:-}" ]; then
-  pgmux_config "$MUX2_PORT" "${WORKERS2:-${WORKERS:-1}}" > "$W/pgmux2.toml"
+  pgmux_config "$MUX2_PORT" "${WORKERS2:-${WORKERS:-0}}" > "$W/pgmux2.toml"
   setsid "${PGMUX2:-$REPO/target/release/pgmux}" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
   MUX2_PID=$!
 fi
