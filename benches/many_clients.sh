@@ -24,15 +24,8 @@ CLIENTS=${CLIENTS:-10000} T=${T:-90} MODE=${MODE:-simple}
 W=$BENCH_DIR/many
 mkdir -p "$W"
 start_postgres_and_pgbouncer
-pgmux_config "$MUX_PORT" "${WORKERS:-0}" > "$W/pgmux.toml"
-setsid "$PGMUX" -c "$W/pgmux.toml" > "$W/pgmux.log" 2>&1 &
-MUX_PID=$!
-MUX2_PORT=${MUX2_PORT:-15536} MUX2_PID=
-if [ -n "${PGMUX2:-}${WORKERS2:-}" ]; then
-  pgmux_config "$MUX2_PORT" "${WORKERS2:-${WORKERS:-0}}" > "$W/pgmux2.toml"
-  setsid "${PGMUX2:-$REPO/target/release/pgmux}" -c "$W/pgmux2.toml" > "$W/pgmux2.log" 2>&1 &
-  MUX2_PID=$!
-fi
+MUX2_PORT=${MUX2_PORT:-15536}
+start_pgmux_and_pgmux2 0
 trap 'kill $MUX_PID $MUX2_PID 2>/dev/null; ./pgbouncer.sh stop >/dev/null; [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null' EXIT
 sleep 1
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
