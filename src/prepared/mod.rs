@@ -60,9 +60,12 @@ impl Statement {
         self.parsed.load(Ordering::Relaxed)
     }
 
-    /// A server accepted (`true`) or refused (`false`) a Parse of it.
+    /// A server accepted (`true`) or refused (`false`) a Parse of it. Written only when it
+    /// changes: the flag is read by every client of the pool, on every core.
     pub(crate) fn set_parsed(&self, ok: bool) {
-        self.parsed.store(ok, Ordering::Relaxed);
+        if self.parsed.load(Ordering::Relaxed) != ok {
+            self.parsed.store(ok, Ordering::Relaxed);
+        }
     }
 }
 

@@ -285,9 +285,7 @@ impl Relay {
                         // The server accepted it once: the next client's Parse of it alone
                         // needs no server (`alone.rs`), also when this is the first Parse of
                         // it since its last client left (the pool forgot it, the server not).
-                        if !stmt.known_good() {
-                            stmt.set_parsed(true);
-                        }
+                        stmt.set_parsed(true);
                         tr.queue.push(Expect {
                             kind: Kind::Parse,
                             action: Action::Fake,
