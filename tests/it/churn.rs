@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::pgbench::{clean_run, pgbench_db};
+use crate::pgbench::{clean_run, pgbench_db_blocking};
 use crate::support::client::{code, connect_ok, one, rows, sql_super, tp_config, tp_connect};
 use crate::support::{config, db_entry, eventually, pg, run, ConfigBuilder, Mux, PrivatePg};
 
@@ -164,17 +164,14 @@ async fn idle_servers_terminated_over_and_over_reach_no_client() {
     };
     let port = mux.port();
     for mode in ["simple", "extended", "prepared"] {
-        let out = tokio::task::spawn_blocking(move || {
-            pgbench_db(
-                port,
-                "churnbench",
-                &[
-                    "-n", "-S", "-c", "20", "-j", "2", "-T", "4", "--rate", "400", "-M", mode,
-                ],
-            )
-        })
-        .await
-        .unwrap();
+        let out = pgbench_db_blocking(
+            port,
+            "churnbench",
+            &[
+                "-n", "-S", "-c", "20", "-j", "2", "-T", "4", "--rate", "400", "-M", mode,
+            ],
+        )
+        .await;
         clean_run(&format!("{mode}, idle servers terminated"), out);
     }
     stop.store(true, Ordering::Relaxed);

@@ -21,6 +21,22 @@ fn pgbench(port: u16, args: &[&str]) -> (bool, String, String) {
     pgbench_db(port, "benchdb", args)
 }
 
+/// `pgbench_db` on a blocking thread: the test's runtime keeps serving pgmux meanwhile.
+pub(crate) async fn pgbench_db_blocking(
+    port: u16,
+    db: &str,
+    args: &[&str],
+) -> (bool, String, String) {
+    let db = db.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        pgbench_db(port, &db, &args)
+    })
+    .await
+    .unwrap()
+}
+
 pub(crate) fn pgbench_db(port: u16, db: &str, args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new("sh");
     // pgbench opens one socket per client: make sure the open-files limit allows it.
@@ -80,16 +96,12 @@ async fn pgbench_prepared_tpcb_12_clients_on_pool_of_5_does_not_hang() {
     let general = "reserve_pool_size = 2\nreserve_pool_timeout = 1\nquery_wait_timeout = 5";
     for round in 0..3 {
         let mux = Mux::start(config(general, &extra)).await;
-        let port = mux.port();
-        let r = tokio::task::spawn_blocking(move || {
-            pgbench_db(
-                port,
-                "tpcb12",
-                &["-n", "-M", "prepared", "-c", "12", "-j", "2", "-T", "3"],
-            )
-        })
-        .await
-        .unwrap();
+        let r = pgbench_db_blocking(
+            mux.port(),
+            "tpcb12",
+            &["-n", "-M", "prepared", "-c", "12", "-j", "2", "-T", "3"],
+        )
+        .await;
         clean_run(&format!("round {round}: -c 12 -M prepared, pool 5"), r);
         let counts = mux.counts("tpcb12", "app").unwrap();
         assert!(
@@ -111,16 +123,12 @@ async fn pgbench_prepared_run_again_on_warm_servers_does_not_hang() {
     let extra = database_section("tpcbagain", pg().port, "pool_size = 2");
     let mux = Mux::start(config("query_wait_timeout = 5", &extra)).await;
     for run in 0..2 {
-        let port = mux.port();
-        let r = tokio::task::spawn_blocking(move || {
-            pgbench_db(
-                port,
-                "tpcbagain",
-                &["-n", "-M", "prepared", "-c", "8", "-j", "2", "-T", "2"],
-            )
-        })
-        .await
-        .unwrap();
+        let r = pgbench_db_blocking(
+            mux.port(),
+            "tpcbagain",
+            &["-n", "-M", "prepared", "-c", "8", "-j", "2", "-T", "2"],
+        )
+        .await;
         clean_run(&format!("run {run}: -c 8 -M prepared, pool 2"), r);
     }
 }
@@ -146,17 +154,13 @@ async fn pgbench_prepared_tpcb_50_and_500_clients_pools_of_5_and_20_with_evictio
         let extra = database_section("tpcbmx", pg().port, &format!("pool_size = {pool}"));
         let general = format!("max_prepared_statements = {max_ps}\nquery_wait_timeout = 60");
         let mux = Mux::start(config(&general, &extra)).await;
-        let port = mux.port();
         let (c, l) = (clients.to_string(), length.to_string());
-        let r = tokio::task::spawn_blocking(move || {
-            pgbench_db(
-                port,
-                "tpcbmx",
-                &["-n", "-M", "prepared", "-c", &c, "-j", "2", &l],
-            )
-        })
-        .await
-        .unwrap();
+        let r = pgbench_db_blocking(
+            mux.port(),
+            "tpcbmx",
+            &["-n", "-M", "prepared", "-c", &c, "-j", "2", &l],
+        )
+        .await;
         let what = format!(
             "tpcb-like -M prepared, {clients} clients, pool {pool}, max_prepared_statements {max_ps}, {length}"
         );
