@@ -28,14 +28,19 @@
 # The `queued µs/tx` column is the time the pooler's threads spent runnable but waiting for a
 # core (/proc/PID/task/*/schedstat): what the pooler loses to the processes it shares the
 # cores with.
-# Latency percentiles are not given: a stopped client's transaction in flight counts
-# the stop in its latency (many_clients.sh gives p99).
+# Latency: pgbench logs a sample of its transactions (-l, SAMPLE of them, default 0.1); a
+# window's p50 and p99 are over the transactions that started in it at least TAIL seconds
+# (default 3) before its stop. One still running at the stop has its stop counted in its
+# latency, but it ran for more than TAIL seconds anyway, so it ranks where it belongs as long
+# as the p99 is below TAIL (a p99 at TAIL or above is printed as `>TAIL`). The medians
+# table gives each target's median window p50 and p99 and the median p99 ratio to the first
+# target's in the same round.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 export BENCH_DIR=${BENCH_DIR:-/tmp/pgmux-side} PG_PORT=${PG_PORT:-15532} PGB_PORT=${PGB_PORT:-15533}
 MUX_PORT=${MUX_PORT:-15534} MUX2_PORT=${MUX2_PORT:-15536}
 CLIENTS=${CLIENTS:-10000} ROUNDS=${ROUNDS:-10} WINDOW=${WINDOW:-8} WARM=${WARM:-4}
-MODE=${MODE:-simple}
+MODE=${MODE:-simple} SAMPLE=${SAMPLE:-0.1} TAIL=${TAIL:-3}
 W=$BENCH_DIR/interleaved
 mkdir -p "$W"
 start_postgres_and_pgbouncer
@@ -65,8 +70,10 @@ for t in "pgbouncer:$PGB_PORT:$PGB_PID" "pgmux:$MUX_PORT:$MUX_PID" "pgmux2:$MUX2
   [[ " ${TARGETS:-pgbouncer pgmux pgmux2} " == *" $name "* ]] || continue
   out=$W/$name.out mode=$MODE
   [ "$name" != pgmux2 ] || mode=${MODE2:-$MODE}
+  rm -f "$W/lat-$name".*
   PGPASSWORD=bench "${CLIENT_GROUP[@]}" $CLIENT_CORES pgbench -h 127.0.0.1 -p "$port" -U bench -n -S -M "$mode" -c "$CLIENTS" \
-    -j 2 -T 36000 -P 1 --progress-timestamp bench > "$out" 2>&1 &
+    -j 2 -T 36000 -P 1 --progress-timestamp -l --sampling-rate="$SAMPLE" --log-prefix="$W/lat-$name" \
+    bench > "$out" 2>&1 &
   b=$!
   BENCHES+=("$b")
   until [ "$(awk '/^progress/ && $4 > 0' "$out" | wc -l)" -ge 2 ]; do
@@ -82,6 +89,7 @@ echo "$(nproc) cores, $CLIENTS clients, pgbench -j 2 -M $MODE${MODE2:+ (pgmux2: 
 echo "| round | target | tps | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll | queued µs/tx |"
 echo "|---|---|---|---|---|---|---|---|---|"
 : > "$W/windows"
+: > "$W/spans"
 for r in $(seq "$ROUNDS"); do
   # Each round starts with the next target.
   for k in "${!NAMES[@]}"; do
@@ -93,6 +101,7 @@ for r in $(seq "$ROUNDS"); do
     polls=$(pgbench_ppolls "$b" "$WINDOW")
     b1=$(ticks "$b") p1=$(ticks "$pid") q1=$(queued "$pid") g1=$(pg_ticks) i1=$(idle_ticks) t1=$(date +%s.%N)
     kill -STOP "$b"
+    echo "$r $name $t0 $t1" >> "$W/spans"
     # A progress line covers the second before its time stamp: those wholly inside the window.
     awk -v t0="$t0" -v t1="$t1" -v hz="$HZ" -v r="$r" -v name="$name" \
       -v polls="${polls:-}" -v q=$((q1 - q0)) -v bt=$((b1 - b0)) -v pt=$((p1 - p0)) -v g=$((g1 - g0)) -v idle=$((i1 - i0)) '
@@ -108,13 +117,34 @@ for r in $(seq "$ROUNDS"); do
 done
 echo
 echo "Medians over the rounds (ratio: to ${NAMES[0]}'s window of the same round):"
-echo "| target | tps | ratio | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll | queued µs/tx |"
-echo "|---|---|---|---|---|---|---|---|---|"
-python3 - "$W/windows" "${NAMES[0]}" "${NAMES[@]}" <<'PY'
-import statistics, sys
-path, first, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-rows = [l.split() for l in open(path)]
+echo "| target | tps | ratio | p50 ms | p99 ms | p99 ratio | pgbench µs/tx | pooler µs/tx | postgres µs/tx | idle µs/tx | tx per ppoll | queued µs/tx |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+# pgbench writes its log through stdio: what a stopped pgbench still buffers (the last few
+# dozen lines) is not in the files yet, which takes nothing from the windows but the last one.
+python3 - "$W" "$TAIL" "${NAMES[0]}" "${NAMES[@]}" <<'PY'
+import glob, statistics, sys
+w, tail, first, names = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
+rows = [l.split() for l in open(f"{w}/windows")]
 by = {(r[0], r[1]): [float(x) for x in r[2:]] for r in rows}
+# Per window: the latencies (ms) of the sampled transactions that started in [t0, t1 - tail].
+spans = [l.split() for l in open(f"{w}/spans")]
+lat = {}
+for n in names:
+    ends = []
+    for f in glob.glob(f"{w}/lat-{n}.*"):
+        for line in open(f):
+            p = line.split()
+            if len(p) >= 6:
+                us = int(p[2])
+                ends.append((int(p[4]) + int(p[5]) / 1e6 - us / 1e6, us / 1e3))
+    ends.sort()
+    for r, name, t0, t1 in spans:
+        if name != n:
+            continue
+        lo, hi = float(t0), float(t1) - tail
+        lat[(r, n)] = sorted(ms for s, ms in ends if lo <= s <= hi)
+def pct(v, q):
+    return v[min(len(v) - 1, int(len(v) * q))] if v else None
 for n in names:
     mine = [(k[0], v) for k, v in by.items() if k[1] == n]
     if not mine:
@@ -123,5 +153,13 @@ for n in names:
     ratios = [v[0] / by[(r, first)][0] for r, v in mine if (r, first) in by]
     ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
     pp = f"{med[5]:.1f}" if med[5] else "-"
-    print(f"| {n} | {med[0]:.0f} | {ratio} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} | {pp} | {med[6]:.1f} |")
+    p50s = [pct(lat[(r, n)], 0.5) for r, _ in mine if lat.get((r, n))]
+    p99s = {r: pct(lat[(r, n)], 0.99) for r, _ in mine if lat.get((r, n))}
+    p50 = f"{statistics.median(p50s):.1f}" if p50s else "-"
+    p99 = statistics.median(p99s.values()) if p99s else None
+    p99t = "-" if p99 is None else (f">{tail * 1e3:.0f}" if p99 >= tail * 1e3 else f"{p99:.1f}")
+    fl = {r: pct(lat[(r, first)], 0.99) for r, _ in mine if lat.get((r, first))}
+    pr = [p99s[r] / fl[r] for r in p99s if fl.get(r)]
+    prt = f"{statistics.median(pr):.2f}" if pr else "-"
+    print(f"| {n} | {med[0]:.0f} | {ratio} | {p50} | {p99t} | {prt} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} | {pp} | {med[6]:.1f} |")
 PY
