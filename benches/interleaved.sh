@@ -122,29 +122,26 @@ echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 # pgbench writes its log through stdio: what a stopped pgbench still buffers (the last few
 # dozen lines) is not in the files yet, which takes nothing from the windows but the last one.
 python3 - "$W" "$TAIL" "${NAMES[0]}" "${NAMES[@]}" <<'PY'
-import glob, statistics, sys
+import bisect, glob, statistics, sys
 w, tail, first, names = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4:]
 rows = [l.split() for l in open(f"{w}/windows")]
 by = {(r[0], r[1]): [float(x) for x in r[2:]] for r in rows}
-# Per window: the latencies (ms) of the sampled transactions that started in [t0, t1 - tail].
-spans = [l.split() for l in open(f"{w}/spans")]
-lat = {}
-for n in names:
-    ends = []
-    for f in glob.glob(f"{w}/lat-{n}.*"):
-        for line in open(f):
-            p = line.split()
-            if len(p) >= 6:
-                us = int(p[2])
-                ends.append((int(p[4]) + int(p[5]) / 1e6 - us / 1e6, us / 1e3))
-    ends.sort()
-    for r, name, t0, t1 in spans:
-        if name != n:
-            continue
-        lo, hi = float(t0), float(t1) - tail
-        lat[(r, n)] = sorted(ms for s, ms in ends if lo <= s <= hi)
 def pct(v, q):
-    return v[min(len(v) - 1, int(len(v) * q))] if v else None
+    return v[min(len(v) - 1, int(len(v) * q))]
+# Per window: p50 and p99 (ms) of the sampled transactions that started in [t0, t1 - tail].
+txs = {}
+for n in names:
+    txs[n] = sorted(
+        (int(p[4]) + int(p[5]) / 1e6 - int(p[2]) / 1e6, int(p[2]) / 1e3)
+        for f in glob.glob(f"{w}/lat-{n}.*") for p in map(str.split, open(f)) if len(p) >= 6)
+p50w, p99w = {}, {}
+for r, n, t0, t1 in (l.split() for l in open(f"{w}/spans")):
+    v = txs[n]
+    lo = bisect.bisect_left(v, (float(t0),))
+    hi = bisect.bisect_right(v, (float(t1) - tail, float("inf")))
+    ms = sorted(m for _, m in v[lo:hi])
+    if ms:
+        p50w[(r, n)], p99w[(r, n)] = pct(ms, 0.5), pct(ms, 0.99)
 for n in names:
     mine = [(k[0], v) for k, v in by.items() if k[1] == n]
     if not mine:
@@ -153,13 +150,12 @@ for n in names:
     ratios = [v[0] / by[(r, first)][0] for r, v in mine if (r, first) in by]
     ratio = f"{statistics.median(ratios):.2f}" if ratios else "-"
     pp = f"{med[5]:.1f}" if med[5] else "-"
-    p50s = [pct(lat[(r, n)], 0.5) for r, _ in mine if lat.get((r, n))]
-    p99s = {r: pct(lat[(r, n)], 0.99) for r, _ in mine if lat.get((r, n))}
+    p50s = [p50w[(r, n)] for r, _ in mine if (r, n) in p50w]
+    p99s = {r: p99w[(r, n)] for r, _ in mine if (r, n) in p99w}
     p50 = f"{statistics.median(p50s):.1f}" if p50s else "-"
     p99 = statistics.median(p99s.values()) if p99s else None
     p99t = "-" if p99 is None else (f">{tail * 1e3:.0f}" if p99 >= tail * 1e3 else f"{p99:.1f}")
-    fl = {r: pct(lat[(r, first)], 0.99) for r, _ in mine if lat.get((r, first))}
-    pr = [p99s[r] / fl[r] for r in p99s if fl.get(r)]
+    pr = [p99s[r] / p99w[(r, first)] for r in p99s if (r, first) in p99w]
     prt = f"{statistics.median(pr):.2f}" if pr else "-"
     print(f"| {n} | {med[0]:.0f} | {ratio} | {p50} | {p99t} | {prt} | {med[1]:.1f} | {med[2]:.1f} | {med[3]:.1f} | {med[4]:.1f} | {pp} | {med[6]:.1f} |")
 PY
