@@ -14,8 +14,9 @@
 # Knobs: WORKLOADS (select), MODES (simple extended prepared), CLIENTS (16 128 512), T (8),
 # ROUNDS (1), IDLE (0: no idle-client run; N: N idle clients against each pooler), WORKERS
 # (pgmux's workers; 0, the default: 1 on two cores), EXTRA (more pgmux [general] lines),
-# KEEP=1 leaves Postgres running for the next run, PERF=1 records `perf record -g` of pgmux
-# over the run.
+# KEEP=1 leaves Postgres running for the next run, PERF=1 records `perf record -g` of every
+# pooler over the run ($BENCH_DIR/pgmux/perf-TARGET.data; `perf report -i FILE --sort dso`
+# gives its user-space share, the kernel's being [kernel.kallsyms]).
 # HAPROXY=1 adds Debian's HAProxy in plain TCP mode (one thread) straight to Postgres: the
 # cost of one proxy hop that parses nothing, the floor for any pooler. It pools nothing (a
 # server connection per client, and pg.sh allows 300), so keep CLIENTS at 250 or below.
@@ -45,7 +46,7 @@ if [ "${HAPROXY:-0}" = 1 ]; then
 fi
 cleanup() {
   kill "$MUX_PID" ${HAP_PID:-} ${MUX2_PID:-} 2>/dev/null || true
-  [ -n "${PERF_PID:-}" ] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
+  for p in ${PERF_PIDS[@]+"${PERF_PIDS[@]}"}; do kill -INT "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   ./pgbouncer.sh stop >/dev/null
   [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null
 }
@@ -56,9 +57,12 @@ for _ in $(seq 100); do
 done
 echo "postgres :$PG_PORT, pgbouncer :$PGB_PORT pid $PGB_PID ($(pgbouncer --version 2>/dev/null | head -1 || /usr/sbin/pgbouncer --version | head -1)), pgmux :$MUX_PORT pid $MUX_PID, $(nproc) cores"
 
+PERF_PIDS=()
 if [ "${PERF:-0}" = 1 ]; then
-  perf record -g -o "$W/perf.data" -p "$MUX_PID" >/dev/null 2>&1 &
-  PERF_PID=$!
+  for t in "pgbouncer=0:$PGB_PID" "pgmux=0:$MUX_PID" ${TARGETS[@]+"${TARGETS[@]}"}; do
+    perf record -g -o "$W/perf-${t%%=*}.data" -p "${t##*:}" >/dev/null 2>&1 &
+    PERF_PIDS+=($!)
+  done
 fi
 if [ "${SKIP_PGBENCH:-0}" != 1 ]; then
   WORKLOADS="${WORKLOADS:-select}" MODES="${MODES:-simple extended prepared}" \
