@@ -46,7 +46,8 @@ if [ "${HAPROXY:-0}" = 1 ]; then
 fi
 cleanup() {
   kill "$MUX_PID" ${HAP_PID:-} ${MUX2_PID:-} 2>/dev/null || true
-  for p in ${PERF_PIDS[@]+"${PERF_PIDS[@]}"}; do kill -INT "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
+  # perf's exit status on SIGINT is not 0: || true, or set -e ends the cleanup here.
+  for p in ${PERF_PIDS[@]+"${PERF_PIDS[@]}"}; do kill -INT "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   ./pgbouncer.sh stop >/dev/null
   [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null
 }
