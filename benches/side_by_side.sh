@@ -38,7 +38,8 @@ W=$BENCH_DIR/pgmux
 mkdir -p "$W"
 start_postgres_and_pgbouncer
 start_pgmux_and_pgmux2 0
-TARGETS=()
+# Every target of the run, as compare.py takes them (NAME=PORT:PID).
+TARGETS=("pgbouncer=$PGB_PORT:$PGB_PID" "pgmux=$MUX_PORT:$MUX_PID")
 [ -z "$MUX2_PID" ] || TARGETS+=("pgmux2=$MUX2_PORT:$MUX2_PID")
 if [ "${HAPROXY:-0}" = 1 ]; then
   start_haproxy
@@ -46,7 +47,7 @@ if [ "${HAPROXY:-0}" = 1 ]; then
 fi
 cleanup() {
   kill "$MUX_PID" ${HAP_PID:-} ${MUX2_PID:-} 2>/dev/null || true
-  # perf's exit status on SIGINT is not 0: || true, or set -e ends the cleanup here.
+  # perf may exit non-zero on SIGINT: || true, or set -e ends the cleanup here.
   for p in ${PERF_PIDS[@]+"${PERF_PIDS[@]}"}; do kill -INT "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   ./pgbouncer.sh stop >/dev/null
   [ "${KEEP:-0}" = 1 ] || ./pg.sh stop >/dev/null
@@ -60,7 +61,7 @@ echo "postgres :$PG_PORT, pgbouncer :$PGB_PORT pid $PGB_PID ($(pgbouncer --versi
 
 PERF_PIDS=()
 if [ "${PERF:-0}" = 1 ]; then
-  for t in "pgbouncer=0:$PGB_PID" "pgmux=0:$MUX_PID" ${TARGETS[@]+"${TARGETS[@]}"}; do
+  for t in "${TARGETS[@]}"; do
     perf record -g -o "$W/perf-${t%%=*}.data" -p "${t##*:}" >/dev/null 2>&1 &
     PERF_PIDS+=($!)
   done
@@ -68,7 +69,7 @@ fi
 if [ "${SKIP_PGBENCH:-0}" != 1 ]; then
   WORKLOADS="${WORKLOADS:-select}" MODES="${MODES:-simple extended prepared}" \
     CLIENTS="${CLIENTS:-16 128 512}" T="${T:-8}" ROUNDS="${ROUNDS:-1}" \
-    python3 compare.py "pgbouncer=$PGB_PORT:$PGB_PID" "pgmux=$MUX_PORT:$MUX_PID" ${TARGETS[@]+"${TARGETS[@]}"}
+    python3 compare.py "${TARGETS[@]}"
 fi
 if [ "${IDLE:-0}" -gt 0 ]; then
   echo "## idle logged-in clients: $IDLE"
